@@ -1,0 +1,1 @@
+"""hermes-tasks."""
