@@ -1,0 +1,210 @@
+"""Carry out a plan: files, renames and s6 calls, in the order s6 needs (SPEC §6).
+
+Order of a run: sweep stale runtime files of profiles whose gateway is not up; update
+existing slots in place; publish new slots (staging dir + one rename); retire removed or
+structurally changed slots (down, rename to a dot-name); one rescan; wait for retired
+supervisors to exit and delete them; restart what changed. A failure of one slot is
+recorded on its step and never stops the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+from . import fsops
+from .inventory import Settings
+from .plan import CREATE, REMOVE, SWAP, UPDATE, Step
+from .profiles import STALE_FILES
+from .render import SlotSpec
+from .s6 import S6, S6Error
+from .slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
+
+DOWN_WAIT_MS = 10000
+SUPERVISOR_EXIT_TIMEOUT = 15.0
+
+
+class Applier:
+    """Applies steps for one settings object. ``errors`` maps slot name -> message."""
+
+    def __init__(self, settings: Settings, s6: S6 | None = None):
+        self.settings = settings
+        self.s6 = s6 or S6(settings.s6_bin_dir)
+        self.scandir = settings.scandir
+        self.errors: dict[str, str] = {}
+        self.skel_owner = owner(settings.service_gid)
+        self.volume_owner = (settings.service_uid, settings.service_gid)
+
+    # -- entry point -----------------------------------------------------------------
+
+    def run(self, steps: list[Step], stale: list[str] = ()) -> None:
+        """Apply every changing step; per-slot failures land in ``self.errors``."""
+        for name in stale:
+            self._guard(name, self._remove_stale, name)
+        for step in steps:
+            if step.sweep is not None:
+                self._guard(step.slot, self._sweep, step)
+        for step in steps:
+            if step.op == UPDATE:
+                self._guard(step.slot, self._update, step)
+            elif step.op == CREATE:
+                self._guard(step.slot, self._publish, step.spec)
+        retired = []
+        for step in steps:
+            if step.op in (SWAP, REMOVE):
+                self._guard(step.slot, lambda s=step: retired.append((s.slot, self._retire(s))))
+        self._rescan(any(s.op in (CREATE, SWAP) for s in steps), bool(retired))
+        for slot, old in retired:
+            self._guard(slot, self._delete_retired, old)
+        for step in steps:
+            if step.op == UPDATE and step.slot not in self.errors:
+                self._guard(step.slot, self._restart, step)
+
+    def _guard(self, slot: str | None, fn, *args) -> None:
+        try:
+            fn(*args)
+        except (OSError, S6Error) as exc:
+            self.errors.setdefault(slot or "?", _message(exc))
+
+    # -- steps -----------------------------------------------------------------------
+
+    def _sweep(self, step: Step) -> None:
+        """Delete the previous container's gateway.pid/processes.json if not up here."""
+        home = self.settings.hermes_home
+        try:
+            with fsops.opened_dir(home, step.sweep) as dfd:
+                present = [n for n in STALE_FILES if fsops.lexists(dfd, n)]
+                if not present or self.s6.is_up(os.path.join(self.scandir, step.slot)):
+                    return
+                for name in present:
+                    fsops.unlink_if_present(dfd, name)
+        except FileNotFoundError:
+            return
+
+    def _update(self, step: Step) -> None:
+        path = os.path.join(self.scandir, step.slot)
+        for rel in step.write:
+            f = step.spec.files[rel]
+            parent, name = os.path.split(os.path.join(path, rel))
+            os.makedirs(parent, 0o755, exist_ok=True)
+            with fsops.opened_dir(parent) as dfd:
+                # fsync: a slot may live on a persistent disk in some setups; it is cheap.
+                fsops.write_atomic(dfd, name, f.content, f.mode)
+        if step.fix_skeleton:
+            self._seed_skeleton(path, step.spec.logged)
+        if step.set_down is not None:
+            with fsops.opened_dir(path) as dfd:
+                if not step.set_down:
+                    fsops.unlink_if_present(dfd, "down")
+                elif not fsops.lexists(dfd, "down"):
+                    fsops.write_new(dfd, "down", b"", 0o644)
+
+    def _restart(self, step: Step) -> None:
+        path = os.path.join(self.scandir, step.slot)
+        if step.restart_gateway and self.s6.is_up(path):
+            self.s6.restart(path, DOWN_WAIT_MS)
+        if step.restart_logger and self.s6.supervised(os.path.join(path, "log")):
+            self.s6.svc(os.path.join(path, "log"), "-r")
+
+    def _staging(self, spec: SlotSpec, suffix: str) -> str:
+        """Build ``spec`` completely in a dot-prefixed sibling; return its path."""
+        staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
+        fsops.remove_tree(staging)
+        os.mkdir(staging, 0o755)
+        os.chmod(staging, 0o755)
+        if spec.logged:
+            os.mkdir(os.path.join(staging, "log"), 0o755)
+            os.chmod(os.path.join(staging, "log"), 0o755)
+        for rel, f in spec.files.items():
+            parent, name = os.path.split(os.path.join(staging, rel))
+            os.makedirs(parent, 0o755, exist_ok=True)
+            with fsops.opened_dir(parent) as dfd:
+                # No fsync: the dir is invisible until renamed, and the scandir is a tmpfs
+                # rebuilt at every boot, so a power cut loses nothing worth keeping.
+                fsops.write_new(dfd, name, f.content, f.mode)
+        if spec.down:
+            with fsops.opened_dir(staging) as dfd:
+                fsops.write_new(dfd, "down", b"", 0o644)
+        self._seed_skeleton(staging, spec.logged)
+        return staging
+
+    def _publish(self, spec: SlotSpec) -> None:
+        staging = self._staging(spec, "tmp")
+        os.rename(staging, os.path.join(self.scandir, spec.name))
+
+    def _seed_skeleton(self, path: str, logged: bool) -> None:
+        """Pre-create the shared control entries (layout g2a); repair them in place."""
+        uid, gid = self.skel_owner
+        for base in (path, os.path.join(path, "log")) if logged else (path,):
+            sup = os.path.join(base, "supervise")
+            _ensure(sup, SUPERVISE_MODE, uid, gid, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
+            _ensure(os.path.join(sup, "control"), CONTROL_MODE, uid, gid,
+                    lambda p: os.mkfifo(p, 0o600), stat.S_ISFIFO)
+            _ensure(os.path.join(base, "event"), EVENT_MODE, uid, gid,
+                    lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
+
+    def _retire(self, step: Step) -> str:
+        """Take a slot out of the scan: down and wait, rename to a dot-name; return it."""
+        path = os.path.join(self.scandir, step.slot)
+        if step.op == SWAP:
+            new = self._staging(step.spec, "new")
+        if os.path.isdir(path) and not os.path.islink(path) and self.s6.supervised(path):
+            try:
+                self.s6.svc(path, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
+            except S6Error:
+                with contextlib.suppress(S6Error):
+                    self.s6.svc(path, "-k")
+        old = os.path.join(self.scandir, f".{step.slot}.{'old' if step.op == SWAP else 'removing'}")
+        fsops.remove_tree(old)
+        os.rename(path, old)
+        if step.op == SWAP:
+            os.rename(new, path)
+        return old
+
+    def _rescan(self, added: bool, removed: bool) -> None:
+        """Tell a running s6-svscan; quietly skip when none runs (boot, tests)."""
+        if not (added or removed) or self.s6.scanner_running(self.scandir) is False:
+            return
+        try:
+            self.s6.svscanctl(self.scandir, "-an" if removed else "-a")
+        except S6Error as exc:
+            self.errors.setdefault("(rescan)", _message(exc))
+
+    def _delete_retired(self, old: str) -> None:
+        alive = self.s6.wait_unsupervised([old, os.path.join(old, "log")], SUPERVISOR_EXIT_TIMEOUT)
+        if alive:
+            raise S6Error(f"supervisor of {old} did not exit; it will be retried next run")
+        fsops.remove_tree(old)
+
+    def _remove_stale(self, name: str) -> None:
+        """Remove a dot-entry left by an interrupted run (retired ones may be supervised)."""
+        path = os.path.join(self.scandir, name)
+        if name.endswith((".old", ".removing")) and self.s6.supervised(path):
+            with contextlib.suppress(S6Error):
+                self.s6.svc(path, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
+            self._rescan(False, True)
+            self._delete_retired(path)
+            return
+        fsops.remove_tree(path)
+
+
+def _ensure(path: str, mode: int, uid: int, gid: int, create, kind) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        create(path)
+        st = os.lstat(path)
+    if not kind(st.st_mode):
+        raise OSError(f"{path} exists but has the wrong type")
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(path, uid, gid, follow_symlinks=False)
+    if stat.S_IMODE(st.st_mode) != mode or (st.st_uid, st.st_gid) != (uid, gid):
+        os.chmod(path, mode)  # after chown: chown clears setgid bits
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc)

@@ -1,0 +1,42 @@
+"""Flags and helpers shared by every task."""
+
+from __future__ import annotations
+
+import functools
+
+from invoke import task
+
+from .. import inventory
+from ..inventory import Settings
+
+INVENTORY_HELP = {
+    "inventory": "inventory file or directory (default: $HERMES_TASKS_INVENTORY, else the "
+                 "shipped container inventory)",
+    "var": "override one setting, key=value (value parsed as YAML; repeatable)",
+}
+
+
+def hermes_task(help: dict[str, str], **kwargs):
+    """``@task`` with the ``--inventory``/``--var`` flags and their help added."""
+    iterable = ["var", *kwargs.pop("iterable", [])]
+
+    def wrap(fn):
+        return task(help={**help, **INVENTORY_HELP}, iterable=iterable, **kwargs)(fn)
+
+    return wrap
+
+
+def settings(inventory_path: str | None, var: list[str]) -> Settings:
+    return inventory.load(inventory_path or None, var or ())
+
+
+def check_mode(c, check: bool) -> bool:
+    """``--check``, or Invoke's ``--dry``, which means the same here."""
+    return bool(check or c.config.run.dry)
+
+
+@functools.cache
+def lazy(module: str):
+    import importlib
+
+    return importlib.import_module(module, __package__)

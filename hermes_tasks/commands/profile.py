@@ -1,0 +1,39 @@
+"""``profile.*``: create and delete profiles, with their slots."""
+
+from __future__ import annotations
+
+from invoke import Exit
+
+from .. import lifecycle, report
+from .common import check_mode, hermes_task, settings
+
+COMMON = {
+    "check": "change nothing; report what would change",
+    "diff": "show a unified diff of every slot file that changes",
+    "json": "print one JSON object instead of the human report",
+}
+
+
+def _finish(rows, json, title, check):
+    report.emit(rows, json, title, check=check)
+    code = report.exit_code(rows, multi=False)
+    if code:
+        raise Exit(code=code)
+
+
+@hermes_task(help={"name": "the new profile's name", "start": "start its gateway too",
+                   **COMMON})
+def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None):
+    """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
+    check = check_mode(c, check)
+    rows = lifecycle.create(settings(inventory, var), name, start, check, diff)
+    _finish(rows, json, "profile.create", check)
+
+
+@hermes_task(help={"name": "the profile to delete",
+                   "purge": "delete its directory instead of moving it to .trash", **COMMON})
+def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None):
+    """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
+    check = check_mode(c, check)
+    rows = lifecycle.delete(settings(inventory, var), name, purge, check)
+    _finish(rows, json, "profile.delete", check)

@@ -1,0 +1,125 @@
+"""Reconcile: facts -> plan -> apply -> report rows, under the scandir lock.
+
+Tasks call :func:`reconcile` (all profiles, or ``only`` some slots); it never prints, it
+returns rows and warns through the callback it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from . import bootlog, fsops, lock, plan, profiles, slots
+from .apply import Applier
+from .errors import TaskError
+from .inventory import Settings
+from .render import REGISTRAR, Renderer
+from .report import Row, stats
+
+
+def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
+              only: set[str] | None = None, manage_registrar: bool | None = None,
+              warn=None) -> tuple[list[Row], Row | None]:
+    """Converge the slots with the profiles on disk; return (rows, registrar row).
+
+    ``only`` limits the run to those profile names (and never removes other slots).
+    ``manage_registrar`` defaults to "running as root"; the registrar's own reconcile
+    passes False so it never restarts itself. Rows are one per profile, skipped
+    directory and retired slot, in report order.
+    """
+    from .report import warn as default_warn
+
+    warn = warn or default_warn
+    scandir = settings.scandir
+    if not os.path.isdir(scandir):
+        raise TaskError(f"scandir {scandir} does not exist or is not a directory "
+                        "(is s6 set up? set scandir in the inventory or with --var)")
+    if manage_registrar is None:
+        manage_registrar = fsops.IS_ROOT and only is None
+    found, skipped = profiles.discover(settings.hermes_home, warn)
+    if only is not None:
+        found = [p for p in found if p.name in only]
+        skipped = []
+    renderer = Renderer(settings)
+    desired = [(p, renderer.gateway(p.name, p.autostart)) for p in found]
+    if manage_registrar:
+        desired.append((None, renderer.registrar()))
+
+    def make_plan():
+        existing, stale = slots.managed_names(scandir)
+        if only is not None:
+            existing = [n for n in existing if n[len(profiles.SLOT_PREFIX):] in only]
+        facts = {spec.name: slots.read(scandir, spec, settings.service_gid) for _, spec in desired}
+        return plan.build(desired, facts, skipped, existing), stale
+
+    if check:
+        steps, _ = make_plan()
+        return _rows(steps, {}, diff, check=True)
+    with lock.held(scandir, settings.lock_timeout, "reconcile"):
+        steps, stale = make_plan()
+        applier = Applier(settings)
+        applier.run(steps, stale)
+        rows, registrar = _rows(steps, applier.errors, diff, check=False)
+        bootlog.append(settings.hermes_home,
+                       [(r.profile, r.prior_state, r.action, r.result) for r in rows],
+                       settings.boot_log_rotate_bytes,
+                       (settings.service_uid, settings.service_gid), warn)
+    for slot, message in applier.errors.items():
+        if slot not in {s.slot for s in steps}:
+            warn(message)
+    return rows, registrar
+
+
+def _rows(steps: list[plan.Step], errors: dict[str, str], diff: bool,
+          check: bool) -> tuple[list[Row], Row | None]:
+    rows, registrar = [], None
+    for step in steps:
+        if step.op == plan.SKIP:
+            result = "skipped"
+        elif step.slot in errors:
+            result = "failed"
+        else:
+            result = "changed" if step.changes else "ok"
+        row = Row(step.slot, step.profile, step.prior_state, step.action, result,
+                  errors.get(step.slot) or _describe(step, check),
+                  plan.diff(step) if diff and step.changes else "")
+        if step.slot == REGISTRAR:
+            registrar = row
+        else:
+            rows.append(row)
+    return rows, registrar
+
+
+def _describe(step: plan.Step, check: bool) -> str:
+    would = "would be " if check else ""
+    if step.op == plan.SKIP:
+        return step.reason
+    if step.op == plan.CREATE:
+        return f"{would}published"
+    if step.op == plan.SWAP:
+        return f"{would}replaced: {step.reason}"
+    if step.op == plan.REMOVE:
+        return f"{would}retired: {step.reason}"
+    parts = []
+    if step.write:
+        parts.append("rewrote " + ", ".join(step.write))
+    if step.set_down is not None:
+        parts.append("added down marker" if step.set_down else "removed down marker")
+    if step.fix_skeleton:
+        parts.append("repaired supervise/event permissions")
+    if step.restart_gateway:
+        parts.append("restarts the gateway if up")
+    if step.restart_logger:
+        parts.append("restarts the logger")
+    return (would + "; ".join(parts)) if parts else ""
+
+
+def write_result(path: str, rows: list[Row], code: int) -> None:
+    """The registrar's record of its last run, readable by the service user."""
+    doc = {"finished_at": time.time(), "exit_code": code,
+           "results": [r.as_json() for r in rows], "stats": stats(rows)}
+    parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, 0o755, exist_ok=True)
+    with fsops.opened_dir(parent) as dfd:
+        fsops.write_atomic(dfd, name, json.dumps(doc).encode() + b"\n", 0o644, durable=False)

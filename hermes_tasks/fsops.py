@@ -1,0 +1,193 @@
+"""File operations that never follow a symlink below a trusted root.
+
+The volume (``hermes_home``) is written by an unprivileged user, so when we run as root
+every path below it is opened component by component with ``O_NOFOLLOW`` relative to its
+parent's file descriptor. The scandir is root's own tmpfs, but the same helpers are used
+there: one way to touch files, everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from typing import Iterator
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+IS_ROOT = os.geteuid() == 0
+
+
+class SymlinkRefused(OSError):
+    """A path component below the trusted root is a symlink (or not a directory)."""
+
+
+def open_dir(root: str, parts: tuple[str, ...] = (), create_mode: int | None = None,
+             owner: tuple[int, int] | None = None) -> int:
+    """Open ``root/parts...`` as a directory fd, refusing symlinks below ``root``.
+
+    ``root`` itself is trusted (it comes from the inventory). With ``create_mode``, missing
+    components are created with that mode and, when ``owner`` is given and we are root,
+    handed to ``owner`` (uid, gid). The caller closes the returned fd.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if create_mode is None:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, create_mode, dir_fd=fd)
+                    if owner and IS_ROOT:
+                        os.chown(part, *owner, dir_fd=fd, follow_symlinks=False)
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise SymlinkRefused(exc.errno, "is a symlink or not a directory; not followed",
+                                         os.path.join(root, *parts)) from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def opened_dir(root: str, parts: tuple[str, ...] = (), **kw) -> Iterator[int]:
+    """Context-managed :func:`open_dir`."""
+    fd = open_dir(root, parts, **kw)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def read_bounded(dir_fd: int, name: str, limit: int) -> bytes:
+    """Read a regular file of at most ``limit`` bytes without following a symlink.
+
+    Raises ``OSError`` (``ELOOP`` for a symlink, ``EFBIG`` when larger than ``limit``,
+    ``EINVAL`` when not a regular file). ``O_NONBLOCK`` keeps a planted FIFO from hanging us.
+    """
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", name)
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(dir_fd: int, name: str, data: bytes, mode: int = 0o644,
+                 owner: tuple[int, int] | None = None, durable: bool = True) -> None:
+    """Replace ``name`` in ``dir_fd`` by a complete new file through one rename.
+
+    The temp file is created exclusively with ``O_NOFOLLOW`` next to the target, so a
+    planted symlink is never written through; the rename replaces a symlink at ``name``
+    rather than following it. ``durable`` fsyncs the file and the directory: worth it on
+    the volume (state files survive a power cut whole), pointless on the tmpfs scandir.
+    """
+    tmp = f".{name}.hermes-tasks.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=dir_fd)  # left by an interrupted run
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)  # umask-proof: run scripts must be exactly 0755
+        if owner and IS_ROOT:
+            os.fchown(fd, *owner)
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if durable:
+        os.fsync(dir_fd)
+
+
+def write_new(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Create a file that must not exist yet (inside an invisible staging directory)."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode, dir_fd=dir_fd)
+    try:
+        if data:
+            os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def unlink_if_present(dir_fd: int, name: str) -> bool:
+    """Remove ``name`` (a symlink itself, never its target); True when something went."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        return False
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def lexists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def remove_tree(path: str) -> None:
+    """``rm -rf`` that never follows symlinks (``shutil.rmtree`` is fd-based on Linux)."""
+    import shutil
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def fifo_has_reader(path: str) -> bool | None:
+    """True if a process holds ``path`` (a FIFO) open for reading; None if we may not tell.
+
+    This is how ``s6-svok`` decides that a supervisor listens, without spawning it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENOENT, errno.ENOTDIR):
+            return False
+        if exc.errno == errno.EACCES:
+            return None
+        raise
+    os.close(fd)
+    return True

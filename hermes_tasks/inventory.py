@@ -1,0 +1,252 @@
+"""Settings from an Ansible-style YAML inventory (SPEC §3).
+
+``load()`` merges, lowest first: built-in defaults < ``all.vars`` < ``group_vars/all.yml``
+< the host's own vars < ``host_vars/<host>.yml`` < environment < ``--var key=value``, then
+validates every value. Any problem is an :class:`InventoryError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import InventoryError
+
+ENV_VAR = "HERMES_TASKS_INVENTORY"
+# Environment variables that override one setting each (the container's own knobs).
+ENV_OVERRIDES = {"HERMES_HOME": "hermes_home", "S6_PROFILE_GATEWAY_SCANDIR": "scandir"}
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_INVENTORY_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Validated settings; field names are the inventory variable names."""
+
+    hermes_home: str = "/opt/data"
+    scandir: str = "/run/service"
+    s6_bin_dir: str = "/command"
+    service_user: str | None = "hermes"
+    service_uid: int = 10000
+    service_gid: int = 10000
+    hermes_bin: str = "hermes"
+    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    lock_timeout: float = 60
+    boot_log_rotate_bytes: int = 262144
+    gateway_log_archives: int = 10
+    gateway_log_max_bytes: int = 1000000
+    # Where the values came from, for messages and for the registrar's copy.
+    source: str = dataclasses.field(default="<defaults>", compare=False)
+
+    def tool(self, name: str) -> str:
+        """Absolute path of an s6 tool (or ``with-contenv``) in ``s6_bin_dir``."""
+        return f"{self.s6_bin_dir}/{name}"
+
+    def as_vars(self) -> dict[str, Any]:
+        """The settings as inventory variables (what a YAML inventory would hold)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+        out["extra_env"] = dict(self.extra_env)
+        return out
+
+
+KNOWN = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "source")
+
+
+def default_inventory_path() -> Path:
+    """The shipped container inventory: inside the installed package, or the repo's."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "inventory", here.parent / "inventory"):
+        if (candidate / "hosts.yml").is_file():
+            return candidate
+    raise InventoryError(f"shipped inventory not found next to {here}")
+
+
+def load(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve and validate settings.
+
+    ``path`` (the ``--inventory`` flag) wins over ``$HERMES_TASKS_INVENTORY``, which wins
+    over the shipped inventory. ``overrides`` are ``key=value`` strings whose value is
+    parsed as a YAML scalar (``null``, numbers, ``{A: b}`` for ``extra_env``).
+    """
+    environ = os.environ if environ is None else environ
+    chosen = path or environ.get(ENV_VAR) or default_inventory_path()
+    layers = _read_inventory(Path(chosen))
+    env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
+    layers.append(("environment", env_layer))
+    layers.append(("--var", _parse_overrides(overrides)))
+
+    merged: dict[str, tuple[Any, str]] = {}
+    for origin, values in layers:
+        for key, value in values.items():
+            if key not in KNOWN:
+                raise InventoryError(_unknown_key(origin, key))
+            merged[key] = (value, origin)
+    values = {key: _validate(key, value, origin) for key, (value, origin) in merged.items()}
+    return Settings(**values, source=str(chosen))
+
+
+def _unknown_key(origin: str, key: str) -> str:
+    hint = difflib.get_close_matches(str(key), KNOWN, n=1)
+    tail = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(KNOWN)}"
+    return f"{origin}: unknown variable '{key}'{tail}"
+
+
+def _read_inventory(path: Path) -> list[tuple[str, dict]]:
+    """Return the inventory's variable layers, lowest precedence first."""
+    if path.is_dir():
+        hosts_file = next((path / n for n in ("hosts.yml", "hosts.yaml") if (path / n).is_file()), None)
+        if hosts_file is None:
+            raise InventoryError(f"{path}: inventory directory has no hosts.yml")
+        base = path
+    else:
+        hosts_file, base = path, path.parent
+    doc = _read_yaml(hosts_file)
+    if not isinstance(doc, dict) or not isinstance(doc.get("all"), dict):
+        raise InventoryError(f"{hosts_file}: expected a mapping with a top-level 'all' group")
+    group = doc["all"]
+    all_vars = _mapping(group.get("vars"), hosts_file, "all.vars")
+    host, host_vars = _pick_host(group, hosts_file)
+    return [
+        (f"{hosts_file} (all.vars)", all_vars),
+        *_vars_file(base / "group_vars" / "all"),
+        (f"{hosts_file} (hosts.{host})", host_vars),
+        *_vars_file(base / "host_vars" / host),
+    ]
+
+
+def _vars_file(stem: Path) -> list[tuple[str, dict]]:
+    """The optional ``<stem>.yml`` (or ``.yaml``) as a layer, if it exists."""
+    for ext in (".yml", ".yaml"):
+        path = stem.with_name(stem.name + ext)
+        if path.is_file():
+            return [(str(path), _mapping(_read_yaml(path), path, "top level"))]
+    return []
+
+
+def _pick_host(group: dict, where: Path) -> tuple[str, dict]:
+    """The host whose variables apply: ``localhost`` if listed, else the first one."""
+    hosts: dict[str, Any] = {}
+
+    def collect(g: dict, label: str) -> None:
+        for name, hv in _mapping(g.get("hosts"), where, f"{label}.hosts").items():
+            hosts.setdefault(str(name), hv or {})
+        for child, cg in _mapping(g.get("children"), where, f"{label}.children").items():
+            collect(cg or {}, f"{label}.children.{child}")
+
+    collect(group, "all")
+    if not hosts:
+        return "localhost", {}
+    name = "localhost" if "localhost" in hosts else next(iter(hosts))
+    return name, _mapping(hosts[name], where, f"hosts.{name}")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_INVENTORY_BYTES + 1)
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
+    if len(raw) > MAX_INVENTORY_BYTES:
+        raise InventoryError(f"{path}: inventory larger than {MAX_INVENTORY_BYTES} bytes")
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InventoryError(f"{path}:{where}: not valid YAML: {problem}") from None
+
+
+def _mapping(value: Any, where: Path, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InventoryError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _parse_overrides(items) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key:
+            raise InventoryError(f"--var: expected key=value, got '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        # A string setting keeps the text exactly as typed (``--var hermes_bin=123``).
+        if key in _STRINGS and not isinstance(value, (dict, list)) and value is not None:
+            value = raw
+        out[key] = value
+    return out
+
+
+_STRINGS = {"hermes_home", "scandir", "s6_bin_dir", "hermes_bin"}
+
+
+def _fail(origin: str, key: str, message: str) -> InventoryError:
+    return InventoryError(f"{origin}: '{key}' {message}")
+
+
+def _validate(key: str, value: Any, origin: str) -> Any:
+    if key in ("hermes_home", "scandir", "s6_bin_dir", "hermes_bin"):
+        if not isinstance(value, str) or not value:
+            raise _fail(origin, key, "must be a non-empty string")
+        if "\0" in value:
+            raise _fail(origin, key, "must not contain a NUL byte")
+        if key != "hermes_bin" and not value.startswith("/"):
+            raise _fail(origin, key, f"must be an absolute path, got '{value}'")
+        if key == "s6_bin_dir":
+            # It appears in shebangs, which cannot be quoted.
+            if re.search(r"\s", value) or len(value) > 100:
+                raise _fail(origin, key, "must have no whitespace and at most 100 characters")
+            value = value.rstrip("/") or "/"
+        return value
+    if key == "service_user":
+        if value is None:
+            return None
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}", value):
+            raise _fail(origin, key, "must be a user name or null")
+        return value
+    if key in ("service_uid", "service_gid", "boot_log_rotate_bytes", "gateway_log_archives",
+               "gateway_log_max_bytes"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(origin, key, f"must be a non-negative integer, got {value!r}")
+        if key in ("boot_log_rotate_bytes", "gateway_log_max_bytes") and value < 1:
+            raise _fail(origin, key, "must be positive")
+        return value
+    if key == "lock_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
+        return value
+    if key == "extra_env":
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _fail(origin, key, f"must be a mapping of NAME: value, got {type(value).__name__}")
+        env = {}
+        for name, val in value.items():
+            if not isinstance(name, str) or not ENV_KEY_RE.match(name):
+                raise _fail(origin, key, f"has an invalid variable name {name!r}")
+            if isinstance(val, bool):
+                val = "true" if val else "false"
+            elif isinstance(val, (int, float, str)):
+                val = str(val)
+            else:
+                raise _fail(origin, f"{key}.{name}", "must be a string, number or boolean")
+            if "\0" in val:
+                raise _fail(origin, f"{key}.{name}", "must not contain a NUL byte")
+            env[name] = val
+        return env
+    raise _fail(origin, key, "is not a known variable")  # unreachable: checked by caller

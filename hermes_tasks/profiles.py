@@ -1,0 +1,182 @@
+"""Profiles on the volume and their persisted state (SPEC §4).
+
+Reading only: :func:`discover` lists profiles and skipped entries with the state that
+decides whether each gateway auto-starts. Writing the state lives in :mod:`state`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import stat
+
+from . import fsops
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DEFAULT = "default"
+SLOT_PREFIX = "gateway-"
+STATE_FILE = "gateway_state.json"
+STATE_LIMIT = 1 << 20
+STALE_FILES = ("gateway.pid", "processes.json")
+# Transient runtime values that mean "it was running" when no operator intent is recorded.
+RUNNING_ALIASES = {"running", "draining", "degraded"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A profile that gets a slot.
+
+    ``parts`` locate its directory below ``hermes_home`` (empty for ``default``);
+    ``prior_state`` is the state value that decided, verbatim, or None.
+    """
+
+    name: str
+    parts: tuple[str, ...]
+    prior_state: str | None
+    autostart: bool
+
+    @property
+    def slot(self) -> str:
+        return SLOT_PREFIX + self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A directory that looks like a profile but gets no slot, and why."""
+
+    label: str  # raw (unescaped) name as shown in reports, e.g. "profiles/default"
+    reason: str
+
+
+def valid_name(name: str) -> bool:
+    return NAME_RE.fullmatch(name) is not None
+
+
+def profile_parts(name: str) -> tuple[str, ...]:
+    """Path parts of a profile directory below ``hermes_home``."""
+    return () if name == DEFAULT else ("profiles", name)
+
+
+def escape(text: str) -> str:
+    """Printable form of any name: bytes outside ``!``..``~`` and ``\\`` become ``\\xNN``.
+
+    Spaces are escaped too, so a name can neither break a line nor forge a ``key=value``
+    field in the boot log.
+    """
+    raw = os.fsencode(text)
+    if all(0x21 <= b <= 0x7E and b != 0x5C for b in raw):
+        return text
+    return "".join(chr(b) if 0x21 <= b <= 0x7E and b != 0x5C else f"\\x{b:02x}" for b in raw)
+
+
+def parse_state(raw: bytes) -> tuple[str | None, bool, str | None]:
+    """Decide from the bytes of ``gateway_state.json``.
+
+    Returns ``(prior_state, autostart, problem)``: ``problem`` is a warning text when the
+    file is unusable (then the state is None). ``desired_state`` wins when present;
+    otherwise ``gateway_state``, where ``draining``/``degraded`` count as running.
+    """
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, False, "is not valid JSON"
+    if not isinstance(doc, dict):
+        return None, False, "is not a JSON object"
+    if doc.get("desired_state") is not None:
+        value, aliases = doc["desired_state"], {"running"}
+    elif doc.get("gateway_state") is not None:
+        value, aliases = doc["gateway_state"], RUNNING_ALIASES
+    else:
+        return None, False, None
+    if not isinstance(value, str):
+        return None, False, "holds a state that is not a string"
+    return value, value in aliases, None
+
+
+def read_state(home: str, parts: tuple[str, ...], warn) -> tuple[str | None, bool]:
+    """Read a profile's state without following symlinks; problems become warnings."""
+    where = os.path.join(home, *parts, STATE_FILE)
+    try:
+        with fsops.opened_dir(home, parts) as dfd:
+            raw = fsops.read_bounded(dfd, STATE_FILE, STATE_LIMIT)
+    except FileNotFoundError:
+        return None, False
+    except OSError as exc:
+        warn(f"could not read {escape(where)}: {exc.strerror or exc}; treating as no prior state")
+        return None, False
+    value, autostart, problem = parse_state(raw)
+    if problem:
+        warn(f"{escape(where)} {problem}; treating as no prior state")
+    return value, autostart
+
+
+def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
+    """All profiles (``default`` first, then named ones by name) and skipped entries.
+
+    ``warn(message)`` receives one line per skipped or unreadable thing. Entries of
+    ``profiles/`` without a ``SOUL.md`` are ignored silently.
+    """
+    profiles = [Profile(DEFAULT, (), *read_state(home, (), warn))]
+    skipped: list[Skipped] = []
+    try:
+        pfd = fsops.open_dir(home, ("profiles",))
+    except FileNotFoundError:
+        return profiles, skipped
+    except OSError as exc:
+        warn(f"{escape(os.path.join(home, 'profiles'))}: {exc.strerror}; no named profiles read")
+        return profiles, skipped
+    try:
+        with os.scandir(pfd) as it:
+            entries = sorted((e.name, e.is_symlink()) for e in it)
+        for name, is_link in entries:
+            reason = _soul_problem(pfd, name, is_link)
+            if reason == "":
+                continue  # not a profile at all
+            if reason is None and name == DEFAULT:
+                reason = "collides with the reserved root-profile slot gateway-default"
+                name = "profiles/default"
+            elif reason is None and not valid_name(name):
+                reason = "invalid profile name (must match [a-z0-9][a-z0-9_-]{0,63})"
+            if reason:
+                warn(f"skipping profile {escape(name)}: {reason}")
+                skipped.append(Skipped(name, reason))
+                continue
+            parts = ("profiles", name)
+            profiles.append(Profile(name, parts, *read_state(home, parts, warn)))
+    finally:
+        os.close(pfd)
+    return profiles, skipped
+
+
+def _soul_problem(pfd: int, name: str, is_link: bool) -> str | None:
+    """None for a usable profile dir, "" for "not a profile", else a skip reason."""
+    if is_link:
+        return "the profile directory is a symlink; not followed"
+    try:
+        dfd = os.open(name, fsops.DIR_FLAGS, dir_fd=pfd)
+    except OSError:
+        return ""  # a plain file or vanished: not a profile
+    try:
+        st = os.stat("SOUL.md", dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return f"cannot inspect SOUL.md: {exc.strerror}"
+    finally:
+        os.close(dfd)
+    if not stat.S_ISREG(st.st_mode):
+        return "SOUL.md is not a regular file"
+    return None
+
+
+def profile_exists(home: str, name: str) -> bool:
+    """True for ``default`` and for a named profile directory holding a regular SOUL.md."""
+    if name == DEFAULT:
+        return True
+    try:
+        with fsops.opened_dir(home, ("profiles",)) as pfd:
+            return _soul_problem(pfd, name, os.path.islink(os.path.join(home, "profiles", name))) is None
+    except OSError:
+        return False

@@ -1,0 +1,106 @@
+"""Render slots from the Jinja2 templates: the desired content of every slot file.
+
+One ``Environment`` (StrictUndefined, trailing newline kept, ``shquote`` filter). Rendering
+depends only on the settings and the profile, never on who runs it: the scripts decide
+about privilege drops themselves at run time with ``id -u``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from .inventory import Settings
+from .profiles import DEFAULT, SLOT_PREFIX
+
+REGISTRAR = "hermes-tasks-registrar"
+EXEC = 0o755
+DATA = 0o644
+
+
+@dataclasses.dataclass(frozen=True)
+class File:
+    content: bytes
+    mode: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotSpec:
+    """Everything a slot must hold. ``files`` maps slot-relative paths to content."""
+
+    name: str
+    files: dict[str, File]
+    down: bool
+    logged: bool = True
+
+
+def shquote(value) -> str:
+    """Quote any value as one POSIX shell word."""
+    return shlex.quote(str(value))
+
+
+def templates_dir() -> Path:
+    """Templates inside the installed package, or the repo's top-level ``templates/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "gateway" / "run.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"templates not found next to {here}")
+
+
+@functools.lru_cache(maxsize=1)
+def environment():
+    import jinja2  # imported lazily: gateway.* tasks never render
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        autoescape=False,
+    )
+    env.filters["shquote"] = shquote
+    return env
+
+
+class Renderer:
+    """Renders slot specs for one set of settings; shared parts are rendered once."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.context = settings.as_vars()
+        env = environment()
+        self._run = env.get_template("gateway/run.j2")
+        self._log_run = env.get_template("gateway/log/run.j2")
+        self._finish = File(env.get_template("gateway/finish.j2").render(self.context).encode(), EXEC)
+
+    def gateway(self, name: str, autostart: bool) -> SlotSpec:
+        """The slot of profile ``name`` (``default`` runs the gateway without ``-p``)."""
+        ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
+               "is_default": name == DEFAULT}
+        files = {
+            "type": File(b"longrun\n", DATA),
+            "run": File(self._run.render(ctx).encode(), EXEC),
+            "finish": self._finish,
+            "log/run": File(self._log_run.render(ctx).encode(), EXEC),
+        }
+        return SlotSpec(SLOT_PREFIX + name, files, down=not autostart)
+
+    def registrar(self, python: str | None = None) -> SlotSpec:
+        """The root-owned slot that re-runs reconcile for the unprivileged user (SPEC §10)."""
+        ctx = {**self.context, "python": python or sys.executable}
+        inventory = {"all": {"vars": self.settings.as_vars(), "hosts": {"localhost": {}}}}
+        files = {
+            "type": File(b"longrun\n", DATA),
+            "run": File(environment().get_template("registrar/run.j2").render(ctx).encode(), EXEC),
+            "notification-fd": File(b"3\n", DATA),
+            "data/inventory.yml": File(
+                b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
+                + yaml.safe_dump(inventory, sort_keys=True).encode(), DATA),
+        }
+        return SlotSpec(REGISTRAR, files, down=False, logged=False)

@@ -1,0 +1,127 @@
+"""Facts about the slots already in the scandir: what each file holds, and its skeleton.
+
+Reading only; the planner compares these facts with rendered :class:`SlotSpec` objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+
+from .profiles import SLOT_PREFIX
+from .render import REGISTRAR, SlotSpec
+
+# Shared control entries pre-seeded before publication (reference/s6.md §7, layout g2a).
+SUPERVISE_MODE = 0o710
+CONTROL_MODE = 0o620
+EVENT_MODE = 0o3730
+SKELETON = (("supervise", SUPERVISE_MODE, stat.S_ISDIR), ("supervise/control", CONTROL_MODE,
+            stat.S_ISFIFO), ("event", EVENT_MODE, stat.S_ISDIR))
+MAX_FILE = 1 << 20
+# Staging and retirement names we create; any left at the start of a run are stale.
+STAGING_SUFFIXES = (".tmp", ".new", ".old", ".removing")
+
+
+@dataclasses.dataclass
+class SlotFacts:
+    """One scandir entry as found.
+
+    ``files`` maps each relative path that was asked for to ``(bytes, mode)`` or None when
+    missing. ``structural`` names a reason the slot cannot be updated in place (not a real
+    directory, no ``log/`` where one is wanted, an entry of the wrong type).
+    """
+
+    name: str
+    path: str
+    files: dict[str, tuple[bytes, int] | None]
+    down: bool
+    skeleton_ok: bool
+    structural: str | None = None
+
+
+def owner(gid: int) -> tuple[int, int]:
+    """Owner of the shared skeleton entries: root and the service group when root."""
+    return (0, gid) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+
+
+def managed_names(scandir: str) -> tuple[list[str], list[str]]:
+    """Our visible slot names (``gateway-*``, the registrar) and our stale dot-entries."""
+    slots, stale = [], []
+    try:
+        names = os.listdir(scandir)
+    except FileNotFoundError:
+        return [], []
+    for name in names:
+        if name.startswith("." + SLOT_PREFIX) or name.startswith("." + REGISTRAR):
+            if name.endswith(STAGING_SUFFIXES):
+                stale.append(name)
+        elif name.startswith(SLOT_PREFIX) or name == REGISTRAR:
+            slots.append(name)
+    return sorted(slots), sorted(stale)
+
+
+def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
+    """Facts about the slot ``spec.name`` (None when absent), read for comparison."""
+    path = os.path.join(scandir, spec.name)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    facts = SlotFacts(spec.name, path, {}, False, False)
+    if not stat.S_ISDIR(st.st_mode):
+        facts.structural = "is not a real directory"
+        return facts
+    if spec.logged and not _is_dir(os.path.join(path, "log")):
+        facts.structural = "has no log/ directory"
+        return facts
+    for rel in spec.files:
+        try:
+            facts.files[rel] = _read_file(os.path.join(path, rel))
+        except IsADirectoryError:
+            facts.structural = f"{rel} is not a regular file"
+            return facts
+    facts.down = os.path.lexists(os.path.join(path, "down"))
+    facts.skeleton_ok = skeleton_ok(path, spec.logged, gid)
+    return facts
+
+
+def skeleton_ok(path: str, logged: bool, gid: int) -> bool:
+    """True when ``supervise/``, its ``control`` FIFO and ``event/`` are shared as planned."""
+    uid, want_gid = owner(gid)
+    for base in (path, os.path.join(path, "log")) if logged else (path,):
+        for rel, mode, kind in SKELETON:
+            try:
+                st = os.lstat(os.path.join(base, rel))
+            except FileNotFoundError:
+                return False
+            if not kind(st.st_mode) or stat.S_IMODE(st.st_mode) != mode:
+                return False
+            if (st.st_uid, st.st_gid) != (uid, want_gid):
+                return False
+    return True
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _read_file(path: str) -> tuple[bytes, int] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return (b"", -1)  # a symlink or unreadable: differs from anything we render
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return (b"", -1)  # foreign owner or type: rewrite it as ours
+        return os.read(fd, MAX_FILE), stat.S_IMODE(st.st_mode)
+    finally:
+        os.close(fd)

@@ -1,0 +1,80 @@
+"""Read what tests/bin/fake-gateway recorded in ``$HERMES_HOME/.standin/<profile>.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+def events_path(home: str | os.PathLike, profile: str = "default") -> Path:
+    return Path(home) / ".standin" / f"{profile}.jsonl"
+
+
+def events(home: str | os.PathLike, profile: str = "default") -> list[dict]:
+    """All recorded events of a profile, oldest first ([] if none; a torn last line is skipped)."""
+    try:
+        lines = events_path(home, profile).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def starts(home: str | os.PathLike, profile: str = "default") -> list[dict]:
+    """The "start" events of a profile, oldest first."""
+    return [e for e in events(home, profile) if e["event"] == "start"]
+
+
+def is_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) fake-gateway process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX" and b"fake-gateway" in cmdline
+
+
+def live_pids(home: str | os.PathLike, profile: str = "default") -> list[int]:
+    """PIDs of recorded instances of a profile that are still running."""
+    return sorted({e["pid"] for e in starts(home, profile) if is_alive(e["pid"])})
+
+
+def write_behaviour(home: str | os.PathLike, **conf) -> None:
+    """Write ``.standin/behaviour.json`` (``term_exit``, ``exit_at_start``, ``profiles``)."""
+    directory = Path(home) / ".standin"
+    directory.mkdir(exist_ok=True)
+    os.chmod(directory, 0o777)
+    (directory / "behaviour.json").write_text(json.dumps(conf))
+
+
+def assert_never_overlapping(evts: list[dict]) -> None:
+    """Assert that no two instances (of one profile's events) were ever alive at once.
+
+    An instance lives from its "start" to its "stop"/"exit" record; one without such a record
+    lives forever if its PID is still alive, and otherwise (e.g. SIGKILLed) is assumed to have
+    ended before the next start, since its end time is unknown.
+    """
+    spans: dict[int, list[float]] = {}
+    for e in evts:
+        if e["event"] == "start":
+            spans[e["pid"]] = [e["t"], math.nan]
+        elif e["event"] in ("stop", "exit") and e["pid"] in spans:
+            spans[e["pid"]][1] = e["t"]
+    ordered = sorted(spans.items(), key=lambda item: item[1][0])
+    for pid, (_, end) in ordered:
+        if math.isnan(end) and is_alive(pid):
+            spans[pid][1] = math.inf
+    alive_now = [pid for pid, (_, end) in ordered if end == math.inf]
+    assert len(alive_now) <= 1, f"instances alive at the same time: {alive_now}"
+    for (pid_a, (_, end_a)), (pid_b, (start_b, _)) in zip(ordered, ordered[1:]):
+        assert math.isnan(end_a) or end_a <= start_b, (
+            f"pid {pid_b} started at {start_b:.6f} while pid {pid_a} was still running "
+            f"(it stopped at {end_a:.6f})")
