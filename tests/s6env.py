@@ -160,12 +160,15 @@ def ensure_service_user() -> ServiceUser:
     try:
         pw = pwd.getpwnam(SERVICE_USER_NAME)
     except KeyError:
-        subprocess.run(
+        res = subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
              SERVICE_USER_NAME],
-            check=True, capture_output=True, text=True,
+            capture_output=True, text=True,
         )
-        pw = pwd.getpwnam(SERVICE_USER_NAME)
+        try:  # a parallel worker may have created it first
+            pw = pwd.getpwnam(SERVICE_USER_NAME)
+        except KeyError:
+            raise RuntimeError(f"useradd {SERVICE_USER_NAME} failed: {res.stderr.strip()}") from None
     return ServiceUser(pw.pw_name, pw.pw_uid, pw.pw_gid)
 
 

@@ -1,0 +1,90 @@
+"""Inventory precedence, validation and error messages (SPEC §3)."""
+
+import pytest
+
+from hermes_tasks import inventory
+from hermes_tasks.errors import InventoryError
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_shipped_inventory_holds_the_container_defaults():
+    s = inventory.load(environ={})
+    assert (s.hermes_home, s.scandir, s.s6_bin_dir) == ("/opt/data", "/run/service", "/command")
+    assert (s.service_user, s.service_uid, s.service_gid) == ("hermes", 10000, 10000)
+    assert (s.lock_timeout, s.boot_log_rotate_bytes) == (60, 262144)
+    assert (s.gateway_log_archives, s.gateway_log_max_bytes) == (10, 1000000)
+
+
+def test_precedence_lowest_to_highest(tmp_path):
+    inv = tmp_path / "inv"
+    write(inv / "hosts.yml", """
+all:
+  vars: {hermes_home: /a, scandir: /s1, lock_timeout: 1, hermes_bin: h1, gateway_log_archives: 1}
+  hosts:
+    localhost: {scandir: /s3, lock_timeout: 3}
+""")
+    write(inv / "group_vars" / "all.yml", "scandir: /s2\nlock_timeout: 2\nhermes_bin: h2\n")
+    write(inv / "host_vars" / "localhost.yml", "lock_timeout: 4\n")
+    s = inventory.load(inv, environ={})
+    assert (s.hermes_home, s.scandir, s.lock_timeout, s.hermes_bin) == ("/a", "/s3", 4, "h2")
+    assert s.gateway_log_archives == 1
+    s = inventory.load(inv, environ={"HERMES_HOME": "/env", "S6_PROFILE_GATEWAY_SCANDIR": "/se"})
+    assert (s.hermes_home, s.scandir) == ("/env", "/se")
+    s = inventory.load(inv, ["hermes_home=/cli", "lock_timeout=9"], environ={"HERMES_HOME": "/env"})
+    assert (s.hermes_home, s.lock_timeout) == ("/cli", 9)
+
+
+def test_env_var_chooses_the_inventory_and_flag_beats_it(tmp_path):
+    a = write(tmp_path / "a.yml", "all:\n  vars: {hermes_home: /from-env}\n")
+    b = write(tmp_path / "b.yml", "all:\n  vars: {hermes_home: /from-flag}\n")
+    assert inventory.load(environ={"HERMES_TASKS_INVENTORY": str(a)}).hermes_home == "/from-env"
+    assert inventory.load(b, environ={"HERMES_TASKS_INVENTORY": str(a)}).hermes_home == "/from-flag"
+
+
+def test_var_values_are_yaml_but_strings_stay_verbatim():
+    s = inventory.load(None, ["service_user=null", "hermes_bin=123", "extra_env={A: 1, B: true}",
+                              "lock_timeout=0.5"], environ={})
+    assert s.service_user is None and s.hermes_bin == "123" and s.lock_timeout == 0.5
+    assert dict(s.extra_env) == {"A": "1", "B": "true"}
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("all:\n  vars: {scandr: /x}\n", "unknown variable 'scandr'; did you mean 'scandir'"),
+    ("all:\n  vars: {lock_timeout: soon}\n", "'lock_timeout' must be a non-negative number"),
+    ("all:\n  vars: {service_uid: true}\n", "'service_uid' must be a non-negative integer"),
+    ("all:\n  vars: {hermes_home: relative/path}\n", "'hermes_home' must be an absolute path"),
+    ("all:\n  vars: {s6_bin_dir: /has space}\n", "'s6_bin_dir' must have no whitespace"),
+    ("all:\n  vars: {extra_env: [a, b]}\n", "'extra_env' must be a mapping"),
+    ("all:\n  vars: {extra_env: {1BAD: x}}\n", "invalid variable name"),
+    ("all:\n  vars: {extra_env: {A: [1]}}\n", "'extra_env.A' must be a string, number or boolean"),
+    ("all: [1, 2]\n", "top-level 'all' group"),
+    ("all:\n  vars: {a: [\n", "not valid YAML"),
+])
+def test_bad_inventories_name_file_and_key(tmp_path, text, needle):
+    path = write(tmp_path / "hosts.yml", text)
+    with pytest.raises(InventoryError) as err:
+        inventory.load(path, environ={})
+    assert needle in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_unreadable_inventory_and_bad_var(tmp_path):
+    with pytest.raises(InventoryError, match="cannot read inventory"):
+        inventory.load(tmp_path / "missing.yml", environ={})
+    with pytest.raises(InventoryError, match="key=value"):
+        inventory.load(None, ["novalue"], environ={})
+    with pytest.raises(InventoryError, match="--var: unknown variable 'hermes_hom'; did you mean 'hermes_home'"):
+        inventory.load(None, ["hermes_hom=/x"], environ={})
+
+
+def test_as_vars_round_trips_through_yaml(tmp_path):
+    import yaml
+
+    s = inventory.load(None, ["extra_env={Q: \"it's $(x)\"}"], environ={})
+    path = write(tmp_path / "hosts.yml", yaml.safe_dump({"all": {"vars": s.as_vars()}}))
+    assert inventory.load(path, environ={}) == s

@@ -1,0 +1,127 @@
+"""Rendered slot scripts: snapshots, sh -n, shellcheck, and executing finish (SPEC §5).
+
+Regenerate snapshots after an intended template change with
+``UPDATE_SNAPSHOTS=1 pytest tests/test_templates.py`` and review the diff.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hermes_tasks import inventory
+from hermes_tasks.render import Renderer
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+SCRIPTS = ("run", "finish", "log/run")
+
+
+def shellcheck() -> str:
+    path = shutil.which("shellcheck")
+    assert path, "shellcheck must be installed (.ci/run installs it)"
+    return path
+
+
+def container_renderer():
+    return Renderer(inventory.load(None, [], environ={}))
+
+
+@pytest.mark.parametrize("profile", ["default", "alice"])
+@pytest.mark.parametrize("rel", SCRIPTS)
+def test_snapshot(profile, rel):
+    spec = container_renderer().gateway(profile, autostart=True)
+    text = spec.files[rel].content.decode()
+    snap = SNAPSHOTS / profile / rel.replace("/", "-")
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        snap.write_text(text)
+    assert snap.exists(), f"missing snapshot {snap}; run with UPDATE_SNAPSHOTS=1"
+    assert text == snap.read_text()
+    assert spec.files[rel].mode == 0o755
+
+
+def test_default_never_gets_dash_p_and_named_does():
+    r = container_renderer()
+    default_run = r.gateway("default", True).files["run"].content.decode()
+    alice_run = r.gateway("alice", True).files["run"].content.decode()
+    assert "-p" not in default_run.replace("mkdir -p", "")
+    assert "exec hermes gateway run --replace" in default_run
+    assert "exec hermes -p alice gateway run --replace" in alice_run
+    assert "s6-setuidgid hermes hermes -p alice gateway run --replace" in alice_run
+
+
+def test_scripts_start_as_specified():
+    spec = container_renderer().gateway("alice", autostart=False)
+    run = spec.files["run"].content.decode().splitlines()
+    assert run[:2] == ["#!/command/with-contenv sh", "# shellcheck shell=sh"]
+    assert "exec 2>&1" in run
+    log_run = spec.files["log/run"].content.decode()
+    assert '"$HERMES_HOME/logs/gateways/"alice' in log_run and "/opt/data/logs" not in log_run
+    assert '/command/s6-log 1 n10 s1000000 T "$log_dir"' in log_run
+    assert spec.down is True
+
+
+HOSTILE = {
+    "hermes_bin": "/opt/my bin/$(touch /tmp/pwned)`id`'\"\nhermes",
+    "extra_env": {"Q": "it's \"$(rm -rf /)\" `x`\n$HOME ${X:-y} \\", "EMPTY": "", "N": 5},
+    "hermes_home": "/data/with space/'quote'",
+}
+
+
+def hostile_renderer(service_user="hermes"):
+    import yaml
+
+    vars_ = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" if not isinstance(v, str)
+             else f"{k}={v}" for k, v in HOSTILE.items()]
+    vars_.append(f"service_user={'null' if service_user is None else service_user}")
+    return Renderer(inventory.load(None, vars_, environ={}))
+
+
+@pytest.mark.parametrize("renderer", [container_renderer, hostile_renderer,
+                                      lambda: hostile_renderer(None)])
+@pytest.mark.parametrize("profile", ["default", "alice"])
+def test_every_script_passes_sh_n_and_shellcheck(tmp_path, renderer, profile):
+    spec = renderer().gateway(profile, autostart=True)
+    for rel in SCRIPTS:
+        path = tmp_path / rel.replace("/", "-")
+        path.write_bytes(spec.files[rel].content)
+        data = path.read_bytes()
+        assert not data.startswith(b"\xef\xbb\xbf") and b"\r\n" not in data and data.endswith(b"\n")
+        subprocess.run(["sh", "-n", str(path)], check=True)
+        lint = subprocess.run([shellcheck(), "-s", "sh", "-f", "gcc", str(path)],
+                              capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_registrar_run_lints(tmp_path):
+    spec = container_renderer().registrar("/opt/venv/bin/python")
+    path = tmp_path / "run"
+    path.write_bytes(spec.files["run"].content)
+    subprocess.run(["sh", "-n", str(path)], check=True)
+    lint = subprocess.run([shellcheck(), "-s", "sh", str(path)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    assert spec.files["notification-fd"].content == b"3\n"
+
+
+@pytest.mark.parametrize("code, expected", [("0", 125), ("78", 125), ("1", 0), ("256", 0),
+                                             ("3", 0), ("", 0)])
+def test_finish_policy_executed(tmp_path, code, expected):
+    path = tmp_path / "finish"
+    path.write_bytes(container_renderer().gateway("alice", True).files["finish"].content)
+    args = [code, "15" if code == "256" else "0", "gateway-alice"] if code else []
+    assert subprocess.run(["sh", str(path), *args]).returncode == expected
+
+
+def test_templates_use_no_undeclared_variables():
+    import jinja2.meta
+
+    from hermes_tasks.render import environment, templates_dir
+
+    env = environment()
+    known = set(inventory.KNOWN) | {"name", "slot", "is_default", "python"}
+    for path in templates_dir().rglob("*.j2"):
+        source = path.read_text()
+        undeclared = jinja2.meta.find_undeclared_variables(env.parse(source))
+        assert undeclared <= known, (path, undeclared - known)
