@@ -116,7 +116,7 @@ class Applier:
         if spec.logged:
             os.mkdir(os.path.join(staging, "log"), 0o755)
             os.chmod(os.path.join(staging, "log"), 0o755)
-        for rel, f in spec.files.items():
+        for rel, f in {**spec.files, **spec.initial}.items():
             parent, name = os.path.split(os.path.join(staging, rel))
             os.makedirs(parent, 0o755, exist_ok=True)
             with fsops.opened_dir(parent) as dfd:

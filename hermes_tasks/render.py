@@ -37,6 +37,8 @@ class SlotSpec:
     files: dict[str, File]
     down: bool
     logged: bool = True
+    # Written only when the slot is first published, never compared afterwards.
+    initial: dict[str, File] = dataclasses.field(default_factory=dict)
 
 
 _SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
@@ -114,4 +116,6 @@ class Renderer:
                 b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
                 + yaml.safe_dump(inventory, sort_keys=True).encode(), DATA),
         }
-        return SlotSpec(REGISTRAR, files, down=False, logged=False)
+        # The reconcile that publishes the registrar has just run: its first start skips one.
+        initial = {"data/published": File(b"", DATA)}
+        return SlotSpec(REGISTRAR, files, down=False, logged=False, initial=initial)

@@ -56,8 +56,12 @@ def recap_line(rows: list[Row], host: str = "localhost") -> str:
 
 
 def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra: dict | None = None,
-         out=None) -> None:
-    """Print the rows for humans (with diffs and a recap) or as one JSON object."""
+         aside: list[Row] = (), out=None) -> None:
+    """Print the rows for humans (with diffs and a recap) or as one JSON object.
+
+    ``aside`` rows (the registrar) are printed for humans but not counted in the recap;
+    in JSON they belong in ``extra``.
+    """
     out = out or sys.stdout
     if as_json:
         doc = {"results": [r.as_json() for r in rows], "stats": stats(rows)}
@@ -68,7 +72,7 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
         return
     banner = f"TASK [{title}]" + (" [CHECK MODE]" if check else "")
     out.write(banner + " " + "*" * max(3, 79 - len(banner)) + "\n")
-    for row in rows:
+    for row in [*rows, *aside]:
         out.write(row.diff)
         out.write(item_line(row) + "\n")
     out.write("\nPLAY RECAP " + "*" * 68 + "\n" + recap_line(rows) + "\n")

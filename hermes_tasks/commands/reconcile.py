@@ -25,8 +25,8 @@ def reconcile(c, check=False, diff=False, json=False, registrar_result=None, inv
     code = report.exit_code(rows + ([registrar] if registrar else []), multi=True)
     if in_registrar:
         engine.write_result(registrar_result, rows, code)
-    shown = rows + ([registrar] if registrar and registrar.result != "ok" else [])
-    report.emit(shown, json, "reconcile", check=check,
-                extra={"registrar": registrar.as_json()} if registrar and json else None)
+    report.emit(rows, json, "reconcile", check=check,
+                extra={"registrar": registrar.as_json()} if registrar else None,
+                aside=[registrar] if registrar and registrar.result != "ok" else [])
     if code:
         raise Exit(code=code)
