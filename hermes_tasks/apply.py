@@ -33,6 +33,7 @@ class Applier:
         self.s6 = s6 or S6(settings.s6_bin_dir)
         self.scandir = settings.scandir
         self.errors: dict[str, str] = {}
+        self.notes: dict[str, list[str]] = {}  # slot -> what its handlers did
         self.skel_owner = owner(settings.service_gid)
         self.volume_owner = (settings.service_uid, settings.service_gid)
 
@@ -101,11 +102,26 @@ class Applier:
                     fsops.write_new(dfd, "down", b"", 0o644)
 
     def _restart(self, step: Step) -> None:
+        """The slot's handlers, once, after all its files are written (SPEC §6).
+
+        The gateway is restarted only when ``run``/``finish`` changed and it is up, through
+        down-wait-up (:meth:`S6.restart`): a plain ``-r`` would leave a daemon that exits 0
+        on SIGTERM down, since ``finish`` turns 0 into "stay down". A gateway that is down
+        reads the new files at its next start. The logger (no ``finish``) is restarted with
+        ``-r`` by its own supervisor, so the old and the new s6-log never overlap.
+        """
         path = os.path.join(self.scandir, step.slot)
-        if step.restart_gateway and self.s6.is_up(path):
-            self.s6.restart(path, DOWN_WAIT_MS)
-        if step.restart_logger and self.s6.supervised(os.path.join(path, "log")):
-            self.s6.svc(os.path.join(path, "log"), "-r")
+        notes = self.notes.setdefault(step.slot, [])
+        if step.restart_gateway:
+            if self.s6.is_up(path):
+                self.s6.restart(path, DOWN_WAIT_MS)
+                notes.append("restarted the gateway")
+            else:
+                notes.append("gateway not up, not restarted")
+        log = os.path.join(path, "log")
+        if step.restart_logger and self.s6.supervised(log):
+            self.s6.svc(log, "-r")
+            notes.append("restarted the logger")
 
     def _staging(self, spec: SlotSpec, suffix: str) -> str:
         """Build ``spec`` completely in a dot-prefixed sibling; return its path."""
@@ -149,18 +165,31 @@ class Applier:
         path = os.path.join(self.scandir, step.slot)
         if step.op == SWAP:
             new = self._staging(step.spec, "new")
-        if os.path.isdir(path) and not os.path.islink(path) and self.s6.supervised(path):
-            try:
-                self.s6.svc(path, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
-            except S6Error:
-                with contextlib.suppress(S6Error):
-                    self.s6.svc(path, "-k")
+        self._bring_down(path)
         old = os.path.join(self.scandir, f".{step.slot}.{'old' if step.op == SWAP else 'removing'}")
         fsops.remove_tree(old)
         os.rename(path, old)
         if step.op == SWAP:
             os.rename(new, path)
         return old
+
+    def _bring_down(self, path: str) -> None:
+        """Stop a slot that is about to leave the scan: gateway first, then its logger.
+
+        Both are waited for, so the rescan that drops the old supervisors can never run the
+        old gateway beside a new one, nor let a new s6-log meet the old one's lock on the
+        shared log directory. A symlinked slot is followed (s6 supervises its target).
+        """
+        for target in (path, os.path.join(path, "log")):
+            if not self.s6.supervised(target):
+                continue
+            try:
+                self.s6.svc(target, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
+            except S6Error:
+                with contextlib.suppress(S6Error):
+                    self.s6.svc(target, "-k")
+                with contextlib.suppress(S6Error):
+                    self.s6.svc(target, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
 
     def _rescan(self, added: bool, removed: bool) -> None:
         """Tell a running s6-svscan; quietly skip when none runs (boot, tests)."""
@@ -181,8 +210,7 @@ class Applier:
         """Remove a dot-entry left by an interrupted run (retired ones may be supervised)."""
         path = os.path.join(self.scandir, name)
         if name.endswith((".old", ".removing")) and self.s6.supervised(path):
-            with contextlib.suppress(S6Error):
-                self.s6.svc(path, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
+            self._bring_down(path)
             self._rescan(False, True)
             self._delete_retired(path)
             return

@@ -53,14 +53,14 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         facts = {spec.name: slots.read(scandir, spec, settings.service_gid) for _, spec in desired}
         return plan.build(desired, facts, skipped, existing), stale
 
-    if check:
+    if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
         steps, _ = make_plan()
-        return _rows(steps, {}, diff, check=True)
+        return _rows(steps, {}, {}, diff, check=True)
     with lock.held(scandir, settings.lock_timeout, "reconcile"):
         steps, stale = make_plan()
         applier = Applier(settings)
         applier.run(steps, stale)
-        rows, registrar = _rows(steps, applier.errors, diff, check=False)
+        rows, registrar = _rows(steps, applier.errors, applier.notes, diff, check=False)
         bootlog.append(settings.hermes_home,
                        [(r.profile, r.prior_state, r.action, r.result) for r in rows],
                        settings.boot_log_rotate_bytes,
@@ -71,8 +71,8 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
     return rows, registrar
 
 
-def _rows(steps: list[plan.Step], errors: dict[str, str], diff: bool,
-          check: bool) -> tuple[list[Row], Row | None]:
+def _rows(steps: list[plan.Step], errors: dict[str, str], notes: dict[str, list[str]],
+          diff: bool, check: bool) -> tuple[list[Row], Row | None]:
     rows, registrar = [], None
     for step in steps:
         if step.op == plan.SKIP:
@@ -82,7 +82,7 @@ def _rows(steps: list[plan.Step], errors: dict[str, str], diff: bool,
         else:
             result = "changed" if step.changes else "ok"
         row = Row(step.slot, step.profile, step.prior_state, step.action, result,
-                  errors.get(step.slot) or _describe(step, check),
+                  errors.get(step.slot) or describe(step, check, notes.get(step.slot, ())),
                   plan.diff(step) if diff and step.changes else "")
         if step.slot == REGISTRAR:
             registrar = row
@@ -91,28 +91,35 @@ def _rows(steps: list[plan.Step], errors: dict[str, str], diff: bool,
     return rows, registrar
 
 
-def _describe(step: plan.Step, check: bool) -> str:
-    would = "would be " if check else ""
+def describe(step: plan.Step, check: bool, done: list[str] | tuple = ()) -> str:
+    """One line saying what changed (or, in check mode, what would), for the report."""
     if step.op == plan.SKIP:
         return step.reason
+    if step.op == plan.OK:
+        return ""
     if step.op == plan.CREATE:
-        return f"{would}published"
+        return "would be published" if check else "published"
     if step.op == plan.SWAP:
-        return f"{would}replaced: {step.reason}"
+        return f"{'would be ' if check else ''}replaced: {step.reason}"
     if step.op == plan.REMOVE:
-        return f"{would}retired: {step.reason}"
+        return f"{'would be ' if check else ''}retired: {step.reason}"
     parts = []
     if step.write:
-        parts.append("rewrote " + ", ".join(step.write))
+        parts.append(("would rewrite " if check else "rewrote ") + ", ".join(step.write))
     if step.set_down is not None:
-        parts.append("added down marker" if step.set_down else "removed down marker")
+        verb = ("would add" if step.set_down else "would remove") if check else (
+            "added" if step.set_down else "removed")
+        parts.append(f"{verb} the down marker")
     if step.fix_skeleton:
-        parts.append("repaired supervise/event permissions")
-    if step.restart_gateway:
-        parts.append("restarts the gateway if up")
-    if step.restart_logger:
-        parts.append("restarts the logger")
-    return (would + "; ".join(parts)) if parts else ""
+        parts.append(("would repair" if check else "repaired") + " supervise/event permissions")
+    if check:
+        if step.restart_gateway:
+            parts.append("would restart the gateway if up")
+        if step.restart_logger:
+            parts.append("would restart the logger")
+    else:
+        parts.extend(done)
+    return "; ".join(parts)
 
 
 def write_result(path: str, rows: list[Row], code: int) -> None:

@@ -1,6 +1,8 @@
 """The pure planner: facts + desired slots -> the list of steps that converge them.
 
 Nothing here touches the world, so ``--check`` and ``--diff`` are this plan, printed.
+"Identical" follows copier (reference/conventions.md §5): same bytes and same mode; the
+``down`` marker and the shared ``supervise/``/``event/`` skeleton are compared too.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from .render import SlotSpec
 from .slots import SlotFacts
 
 # Files whose change must reach a running gateway (read at the next spawn).
-GATEWAY_FILES = {"run", "finish"}
-LOGGER_FILES = {"log/run"}
+GATEWAY_FILES = frozenset({"run", "finish"})
+LOGGER_FILES = frozenset({"log/run"})
 
 OK, CREATE, UPDATE, SWAP, REMOVE, SKIP = "ok", "create", "update", "swap", "remove", "skip"
+
+FileFact = tuple[bytes, int] | None  # (content, mode) as found, None when missing
 
 
 @dataclasses.dataclass
@@ -24,8 +28,8 @@ class Step:
     """One slot's planned change.
 
     ``op`` is what apply does (``ok`` = nothing); ``action`` is the reported word
-    (started/registered/skipped/removed). ``before`` keeps the old bytes of every file in
-    ``write`` for ``--diff``.
+    (started/registered/skipped/removed). ``before`` keeps the old bytes and mode of every
+    file in ``write`` for ``--diff``; ``had_down`` whether the old slot had a ``down`` marker.
     """
 
     slot: str | None
@@ -40,7 +44,8 @@ class Step:
     restart_gateway: bool = False
     restart_logger: bool = False
     reason: str = ""
-    before: dict[str, bytes | None] = dataclasses.field(default_factory=dict)
+    before: dict[str, FileFact] = dataclasses.field(default_factory=dict)
+    had_down: bool | None = None
     sweep: tuple[str, ...] | None = None  # profile dir parts whose stale files to sweep
 
     @property
@@ -50,26 +55,37 @@ class Step:
 
 def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
               prior_state: str | None) -> Step:
-    """Compare one desired slot with what is on disk."""
+    """Compare one desired slot with what is on disk.
+
+    * absent → ``create`` (staging dir + one rename);
+    * not updatable in place (``facts.structural``) → ``swap`` (sequence B′);
+    * otherwise → ``update`` of exactly the differing files / marker / skeleton, with the
+      restart handlers their change needs, or ``ok`` when all is identical.
+    """
     action = "registered" if spec.down else "started"
     step = Step(spec.name, profile, prior_state, action, OK, spec)
     if facts is None:
         step.op = CREATE
         step.write = tuple(spec.files)
         step.before = dict.fromkeys(spec.files)
+        step.had_down = False
+        step.set_down = spec.down or None
         return step
+    step.had_down = facts.down
     if facts.structural:
         step.op, step.reason = SWAP, f"{spec.name} {facts.structural}"
         step.write = tuple(spec.files)
-        step.before = {rel: (facts.files.get(rel) or (None,))[0] for rel in spec.files}
+        step.before = {rel: facts.files.get(rel) for rel in spec.files}
+        if facts.down != spec.down:
+            step.set_down = spec.down
         return step
     changed = tuple(rel for rel, f in spec.files.items()
                     if facts.files.get(rel) != (f.content, f.mode))
     if changed:
         step.write = changed
-        step.before = {rel: (facts.files.get(rel) or (None,))[0] for rel in changed}
+        step.before = {rel: facts.files.get(rel) for rel in changed}
         step.restart_gateway = bool(GATEWAY_FILES.intersection(changed))
-        step.restart_logger = bool(LOGGER_FILES.intersection(changed))
+        step.restart_logger = spec.logged and bool(LOGGER_FILES.intersection(changed))
     if facts.down != spec.down:
         step.set_down = spec.down
     step.fix_skeleton = not facts.skeleton_ok
@@ -105,20 +121,43 @@ def build(desired: list[tuple[Profile | None, SlotSpec]], facts: dict[str, SlotF
     return steps
 
 
+def _lines(data: bytes | None) -> list[str]:
+    return [] if data is None else data.decode("utf-8", "replace").splitlines(True)
+
+
 def diff(step: Step) -> str:
-    """Unified diff of every file the step writes (``--- before`` / ``+++ after``)."""
-    if step.spec is None:
+    """Unified diff of everything the step changes, one per file.
+
+    Files are labelled ``--- before: <slot>/<file>`` / ``+++ after: <slot>/<file>`` (as
+    Ansible's ``--diff``); a mode change is shown in the labels, a ``down`` marker as an
+    absent/present pair, a retired slot as present/absent.
+    """
+    if step.op == REMOVE:
+        return f"--- before: {step.slot} (present)\n+++ after: {step.slot} (absent)\n"
+    if step.spec is None or not step.changes:
         return ""
-    out = []
+    out: list[str] = []
     for rel in step.write:
         old = step.before.get(rel)
-        new = step.spec.files[rel].content
-        old_lines = [] if old is None else old.decode("utf-8", "replace").splitlines(True)
-        new_lines = new.decode("utf-8", "replace").splitlines(True)
+        new = step.spec.files[rel]
         path = f"{step.slot}/{rel}"
-        out.extend(difflib.unified_diff(old_lines, new_lines, f"before: {path}", f"after: {path}"))
-        if out and not out[-1].endswith("\n"):
-            out.append("\n")
+        old_label = f"before: {path}" + (" (absent)" if old is None else "")
+        new_label = f"after: {path}"
+        if old is not None and old[1] != new.mode:
+            old_label += f" (mode {_mode(old[1])})"
+            new_label += f" (mode {new.mode:04o})"
+        chunk = list(difflib.unified_diff(_lines(old and old[0]), _lines(new.content),
+                                          old_label, new_label))
+        if not chunk:  # same bytes: only the mode differs (or an empty file appears)
+            chunk = [f"--- {old_label}\n", f"+++ {new_label}\n"]
+        out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                   for line in chunk)
     if step.set_down is not None:
-        out.append(f"{'+' if step.set_down else '-'} {step.slot}/down\n")
+        state = ("absent", "present") if step.set_down else ("present", "absent")
+        out.append(f"--- before: {step.slot}/down ({state[0]})\n"
+                   f"+++ after: {step.slot}/down ({state[1]})\n")
     return "".join(out)
+
+
+def _mode(mode: int) -> str:
+    return "unknown (not a regular file of ours)" if mode < 0 else f"{mode:04o}"

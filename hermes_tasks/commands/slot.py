@@ -14,11 +14,11 @@ from .common import hermes_task, settings
 
 
 @hermes_task(help={
-    "name": "profile name (default: the root profile)",
+    "name": "profile name (`default` is the root profile)",
     "dest": "write the files with DEST as the slot directory instead of printing them",
     "down": "render it as registered down (a down marker) instead of started",
 })
-def render(c, name="default", dest=None, down=False, inventory=None, var=None):
+def render(c, name, dest=None, down=False, inventory=None, var=None):
     """Print every file of a profile's slot, or write them under --dest; touches nothing else."""
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "

@@ -1,0 +1,350 @@
+"""Benchmark hermes-tasks against the reference reconciler (hermes-agent 0.19.0), issue 7.
+
+Run with the project venv's python, from anywhere:
+
+    .venv/bin/python bench/bench.py            # N = 1, 10, 100, 1000; writes bench/RESULTS.md
+    .venv/bin/python bench/bench.py --quick    # smoke: N = 1, 10, 2 runs
+
+Per N it times, interleaved round by round (A B C D E, A B C D E, ...): our reconcile on a
+fresh scandir, our re-run over an unchanged home, the reference fresh and re-run, and the
+floor (bench/floor.py). Homes and scandirs live on tmpfs (/dev/shm). Each run is a child
+process timed wall-clock from spawn to reap; its peak RSS comes from ``os.wait4``. Then it
+times ``hermes-tasks gateway.status`` (under a real s6-svscan) against the reference's
+``hermes gateway status``. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+REF_VENV = BENCH / ".venv-ref"
+REF_PACKAGE = "hermes-agent==0.19.0"
+OURS = Path(sys.executable).parent / "hermes-tasks"
+FLOOR = BENCH / "floor.py"
+S6_BIN = Path("/usr/bin")
+TMPFS = Path("/dev/shm")
+STATUS_N = 10
+TARGETS = (  # (label, kind, N, limit); kind: "fresh"/"rerun" ratio, "rss", "status"
+    ("fresh reconcile N=1000 <= 0.6x reference (stretch 0.5x)", "fresh", 1000, 0.6),
+    ("fresh reconcile N=1 <= 0.8x reference", "fresh", 1, 0.8),
+    ("unchanged re-run N=1000 <= 0.3x reference re-run", "rerun", 1000, 0.3),
+    ("peak RSS N=1000 <= reference", "rss", 1000, 1.0),
+    ("gateway.status <= 0.4x `hermes gateway status`", "status", STATUS_N, 0.4),
+)
+
+
+# -- the things timed ---------------------------------------------------------------------
+
+def make_home(home: Path, n: int) -> None:
+    """A home with ``n`` profiles: default plus ``n - 1`` named ones; every other one running."""
+    home.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        pdir = home if i == 0 else home / "profiles" / f"p{i:04d}"
+        pdir.mkdir(parents=True, exist_ok=True)
+        (pdir / "SOUL.md").write_text("# soul\n")
+        state = "running" if i % 2 == 0 else "stopped"
+        (pdir / "gateway_state.json").write_text(json.dumps({"desired_state": state}) + "\n")
+
+
+def ours_argv(home: Path, scandir: Path, task: str = "reconcile", **extra) -> list[str]:
+    settings = {"hermes_home": home, "scandir": scandir, "s6_bin_dir": S6_BIN,
+                "service_user": "null", **extra}
+    return [str(OURS), task, *(a for k, v in settings.items() for a in ("--var", f"{k}={v}"))]
+
+
+def floor_argv(home: Path, scandir: Path) -> list[str]:
+    return [sys.executable, str(FLOOR), str(home), str(scandir)]
+
+
+def ref_argv() -> list[str]:
+    return [str(REF_VENV / "bin" / "python"), "-m", "hermes_cli.container_boot"]
+
+
+def base_env(**extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HERMES", "S6_PROFILE")) and k != "PYTHONPATH"}
+    return {**env, **{k: str(v) for k, v in extra.items()}}
+
+
+def ref_env(home: Path, scandir: Path) -> dict[str, str]:
+    return base_env(HERMES_HOME=home, S6_PROFILE_GATEWAY_SCANDIR=scandir)
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run ``argv`` to completion; return (wall seconds, peak RSS in KiB). Raises on failure."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{shlex.join(argv)} exited {proc.returncode}:\n"
+                               f"{err.read().decode(errors='replace')[-2000:]}")
+    return elapsed, usage.ru_maxrss
+
+
+def slot_shape(scandir: Path) -> dict[str, list[tuple[str, str, str]]]:
+    """Each ``gateway-*`` slot as sorted (relative path, kind, octal mode) rows."""
+    kinds = {0o040000: "dir", 0o100000: "file", 0o010000: "fifo", 0o120000: "link"}
+    shape = {}
+    for slot in sorted(p for p in scandir.iterdir() if p.name.startswith("gateway-")):
+        rows = []
+        for path in sorted(slot.rglob("*")):
+            st = path.lstat()
+            rows.append((str(path.relative_to(slot)), kinds.get(st.st_mode & 0o170000, "?"),
+                         oct(st.st_mode & 0o7777)))
+        shape[slot.name] = rows
+    return shape
+
+
+def count_slots(scandir: Path) -> int:
+    return sum(1 for name in os.listdir(scandir) if name.startswith("gateway-"))
+
+
+# -- cases and rounds ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Case:
+    """One thing timed at one N. ``fresh`` cases get an empty scandir before every run."""
+
+    name: str
+    home: Path
+    scandir: Path
+    argv: list[str]
+    env: dict[str, str] | None
+    fresh: bool
+    n: int
+    times: list[float] = dataclasses.field(default_factory=list)
+    rss: list[int] = dataclasses.field(default_factory=list)
+
+    def once(self, record: bool = True) -> None:
+        if self.fresh:
+            shutil.rmtree(self.scandir, ignore_errors=True)
+            self.scandir.mkdir(parents=True)
+        elapsed, rss = timed(self.argv, self.env)
+        if count_slots(self.scandir) != self.n:
+            raise RuntimeError(f"{self.name}: expected {self.n} gateway slots in {self.scandir}")
+        if record:
+            self.times.append(elapsed)
+            self.rss.append(rss)
+
+
+def cases_for(work: Path, n: int) -> list[Case]:
+    out = []
+    for name, fresh in (("ours", True), ("ours_rerun", False), ("ref", True),
+                        ("ref_rerun", False), ("floor", True)):
+        home, scandir = work / f"{name}-{n}" / "home", work / f"{name}-{n}" / "scan"
+        make_home(home, n)
+        scandir.mkdir(parents=True, exist_ok=True)
+        if name.startswith("ours"):
+            argv, env = ours_argv(home, scandir), base_env()
+        elif name.startswith("ref"):
+            argv, env = ref_argv(), ref_env(home, scandir)
+        else:
+            argv, env = floor_argv(home, scandir), base_env()
+        out.append(Case(name, home, scandir, argv, env, fresh, n))
+    return out
+
+
+def interleave(cases: list[Case], runs: int) -> None:
+    """One untimed warm-up each (it also seeds the re-run scandirs), then ``runs`` rounds."""
+    for case in cases:
+        case.once(record=False)
+    for r in range(runs):
+        k = r % len(cases)  # rotate the starting case so no one always runs first
+        for case in cases[k:] + cases[:k]:
+            case.once()
+
+
+# -- gateway.status under a real s6-svscan ------------------------------------------------
+
+def command_dir(path: Path) -> Path:
+    """An s6-overlay-like /command: the s6 tools, a with-contenv shim, a stand-in gateway."""
+    path.mkdir(parents=True, exist_ok=True)
+    for tool in S6_BIN.glob("s6-*"):
+        (path / tool.name).symlink_to(tool)
+    for name, body in (("with-contenv", 'exec "$@"'), ("hermes", "exec sleep 86400")):
+        (path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (path / name).chmod(0o755)
+    return path
+
+
+def wait_until(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def fifo_has_reader(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        return True
+    except OSError:
+        return False
+
+
+def bench_status(work: Path, runs: int) -> list[Case]:
+    """Ours under a live s6-svscan vs the reference CLI on an identical sandbox home."""
+    cmd = command_dir(work / "command")
+    home, scandir = work / "status-ours" / "home", work / "status-ours" / "scan"
+    make_home(home, STATUS_N)
+    scandir.mkdir(parents=True)
+    timed(ours_argv(home, scandir, s6_bin_dir=cmd, hermes_bin=cmd / "hermes"), base_env())
+    ref_home = work / "status-ref" / "home"
+    make_home(ref_home, STATUS_N)
+    with open(work / "svscan.log", "ab") as log:
+        svscan = subprocess.Popen([str(cmd / "s6-svscan"), str(scandir)], stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={"PATH": f"{cmd}:/usr/bin:/bin", "HERMES_HOME": str(home)})
+    try:
+        wait_until(lambda: fifo_has_reader(scandir / ".s6-svscan" / "control"), 5, "s6-svscan")
+        up = [scandir / f"gateway-{'default' if i == 0 else f'p{i:04d}'}"
+              for i in range(0, STATUS_N, 2)]
+        wait_until(lambda: all((s / "supervise" / "status").exists() for s in up), 10, "slots")
+        time.sleep(0.5)  # let the registrar's own reconcile run finish
+        cases = [
+            Case("ours_status", home, scandir, ours_argv(home, scandir, "gateway.status",
+                 s6_bin_dir=cmd), base_env(), False, STATUS_N),
+            Case("ref_status", ref_home, scandir, [str(REF_VENV / "bin" / "hermes"), "gateway",
+                 "status"], base_env(HERMES_HOME=ref_home, HOME=ref_home), False, STATUS_N),
+        ]
+        interleave(cases, runs)
+    finally:
+        subprocess.run([str(cmd / "s6-svscanctl"), "-t", str(scandir)], check=False)
+        try:
+            svscan.wait(15)
+        except subprocess.TimeoutExpired:
+            svscan.kill()  # our own child, by its PID
+            svscan.wait()
+    return cases
+
+
+# -- setup and report ---------------------------------------------------------------------
+
+def ensure_ref_venv() -> None:
+    """Install the reference into bench/.venv-ref once; reuse it afterwards."""
+    if (REF_VENV / "bin" / "hermes").exists():
+        return
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(REF_VENV)], check=True)
+    subprocess.run([str(REF_VENV / "bin" / "pip"), "install", "-q", REF_PACKAGE], check=True)
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def machine_facts() -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), "unknown")
+    ref_py = subprocess.run([str(REF_VENV / "bin" / "python"), "-c",
+                             "import sys; print(sys.version.split()[0])"],
+                            capture_output=True, text=True).stdout.strip()
+    return [f"nproc: {len(os.sched_getaffinity(0))} (cpu_count {os.cpu_count()}), CPU: {cpu}",
+            f"kernel: {platform.release()}; homes and scandirs on tmpfs ({TMPFS})",
+            f"python: ours {platform.python_version()} ({sys.executable}); reference {ref_py}",
+            f"uid: {os.geteuid()} (as root both implementations chown the supervise skeleton)"]
+
+
+def report(results: dict[int, dict[str, Case]], status: list[Case], runs: dict[int, int],
+           argv: list[str]) -> str:
+    ms = lambda case: f"{med(case.times) * 1000:.0f}"  # noqa: E731
+    ratio = lambda a, b: med(a.times) / med(b.times)  # noqa: E731
+    lines = ["# hermes-tasks benchmark (issue 7)", "",
+             f"Produced by `{shlex.join(argv)}` (run from `{ROOT}`) on "
+             f"{datetime.datetime.now().astimezone().isoformat(timespec='seconds')}.", ""]
+    lines += [f"- {fact}" for fact in machine_facts()]
+    lines += ["", "Medians of wall time per child process (spawn to reap) in ms; ratios are "
+              "ours / reference; RSS is the largest peak RSS over the runs, MiB. N counts the "
+              "default profile; every other profile is `running`. Runs interleaved.", "",
+              "| N | runs | ours fresh | ref fresh | ratio | ours re-run | ref re-run | ratio "
+              "| floor | floor/ref | RSS ours | RSS ref |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, c in results.items():
+        rss = lambda *names: max(max(c[x].rss) for x in names) / 1024  # noqa: E731
+        lines.append(
+            f"| {n} | {runs[n]} | {ms(c['ours'])} | {ms(c['ref'])} | {ratio(c['ours'], c['ref']):.2f} "
+            f"| {ms(c['ours_rerun'])} | {ms(c['ref_rerun'])} "
+            f"| {ratio(c['ours_rerun'], c['ref_rerun']):.2f} | {ms(c['floor'])} "
+            f"| {ratio(c['floor'], c['ref']):.2f} | {rss('ours', 'ours_rerun'):.1f} "
+            f"| {rss('ref', 'ref_rerun'):.1f} |")
+    ours_st, ref_st = status
+    lines += ["", f"CLI, {STATUS_N} profiles under a live s6-svscan, {len(ours_st.times)} runs: "
+              f"`hermes-tasks gateway.status` {ms(ours_st)} ms vs `hermes gateway status` "
+              f"{ms(ref_st)} ms (ratio {ratio(ours_st, ref_st):.2f}). The reference's status does "
+              "not use s6 here (it only does when PID 1 is s6-svscan); it scans processes.", "",
+              "## Targets", "", "| target | measured | result |", "|---|---:|---|"]
+    for label, kind, n, limit in TARGETS:
+        if kind == "status":
+            value = ratio(ours_st, ref_st)
+        elif n not in results:
+            lines.append(f"| {label} | not measured | n/a |")
+            continue
+        elif kind == "rss":
+            c = results[n]
+            value = max(max(c["ours"].rss), max(c["ours_rerun"].rss)) / max(
+                max(c["ref"].rss), max(c["ref_rerun"].rss))
+        else:
+            suffix = "" if kind == "fresh" else "_rerun"
+            value = ratio(results[n]["ours" + suffix], results[n]["ref" + suffix])
+        verdict = "pass" if value <= limit else "FAIL"
+        if "stretch" in label and value <= 0.5:
+            verdict += " (stretch met)"
+        lines.append(f"| {label} | {value:.2f}x | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: N=1,10 with 2 runs")
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per case (default 7)")
+    parser.add_argument("--big-runs", type=int, default=5, help="timed runs at N=1000 (default 5)")
+    parser.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="Markdown report path")
+    args = parser.parse_args(argv)
+    sizes = (1, 10) if args.quick else (1, 10, 100, 1000)
+    runs = {n: 2 if args.quick else (args.big_runs if n >= 1000 else args.runs) for n in sizes}
+    ensure_ref_venv()
+    work = Path(tempfile.mkdtemp(prefix="hermes-bench-", dir=TMPFS))
+    try:
+        results = {}
+        for n in sizes:
+            t0 = time.monotonic()
+            cases = cases_for(work, n)
+            interleave(cases, runs[n])
+            results[n] = {c.name: c for c in cases}
+            print(f"N={n}: " + ", ".join(f"{c.name} {med(c.times) * 1000:.0f} ms" for c in cases)
+                  + f" ({time.monotonic() - t0:.0f} s)", flush=True)
+            for c in cases:  # free the tmpfs before the next size
+                shutil.rmtree(c.home.parent, ignore_errors=True)
+        status = bench_status(work, max(runs.values()) if args.quick else args.runs)
+        print(", ".join(f"{c.name} {med(c.times) * 1000:.0f} ms" for c in status), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = report(results, status, runs, [os.path.relpath(sys.executable, ROOT),
+                                          os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

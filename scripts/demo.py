@@ -1,0 +1,119 @@
+"""Run reconcile on a sandbox (home, scandir, s6-svscan) with the real hermes gateway.
+
+Creates ``.demo/`` (wiped first): a home with the default profile (running) and two named
+profiles, ``alice`` (running) and ``bob`` (stopped); starts its own s6-svscan; runs
+``hermes-tasks reconcile`` and ``gateway.status``; stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / ".demo"
+HERMES = REPO / ".venv-hermes" / "bin" / "hermes"
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "hermes_tasks", *args]
+    print("$ hermes-tasks " + " ".join(args), flush=True)
+    env = {**os.environ, "HERMES_TASKS_INVENTORY": str(DEMO / "inventory.yml")}
+    proc = subprocess.run(cmd, env=env, text=True)
+    if check and proc.returncode:
+        raise SystemExit(f"demo: hermes-tasks {args[0]} exited {proc.returncode}")
+    return proc
+
+
+def build_sandbox() -> tuple[Path, Path, Path]:
+    shutil.rmtree(DEMO, ignore_errors=True)
+    home, scandir, command = DEMO / "home", DEMO / "run" / "service", DEMO / "command"
+    for d in (home, scandir, command):
+        d.mkdir(parents=True)
+    # Stand-in for s6-overlay's /command: the real s6 tools plus a pass-through with-contenv.
+    for tool in Path("/usr/bin").glob("s6-*"):
+        (command / tool.name).symlink_to(tool)
+    shim = command / "with-contenv"
+    shim.write_text('#!/bin/sh\n# demo stand-in for s6-overlay\'s with-contenv\nexec "$@"\n')
+    shim.chmod(0o755)
+    (home / "gateway_state.json").write_text(json.dumps({"desired_state": "running"}))
+    for name, desired in (("alice", "running"), ("bob", "stopped")):
+        d = home / "profiles" / name
+        d.mkdir(parents=True)
+        (d / "SOUL.md").write_text(f"# {name}\n")
+        (d / "gateway_state.json").write_text(json.dumps({"desired_state": desired}))
+    (DEMO / "inventory.yml").write_text(
+        "# The demo's inventory: everything inside .demo/, gateways run as you.\n"
+        "all:\n  vars:\n"
+        f"    hermes_home: {json.dumps(str(home))}\n"
+        f"    scandir: {json.dumps(str(scandir))}\n"
+        f"    s6_bin_dir: {json.dumps(str(command))}\n"
+        f"    hermes_bin: {json.dumps(str(HERMES))}\n"
+        "    service_user: null\n"
+        "  hosts:\n    localhost: {}\n")
+    return home, scandir, command
+
+
+def start_svscan(scandir: Path, command: Path) -> subprocess.Popen:
+    log = open(DEMO / "svscan.log", "wb")
+    env = {"PATH": f"{command}:/usr/bin:/bin"}
+    proc = subprocess.Popen(["s6-svscan", str(scandir)], env=env, stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    control = scandir / ".s6-svscan" / "control"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.close(os.open(control, os.O_WRONLY | os.O_NONBLOCK))
+            return proc
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    raise SystemExit("demo: s6-svscan did not start")
+
+
+def wait_running(home: Path, names: list[str], timeout: float = 90) -> None:
+    """Poll each gateway's own gateway_state.json until it says running."""
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            path = home / "gateway_state.json" if name == "default" else \
+                home / "profiles" / name / "gateway_state.json"
+            try:
+                if json.loads(path.read_text()).get("gateway_state") == "running":
+                    print(f"demo: gateway {name} reports gateway_state=running", flush=True)
+                    pending.remove(name)
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.5)
+    if pending:
+        raise SystemExit(f"demo: gateways not running after {timeout:.0f} s: {pending}")
+
+
+def main() -> None:
+    home, scandir, command = build_sandbox()
+    svscan = start_svscan(scandir, command)
+    try:
+        sh("reconcile")
+        subprocess.run([str(command / "s6-svscanctl"), "-a", str(scandir)], check=True)
+        wait_running(home, ["default", "alice"])
+        sh("gateway.status")
+        print("\ndemo: a second reconcile changes nothing:", flush=True)
+        sh("reconcile")
+    finally:
+        subprocess.run([str(command / "s6-svscanctl"), "-t", str(scandir)])
+        try:
+            svscan.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            svscan.kill()
+            svscan.wait()
+    print(f"\ndemo: stopped s6-svscan (pid {svscan.pid}); files are in {DEMO}")
+
+
+if __name__ == "__main__":
+    main()
