@@ -40,9 +40,9 @@ def target(cfg: Settings, name: str) -> Gateway:
 
 
 def registered(cfg: Settings) -> list[Gateway]:
-    """Every ``gateway-*`` slot in the scandir, by name."""
+    """Every ``gateway-*`` slot in the scandir: default first, then by name."""
     try:
-        names = sorted(os.listdir(cfg.scandir))
+        names = sorted(os.listdir(cfg.scandir), key=lambda n: (n != "gateway-default", n))
     except FileNotFoundError:
         raise TaskError(f"scandir {cfg.scandir} does not exist") from None
     return [Gateway(n[len(profiles.SLOT_PREFIX):], n, os.path.join(cfg.scandir, n))

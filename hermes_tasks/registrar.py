@@ -26,16 +26,16 @@ def may_change_slots(settings: Settings) -> bool:
     return fsops.IS_ROOT or os.access(settings.scandir, os.W_OK)
 
 
-def converge(settings: Settings, only: set[str], check: bool = False, diff: bool = False,
+def converge(settings: Settings, only: set[str] | None, check: bool = False, diff: bool = False,
              warn=None) -> list[Row]:
-    """Reconcile the slots of ``only`` (profile names); return their rows."""
+    """Reconcile the slots of ``only`` (profile names; None = all); return their rows."""
     if check or may_change_slots(settings):
         rows, _ = engine.reconcile(settings, check=check, diff=diff, only=only, warn=warn)
         return rows
     doc = request(settings)
     rows = [Row(r["slot"], r["profile"], r["prior_state"], r["action"], r["result"],
                 r.get("message", "")) for r in doc.get("results", [])]
-    return [r for r in rows if r.profile in only]
+    return [r for r in rows if only is None or r.profile in only]
 
 
 def request(settings: Settings) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import Exit
 
 from .. import engine, report
+from .. import registrar as registrar_mod
 from .common import check_mode, hermes_task, settings
 
 
@@ -20,8 +21,12 @@ def reconcile(c, check=False, diff=False, json=False, registrar_result=None, inv
     cfg = settings(inventory, var)
     check = check_mode(c, check)
     in_registrar = bool(registrar_result)
-    rows, registrar = engine.reconcile(cfg, check=check, diff=diff,
-                                       manage_registrar=False if in_registrar else None)
+    if not (check or in_registrar or registrar_mod.may_change_slots(cfg)):
+        # The service user may not change slots: the root registrar reconciles for it.
+        rows, registrar = registrar_mod.converge(cfg, None), None
+    else:
+        rows, registrar = engine.reconcile(cfg, check=check, diff=diff,
+                                           manage_registrar=False if in_registrar else None)
     code = report.exit_code(rows + ([registrar] if registrar else []), multi=True)
     if in_registrar:
         engine.write_result(registrar_result, rows, code)
