@@ -125,6 +125,14 @@ ENV PATH="/opt/hermes-tasks/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# s6-overlay does not hand the image's PATH to what it runs: /init gives stage 2 (cont-init)
+# and the whole supervision tree S6_GLOBAL_PATH (default /command:/usr/bin:/bin), and stage 0
+# drops PATH from the saved container environment, so `with-contenv` cannot bring it back.
+# Without this the gateway run scripts would not find `hermes` in the venv (the shipped
+# inventory names it by name): "s6-applyuidgid: fatal: unable to exec hermes", restarted
+# every second. Same directories as `docker exec` sees, /command first as s6-overlay has it.
+ENV S6_GLOBAL_PATH="/command:${PATH}"
+
 # --- boot wiring ------------------------------------------------------------------------------
 # 01 hands a fresh root-owned volume to the service user (non-recursive, no symlinks);
 # 02 runs `hermes-tasks reconcile`. They run as root, one at a time, in byte order.
@@ -134,6 +142,10 @@ VOLUME /opt/data
 WORKDIR /opt/data
 
 ENTRYPOINT ["/init"]
+# No command: /init runs stage 2, then supervises the gateways until the container is stopped.
+# (A new ENTRYPOINT already drops the base image's CMD ["python3"], which as s6-overlay's CMD
+# would exit at once and stop the container; the empty CMD states it.)
+CMD []
 
 # s6-overlay's stage 2 (cont-init, reconcile, s6-rc) needs root. Nothing long-running stays
 # root: every gateway and logger run script drops to the service user with s6-setuidgid.

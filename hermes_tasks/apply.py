@@ -13,7 +13,7 @@ import contextlib
 import os
 import stat
 
-from . import fsops
+from . import fsops, slots
 from .inventory import Settings
 from .plan import CREATE, REMOVE, SWAP, UPDATE, Step
 from .profiles import STALE_FILES
@@ -84,7 +84,16 @@ class Applier:
             return
 
     def _update(self, step: Step) -> None:
+        """Replace the changed files in place, each by a temp file + fsync + rename.
+
+        When the change owes a restart, that is recorded first (:data:`slots.PENDING`), so
+        a run interrupted before its handlers ran leaves the next run a restart to finish
+        rather than a gateway silently running the old ``run``.
+        """
         path = os.path.join(self.scandir, step.slot)
+        owed = _owed(step)
+        if owed != step.pending:
+            self._set_pending(path, owed)
         for rel in step.write:
             f = step.spec.files[rel]
             parent, name = os.path.split(os.path.join(path, rel))
@@ -112,16 +121,39 @@ class Applier:
         """
         path = os.path.join(self.scandir, step.slot)
         notes = self.notes.setdefault(step.slot, [])
+        owed = set(_owed(step))
         if step.restart_gateway:
-            if self.s6.is_up(path):
+            if step.bring_up or self.s6.is_up(path):
+                if "gateway-up" not in owed:  # from here on it may be down: remember it was up
+                    owed.add("gateway-up")
+                    self._set_pending(path, owed)
                 self.s6.restart(path, DOWN_WAIT_MS)
                 notes.append("restarted the gateway")
             else:
                 notes.append("gateway not up, not restarted")
+            owed -= {"gateway", "gateway-up"}
         log = os.path.join(path, "log")
-        if step.restart_logger and self.s6.supervised(log):
-            self.s6.svc(log, "-r")
-            notes.append("restarted the logger")
+        if step.restart_logger:
+            if self.s6.supervised(log):
+                self.s6.svc(log, "-r")
+                notes.append("restarted the logger")
+            owed.discard("logger")
+        if step.pending or _owed(step):
+            self._set_pending(path, owed)
+
+    def _set_pending(self, path: str, tokens) -> None:
+        """Record (or, when empty, clear) the restarts still owed to the slot at ``path``."""
+        parent, name = os.path.split(os.path.join(path, slots.PENDING))
+        if not tokens:
+            with contextlib.suppress(FileNotFoundError), fsops.opened_dir(parent) as dfd:
+                fsops.unlink_if_present(dfd, name)
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)  # only when empty: a fresh slot has no data/
+            return
+        os.makedirs(parent, 0o755, exist_ok=True)
+        with fsops.opened_dir(parent) as dfd:
+            fsops.write_atomic(dfd, name, "".join(f"{t}\n" for t in sorted(tokens)).encode(),
+                               0o644)
 
     def _staging(self, spec: SlotSpec, suffix: str) -> str:
         """Build ``spec`` completely in a dot-prefixed sibling; return its path."""
@@ -215,6 +247,16 @@ class Applier:
             self._delete_retired(path)
             return
         fsops.remove_tree(path)
+
+
+def _owed(step: Step) -> frozenset[str]:
+    """The restarts ``step`` owes its slot, as recorded in :data:`slots.PENDING`."""
+    owed = set(step.pending)
+    if step.restart_gateway:
+        owed.add("gateway")
+    if step.restart_logger:
+        owed.add("logger")
+    return frozenset(owed)
 
 
 def _ensure(path: str, mode: int, uid: int, gid: int, create, kind) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import os
+import stat
 
 from . import fsops
 from .profiles import escape
@@ -18,44 +20,62 @@ def format_line(when: str, profile: str, prior_state: str | None, action: str, r
 
 
 def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes: int,
-           owner: tuple[int, int], warn) -> None:
+           owner: tuple[int, int], warn, durable: bool = True) -> None:
     """Append ``(profile, prior_state, action, result)`` rows, rotating first if needed.
 
     Never follows a symlink on the volume; ``logs/`` and the file are created owned by
     ``owner`` when running as root. A failed rotation is a warning; lines still go in.
+
+    Bounded: the file is rotated before a run's lines would take it past ``rotate_bytes``
+    (which includes SPEC's "at or above"), so ``container-boot.log`` and ``.1`` together
+    stay within twice ``rotate_bytes`` however many runs append (unless one run alone
+    writes more than that). A last line torn by a power cut or a full disk is closed with
+    a newline first, so it can never swallow the next run's first line.
     """
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     data = "".join(format_line(when, *row) for row in rows).encode()
+    where = escape(os.path.join(home, "logs", NAME))
     try:
         dfd = fsops.open_dir(home, ("logs",), create_mode=0o755, owner=owner)
     except OSError as exc:
-        warn(f"cannot write {escape(os.path.join(home, 'logs', NAME))}: {exc.strerror or exc}")
+        warn(f"cannot write {where}: {exc.strerror or exc}")
         return
     try:
-        _rotate(dfd, rotate_bytes, home, warn)
+        _rotate(dfd, rotate_bytes, len(data), where, warn)
         created = not fsops.lexists(dfd, NAME)
-        fd = os.open(NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_RDWR (to look at the last byte); O_NONBLOCK so a planted FIFO cannot hang us,
+        # O_NOFOLLOW so a planted symlink is never written through.
+        fd = os.open(NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
                      | os.O_NONBLOCK, 0o644, dir_fd=dfd)
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
             if created and fsops.IS_ROOT:
                 os.fchown(fd, *owner)
-            os.write(fd, data)
+            if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                data = b"\n" + data
+            fsops.write_all(fd, data)
+            if durable:
+                # The boot log is what an operator reads after a crash or power cut, which
+                # is exactly when unsynced lines would be lost. One fsync per run is cheap.
+                os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
-        warn(f"cannot write {escape(os.path.join(home, 'logs', NAME))}: {exc.strerror or exc}")
+        warn(f"cannot write {where}: {exc.strerror or exc}")
     finally:
         os.close(dfd)
 
 
-def _rotate(dfd: int, limit: int, home: str, warn) -> None:
+def _rotate(dfd: int, limit: int, incoming: int, where: str, warn) -> None:
     try:
         st = os.stat(NAME, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if st.st_size < limit:
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_size + incoming <= limit:
         return
     try:
         os.rename(NAME, NAME + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
     except OSError as exc:
-        warn(f"could not rotate {escape(os.path.join(home, 'logs', NAME))}: {exc.strerror}")
+        warn(f"could not rotate {where}: {exc.strerror}")

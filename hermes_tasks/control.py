@@ -13,9 +13,10 @@ from . import profiles, registrar, state
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
-from .s6 import S6, NotSupervised, S6Error
+from .s6 import S6, NoSuchSlot, NotSupervised, PermissionDenied, S6Error, Timeout
 
 START, STOP, RESTART = "start", "stop", "restart"
+WORDS = {START: "started", STOP: "stopped", RESTART: "restarted"}
 
 
 @dataclasses.dataclass
@@ -28,7 +29,7 @@ class Gateway:
 
 
 def target(cfg: Settings, name: str) -> Gateway:
-    """The gateway of an existing profile; a clear error for anything else."""
+    """The gateway of an existing profile; a UsageError naming the fix for anything else."""
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
@@ -51,76 +52,115 @@ def registered(cfg: Settings) -> list[Gateway]:
 
 
 def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> Row:
-    """Carry out one action on one gateway and record the intent; never raises S6Error."""
+    """Carry out one action on one gateway and record the intent; failures become the row's.
+
+    start/restart register a missing slot first (through the registrar when not root);
+    stop of an unregistered profile only records ``stopped``. Restart brings the gateway
+    down, waits, and up again, so a daemon that exits 0 on SIGTERM comes back too. The
+    result is ``ok`` when the gateway already was where start/stop wanted it.
+    """
     s6 = S6(cfg.s6_bin_dir)
-    owner = (cfg.service_uid, cfg.service_gid)
     desired = "stopped" if action == STOP else "running"
-    word = {START: "started", STOP: "stopped", RESTART: "restarted"}[action]
-    row = Row(gw.slot, gw.profile, state.read_desired(cfg.hermes_home, gw.profile), word, "changed")
+    prior = state.read_desired(cfg.hermes_home, gw.profile)
+    row = Row(gw.slot, gw.profile, prior, WORDS[action], "changed")
+    wait_ms = max(1, int(timeout * 1000))
     try:
         if not os.path.isdir(gw.path):
             if action == STOP:
-                _record(cfg, gw, desired, owner)
+                _record(cfg, gw, desired)
                 row.message = "no slot registered; recorded stopped"
                 return row
-            _register(cfg, gw, s6, timeout)
-        _check_supervised(s6, gw)
-        wait_ms = int(timeout * 1000)
+            _register(cfg, gw, timeout)
+            row.message = "registered its slot"
+        if s6.supervised(gw.path) is False:
+            raise NotSupervised(f"{gw.path}: no s6-supervise is listening")
+        before = s6.svstat(gw.path)
         if action == STOP:
-            s6.svc(gw.path, *(("-wD",) if wait else ()), "-D", wait_ms=wait_ms if wait else None)
-        elif action == RESTART and s6.is_up(gw.path):
+            s6.svc(gw.path, "-D")
+        elif action == RESTART and before["up"]:
             s6.restart(gw.path, wait_ms, up_flag="-U")
         else:
             s6.svc(gw.path, "-U")
-        if wait and action != STOP:
-            s6.svc(gw.path, "-wu", "-u", wait_ms=wait_ms)
-        _record(cfg, gw, desired, owner)
-    except (S6Error, OSError) as exc:
-        row.result, row.message = "failed", _explain(exc, gw)
+        _record(cfg, gw, desired)
+        already = before["up"] and before["wantedup"] and before["normallyup"]
+        if action == STOP:
+            already = not (before["up"] or before["wantedup"] or before["normallyup"])
+        if action != RESTART and already and prior == desired and not row.message:
+            row.result = "ok"
+        if wait:
+            s6.svwait(gw.path, "-D" if action == STOP else "-u", wait_ms)
+    except (TaskError, OSError) as exc:
+        row.result, row.message = "failed", explain(exc, cfg, gw, action, timeout)
     return row
 
 
-def _record(cfg: Settings, gw: Gateway, desired: str, owner) -> None:
+def _record(cfg: Settings, gw: Gateway, desired: str) -> None:
     if profiles.profile_exists(cfg.hermes_home, gw.profile):
-        state.record_desired(cfg.hermes_home, gw.profile, desired, owner)
+        state.record_desired(cfg.hermes_home, gw.profile, desired,
+                             (cfg.service_uid, cfg.service_gid))
 
 
-def _register(cfg: Settings, gw: Gateway, s6: S6, timeout: float) -> None:
-    """Publish the missing slot of an existing profile (down; the caller starts it)."""
+def _register(cfg: Settings, gw: Gateway, timeout: float) -> None:
+    """Publish the missing slot of an existing profile, as its recorded state says."""
     rows = registrar.converge(cfg, {gw.profile})
     failed = [r for r in rows if r.result == "failed"]
     if failed:
         raise S6Error(f"could not register {gw.slot}: {failed[0].message}")
     if not os.path.isdir(gw.path):
         raise S6Error(f"could not register {gw.slot}")
+    await_supervisor(cfg, gw, timeout)
+
+
+def await_supervisor(cfg: Settings, gw: Gateway, timeout: float) -> None:
+    """After publishing a slot: give s6-svscan time to start its supervisor.
+
+    The rescan is asynchronous, and ``s6-svc -w…`` fails until ``supervise/status``
+    exists (reference/s6.md §4.2). Without a scanner there is nothing to wait for.
+    """
+    s6 = S6(cfg.s6_bin_dir)
     if s6.scanner_running(cfg.scandir) is not False:
         s6.wait_supervised(gw.path, timeout)
 
 
-def _check_supervised(s6: S6, gw: Gateway) -> None:
-    if s6.supervised(gw.path) is False:
-        raise NotSupervised(f"{gw.slot}: no s6-supervise is listening")
-
-
-def _explain(exc: Exception, gw: Gateway) -> str:
-    text = str(exc) if not isinstance(exc, OSError) else f"{exc.filename or gw.slot}: {exc.strerror}"
+def explain(exc: Exception, cfg: Settings, gw: Gateway, action: str = "", timeout: float = 0) -> str:
+    """One line: which gateway, what went wrong, and what to do about it."""
+    if isinstance(exc, NoSuchSlot):
+        return (f"{gw.slot} is not registered in {cfg.scandir}: run `hermes-tasks reconcile` "
+                "as root, then retry")
     if isinstance(exc, NotSupervised):
-        return (f"{gw.slot} is not supervised (is s6-svscan running on the scandir? "
-                "run `hermes-tasks reconcile` then retry)")
-    return text
+        return (f"{gw.slot} is not supervised: no s6-supervise listens on it (is s6-svscan "
+                f"running on {cfg.scandir}? run `hermes-tasks reconcile` as root, then retry)")
+    if isinstance(exc, PermissionDenied):
+        return (f"{gw.slot}: permission denied by s6 ({exc}): run this as root or as the "
+                "service user; `hermes-tasks reconcile` as root repairs the shared control FIFOs")
+    if isinstance(exc, Timeout):
+        goal = "down" if action == STOP else "up"
+        log = os.path.join(cfg.hermes_home, "logs", "gateways", gw.profile, "current")
+        return (f"{gw.slot} was told to {action or 'change'} but s6 did not report it {goal} "
+                f"within {timeout:g} s; see {log}")
+    if isinstance(exc, OSError) and not isinstance(exc, TaskError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{gw.slot}: {where}{exc.strerror or exc}"
+    return f"{gw.slot}: {exc}" if gw.slot not in str(exc) else str(exc)
 
 
 def status(cfg: Settings, gw: Gateway) -> dict:
-    """One gateway's status as read with ``s6-svstat -o`` and its state file."""
+    """One gateway's status as read with ``s6-svstat -o`` and its state file.
+
+    An unsupervised slot reads as down; a permission problem is an error naming the fix.
+    """
     s6 = S6(cfg.s6_bin_dir)
     doc = {"profile": gw.profile, "slot": gw.slot, "registered": os.path.isdir(gw.path),
            "up": False, "wanted_up": False, "normally_up": False, "pid": None,
            "desired_state": state.read_desired(cfg.hermes_home, gw.profile)}
-    if doc["registered"] and s6.supervised(gw.path) is not False:
-        try:
-            st = s6.svstat(gw.path)
-        except NotSupervised:
-            return doc
-        doc.update(up=st["up"], wanted_up=st["wantedup"], normally_up=st["normallyup"],
-                   pid=st["pid"] if st["up"] else None)
+    if not doc["registered"] or s6.supervised(gw.path) is False:
+        return doc
+    try:
+        st = s6.svstat(gw.path)
+    except (NotSupervised, NoSuchSlot):
+        return doc
+    except S6Error as exc:
+        raise TaskError(explain(exc, cfg, gw)) from None
+    doc.update(up=st["up"], wanted_up=st["wantedup"], normally_up=st["normallyup"],
+               pid=st["pid"] if st["up"] else None)
     return doc

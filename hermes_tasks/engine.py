@@ -112,8 +112,13 @@ def describe(step: plan.Step, check: bool, done: list[str] | tuple = ()) -> str:
         parts.append(f"{verb} the down marker")
     if step.fix_skeleton:
         parts.append(("would repair" if check else "repaired") + " supervise/event permissions")
+    if step.pending:
+        parts.append(("would finish" if check else "finished")
+                     + " a restart an earlier run left pending")
     if check:
-        if step.restart_gateway:
+        if step.bring_up:
+            parts.append("would bring the gateway back up")
+        elif step.restart_gateway:
             parts.append("would restart the gateway if up")
         if step.restart_logger:
             parts.append("would restart the logger")

@@ -101,6 +101,13 @@ def write_atomic(dir_fd: int, name: str, data: bytes, mode: int = 0o644,
     planted symlink is never written through; the rename replaces a symlink at ``name``
     rather than following it. ``durable`` fsyncs the file and the directory: worth it on
     the volume (state files survive a power cut whole), pointless on the tmpfs scandir.
+
+    Why in this order: the data is fsynced *before* the rename, because otherwise a power
+    cut can persist the rename but not the data (delayed allocation) and leave the name
+    pointing at an empty or truncated file; the directory is fsynced *after* it, so that a
+    run which reported the change has made the rename itself durable. A crash at any point
+    leaves the old file or the new one, whole, plus at worst our temp file (removed by the
+    next write of the same name).
     """
     tmp = f".{name}.hermes-tasks.tmp"
     with contextlib.suppress(FileNotFoundError):
@@ -108,9 +115,7 @@ def write_atomic(dir_fd: int, name: str, data: bytes, mode: int = 0o644,
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fchmod(fd, mode)  # umask-proof: run scripts must be exactly 0755
         if owner and IS_ROOT:
             os.fchown(fd, *owner)
@@ -127,13 +132,67 @@ def write_atomic(dir_fd: int, name: str, data: bytes, mode: int = 0o644,
         os.fsync(dir_fd)
 
 
+def write_exclusive(dir_fd: int, name: str, data: bytes, mode: int = 0o644,
+                    owner: tuple[int, int] | None = None, durable: bool = True) -> bool:
+    """Create ``name`` holding ``data`` unless something exists there; never replace it.
+
+    The file appears complete or not at all: it is written to a temp file, then hard-linked
+    to ``name`` (``linkat`` fails with EEXIST instead of replacing, which ``rename`` cannot
+    do). A crash can therefore never leave an empty or half-written file behind that a
+    later run would take for the user's own. Returns False when ``name`` already existed.
+    ``durable`` fsyncs like :func:`write_atomic` (used on the volume).
+    """
+    tmp = f".{name}.hermes-tasks.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=dir_fd)
+    if lexists(dir_fd, name):
+        return False
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode, dir_fd=dir_fd)
+    try:
+        try:
+            write_all(fd, data)
+            os.fchmod(fd, mode)
+            if owner and IS_ROOT:
+                os.fchown(fd, *owner)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            # A file system without hard links: fall back to check-then-rename (the only
+            # writer of this name is the lock holder, so the window is harmless).
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if lexists(dir_fd, name):
+                return False
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+    if durable:
+        os.fsync(dir_fd)
+    return True
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``write(2)`` until everything is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_new(dir_fd: int, name: str, data: bytes, mode: int) -> None:
     """Create a file that must not exist yet (inside an invisible staging directory)."""
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
         if data:
-            os.write(fd, data)
+            write_all(fd, data)
         os.fchmod(fd, mode)
     finally:
         os.close(fd)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import math
 import re
+import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -141,7 +143,7 @@ def _pick_host(group: dict, where: Path) -> tuple[str, dict]:
         for name, hv in _mapping(g.get("hosts"), where, f"{label}.hosts").items():
             hosts.setdefault(str(name), hv or {})
         for child, cg in _mapping(g.get("children"), where, f"{label}.children").items():
-            collect(cg or {}, f"{label}.children.{child}")
+            collect(_mapping(cg, where, f"{label}.children.{child}"), f"{label}.children.{child}")
 
     collect(group, "all")
     if not hosts:
@@ -152,10 +154,25 @@ def _pick_host(group: dict, where: Path) -> tuple[str, dict]:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_INVENTORY_BYTES + 1)
+        # O_NONBLOCK: a FIFO named as the inventory must not hang the boot.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InventoryError(f"{path}: cannot read inventory: not a regular file")
+        chunks, total = [], 0
+        while total <= MAX_INVENTORY_BYTES:
+            chunk = os.read(fd, MAX_INVENTORY_BYTES + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        raw = b"".join(chunks)
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_INVENTORY_BYTES:
         raise InventoryError(f"{path}: inventory larger than {MAX_INVENTORY_BYTES} bytes")
     try:
@@ -163,8 +180,13 @@ def _read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "invalid YAML"
         raise InventoryError(f"{path}:{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise InventoryError(f"{path}: not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # PyYAML's constructors raise these for e.g. an impossible date (2001-13-01).
+        raise InventoryError(f"{path}: not valid YAML: {exc}") from None
 
 
 def _mapping(value: Any, where: Path, key: str) -> dict:
@@ -183,7 +205,7 @@ def _parse_overrides(items) -> dict[str, Any]:
             raise InventoryError(f"--var: expected key=value, got '{item}'")
         try:
             value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
             value = raw
         # A string setting keeps the text exactly as typed (``--var hermes_bin=123``).
         if key in _STRINGS and not isinstance(value, (dict, list)) and value is not None:
@@ -207,6 +229,9 @@ def _validate(key: str, value: Any, origin: str) -> Any:
             raise _fail(origin, key, "must not contain a NUL byte")
         if key != "hermes_bin" and not value.startswith("/"):
             raise _fail(origin, key, f"must be an absolute path, got '{value}'")
+        if key == "hermes_bin" and value.startswith("-"):
+            # `exec -x …` is an option to some shells' exec, a missing command to others.
+            raise _fail(origin, key, f"must not start with '-', got '{value}'")
         if key == "s6_bin_dir":
             # It appears in shebangs, which cannot be quoted.
             if re.search(r"\s", value) or len(value) > 100:
@@ -225,9 +250,21 @@ def _validate(key: str, value: Any, origin: str) -> Any:
             raise _fail(origin, key, f"must be a non-negative integer, got {value!r}")
         if key in ("boot_log_rotate_bytes", "gateway_log_max_bytes") and value < 1:
             raise _fail(origin, key, "must be positive")
+        # uid/gid (u)int32 with -1 reserved by chown; s6-log rejects larger n/s directives.
+        limit = {"service_uid": 2**32 - 2, "service_gid": 2**32 - 2,
+                 "gateway_log_archives": 2**32 - 1, "gateway_log_max_bytes": 2**32 - 1}.get(key)
+        if limit is not None and value > limit:
+            raise _fail(origin, key, f"must be at most {limit}, got {value}")
         return value
     if key == "lock_timeout":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite or value < 0:
+            # NaN or infinity would make every lock wait unbounded.
             raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
         return value
     if key == "extra_env":

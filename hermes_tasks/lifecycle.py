@@ -1,4 +1,9 @@
-"""Creating and deleting profiles on the volume (SPEC §7 ``profile.*``)."""
+"""Creating and deleting profiles on the volume (SPEC §7 ``profile.*``).
+
+Slot changes go through :mod:`registrar` (directly as root, through the registrar slot
+otherwise); both tasks check up front that such a change can happen, so they never leave
+a profile half-created or half-deleted because of missing rights.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ import datetime
 import os
 import shutil
 
-from . import control, fsops, profiles, registrar, state
+from . import control, fsops, profiles, registrar
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
-from .s6 import S6, S6Error
+from .s6 import S6, S6Error, Timeout
 
 SOUL = b"# SOUL\n\nThis profile was created by hermes-tasks. Describe its persona here.\n"
+DOWN_WAIT_MS = 10000
 
 
 def _check_name(name: str) -> None:
@@ -22,42 +28,52 @@ def _check_name(name: str) -> None:
 
 
 def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> list[Row]:
-    """Make ``profiles/NAME/SOUL.md`` if missing (never overwriting) and register its slot."""
+    """Make ``profiles/NAME/SOUL.md`` if missing (never overwriting) and register its slot.
+
+    The slot is registered as the profile's recorded state says (down for a new profile);
+    ``start`` then starts it like ``gateway.start``, which records ``running``.
+    """
     _check_name(name)
-    owner = (cfg.service_uid, cfg.service_gid)
+    slot = profiles.SLOT_PREFIX + name
     existed = profiles.profile_exists(cfg.hermes_home, name)
     if check:
         if existed:
-            rows = registrar.converge(cfg, {name}, check=True, diff=diff)
-        else:
-            slot = profiles.SLOT_PREFIX + name
-            rows = [Row(slot, name, None, "started" if start else "registered", "changed",
-                        f"would create profiles/{name}/SOUL.md and publish {slot}")]
-        return rows
-    if name != profiles.DEFAULT:
+            return registrar.converge(cfg, {name}, check=True, diff=diff)
+        return [Row(slot, name, None, "started" if start else "registered", "changed",
+                    f"would create profiles/{name}/SOUL.md and publish {slot}")]
+    registrar.check_available(cfg)
+    if not existed:
+        owner = (cfg.service_uid, cfg.service_gid)
         with fsops.opened_dir(cfg.hermes_home, ("profiles", name), create_mode=0o755,
                               owner=owner) as dfd:
-            if not fsops.lexists(dfd, "SOUL.md"):
-                fsops.write_new(dfd, "SOUL.md", SOUL, 0o644)
-                if fsops.IS_ROOT:
-                    os.chown("SOUL.md", *owner, dir_fd=dfd, follow_symlinks=False)
-    if start:
-        state.record_desired(cfg.hermes_home, name, "running", owner)
+            # Appears whole or not at all, never replacing one (a crash mid-write must not
+            # leave an empty SOUL.md that the next create takes for the user's).
+            fsops.write_exclusive(dfd, "SOUL.md", SOUL, 0o644, owner=owner)
     rows = registrar.converge(cfg, {name}, diff=diff)
-    if start and rows and rows[0].result != "failed":
+    row = rows[0] if rows else Row(slot, name, None, "registered", "failed",
+                                   "the reconcile published no slot for it")
+    if not existed and row.result != "failed":
+        row.result, row.message = "changed", f"created profiles/{name}; {row.message}"
+    elif row.result == "ok":
+        row.message = "profile already exists"
+    if start and row.result != "failed":
         gw = control.target(cfg, name)
+        control.await_supervisor(cfg, gw, 30)
         started = control.act(cfg, gw, control.START, wait=False, timeout=30)
-        if started.result == "failed":
-            rows[0].result, rows[0].message = "failed", started.message
-    if existed and rows and rows[0].result == "ok":
-        rows[0].message = "profile already exists"
-    elif not existed and rows and rows[0].result == "ok":
-        rows[0].result = "changed"
-    return rows
+        row.action = "started"
+        if started.result != "ok":
+            row.result = started.result
+            row.message = started.message if started.result == "failed" else \
+                f"{row.message}; started"
+    return [row]
 
 
 def delete(cfg: Settings, name: str, purge: bool, check: bool) -> list[Row]:
-    """Stop and retire the slot, then move the profile to ``.trash`` (or purge it)."""
+    """Stop and retire the slot, then move the profile whole to ``.trash`` (or purge it).
+
+    The gateway is brought down and waited for before its directory moves; the slot is
+    then removed with the safe sequence (down, dot-rename, ``-an``, wait, delete).
+    """
     _check_name(name)
     if name == profiles.DEFAULT:
         raise UsageError("the default profile is the root hermes_home and cannot be deleted")
@@ -65,32 +81,50 @@ def delete(cfg: Settings, name: str, purge: bool, check: bool) -> list[Row]:
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles")
     slot = profiles.SLOT_PREFIX + name
     path = os.path.join(cfg.scandir, slot)
-    where = "deleted" if purge else "moved to .trash"
+    where = "deleted" if purge else f"moved to {cfg.hermes_home}/.trash/profiles/"
     if check:
-        return [Row(slot, name, None, "removed", "changed", f"would stop {slot}, retire it; "
-                    f"profile would be {where}")]
-    s6 = S6(cfg.s6_bin_dir)
-    if os.path.isdir(path) and s6.supervised(path):
-        try:
-            s6.svc(path, "-wD", "-D", wait_ms=10000)
-        except S6Error as exc:
-            raise TaskError(f"could not stop {slot}: {exc}") from None
-    _dispose(cfg, name, purge)
-    rows = registrar.converge(cfg, {name})
+        return [Row(slot, name, None, "removed", "changed",
+                    f"would stop and retire {slot}; profile would be {where}")]
+    registered = os.path.isdir(path)
+    if registered:
+        registrar.check_available(cfg)
+        _stop(cfg, control.Gateway(name, slot, path))
+    moved = _dispose(cfg, name, purge)
+    where = "deleted" if purge else f"moved to {cfg.hermes_home}/.trash/profiles/{moved}"
+    rows = registrar.converge(cfg, {name}) if registered else []
     for row in rows:
         if row.result != "failed":
             row.result, row.message = "changed", f"slot retired; profile {where}"
     return rows or [Row(slot, name, None, "removed", "changed", f"profile {where}")]
 
 
-def _dispose(cfg: Settings, name: str, purge: bool) -> None:
-    """Move ``profiles/NAME`` whole into ``.trash/profiles/NAME.<UTC stamp>`` (or delete)."""
+def _stop(cfg: Settings, gw: control.Gateway) -> None:
+    """Bring the gateway down and wait (SIGKILL after 10 s), so nothing writes the profile."""
+    s6 = S6(cfg.s6_bin_dir)
+    if not s6.supervised(gw.path):
+        return
+    try:
+        try:
+            s6.svc(gw.path, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
+        except Timeout:
+            s6.svc(gw.path, "-wD", "-k", wait_ms=DOWN_WAIT_MS)
+    except S6Error as exc:
+        raise TaskError(control.explain(exc, cfg, gw, control.STOP, DOWN_WAIT_MS / 1000)) from None
+
+
+def _dispose(cfg: Settings, name: str, purge: bool) -> str:
+    """Move ``profiles/NAME`` whole into ``.trash/profiles/NAME.<UTC stamp>`` (then purge).
+
+    Returns the name it got in the trash. The rename comes first even with ``purge``, so
+    the profile disappears at once and an interrupted purge leaves nothing rediscoverable.
+    """
     owner = (cfg.service_uid, cfg.service_gid)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = f"{name}.{stamp}"
     with fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd, \
             fsops.opened_dir(cfg.hermes_home, (".trash", "profiles"), create_mode=0o700,
                              owner=owner) as tfd:
-        target = f"{name}.{stamp}"
         os.rename(name, target, src_dir_fd=pfd, dst_dir_fd=tfd)
         if purge:
             shutil.rmtree(target, dir_fd=tfd)
+    return target

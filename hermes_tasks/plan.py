@@ -46,6 +46,8 @@ class Step:
     reason: str = ""
     before: dict[str, FileFact] = dataclasses.field(default_factory=dict)
     had_down: bool | None = None
+    pending: frozenset[str] = frozenset()  # restarts an earlier run left owed
+    bring_up: bool = False  # an earlier restart took the gateway down: bring it back up
     sweep: tuple[str, ...] | None = None  # profile dir parts whose stale files to sweep
 
     @property
@@ -84,12 +86,16 @@ def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
     if changed:
         step.write = changed
         step.before = {rel: facts.files.get(rel) for rel in changed}
-        step.restart_gateway = bool(GATEWAY_FILES.intersection(changed))
-        step.restart_logger = spec.logged and bool(LOGGER_FILES.intersection(changed))
+    step.pending = facts.pending
+    step.bring_up = "gateway-up" in facts.pending
+    step.restart_gateway = bool(GATEWAY_FILES.intersection(changed)) or bool(
+        facts.pending & {"gateway", "gateway-up"})
+    step.restart_logger = spec.logged and (bool(LOGGER_FILES.intersection(changed))
+                                           or "logger" in facts.pending)
     if facts.down != spec.down:
         step.set_down = spec.down
     step.fix_skeleton = not facts.skeleton_ok
-    if changed or step.set_down is not None or step.fix_skeleton:
+    if changed or step.set_down is not None or step.fix_skeleton or facts.pending:
         step.op = UPDATE
     return step
 

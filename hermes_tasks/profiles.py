@@ -19,6 +19,7 @@ DEFAULT = "default"
 SLOT_PREFIX = "gateway-"
 STATE_FILE = "gateway_state.json"
 STATE_LIMIT = 1 << 20
+STATE_VALUE_LIMIT = 64  # the longest real state is "startup_failed"
 STALE_FILES = ("gateway.pid", "processes.json")
 # Transient runtime values that mean "it was running" when no operator intent is recorded.
 RUNNING_ALIASES = {"running", "draining", "degraded"}
@@ -92,6 +93,10 @@ def parse_state(raw: bytes) -> tuple[str | None, bool, str | None]:
         return None, False, None
     if not isinstance(value, str):
         return None, False, "holds a state that is not a string"
+    if len(value) > STATE_VALUE_LIMIT:
+        # Not a state any gateway writes; printing it verbatim would let one file flood
+        # every report and boot-log line.
+        return None, False, f"holds a state value of {len(value)} characters"
     return value, value in aliases, None
 
 

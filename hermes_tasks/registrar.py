@@ -2,23 +2,29 @@
 
 The service user can control gateways but not define what root runs (SPEC §10). When it
 needs a slot created or removed it restarts the root-owned ``hermes-tasks-registrar``
-slot, whose run script reconciles as root, and reports that run's result as its own.
+slot (``s6-svc -wR -r``), whose run process (:func:`serve`) reconciles as root, records
+``data/result.json`` and signals readiness; the task reports that run's rows as its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import time
 
 from . import engine, fsops
 from .errors import TaskError
 from .inventory import Settings
 from .render import REGISTRAR
-from .report import Row
+from .report import Row, exit_code, stats
 from .s6 import S6, S6Error
 
-RESULT = os.path.join("data", "result.json")
+DATA = "data"
+RESULT = os.path.join(DATA, "result.json")
+NEEDS_ROOT = ("changing slots needs root: run this task as root, or run `hermes-tasks reconcile` "
+              "as root once so the registrar slot exists under a running s6-svscan")
 
 
 def may_change_slots(settings: Settings) -> bool:
@@ -28,7 +34,11 @@ def may_change_slots(settings: Settings) -> bool:
 
 def converge(settings: Settings, only: set[str] | None, check: bool = False, diff: bool = False,
              warn=None) -> list[Row]:
-    """Reconcile the slots of ``only`` (profile names; None = all); return their rows."""
+    """Reconcile the slots of ``only`` (profile names; None = all); return their rows.
+
+    Not allowed to change slots itself, it asks the registrar, whose run reconciles every
+    profile; only the rows of ``only`` are returned.
+    """
     if check or may_change_slots(settings):
         rows, _ = engine.reconcile(settings, check=check, diff=diff, only=only, warn=warn)
         return rows
@@ -38,25 +48,86 @@ def converge(settings: Settings, only: set[str] | None, check: bool = False, dif
     return [r for r in rows if only is None or r.profile in only]
 
 
-def request(settings: Settings) -> dict:
-    """Restart the registrar, wait for its readiness, and return its recorded result."""
+def check_available(settings: Settings) -> None:
+    """Raise the one-line "needs root" error unless slot changes can happen now.
+
+    Call it before changing the volume, so a task that cannot finish does not start.
+    """
+    if may_change_slots(settings):
+        return
     slot = os.path.join(settings.scandir, REGISTRAR)
-    s6 = S6(settings.s6_bin_dir)
-    if not os.path.isdir(slot) or s6.supervised(slot) is False:
-        raise TaskError("changing slots needs root: run this task as root, or run "
-                        "`hermes-tasks reconcile` as root once so the registrar slot exists "
-                        "under a running s6-svscan")
+    if not os.path.isdir(slot) or S6(settings.s6_bin_dir).supervised(slot) is False:
+        raise TaskError(NEEDS_ROOT)
+
+
+def request(settings: Settings) -> dict:
+    """Restart the registrar, wait until it is ready again, and return its recorded result.
+
+    Raises TaskError when there is no registrar, it does not answer within
+    ``lock_timeout`` + 60 s, or its reconcile failed as a whole.
+    """
+    check_available(settings)
+    slot = os.path.join(settings.scandir, REGISTRAR)
     asked = time.time()
-    wait_ms = int((settings.lock_timeout + 60) * 1000)
     try:
-        s6.svc(slot, "-wR", "-r", wait_ms=wait_ms)
+        S6(settings.s6_bin_dir).svc(slot, "-wR", "-r",
+                                    wait_ms=int((settings.lock_timeout + 60) * 1000))
     except S6Error as exc:
-        raise TaskError(f"the registrar did not answer: {exc}") from None
+        raise TaskError(f"the registrar ({slot}) did not answer: {exc}") from None
     try:
         with open(os.path.join(slot, RESULT), "rb") as fh:
             doc = json.loads(fh.read(1 << 22))
     except (OSError, ValueError) as exc:
-        raise TaskError(f"the registrar left no readable result ({exc})") from None
-    if doc.get("finished_at", 0) < asked - 1:
-        raise TaskError("the registrar's result is older than this request; see its log")
+        raise TaskError(f"the registrar left no readable result in {slot}/{RESULT} ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("started_at", 0) < asked:
+        raise TaskError(f"the registrar's result in {slot}/{RESULT} predates this request; "
+                        "see the s6-svscan log")
+    if doc.get("error"):
+        raise TaskError(f"the registrar's reconcile failed: {doc['error']}")
     return doc
+
+
+def serve(data: str = DATA, notify_fd: int = 3) -> None:
+    """The registrar slot's run process: reconcile as root, record, signal readiness, wait.
+
+    SIGTERM (a requester's ``s6-svc -r``) stays blocked until readiness is signalled: a
+    request that arrives mid-run is then answered by one more run, never by killing this
+    one. The first start right after the reconcile that published the slot
+    (``data/published`` present) skips the run.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    marker = os.path.join(data, "published")
+    if os.path.lexists(marker):
+        os.unlink(marker)
+    else:
+        doc = _reconcile(os.path.join(data, "inventory.yml"))
+        with fsops.opened_dir(data) as dfd:
+            fsops.write_atomic(dfd, "result.json", json.dumps(doc).encode() + b"\n", 0o644,
+                               durable=False)
+        print(f"{REGISTRAR}: reconcile exit={doc['exit_code']} {doc['stats']}"
+              + (f" error: {doc['error']}" if doc["error"] else ""), flush=True)
+    os.write(notify_fd, b"\n")
+    os.close(notify_fd)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    while True:
+        signal.pause()
+
+
+def _reconcile(inventory_path: str) -> dict:
+    from . import inventory
+
+    started, rows, error = time.time(), [], None
+    try:
+        settings = inventory.load(inventory_path, (), environ={})
+        rows, _ = engine.reconcile(settings, manage_registrar=False)
+        code = exit_code(rows, multi=True)
+    except TaskError as exc:
+        code, error = exc.code, str(exc)
+    except OSError as exc:
+        code, error = 1, f"{exc.filename or ''}: {exc.strerror or exc}"
+    return {"started_at": started, "finished_at": time.time(), "exit_code": code,
+            "error": error, "results": [r.as_json() for r in rows], "stats": stats(rows)}
+
+
+if __name__ == "__main__":  # the registrar's run script: python -m hermes_tasks.registrar
+    serve(*sys.argv[1:2])

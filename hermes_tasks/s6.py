@@ -18,71 +18,90 @@ STATUS_FIELDS = ("up", "wantedup", "normallyup", "pid")
 
 
 class S6Error(TaskError):
-    """A failed s6 call; subclasses say why."""
+    """A failed s6 call; subclasses say why. The message names the path and s6's words."""
 
 
 class NoSuchSlot(S6Error):
-    pass
+    """The slot directory does not exist (nothing was run)."""
 
 
 class NotSupervised(S6Error):
-    pass
+    """No s6-supervise (or, for ``s6-svscanctl``, no s6-svscan) listens on the path."""
 
 
 class PermissionDenied(S6Error):
-    pass
+    """s6 refused us access (exit 111, EACCES): wrong user or unshared control FIFOs."""
 
 
 class Timeout(S6Error):
-    pass
+    """A ``-w…``/``s6-svwait`` wait ran out (exit 99), or the tool itself hung."""
+
+
+# How s6 words "nobody listens" (measured on 2.11: s6-svc/s6-svscanctl exit 100, s6-svstat
+# exit 1, a wait right after a rescan exit 111 before supervise/status exists).
+_NOT_LISTENING = ("supervisor not listening", "s6-supervise not running",
+                  "unable to s6_svstatus_read: No such file")
 
 
 class S6:
-    """The s6 tools of one ``s6_bin_dir``."""
+    """The s6 tools of one ``s6_bin_dir``.
+
+    ``call_timeout`` bounds every call that does not wait for a state change (seconds).
+    """
+
+    call_timeout = 15.0
 
     def __init__(self, bin_dir: str):
         self.bin_dir = bin_dir
 
-    def _run(self, tool: str, args: list[str], target: str, timeout: float = 15) -> str:
+    def _run(self, tool: str, args: list[str], target: str, timeout: float | None = None) -> str:
+        """Run one tool; return its stdout or raise the :class:`S6Error` that says why."""
         argv = [os.path.join(self.bin_dir, tool), *args]
+        timeout = self.call_timeout if timeout is None else timeout
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  errors="replace")
+                                  errors="replace", stdin=subprocess.DEVNULL)
         except FileNotFoundError:
             raise S6Error(f"{argv[0]} not found: is s6_bin_dir ({self.bin_dir}) right?") from None
+        except PermissionError:
+            raise PermissionDenied(f"{argv[0]}: cannot execute it") from None
         except subprocess.TimeoutExpired:
             raise Timeout(f"{tool} on {target} did not answer within {timeout:g} s") from None
         if proc.returncode == 0:
             return proc.stdout
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        detail = detail[-1] if detail else f"exit {proc.returncode}"
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        detail = lines[-1] if lines else f"{tool} exited {proc.returncode}"
         rc = proc.returncode
         if rc == 99:
             raise Timeout(f"{target}: timed out waiting for s6 ({detail})")
         if rc == 111 and "ermission denied" in detail:
             raise PermissionDenied(f"{target}: permission denied ({detail})")
-        if rc in (100, 1) and ("not running" in detail or "supervisor not listening" in detail
-                               or "No such file" in detail):
-            raise NotSupervised(f"{target}: no s6-supervise is running for it ({detail})")
+        if rc == 102 or (rc in (1, 100, 111) and any(m in detail for m in _NOT_LISTENING)):
+            who = "s6-svscan" if tool == "s6-svscanctl" else "s6-supervise"
+            raise NotSupervised(f"{target}: no {who} is listening ({detail})")
         raise S6Error(f"{tool} failed on {target}: {detail}")
 
     def svc(self, slot: str, *flags: str, wait_ms: int | None = None) -> None:
         """``s6-svc`` with ``flags``; ``wait_ms`` adds ``-T`` for the ``-w…`` forms."""
-        if not os.path.isdir(slot):
-            raise NoSuchSlot(f"no slot at {slot}")
+        _need_slot(slot)
         args = list(flags)
-        timeout = 15.0
+        timeout = None
         if wait_ms is not None:
             args = [f"-T{wait_ms}", *args]
-            timeout = wait_ms / 1000 + 10
+            timeout = wait_ms / 1000 + self.call_timeout
         self._run("s6-svc", [*args, slot], slot, timeout)
+
+    def svwait(self, slot: str, flag: str, wait_ms: int) -> None:
+        """``s6-svwait <flag> -t wait_ms``: until s6 reports the state (``-u``, ``-D``…)."""
+        _need_slot(slot)
+        self._run("s6-svwait", [flag, "-t", str(wait_ms), slot], slot,
+                  wait_ms / 1000 + self.call_timeout)
 
     def svstat(self, slot: str, fields=STATUS_FIELDS) -> dict[str, object]:
         """``s6-svstat -o`` fields: booleans as bool, ``pid`` as int or None."""
-        if not os.path.isdir(slot):
-            raise NoSuchSlot(f"no slot at {slot}")
+        _need_slot(slot)
         out = self._run("s6-svstat", ["-o", ",".join(fields), slot], slot).split()
-        if len(out) != len(fields):
+        if len(out) != len(fields) or ("pid" in fields and not _is_int(out[fields.index("pid")])):
             raise S6Error(f"unexpected s6-svstat output for {slot}: {' '.join(out)!r}")
         status: dict[str, object] = {}
         for name, value in zip(fields, out):
@@ -95,6 +114,7 @@ class S6:
         return status
 
     def svscanctl(self, scandir: str, *flags: str) -> None:
+        """``s6-svscanctl`` (``-a``, ``-an``…); NotSupervised when no s6-svscan listens."""
         self._run("s6-svscanctl", [*flags, scandir], scandir)
 
     # -- cheap probes (no process spawned) -------------------------------------------
@@ -153,3 +173,12 @@ class S6:
         except Timeout:
             self.svc(slot, "-k")  # a daemon ignoring SIGTERM; the restart must still happen
         self.svc(slot, up_flag)
+
+
+def _need_slot(slot: str) -> None:
+    if not os.path.isdir(slot):
+        raise NoSuchSlot(f"no slot at {slot}")
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()

@@ -21,6 +21,11 @@ SKELETON = (("supervise", SUPERVISE_MODE, stat.S_ISDIR), ("supervise/control", C
 MAX_FILE = 1 << 20
 # Staging and retirement names we create; any left at the start of a run are stale.
 STAGING_SUFFIXES = (".tmp", ".new", ".old", ".removing")
+# Restarts an update still owes, written before the update's files and removed once its
+# handlers ran, so a run interrupted (or failing) in between is completed by the next
+# one. Under data/, the one name s6 promises never to use (reference/s6.md §2).
+PENDING = "data/restart-pending"
+PENDING_TOKENS = frozenset({"gateway", "gateway-up", "logger"})
 
 
 @dataclasses.dataclass
@@ -29,7 +34,8 @@ class SlotFacts:
 
     ``files`` maps each relative path that was asked for to ``(bytes, mode)`` or None when
     missing. ``structural`` names a reason the slot cannot be updated in place (not a real
-    directory, no ``log/`` where one is wanted, an entry of the wrong type).
+    directory, no ``log/`` where one is wanted, an entry of the wrong type). ``pending``
+    holds the restarts an earlier run left owed (:data:`PENDING`).
     """
 
     name: str
@@ -38,6 +44,7 @@ class SlotFacts:
     down: bool
     skeleton_ok: bool
     structural: str | None = None
+    pending: frozenset[str] = frozenset()
 
 
 def owner(gid: int) -> tuple[int, int]:
@@ -81,25 +88,55 @@ def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
         except IsADirectoryError:
             facts.structural = f"{rel} is not a regular file"
             return facts
+        except NotADirectoryError:
+            facts.structural = f"{os.path.dirname(rel)} is not a directory"
+            return facts
     facts.down = os.path.lexists(os.path.join(path, "down"))
-    facts.skeleton_ok = skeleton_ok(path, spec.logged, gid)
+    facts.skeleton_ok, wrong = skeleton_state(path, spec.logged, gid)
+    if wrong:
+        facts.structural = f"{wrong} has the wrong type"
+        return facts
+    facts.pending = read_pending(path)
     return facts
 
 
 def skeleton_ok(path: str, logged: bool, gid: int) -> bool:
     """True when ``supervise/``, its ``control`` FIFO and ``event/`` are shared as planned."""
+    return skeleton_state(path, logged, gid) == (True, None)
+
+
+def skeleton_state(path: str, logged: bool, gid: int) -> tuple[bool, str | None]:
+    """(all as planned, the first entry of the wrong type or None).
+
+    A missing entry or a wrong mode/owner is repaired in place; an entry of the wrong type
+    (``supervise`` a file or symlink, ``control`` not a FIFO) needs a fresh slot.
+    """
     uid, want_gid = owner(gid)
-    for base in (path, os.path.join(path, "log")) if logged else (path,):
+    ok = True
+    for base, prefix in ((path, ""), (os.path.join(path, "log"), "log/"))[:2 if logged else 1]:
         for rel, mode, kind in SKELETON:
             try:
                 st = os.lstat(os.path.join(base, rel))
             except FileNotFoundError:
-                return False
-            if not kind(st.st_mode) or stat.S_IMODE(st.st_mode) != mode:
-                return False
-            if (st.st_uid, st.st_gid) != (uid, want_gid):
-                return False
-    return True
+                ok = False
+                continue
+            except NotADirectoryError:
+                return False, prefix + rel.split("/")[0]
+            if not kind(st.st_mode):
+                return False, prefix + rel
+            if stat.S_IMODE(st.st_mode) != mode or (st.st_uid, st.st_gid) != (uid, want_gid):
+                ok = False
+    return ok, None
+
+
+def read_pending(path: str) -> frozenset[str]:
+    """The restarts recorded in ``<slot>/data/restart-pending`` (empty when none)."""
+    try:
+        content, _ = _read_file(os.path.join(path, PENDING)) or (b"", 0)
+    except (IsADirectoryError, NotADirectoryError):
+        return frozenset()
+    words = content.decode("ascii", "replace").split()
+    return frozenset(w for w in words if w in PENDING_TOKENS)
 
 
 def _is_dir(path: str) -> bool:
@@ -114,6 +151,8 @@ def _read_file(path: str) -> tuple[bytes, int] | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise  # a parent is not a directory: structural
     except OSError:
         return (b"", -1)  # a symlink or unreadable: differs from anything we render
     try:

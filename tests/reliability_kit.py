@@ -1,0 +1,447 @@
+"""Helpers shared by the reliability and security tests.
+
+- building homes of many profiles, and snapshots of the profile data on the volume that
+  ignore exactly the files hermes-tasks owns there;
+- checks of a scandir: every visible slot complete, no supervisor on anything incomplete,
+  every gateway attached to its logger;
+- a rescanner thread hammering ``s6-svscanctl -a``;
+- a crash-point driver (``python tests/reliability_kit.py crash K -- <task> <args>``) that
+  runs the real CLI and SIGKILLs itself just before its K-th file-system or s6 operation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+import s6env  # noqa: E402
+
+# Files hermes-tasks may change in a profile directory (SPEC §4, §7); everything else there
+# is the user's and must stay byte-identical.
+OWNED_IN_PROFILE = {"gateway.pid", "processes.json"}
+OWNED_TOP = {"logs", ".trash", ".standin"}
+STATE = "gateway_state.json"
+TMP_SUFFIX = ".hermes-tasks.tmp"
+STATE_KEYS_WE_WRITE = {"desired_state", "updated_at"}
+
+
+# --------------------------------------------------------------------------- homes
+
+
+def write_profile(home: Path, name: str, state: dict | None = None, extra: bool = True,
+                  user: s6env.ServiceUser | None = None) -> Path:
+    """A profile directory with SOUL.md, a state file and some user data (owned by ``user``)."""
+    d = home if name == "default" else home / "profiles" / name
+    d.mkdir(parents=True, exist_ok=True)
+    if name != "default":
+        (d / "SOUL.md").write_text(f"# {name}\nA persona with data that must survive.\n")
+    if state is not None:
+        (d / STATE).write_text(json.dumps({"gateway_state": "stopped", "pid_hint": 42, **state}))
+    if extra:
+        (d / "memories").mkdir(exist_ok=True)
+        (d / "memories" / "notes.md").write_bytes(os.urandom(64).hex().encode() + b"\n")
+        (d / "config.yaml").write_text(f"model: test\nname: {name}\n")
+    if user is not None:
+        chown_tree(d if name != "default" else home, user)
+    return d
+
+
+def chown_tree(path: Path, user: s6env.ServiceUser) -> None:
+    for dirpath, dirs, files in os.walk(path):
+        for n in [dirpath, *(os.path.join(dirpath, f) for f in dirs + files)]:
+            os.lchown(n, user.uid, user.gid)
+
+
+def set_state(home: Path, name: str, desired: str | None) -> None:
+    """Change a profile's desired_state as the operator would (atomically, keeping keys)."""
+    d = home if name == "default" else home / "profiles" / name
+    path = d / STATE
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        doc = {}
+    if desired is None:
+        doc.pop("desired_state", None)
+    else:
+        doc["desired_state"] = desired
+    tmp = d / ".test-state.tmp"
+    tmp.write_text(json.dumps(doc))
+    st = os.stat(d)
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, path)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def snapshot(home: Path, trash_as_profiles: bool = False) -> dict[str, tuple]:
+    """The user's data under ``home``: relative path -> (kind, mode, uid, content digest).
+
+    Left out: what hermes-tasks owns (``logs/``, ``.trash/``, the stand-in's ``.standin/``,
+    stale ``gateway.pid``/``processes.json``, our ``*.hermes-tasks.tmp`` temp files), and in
+    ``gateway_state.json`` the ``desired_state``/``updated_at`` keys. With
+    ``trash_as_profiles``, profiles moved to ``.trash/profiles/NAME.<stamp>`` are listed as
+    if still in ``profiles/NAME`` (a delete must move them whole).
+    """
+    out: dict[str, tuple] = {}
+    home = Path(home)
+
+    def walk(base: Path, prefix: str, top: bool):
+        try:
+            names = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if top and name in OWNED_TOP:
+                continue
+            if name in OWNED_IN_PROFILE or name.endswith(TMP_SUFFIX):
+                continue
+            path = base / name
+            rel = f"{prefix}{name}"
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", mode, st.st_uid, "")
+                walk(path, rel + "/", False)
+            elif stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", 0, st.st_uid, os.readlink(path))
+            elif stat.S_ISREG(st.st_mode):
+                data = path.read_bytes()
+                if name == STATE:
+                    try:
+                        doc = json.loads(data)
+                        if isinstance(doc, dict):
+                            data = json.dumps({k: v for k, v in doc.items()
+                                               if k not in STATE_KEYS_WE_WRITE},
+                                              sort_keys=True).encode()
+                            mode = -1  # rewritten by gateway.* with our mode: not user data
+                    except ValueError:
+                        pass
+                out[rel] = ("file", mode, st.st_uid, _digest(data))
+            else:
+                out[rel] = ("other", mode, st.st_uid, "")
+
+    walk(home, "", True)
+    if trash_as_profiles:
+        trash = home / ".trash" / "profiles"
+        for entry in sorted(os.listdir(trash)) if trash.is_dir() else []:
+            name = entry.split(".", 1)[0]
+            sub: dict[str, tuple] = {}
+            tmp = snapshot_dir(trash / entry)
+            for rel, desc in tmp.items():
+                sub[f"profiles/{name}/{rel}" if rel else f"profiles/{name}"] = desc
+            out.update(sub)
+    return out
+
+
+def snapshot_dir(path: Path) -> dict[str, tuple]:
+    """:func:`snapshot` of one profile directory (keys relative to it, "" for itself)."""
+    st = os.lstat(path)
+    inner = snapshot(path)
+    inner = {k: v for k, v in inner.items()}
+    return {"": ("dir", stat.S_IMODE(st.st_mode), st.st_uid, ""), **inner}
+
+
+def diff_snapshots(before: dict, after: dict) -> list[str]:
+    problems = []
+    for rel in sorted(set(before) | set(after)):
+        if before.get(rel) != after.get(rel):
+            problems.append(f"{rel}: {before.get(rel)} -> {after.get(rel)}")
+    return problems
+
+
+# --------------------------------------------------------------------------- slots
+
+
+@dataclasses.dataclass
+class Expected:
+    """What each profile's slot files may hold: every rendering seen so far (old or new)."""
+
+    contents: dict[tuple[str, str], set[bytes]] = dataclasses.field(default_factory=dict)
+
+    def add(self, settings, names) -> None:
+        from hermes_tasks.render import Renderer
+
+        r = Renderer(settings)
+        for name in names:
+            for rel, f in r.gateway(name, True).files.items():
+                self.contents.setdefault((name, rel), set()).add(f.content)
+
+
+MODES = {"type": 0o644, "run": 0o755, "finish": 0o755, "log/run": 0o755}
+SKELETON = {"supervise": (stat.S_ISDIR, 0o710), "supervise/control": (stat.S_ISFIFO, 0o620),
+            "event": (stat.S_ISDIR, 0o3730)}
+
+
+def slot_problems(scandir: Path, gid: int | None, expected: Expected | None = None,
+                  names: list[str] | None = None) -> list[str]:
+    """Every visible ``gateway-*`` entry must be a complete slot (SPEC §5)."""
+    problems = []
+    for entry in sorted(names if names is not None else os.listdir(scandir)):
+        if not entry.startswith("gateway-"):
+            continue
+        slot = Path(scandir) / entry
+        profile = entry[len("gateway-"):]
+        try:
+            st = os.lstat(slot)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            problems.append(f"{entry}: not a directory")
+            continue
+        for rel, mode in MODES.items():
+            try:
+                fst = os.lstat(slot / rel)
+            except FileNotFoundError:
+                problems.append(f"{entry}/{rel}: missing")
+                continue
+            if not stat.S_ISREG(fst.st_mode) or stat.S_IMODE(fst.st_mode) != mode:
+                problems.append(f"{entry}/{rel}: mode {oct(fst.st_mode)}")
+            data = (slot / rel).read_bytes()
+            if expected is not None and (profile, rel) in expected.contents:
+                if data not in expected.contents[(profile, rel)]:
+                    problems.append(f"{entry}/{rel}: content is no complete rendering "
+                                    f"({len(data)} bytes)")
+            elif not data:
+                problems.append(f"{entry}/{rel}: empty")
+            if os.geteuid() == 0 and fst.st_uid != 0:
+                problems.append(f"{entry}/{rel}: owned by uid {fst.st_uid}")
+        for base in ("", "log/"):
+            for rel, (kind, mode) in SKELETON.items():
+                try:
+                    fst = os.lstat(slot / (base + rel))
+                except FileNotFoundError:
+                    problems.append(f"{entry}/{base}{rel}: missing")
+                    continue
+                if not kind(fst.st_mode) or stat.S_IMODE(fst.st_mode) != mode:
+                    problems.append(f"{entry}/{base}{rel}: mode {oct(fst.st_mode)}")
+                if gid is not None and os.geteuid() == 0 and (fst.st_uid, fst.st_gid) != (0, gid):
+                    problems.append(f"{entry}/{base}{rel}: owner {fst.st_uid}:{fst.st_gid}")
+    return problems
+
+
+def leftover_dot_entries(scandir: Path) -> list[str]:
+    """Dot-entries other than s6-svscan's own and our lock; temp files inside slots."""
+    left = [n for n in os.listdir(scandir) if n.startswith(".")
+            and n not in (".s6-svscan", ".hermes-tasks.lock")]
+    for dirpath, _, files in os.walk(scandir):
+        left += [os.path.join(dirpath, f) for f in files if f.endswith(TMP_SUFFIX)]
+    return sorted(left)
+
+
+BAD_SVSCAN_WORDS = ("unable to exec", "unable to spawn", "not a FIFO", "unable to start",
+                    "No such file or directory", "unable to lock", "Device or resource busy")
+
+
+def svscan_log_problems(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(w in line for w in BAD_SVSCAN_WORDS)]
+
+
+def supervision(scandir: Path) -> dict[str, list[s6env.Proc]]:
+    """s6-supervise processes by the path (relative to the scandir) they run in."""
+    root = str(Path(scandir).resolve())
+    out: dict[str, list[s6env.Proc]] = {}
+    for p in s6env.processes():
+        if p.comm == "s6-supervise" and (p.cwd == root or p.cwd.startswith(root + "/")):
+            out.setdefault(p.cwd[len(root) + 1:], []).append(p)
+    return out
+
+
+def children_of(pids: set[int]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(text[text.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid in pids:
+            found.append(int(entry))
+    return found
+
+
+def supervision_problems(scandir: Path, gid: int | None, expected: Expected | None,
+                         settle: float = 2.0) -> list[str]:
+    """No supervisor on a staging dir; every supervised slot complete and logged.
+
+    Retired dirs (``.X.old``/``.X.removing``) may still be supervised: their supervisors
+    follow the rename until ``-an``. Allows ``settle`` seconds for the rescanner to attach
+    a freshly published slot's logger.
+    """
+    deadline = time.monotonic() + settle
+    while True:
+        problems = []
+        sup = supervision(scandir)
+        for rel in sup:
+            top = rel.split("/", 1)[0]
+            if top.startswith(".") and not top.endswith((".old", ".removing")):
+                problems.append(f"supervisor running on staging dir {rel}")
+        visible = sorted({rel.split("/", 1)[0] for rel in sup if rel.startswith("gateway-")})
+        problems += slot_problems(scandir, gid, expected, names=visible)
+        for top in visible:
+            if top in sup and f"{top}/log" not in sup:
+                problems.append(f"{top} is supervised without a logger")
+        # A gateway's stdout must be the logger pipe, never s6-svscan's own output.
+        for top in visible:
+            for pid in children_of({p.pid for p in sup.get(top, [])}):
+                try:
+                    fd1 = os.readlink(f"/proc/{pid}/fd/1")
+                except OSError:
+                    continue
+                if not fd1.startswith("pipe:"):
+                    problems.append(f"{top}: process {pid} writes to {fd1}, not to its logger")
+        if not problems or time.monotonic() > deadline:
+            return problems
+        time.sleep(0.05)
+
+
+class Rescanner(threading.Thread):
+    """Runs ``s6-svscanctl -a <scandir>`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, scandir: Path, interval: float = 0.004):
+        super().__init__(daemon=True)
+        self.scandir = str(scandir)
+        self.interval = interval
+        self.count = 0
+        self.failures = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        argv = [str(s6env.S6_BIN / "s6-svscanctl"), "-a", self.scandir]
+        while not self._halt.is_set():
+            rc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+            self.count += 1
+            self.failures += rc != 0
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def no_traceback(*texts: str) -> bool:
+    return not any("Traceback" in t for t in texts)
+
+
+def one_line(text: str) -> bool:
+    return len(text.strip().splitlines()) == 1
+
+
+def settings_for(sb: s6env.Sandbox, *extra: str):
+    """The Settings a ``run_tasks`` call sees (``extra``: more ``key=value`` overrides)."""
+    from hermes_tasks import inventory
+
+    args = s6env.inventory_args(sb)
+    return inventory.load(None, [*args[1::2], *extra], environ={})
+
+
+# --------------------------------------------------------------------------- crash points
+
+# Operations after which the world may look different; the driver counts calls to these
+# and dies just before the K-th one.
+CRASH_OPS = ("rename", "replace", "mkdir", "mkfifo", "unlink", "rmdir", "write", "fsync",
+             "chmod", "fchmod", "chown", "fchown", "lchown", "link", "symlink", "ftruncate",
+             "truncate", "pwrite")
+
+
+def _install_crash_hooks(crash_at: int, log_path: str | None) -> None:
+    import signal as _signal
+
+    counter = {"n": 0}
+    trace = []
+
+    def bump(what: str) -> None:
+        counter["n"] += 1
+        trace.append(what)
+        if counter["n"] == crash_at:
+            if log_path:
+                with open(log_path, "w") as fh:
+                    json.dump({"ops": counter["n"], "trace": trace, "crashed": True}, fh)
+            os.kill(os.getpid(), _signal.SIGKILL)
+
+    def wrap(name, fn):
+        def hooked(*args, **kwargs):
+            target = args[0] if args and isinstance(args[0], (str, bytes)) else ""
+            bump(f"{name} {os.fsdecode(target) if target else ''}".strip())
+            return fn(*args, **kwargs)
+        return hooked
+
+    for name in CRASH_OPS:
+        if hasattr(os, name):
+            setattr(os, name, wrap(name, getattr(os, name)))
+    real_open = os.open
+
+    def hooked_open(path, flags, *args, **kwargs):
+        if flags & (os.O_CREAT | os.O_TRUNC):  # plain write opens (FIFO probes) change nothing
+            bump(f"open-for-write {os.fsdecode(path)}")
+        return real_open(path, flags, *args, **kwargs)
+
+    os.open = hooked_open
+    real_run = subprocess.run
+
+    def hooked_run(argv, *args, **kwargs):
+        bump("exec " + " ".join(os.path.basename(str(a)) if i == 0 else str(a)
+                                for i, a in enumerate(argv[:3])))
+        return real_run(argv, *args, **kwargs)
+
+    subprocess.run = hooked_run
+
+    if log_path:
+        import atexit
+
+        def done():
+            with open(log_path, "w") as fh:
+                json.dump({"ops": counter["n"], "trace": trace, "crashed": False}, fh)
+
+        atexit.register(done)
+
+
+def crash_main(argv: list[str]) -> None:
+    """``crash K [--log FILE] -- <hermes-tasks args>``: run the CLI, dying before op K."""
+    crash_at = int(argv[0])
+    log_path = None
+    rest = argv[1:]
+    if rest[:1] == ["--log"]:
+        log_path, rest = rest[1], rest[2:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    sys.path.insert(0, str(TESTS_DIR.parent))
+    from hermes_tasks import cli  # imported before hooks: imports are not crash points
+
+    _install_crash_hooks(crash_at, log_path)
+    sys.argv = ["hermes-tasks", *rest]
+    cli.main()
+
+
+def random_delay(rng: random.Random, upper: float) -> float:
+    return rng.uniform(0, upper)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["crash"]:
+        crash_main(sys.argv[2:])
+    else:
+        raise SystemExit("usage: reliability_kit.py crash K [--log FILE] -- TASK ARGS...")

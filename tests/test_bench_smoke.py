@@ -1,0 +1,37 @@
+"""Smoke test of bench/: the floor and our reconcile, through the bench's own helpers, build
+slots of the same shape (paths, kinds, modes). No timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("hermes_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_floor_and_reconcile_build_the_same_slots(tmp_path):
+    bench = load_bench()
+    home = tmp_path / "home"
+    bench.make_home(home, 3)
+    shapes = {}
+    for name, argv in (("floor", bench.floor_argv), ("ours", bench.ours_argv)):
+        scandir = tmp_path / name
+        scandir.mkdir()
+        seconds, rss_kib, _cpu = bench.timed(argv(home, scandir))
+        assert seconds > 0 and rss_kib > 0
+        assert bench.count_slots(scandir) == 3
+        shapes[name] = bench.slot_shape(scandir)
+    assert sorted(shapes["ours"]) == ["gateway-default", "gateway-p0001", "gateway-p0002"]
+    assert shapes["floor"] == shapes["ours"]
+    # every other profile runs: default and p0002 start, p0001 is registered down
+    assert [rel for rel, _, _ in shapes["ours"]["gateway-p0001"]].count("down") == 1
+    assert "down" not in [rel for rel, _, _ in shapes["ours"]["gateway-p0002"]]

@@ -1,0 +1,168 @@
+"""End to end with the REAL gateway: hermes-agent 0.19.0 from PyPI under a real s6-svscan.
+
+The session fixture installs hermes-agent into a venv under /tmp once (reused while it is
+complete), made with /usr/bin/python3 so the service user can execute it. Reconcile runs as
+root; the gateways run as the service user; gateway.* runs as that user too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import s6env
+from control_helpers import make_profile, own, state_file, status
+
+pytestmark = pytest.mark.e2e
+
+HERMES_VERSION = "0.19.0"
+VENV_ROOT = Path("/tmp/hermes-tasks-e2e")
+VENV = VENV_ROOT / f"venv-{HERMES_VERSION}"
+COMPLETE = VENV / ".hermes-tasks-complete"
+GATEWAY_TIMEOUT = 90  # a cold first start of the real gateway imports a lot
+
+
+@pytest.fixture(scope="session")
+def hermes_bin() -> Path:
+    """``hermes`` of hermes-agent==0.19.0 in a venv every user can execute (built once)."""
+    VENV_ROOT.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(VENV_ROOT, 0o755)
+    with open(VENV_ROOT / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be building it
+        if not COMPLETE.exists():
+            shutil.rmtree(VENV, ignore_errors=True)
+            old = os.umask(0o022)
+            try:
+                subprocess.run(["/usr/bin/python3", "-m", "venv", str(VENV)], check=True,
+                               capture_output=True, timeout=300)
+                res = subprocess.run(
+                    [str(VENV / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
+                     f"hermes-agent=={HERMES_VERSION}"],
+                    capture_output=True, text=True, timeout=1200)
+            finally:
+                os.umask(old)
+            assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+            COMPLETE.write_text(HERMES_VERSION + "\n")
+    version = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c",
+         "import importlib.metadata as m; print(m.version('hermes-agent'))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert version == HERMES_VERSION
+    return VENV / "bin" / "hermes"
+
+
+def run(sb, hermes, task, *args, user=None, ok=True):
+    """A task with the sandbox's settings, but the real gateway as ``hermes_bin``."""
+    res = s6env.run_tasks(sb, None, user=user, argv=[
+        "python", "-m", "hermes_tasks", task, *args,
+        *s6env.inventory_args(sb), "--var", f"hermes_bin={hermes}"])
+    assert "Traceback" not in res.stderr, res.stderr
+    if ok:
+        assert res.returncode == 0, f"{task} {args}: {res.stdout}\n{res.stderr}"
+    return res
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def proc_uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+def state_dir(sb, name) -> Path:
+    return sb.home if name == "default" else sb.home / "profiles" / name
+
+
+def wait_running(sb, hermes, name) -> int:
+    """Wait until s6 has the gateway up and its own state file says running; return its pid."""
+    st = s6env.wait_up(sb.slot(name), GATEWAY_TIMEOUT)
+    pid = st["pid"]
+
+    def running():
+        with contextlib.suppress(OSError, ValueError):
+            doc = json.loads((state_dir(sb, name) / "gateway_state.json").read_text())
+            return doc.get("gateway_state") == "running" and doc.get("pid") == pid
+        return False
+
+    s6env.wait_for(running, GATEWAY_TIMEOUT, interval=0.2,
+                   what=f"{name}'s gateway_state.json saying running for pid {pid}")
+    argv = cmdline(pid)
+    assert argv[1] == str(hermes), argv  # the venv's python running the hermes script
+    expected = ["gateway", "run", "--replace"] if name == "default" else \
+        ["-p", name, "gateway", "run", "--replace"]
+    assert argv[2:] == expected, argv
+    assert proc_uid(pid) == sb.user.uid
+    assert s6env.svstat(sb.slot(name))["pid"] == pid  # still the same process
+    return pid
+
+
+def populate(sb):
+    make_profile(sb.home, "default", {"desired_state": "running"})
+    make_profile(sb.home, "alice", {"desired_state": "running"})
+    make_profile(sb.home, "bob", {"desired_state": "stopped"})
+    own(sb, sb.home)
+
+
+def check_bob_down(sb):
+    s6env.wait_status_file(sb.slot("bob"))
+    st = s6env.svstat(sb.slot("bob"))
+    assert not st["up"] and not st["wantedup"] and not st["normallyup"]
+    doc = json.loads((state_dir(sb, "bob") / "gateway_state.json").read_text())
+    assert "pid" not in doc  # the gateway never ran: only our intent is in the file
+
+
+def test_real_gateways_under_s6(root_sandbox, hermes_bin):
+    sb, user = root_sandbox, root_sandbox.user
+    populate(sb)
+    sup = s6env.Supervisor(sb).start()
+    try:
+        run(sb, hermes_bin, "reconcile")
+        default = wait_running(sb, hermes_bin, "default")
+        alice = wait_running(sb, hermes_bin, "alice")
+        check_bob_down(sb)
+        gws = status(sb, user=user)
+        assert gws["alice"]["pid"] == alice and gws["default"]["pid"] == default
+        assert gws["bob"]["up"] is False and gws["bob"]["desired_state"] == "stopped"
+
+        # restart as the service user: a new real gateway process
+        run(sb, hermes_bin, "gateway.restart", "-p", "alice", "--wait", user=user)
+        new_alice = wait_running(sb, hermes_bin, "alice")
+        assert new_alice != alice
+        assert not Path(f"/proc/{alice}").exists()
+
+        # stop as the service user: down, intent recorded, the gateway's own keys kept
+        run(sb, hermes_bin, "gateway.stop", "-p", "alice", "--wait", user=user)
+        assert not s6env.svstat(sb.slot("alice"))["up"]
+        assert not Path(f"/proc/{new_alice}").exists()
+        doc = state_file(sb.home, "alice")
+        assert doc["desired_state"] == "stopped" and doc["kind"] == "hermes-gateway"
+    finally:
+        sup.stop()
+
+    # a container restart: the tree is gone, /run/service is empty, cont-init reconciles,
+    # then the supervisor scans
+    for entry in sb.scandir.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    run(sb, hermes_bin, "reconcile")
+    with s6env.Supervisor(sb):
+        wait_running(sb, hermes_bin, "default")
+        s6env.wait_status_file(sb.slot("alice"))
+        st = s6env.svstat(sb.slot("alice"))
+        assert not st["up"] and not st["wantedup"] and not st["normallyup"]
+        assert (sb.slot("alice") / "down").exists()
+        check_bob_down(sb)
+        # and it can still be started again as the service user
+        run(sb, hermes_bin, "gateway.start", "-p", "alice", "--wait", user=user)
+        wait_running(sb, hermes_bin, "alice")
+        assert state_file(sb.home, "alice")["desired_state"] == "running"

@@ -1,0 +1,280 @@
+"""The pure planner over hand-made SlotSpec / SlotFacts: which step, which files, which handler."""
+
+from __future__ import annotations
+
+import difflib
+
+import pytest
+
+from hermes_tasks import plan
+from hermes_tasks.engine import describe
+from hermes_tasks.profiles import Profile, Skipped
+from hermes_tasks.render import REGISTRAR, File, SlotSpec
+from hermes_tasks.slots import SlotFacts
+
+RUN = b"#!/bin/sh\nexec 2>&1\nexec hermes -p alice gateway run --replace\n"
+FINISH = b"#!/bin/sh\ncase \"$1\" in 0|78) exit 125 ;; *) exit 0 ;; esac\n"
+LOG_RUN = b"#!/bin/sh\nexec s6-log 1 n10 s1000000 T \"$HERMES_HOME/logs/gateways/alice\"\n"
+
+
+def spec(name="gateway-alice", down=False, run=RUN, finish=FINISH, log_run=LOG_RUN) -> SlotSpec:
+    return SlotSpec(name, {
+        "type": File(b"longrun\n", 0o644),
+        "run": File(run, 0o755),
+        "finish": File(finish, 0o755),
+        "log/run": File(log_run, 0o755),
+    }, down=down)
+
+
+def facts(s: SlotSpec, *, down=None, skeleton_ok=True, structural=None, **files) -> SlotFacts:
+    """Facts of a slot identical to ``s``, with ``files`` overriding some entries:
+    ``run=(bytes, mode)`` or ``run=None`` (missing). Use ``log_run`` for ``log/run``."""
+    found = {rel: (f.content, f.mode) for rel, f in s.files.items()}
+    for key, value in files.items():
+        found[key.replace("_", "/") if key == "log_run" else key] = value
+    return SlotFacts(s.name, f"/scan/{s.name}", found, s.down if down is None else down,
+                     skeleton_ok, structural)
+
+
+def step_for(s, f, profile="alice", prior=None):
+    return plan.plan_slot(s, f, profile, prior)
+
+
+# ------------------------------------------------------------------------- plan_slot
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_identical_slot_is_ok_and_plans_nothing(down):
+    s = spec(down=down)
+    step = step_for(s, facts(s), prior="running")
+    assert (step.op, step.write, step.set_down, step.fix_skeleton) == (plan.OK, (), None, False)
+    assert not step.restart_gateway and not step.restart_logger
+    assert not step.changes
+    assert step.action == ("registered" if down else "started")
+    assert step.prior_state == "running"
+    assert plan.diff(step) == ""
+
+
+def test_absent_slot_is_created_whole():
+    s = spec(down=True)
+    step = step_for(s, None)
+    assert step.op == plan.CREATE and step.changes
+    assert step.write == ("type", "run", "finish", "log/run")
+    assert step.before == dict.fromkeys(step.write)
+    assert step.action == "registered"
+    assert not step.restart_gateway and not step.restart_logger
+
+
+@pytest.mark.parametrize("rel", ["run", "finish"])
+def test_changed_gateway_file_is_updated_and_restarts_the_gateway(rel):
+    s = spec()
+    old = (b"#!/bin/sh\nexec old\n", 0o755)
+    step = step_for(s, facts(s, **{rel: old}))
+    assert step.op == plan.UPDATE
+    assert step.write == (rel,)
+    assert step.before == {rel: old}
+    assert step.restart_gateway and not step.restart_logger
+    assert step.set_down is None and not step.fix_skeleton
+
+
+def test_changed_log_run_restarts_only_the_logger():
+    s = spec()
+    step = step_for(s, facts(s, log_run=(b"#!/bin/sh\nexec s6-log n3\n", 0o755)))
+    assert (step.op, step.write) == (plan.UPDATE, ("log/run",))
+    assert step.restart_logger and not step.restart_gateway
+
+
+def test_changed_type_restarts_nothing():
+    s = spec()
+    step = step_for(s, facts(s, type=(b"oneshot\n", 0o644)))
+    assert (step.op, step.write) == (plan.UPDATE, ("type",))
+    assert not step.restart_gateway and not step.restart_logger
+
+
+def test_mode_only_change_is_a_change():
+    s = spec()
+    step = step_for(s, facts(s, run=(RUN, 0o644)))
+    assert (step.op, step.write) == (plan.UPDATE, ("run",))
+    assert step.restart_gateway
+    text = plan.diff(step)
+    assert text == ("--- before: gateway-alice/run (mode 0644)\n"
+                    "+++ after: gateway-alice/run (mode 0755)\n")
+
+
+def test_foreign_or_unreadable_file_is_rewritten():
+    s = spec()
+    step = step_for(s, facts(s, finish=(b"", -1)))  # what slots.read reports for a symlink
+    assert (step.op, step.write) == (plan.UPDATE, ("finish",))
+    assert "(mode unknown" in plan.diff(step)
+
+
+def test_missing_file_is_written():
+    s = spec()
+    step = step_for(s, facts(s, run=None, log_run=None))
+    assert step.write == ("run", "log/run")
+    assert step.restart_gateway and step.restart_logger
+    assert "--- before: gateway-alice/run (absent)\n+++ after: gateway-alice/run\n" in plan.diff(step)
+
+
+@pytest.mark.parametrize("want_down", [False, True])
+def test_down_marker_only_change_signals_nothing(want_down):
+    s = spec(down=want_down)
+    step = step_for(s, facts(s, down=not want_down))
+    assert step.op == plan.UPDATE and step.changes
+    assert step.set_down is want_down
+    assert step.write == ()
+    assert not step.restart_gateway and not step.restart_logger
+    before, after = ("absent", "present") if want_down else ("present", "absent")
+    assert plan.diff(step) == (f"--- before: gateway-alice/down ({before})\n"
+                               f"+++ after: gateway-alice/down ({after})\n")
+    assert describe(step, check=False) == (
+        "added the down marker" if want_down else "removed the down marker")
+
+
+def test_bad_skeleton_is_repaired_without_restart():
+    s = spec()
+    step = step_for(s, facts(s, skeleton_ok=False))
+    assert step.op == plan.UPDATE and step.fix_skeleton
+    assert step.write == () and not step.restart_gateway and not step.restart_logger
+    assert describe(step, check=True) == "would repair supervise/event permissions"
+
+
+def test_structural_problem_plans_a_swap_of_the_whole_slot():
+    s = spec()
+    f = facts(s, structural="has no log/ directory", log_run=None)
+    step = step_for(s, f)
+    assert step.op == plan.SWAP
+    assert step.reason == "gateway-alice has no log/ directory"
+    assert step.write == tuple(s.files)
+    assert step.before["log/run"] is None and step.before["run"] == (RUN, 0o755)
+    # the swap starts a fresh supervisor: no in-place handlers
+    assert not step.restart_gateway and not step.restart_logger
+    assert describe(step, check=True) == "would be replaced: gateway-alice has no log/ directory"
+
+
+def test_everything_at_once_is_one_update_with_both_handlers():
+    s = spec(down=True)
+    step = step_for(s, facts(s, down=False, skeleton_ok=False, run=(b"x\n", 0o755),
+                             log_run=(b"y\n", 0o700)))
+    assert step.op == plan.UPDATE
+    assert step.write == ("run", "log/run")
+    assert step.set_down is True and step.fix_skeleton
+    assert step.restart_gateway and step.restart_logger
+    assert describe(step, check=True) == (
+        "would rewrite run, log/run; would add the down marker; would repair supervise/event "
+        "permissions; would restart the gateway if up; would restart the logger")
+    assert describe(step, check=False, done=["restarted the gateway"]) == (
+        "rewrote run, log/run; added the down marker; repaired supervise/event permissions; "
+        "restarted the gateway")
+
+
+def test_unlogged_slot_never_restarts_a_logger():
+    s = SlotSpec(REGISTRAR, {"run": File(b"#!/bin/sh\n", 0o755)}, down=False, logged=False)
+    step = step_for(s, SlotFacts(REGISTRAR, "/scan/x", {"run": (b"#!/bin/sh\nold\n", 0o755)},
+                                 False, True))
+    assert step.write == ("run",) and step.restart_gateway and not step.restart_logger
+
+
+# ------------------------------------------------------------------------- build
+
+
+def profile(name, autostart=True, state="running"):
+    parts = () if name == "default" else ("profiles", name)
+    return Profile(name, parts, state, autostart)
+
+
+def test_build_orders_rows_and_retires_unknown_slots():
+    d, a, b = spec("gateway-default"), spec("gateway-alice"), spec("gateway-bob", down=True)
+    reg = SlotSpec(REGISTRAR, {"run": File(b"#!/bin/sh\n", 0o755)}, down=False, logged=False)
+    desired = [(profile("default"), d), (profile("alice"), a),
+               (profile("bob", False, "stopped"), b), (None, reg)]
+    found = {"gateway-default": facts(d), "gateway-alice": facts(a, run=(b"old\n", 0o755)),
+             "gateway-bob": None, REGISTRAR: None}
+    skipped = [Skipped("Bad.Name", "invalid profile name")]
+    existing = ["gateway-alice", "gateway-default", "gateway-zoe", REGISTRAR, "other-service"]
+    steps = plan.build(desired, found, skipped, existing)
+
+    assert [(s.slot, s.profile, s.op, s.action) for s in steps] == [
+        ("gateway-default", "default", plan.OK, "started"),
+        ("gateway-alice", "alice", plan.UPDATE, "started"),
+        ("gateway-bob", "bob", plan.CREATE, "registered"),
+        (REGISTRAR, REGISTRAR, plan.CREATE, "started"),
+        (None, "Bad.Name", plan.SKIP, "skipped"),
+        ("gateway-zoe", "zoe", plan.REMOVE, "removed"),
+    ]
+    assert [s.sweep for s in steps[:4]] == [(), ("profiles", "alice"), ("profiles", "bob"), None]
+    assert steps[2].prior_state == "stopped"
+    assert [s.changes for s in steps] == [False, True, True, True, False, True]
+    assert steps[5].reason == "its profile no longer exists"
+    assert plan.diff(steps[5]) == ("--- before: gateway-zoe (present)\n"
+                                   "+++ after: gateway-zoe (absent)\n")
+    assert describe(steps[5], check=False) == "retired: its profile no longer exists"
+    assert describe(steps[4], check=False) == "invalid profile name"
+
+
+def test_build_without_removal_keeps_unknown_slots():
+    a = spec("gateway-alice")
+    steps = plan.build([(profile("alice"), a)], {"gateway-alice": facts(a)}, [],
+                       ["gateway-alice", "gateway-zoe"], remove_unknown=False)
+    assert [(s.slot, s.op) for s in steps] == [("gateway-alice", plan.OK)]
+
+
+# ------------------------------------------------------------------------- diff
+
+
+def test_diff_is_a_unified_diff_per_changed_file():
+    s = spec(run=RUN.replace(b"exec 2>&1\n", b"exec 2>&1\nexport HT_X=1\n"))
+    step = step_for(s, facts(s, run=(RUN, 0o755), log_run=(b"old\n", 0o755)))
+    text = plan.diff(step)
+    expected = "".join(difflib.unified_diff(
+        RUN.decode().splitlines(True), s.files["run"].content.decode().splitlines(True),
+        "before: gateway-alice/run", "after: gateway-alice/run"))
+    assert text.startswith(expected)
+    assert "\n+export HT_X=1\n" in text
+    assert "--- before: gateway-alice/log/run\n+++ after: gateway-alice/log/run\n" in text
+    assert "-old\n" in text
+
+
+def test_diff_of_a_new_slot_shows_every_file_and_the_marker():
+    step = step_for(spec(down=True), None)
+    text = plan.diff(step)
+    for rel in ("type", "run", "finish", "log/run"):
+        assert f"--- before: gateway-alice/{rel} (absent)\n+++ after: gateway-alice/{rel}\n" in text
+    assert text.endswith("--- before: gateway-alice/down (absent)\n"
+                         "+++ after: gateway-alice/down (present)\n")
+
+
+def test_diff_marks_a_missing_final_newline():
+    s = spec(run=b"#!/bin/sh\nexec x")
+    text = plan.diff(step_for(s, facts(s, run=(b"#!/bin/sh\nexec y\n", 0o755))))
+    assert "+exec x\n\\ No newline at end of file\n" in text
+
+
+# ------------------------------------------------------------------------- owed restarts
+
+
+def test_restart_left_pending_is_planned_even_when_files_are_identical():
+    s = spec()
+    f = facts(s)
+    f.pending = frozenset({"gateway"})
+    step = step_for(s, f)
+    assert step.op == plan.UPDATE and step.changes and step.write == ()
+    assert step.restart_gateway and not step.bring_up and not step.restart_logger
+    assert describe(step, check=True) == ("would finish a restart an earlier run left pending; "
+                                          "would restart the gateway if up")
+
+
+def test_gateway_taken_down_by_an_interrupted_restart_is_brought_up():
+    s = spec()
+    f = facts(s)
+    f.pending = frozenset({"gateway", "gateway-up", "logger"})
+    step = step_for(s, f)
+    assert step.restart_gateway and step.bring_up and step.restart_logger
+
+
+def test_pending_is_ignored_by_a_swap():
+    s = spec()
+    f = facts(s, structural="has no log/ directory")
+    f.pending = frozenset({"gateway"})
+    step = step_for(s, f)
+    assert step.op == plan.SWAP and not step.restart_gateway and step.pending == frozenset()

@@ -1,0 +1,213 @@
+"""The privilege model (SPEC §10) under a real s6-svscan run as root.
+
+Reconcile runs as root; the service user then drives gateways through the shared control
+FIFOs and asks the root registrar slot for every slot change. It can never change what
+root runs, nor talk to s6-svscan.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+
+import s6env
+import standin
+from control_helpers import make_profile, one_line_error, own, state_file, status, tasks
+
+REGISTRAR = "hermes-tasks-registrar"
+
+
+def boot(sb):
+    """Profiles on a volume owned by the service user; reconcile as root under s6."""
+    make_profile(sb.home, "default", {"gateway_state": "running"})
+    make_profile(sb.home, "alice", {"desired_state": "stopped", "platforms": {"x": 1}})
+    make_profile(sb.home, "bob", {"desired_state": "running"})
+    own(sb, sb.home)
+    res = tasks(sb, "reconcile", "--json")
+    assert json.loads(res.stdout)["registrar"]["result"] == "changed"
+    for name in ("default", "bob"):
+        s6env.wait_up(sb.slot(name))
+    s6env.wait_up(sb.scandir / REGISTRAR)
+
+
+def as_user(sb, task, *args, ok=True):
+    return tasks(sb, task, *args, user=sb.user, ok=ok)
+
+
+def gateway_uid(sb, name, pid):
+    ev = s6env.wait_for(lambda: [e for e in standin.starts(sb.home, name) if e["pid"] == pid], 5,
+                        what=f"{name} start record")
+    return ev[0]["uid"]
+
+
+def test_service_user_drives_gateways_through_the_shared_fifos(root_sandbox, supervisor):
+    sb = root_sandbox
+    boot(sb)
+    gws = status(sb, user=sb.user)
+    assert [g["up"] for g in gws.values()] == [True, False, True]
+    assert gws["bob"]["pid"] == s6env.svstat(sb.slot("bob"))["pid"]
+
+    as_user(sb, "gateway.start", "-p", "alice", "--wait")
+    st = s6env.svstat(sb.slot("alice"))
+    assert st["up"] and st["normallyup"]
+    assert gateway_uid(sb, "alice", st["pid"]) == sb.user.uid
+    doc = state_file(sb.home, "alice")
+    assert doc["desired_state"] == "running" and doc["platforms"] == {"x": 1}
+    state_path = sb.home / "profiles" / "alice" / "gateway_state.json"
+    assert os.stat(state_path).st_uid == sb.user.uid
+
+    first = s6env.svstat(sb.slot("bob"))["pid"]
+    as_user(sb, "gateway.restart", "-p", "bob", "--wait")
+    st = s6env.svstat(sb.slot("bob"))
+    assert st["up"] and st["pid"] != first
+
+    as_user(sb, "gateway.stop", "-p", "bob", "--wait")
+    st = s6env.svstat(sb.slot("bob"))
+    assert not st["up"] and not st["normallyup"]
+    assert state_file(sb.home, "bob")["desired_state"] == "stopped"
+
+    as_user(sb, "gateway.stop", "--all", "--wait")
+    assert not any(g["up"] or g["wanted_up"] for g in status(sb, user=sb.user).values())
+    as_user(sb, "gateway.restart", "--all", "--wait")
+    gws = status(sb, user=sb.user)
+    assert all(g["up"] and g["desired_state"] == "running" for g in gws.values())
+    # --all never touches the registrar; it stays up and root's
+    reg = s6env.svstat(sb.scandir / REGISTRAR)
+    assert reg["up"] and os.stat(f"/proc/{reg['pid']}").st_uid == 0
+    # a second root reconcile agrees with everything the user did
+    again = json.loads(tasks(sb, "reconcile", "--json").stdout)
+    assert again["stats"]["changed"] == 0 and again["stats"]["failed"] == 0
+
+
+def test_service_user_changes_slots_through_the_registrar(root_sandbox, supervisor):
+    sb = root_sandbox
+    boot(sb)
+    result = sb.scandir / REGISTRAR / "data" / "result.json"
+
+    res = as_user(sb, "profile.create", "carol")
+    assert "changed: [gateway-carol] => registered" in res.stdout
+    assert os.stat(sb.home / "profiles" / "carol" / "SOUL.md").st_uid == sb.user.uid
+    assert os.lstat(sb.slot("carol") / "run").st_uid == 0
+    assert "carol" in [r["profile"] for r in json.loads(result.read_text())["results"]]
+    s6env.wait_status_file(sb.slot("carol"))
+    assert not s6env.svstat(sb.slot("carol"))["up"]
+
+    res = as_user(sb, "profile.create", "dave", "--start")
+    assert "changed: [gateway-dave] => started" in res.stdout
+    st = s6env.wait_up(sb.slot("dave"))
+    assert gateway_uid(sb, "dave", st["pid"]) == sb.user.uid
+
+    # a profile made on the volume by hand: gateway.start registers it through the registrar
+    make_profile(sb.home, "erin")
+    own(sb, sb.home / "profiles" / "erin")
+    as_user(sb, "gateway.start", "-p", "erin", "--wait")
+    assert s6env.svstat(sb.slot("erin"))["up"]
+    assert os.lstat(sb.slot("erin") / "run").st_uid == 0
+    assert state_file(sb.home, "erin")["desired_state"] == "running"
+
+    pids = s6env.supervise_pids(sb.slot("dave"))
+    gateway = s6env.svstat(sb.slot("dave"))["pid"]
+    assert len(pids) == 2
+    res = as_user(sb, "profile.delete", "dave")
+    assert "changed: [gateway-dave] => removed" in res.stdout
+    assert not sb.slot("dave").exists()
+    assert not {p.pid for p in s6env.processes()} & {*pids, gateway}
+    assert [n for n in os.listdir(sb.scandir) if "dave" in n] == []
+    trash = sb.home / ".trash" / "profiles"
+    [moved] = list(trash.iterdir())
+    assert re.fullmatch(r"dave\..+Z", moved.name) and (moved / "SOUL.md").exists()
+    assert os.stat(trash).st_uid == sb.user.uid
+
+    as_user(sb, "profile.delete", "carol", "--purge")
+    assert not sb.slot("carol").exists() and not (sb.home / "profiles" / "carol").exists()
+    one_line_error(as_user(sb, "profile.delete", "default", ok=False), "cannot be deleted")
+    # the other gateways never noticed
+    assert s6env.svstat(sb.slot("bob"))["up"] and s6env.svstat(sb.slot("erin"))["up"]
+
+
+PROBE = r"""
+import errno, json, os, sys
+paths = json.load(sys.stdin)
+writable = []
+for path, kind in paths:
+    try:
+        if kind == "dir":
+            fd = os.open(os.path.join(path, ".probe"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(os.path.join(path, ".probe"))
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
+        writable.append(path)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.ENXIO):
+            writable.append(f"{path}: unexpected {exc}")
+print(json.dumps(writable))
+"""
+
+
+def test_service_user_cannot_change_what_root_runs(root_sandbox, supervisor):
+    sb = root_sandbox
+    boot(sb)
+    paths, shared = [(str(sb.scandir), "dir")], set()
+    for slot in sorted(p for p in sb.scandir.iterdir() if not p.name.startswith(".")):
+        for dirpath, dirs, files in os.walk(slot):
+            paths.append((dirpath, "dir"))
+            paths += [(os.path.join(dirpath, f), "file") for f in files]
+        for base in (slot, slot / "log"):
+            if base.is_dir():
+                shared |= {str(base / "supervise" / "control"), str(base / "event")}
+    assert len(paths) > 40  # four slots with their files were really probed
+    python, _ = s6env.python_for(sb.user)
+    res = subprocess.run([python, "-c", PROBE], input=json.dumps(paths), capture_output=True,
+                         text=True, env=s6env.tool_env(sb), cwd=sb.root, timeout=60,
+                         user=sb.user.uid, group=sb.user.gid, extra_groups=[])
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout)) == shared
+    # nor may it talk to s6-svscan (rescan, or halt the tree)
+    for flag in ("-a", "-an", "-t"):
+        ctl = s6env.run_tasks(sb, None, argv=[str(sb.cmd_dir / "s6-svscanctl"), flag,
+                                              str(sb.scandir)], user=sb.user)
+        assert ctl.returncode == 111 and "Permission denied" in ctl.stderr, ctl.stderr
+    assert supervisor.alive() and s6env.svstat(sb.slot("bob"))["up"]
+
+
+def test_without_a_registrar_slot_changes_are_refused_cleanly(root_sandbox):
+    sb = root_sandbox
+    make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    make_profile(sb.home, "erin")
+    own(sb, sb.home)
+    tasks(sb, "reconcile")  # as root, no supervisor: slots and registrar published, unsupervised
+    os.rename(sb.slot("erin"), sb.scandir / ".gone")  # erin has a profile but no slot
+    for task, args in (("profile.create", ("carol",)), ("profile.delete", ("alice",)),
+                       ("gateway.start", ("-p", "erin"))):
+        res = as_user(sb, task, *args, ok=False)
+        one_line_error(res, "needs root", "hermes-tasks reconcile")
+    assert not (sb.home / "profiles" / "carol").exists()
+    assert (sb.home / "profiles" / "alice" / "SOUL.md").exists()
+    assert not sb.slot("erin").exists()
+    res = as_user(sb, "gateway.start", "-p", "alice", ok=False)
+    one_line_error(res, "gateway-alice", "not supervised")
+
+
+def test_concurrent_requests_to_the_registrar_all_get_their_slot(root_sandbox, supervisor):
+    """A request arriving while the registrar reconciles is answered by one more run."""
+    sb = root_sandbox
+    boot(sb)
+    names = ["p1", "p2", "p3", "p4"]
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        results = list(pool.map(lambda n: as_user(sb, "profile.create", n, ok=False), names))
+    for name, res in zip(names, results):
+        assert res.returncode == 0, (name, res.stdout, res.stderr)
+        assert f"changed: [gateway-{name}] => registered" in res.stdout
+        assert os.lstat(sb.slot(name) / "run").st_uid == 0
+        s6env.wait_status_file(sb.slot(name))
+    # the registrar ended up ready again, and no reconcile was left behind as an orphan
+    reg = s6env.svstat(sb.scandir / REGISTRAR, ("up", "ready", "pid"))
+    assert reg["up"] and reg["ready"]
+    orphans = [p for p in s6env.processes()
+               if "hermes_tasks" in " ".join(p.cmdline) and str(sb.root) in p.cwd
+               and p.pid != reg["pid"]]
+    assert orphans == []

@@ -1,0 +1,93 @@
+"""slots.read: what an existing slot holds, compared by the planner (no s6 needed)."""
+
+from __future__ import annotations
+
+import os
+
+from hermes_tasks import slots
+from hermes_tasks.render import File, SlotSpec
+
+SPEC = SlotSpec("gateway-alice", {
+    "type": File(b"longrun\n", 0o644),
+    "run": File(b"#!/bin/sh\nexec x\n", 0o755),
+    "log/run": File(b"#!/bin/sh\nexec y\n", 0o755),
+}, down=False)
+
+
+def make_slot(scandir, skeleton=True):
+    slot = scandir / SPEC.name
+    (slot / "log").mkdir(parents=True)
+    for rel, f in SPEC.files.items():
+        (slot / rel).write_bytes(f.content)
+        os.chmod(slot / rel, f.mode)
+    if skeleton:
+        uid, gid = slots.owner(os.getegid())
+        for base in (slot, slot / "log"):
+            (base / "supervise").mkdir(mode=0o700)
+            os.mkfifo(base / "supervise" / "control")
+            (base / "event").mkdir()
+            for rel, mode in (("supervise", 0o710), ("supervise/control", 0o620),
+                              ("event", 0o3730)):
+                os.chown(base / rel, uid, gid)
+                os.chmod(base / rel, mode)
+    return slot
+
+
+def test_identical_slot_reads_back_as_its_spec(tmp_path):
+    make_slot(tmp_path)
+    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    assert f.structural is None and f.skeleton_ok and not f.down
+    assert f.files == {rel: (x.content, x.mode) for rel, x in SPEC.files.items()}
+    assert f.pending == frozenset()
+
+
+def test_missing_slot_is_none(tmp_path):
+    assert slots.read(str(tmp_path), SPEC, 0) is None
+
+
+def test_mode_down_and_missing_skeleton_are_seen(tmp_path):
+    slot = make_slot(tmp_path, skeleton=False)
+    os.chmod(slot / "run", 0o644)
+    (slot / "down").touch()
+    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    assert f.files["run"] == (SPEC.files["run"].content, 0o644)
+    assert f.down and not f.skeleton_ok and f.structural is None
+
+
+def test_wrong_types_are_structural(tmp_path):
+    slot = make_slot(tmp_path)
+    os.rmdir(slot / "log" / "event")
+    (slot / "log" / "event").write_text("")
+    assert slots.read(str(tmp_path), SPEC, os.getegid()).structural == \
+        "log/event has the wrong type"
+    os.unlink(slot / "log" / "event")
+    os.unlink(slot / "run")
+    (slot / "run").mkdir()
+    assert slots.read(str(tmp_path), SPEC, os.getegid()).structural == "run is not a regular file"
+
+
+def test_log_symlink_and_slot_symlink_are_structural(tmp_path):
+    slot = make_slot(tmp_path)
+    os.rename(slot / "log", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", slot / "log")
+    assert slots.read(str(tmp_path), SPEC, 0).structural == "has no log/ directory"
+    os.rename(slot, tmp_path / "real")
+    os.symlink(tmp_path / "real", slot)
+    assert slots.read(str(tmp_path), SPEC, 0).structural == "is not a real directory"
+
+
+def test_symlinked_file_is_never_followed(tmp_path):
+    slot = make_slot(tmp_path)
+    (tmp_path / "target").write_bytes(SPEC.files["run"].content)
+    os.chmod(tmp_path / "target", 0o755)
+    os.unlink(slot / "run")
+    os.symlink(tmp_path / "target", slot / "run")
+    assert slots.read(str(tmp_path), SPEC, os.getegid()).files["run"] == (b"", -1)
+
+
+def test_pending_restarts_are_read(tmp_path):
+    slot = make_slot(tmp_path)
+    (slot / "data").mkdir()
+    (slot / "data" / "restart-pending").write_text("gateway\ngateway-up\nbogus\n")
+    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    assert f.pending == frozenset({"gateway", "gateway-up"})
