@@ -277,7 +277,7 @@ def children_of(pids: set[int]) -> list[int]:
 
 
 def supervision_problems(scandir: Path, gid: int | None, expected: Expected | None,
-                         settle: float = 2.0) -> list[str]:
+                         settle: float = 2.0, ignore: set[str] = frozenset()) -> list[str]:
     """No supervisor on a staging dir; every supervised slot complete and logged.
 
     Retired dirs (``.X.old``/``.X.removing``) may still be supervised: their supervisors
@@ -292,7 +292,8 @@ def supervision_problems(scandir: Path, gid: int | None, expected: Expected | No
             top = rel.split("/", 1)[0]
             if top.startswith(".") and not top.endswith((".old", ".removing")):
                 problems.append(f"supervisor running on staging dir {rel}")
-        visible = sorted({rel.split("/", 1)[0] for rel in sup if rel.startswith("gateway-")})
+        visible = sorted({rel.split("/", 1)[0] for rel in sup if rel.startswith("gateway-")}
+                         - set(ignore))
         problems += slot_problems(scandir, gid, expected, names=visible)
         for top in visible:
             if top in sup and f"{top}/log" not in sup:
@@ -445,3 +446,31 @@ if __name__ == "__main__":
         crash_main(sys.argv[2:])
     else:
         raise SystemExit("usage: reliability_kit.py crash K [--log FILE] -- TASK ARGS...")
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+class Mount:
+    """A tmpfs mounted (as root) on ``path`` for the duration of a ``with`` block.
+
+    ``options`` e.g. ``"size=64k"`` or ``"ro"``. Unmounted by path on exit, lazily if busy.
+    """
+
+    def __init__(self, path: Path, options: str = "size=16m"):
+        self.path = Path(path)
+        self.options = options
+
+    def __enter__(self) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", self.options, "hermes-tasks-test",
+                        str(self.path)], check=True, capture_output=True, text=True)
+        return self.path
+
+    def remount(self, options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True,
+                       capture_output=True, text=True)
+
+    def __exit__(self, *exc) -> None:
+        if subprocess.run(["umount", str(self.path)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)

@@ -32,19 +32,36 @@ def starts(home: str | os.PathLike, profile: str = "default") -> list[dict]:
     return [e for e in events(home, profile) if e["event"] == "start"]
 
 
-def is_alive(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) fake-gateway process."""
+def is_alive(pid: int, start: dict | None = None) -> bool:
+    """True if ``pid`` is a live (non-zombie) fake-gateway process.
+
+    With ``start`` (its recorded "start" event) the process must also be that instance:
+    same gateway argv and HERMES_HOME. PIDs wrap around (pid_max is often 32768) during
+    long test runs, and a recorded PID may by then belong to another profile's gateway.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return stat[stat.rindex(")") + 2] not in "ZX" and b"fake-gateway" in cmdline
+    if stat[stat.rindex(")") + 2] in "ZX" or b"fake-gateway" not in cmdline:
+        return False
+    if start is None:
+        return True
+    argv = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
+    if argv[len(argv) - len(start["argv"]):] != start["argv"]:
+        return False
+    home = start.get("env", {}).get("HERMES_HOME")
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return True  # not ours to read: argv had to do
+    return home is None or f"HERMES_HOME={home}".encode() in environ
 
 
 def live_pids(home: str | os.PathLike, profile: str = "default") -> list[int]:
     """PIDs of recorded instances of a profile that are still running."""
-    return sorted({e["pid"] for e in starts(home, profile) if is_alive(e["pid"])})
+    return sorted({e["pid"] for e in starts(home, profile) if is_alive(e["pid"], e)})
 
 
 def write_behaviour(home: str | os.PathLike, **conf) -> None:
@@ -63,14 +80,16 @@ def assert_never_overlapping(evts: list[dict]) -> None:
     ended before the next start, since its end time is unknown.
     """
     spans: dict[int, list[float]] = {}
+    start_of: dict[int, dict] = {}
     for e in evts:
         if e["event"] == "start":
             spans[e["pid"]] = [e["t"], math.nan]
+            start_of[e["pid"]] = e
         elif e["event"] in ("stop", "exit") and e["pid"] in spans:
             spans[e["pid"]][1] = e["t"]
     ordered = sorted(spans.items(), key=lambda item: item[1][0])
     for pid, (_, end) in ordered:
-        if math.isnan(end) and is_alive(pid):
+        if math.isnan(end) and is_alive(pid, start_of[pid]):
             spans[pid][1] = math.inf
     alive_now = [pid for pid, (_, end) in ordered if end == math.inf]
     assert len(alive_now) <= 1, f"instances alive at the same time: {alive_now}"

@@ -30,7 +30,11 @@ def boot(sb):
     assert json.loads(res.stdout)["registrar"]["result"] == "changed"
     for name in ("default", "bob"):
         s6env.wait_up(sb.slot(name))
-    s6env.wait_up(sb.scandir / REGISTRAR)
+    registrar = sb.scandir / REGISTRAR
+    s6env.wait_up(registrar)
+    s6env.wait_for(lambda: s6env.svstat(registrar, ("ready",))["ready"], 10,
+                   what="the registrar ready")
+    assert not (registrar / "data" / "published").exists()  # its first start skipped a run
 
 
 def as_user(sb, task, *args, ok=True):
