@@ -102,7 +102,7 @@ def _record(cfg: Settings, gw: Gateway, desired: str) -> None:
 
 def _register(cfg: Settings, gw: Gateway, timeout: float) -> None:
     """Publish the missing slot of an existing profile, as its recorded state says."""
-    rows = registrar.converge(cfg, {gw.profile})
+    rows = registrar.converge(cfg, {gw.profile}, what=f"registering {gw.slot}")
     failed = [r for r in rows if r.result == "failed"]
     if failed:
         raise S6Error(f"could not register {gw.slot}: {failed[0].message}")

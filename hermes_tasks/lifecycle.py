@@ -41,7 +41,8 @@ def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> li
             return registrar.converge(cfg, {name}, check=True, diff=diff)
         return [Row(slot, name, None, "started" if start else "registered", "changed",
                     f"would create profiles/{name}/SOUL.md and publish {slot}")]
-    registrar.check_available(cfg)
+    what = f"publishing {slot}"
+    registrar.check_available(cfg, what)
     if not existed:
         owner = (cfg.service_uid, cfg.service_gid)
         with fsops.opened_dir(cfg.hermes_home, ("profiles", name), create_mode=0o755,
@@ -49,7 +50,7 @@ def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> li
             # Appears whole or not at all, never replacing one (a crash mid-write must not
             # leave an empty SOUL.md that the next create takes for the user's).
             fsops.write_exclusive(dfd, "SOUL.md", SOUL, 0o644, owner=owner)
-    rows = registrar.converge(cfg, {name}, diff=diff)
+    rows = registrar.converge(cfg, {name}, diff=diff, what=what)
     row = rows[0] if rows else Row(slot, name, None, "registered", "failed",
                                    "the reconcile published no slot for it")
     if not existed and row.result != "failed":
@@ -86,12 +87,13 @@ def delete(cfg: Settings, name: str, purge: bool, check: bool) -> list[Row]:
         return [Row(slot, name, None, "removed", "changed",
                     f"would stop and retire {slot}; profile would be {where}")]
     registered = os.path.isdir(path)
+    what = f"removing {slot}"
     if registered:
-        registrar.check_available(cfg)
+        registrar.check_available(cfg, what)
         _stop(cfg, control.Gateway(name, slot, path))
     moved = _dispose(cfg, name, purge)
     where = "deleted" if purge else f"moved to {cfg.hermes_home}/.trash/profiles/{moved}"
-    rows = registrar.converge(cfg, {name}) if registered else []
+    rows = registrar.converge(cfg, {name}, what=what) if registered else []
     for row in rows:
         if row.result != "failed":
             row.result, row.message = "changed", f"slot retired; profile {where}"

@@ -23,8 +23,8 @@ from .s6 import S6, S6Error
 
 DATA = "data"
 RESULT = os.path.join(DATA, "result.json")
-NEEDS_ROOT = ("changing slots needs root: run this task as root, or run `hermes-tasks reconcile` "
-              "as root once so the registrar slot exists under a running s6-svscan")
+NEEDS_ROOT = ("{what} needs root: run this task as root, or run `hermes-tasks reconcile` as root "
+              "once so the registrar slot exists under a running s6-svscan")
 
 
 def may_change_slots(settings: Settings) -> bool:
@@ -33,7 +33,7 @@ def may_change_slots(settings: Settings) -> bool:
 
 
 def converge(settings: Settings, only: set[str] | None, check: bool = False, diff: bool = False,
-             warn=None) -> list[Row]:
+             warn=None, what: str = "changing a slot") -> list[Row]:
     """Reconcile the slots of ``only`` (profile names; None = all); return their rows.
 
     Not allowed to change slots itself, it asks the registrar, whose run reconciles every
@@ -42,31 +42,39 @@ def converge(settings: Settings, only: set[str] | None, check: bool = False, dif
     if check or may_change_slots(settings):
         rows, _ = engine.reconcile(settings, check=check, diff=diff, only=only, warn=warn)
         return rows
-    doc = request(settings)
+    doc = request(settings, what)
     rows = [Row(r["slot"], r["profile"], r["prior_state"], r["action"], r["result"],
                 r.get("message", "")) for r in doc.get("results", [])]
     return [r for r in rows if only is None or r.profile in only]
 
 
-def check_available(settings: Settings) -> None:
-    """Raise the one-line "needs root" error unless slot changes can happen now.
+def check_available(settings: Settings, what: str = "changing a slot") -> None:
+    """Raise the one-line "``what`` needs root" error unless slot changes can happen now.
 
     Call it before changing the volume, so a task that cannot finish does not start.
     """
     if may_change_slots(settings):
         return
     slot = os.path.join(settings.scandir, REGISTRAR)
-    if not os.path.isdir(slot) or S6(settings.s6_bin_dir).supervised(slot) is False:
-        raise TaskError(NEEDS_ROOT)
+    s6 = S6(settings.s6_bin_dir)
+    if not os.path.isdir(slot) or s6.supervised(slot) is False:
+        raise TaskError(NEEDS_ROOT.format(what=what))
+    try:
+        wanted = s6.svstat(slot, ("wantedup",))["wantedup"]
+    except S6Error as exc:
+        raise TaskError(f"cannot read the registrar's state: {exc}") from None
+    if not wanted:  # s6-svc -r does nothing to a service that is wanted down
+        raise TaskError(f"the registrar {slot} is stopped: start it with "
+                        f"`s6-svc -u {slot}` or run `hermes-tasks reconcile` as root")
 
 
-def request(settings: Settings) -> dict:
+def request(settings: Settings, what: str = "changing a slot") -> dict:
     """Restart the registrar, wait until it is ready again, and return its recorded result.
 
     Raises TaskError when there is no registrar, it does not answer within
     ``lock_timeout`` + 60 s, or its reconcile failed as a whole.
     """
-    check_available(settings)
+    check_available(settings, what)
     slot = os.path.join(settings.scandir, REGISTRAR)
     asked = time.time()
     try:

@@ -49,12 +49,12 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
-
-import yaml
+from typing import Self
 
 import s6env
+import yaml
 from s6env import FAKE_GATEWAY, REPO_ROOT, S6_BIN, Sandbox, ServiceUser
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -205,7 +205,7 @@ class BootSupervisor(s6env.Supervisor):
         super().__init__(sandbox, env={"PATH": path})
         self.user = user
 
-    def start(self, timeout: float = 5.0) -> "BootSupervisor":
+    def start(self, timeout: float = 5.0) -> BootSupervisor:
         argv = [str(S6_BIN / "s6-svscan"), str(self.scandir)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -399,10 +399,10 @@ class Container:
             if behaviour >= 2:
                 # cont-init exits 1: s6-rc fails, services-up (which depends on it) never
                 # runs, and rc.init halts the container.
-                console += ["s6-rc: warning: unable to start service legacy-cont-init: "
-                            "command exited 1",
-                            f"{RC_INIT}: warning: s6-rc failed to properly bring all the "
-                            "services up!", FATAL]
+                console += [("s6-rc: warning: unable to start service legacy-cont-init: "
+                            "command exited 1"),
+                            (f"{RC_INIT}: warning: s6-rc failed to properly bring all the "
+                            "services up!"), FATAL]
                 self.killed_at_stop = self.supervisor.stop()
                 stopped = True
 
@@ -416,7 +416,7 @@ class Container:
     def _run_script(self, path: Path) -> ScriptRun:
         env = {"PATH": self.path}
         try:
-            proc = subprocess.run([str(path)], env=env, cwd=self.sb.root,
+            proc = subprocess.run([str(path)], check=False, env=env, cwd=self.sb.root,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=SCRIPT_TIMEOUT, **_user_kwargs(self.boot_user))
         except PermissionError as exc:  # not executable: s6-overlay's exec fails the same way
@@ -485,7 +485,7 @@ class Container:
     def run_as(self, user: ServiceUser | None, argv: list[str],
                timeout: float = 30) -> subprocess.CompletedProcess:
         """Run any command as ``user`` with a container-like PATH (not checked)."""
-        return subprocess.run(argv, env={"PATH": self.path},
+        return subprocess.run(argv, check=False, env={"PATH": self.path},
                               cwd=self.sb.root, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL, **_user_kwargs(user))
 
@@ -504,7 +504,7 @@ class Container:
             out[name] = s6env.svstat(self.slot(name))
         return out
 
-    def __enter__(self) -> "Container":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import time
 
-import pytest
-
 import bootsim
+import pytest
 import s6env
 import standin
 from bootsim import REGISTRAR
@@ -226,7 +224,7 @@ def test_second_boot_after_a_restart_gives_the_same_result(root_sandbox):
         second_boot = ctr.boot()
         second = check_populated_boot(ctr, second_boot)
         assert sorted(second) == sorted(first)
-        assert not set(g["pid"] for g in second.values()) & set(first_pids)
+        assert not {g["pid"] for g in second.values()} & set(first_pids)
         for name, start in second.items():
             assert start["uid"] == sb.user.uid, name
         assert [p for p in stale if os.path.lexists(p)] == []

@@ -185,7 +185,7 @@ def check_gateway(scene: Scene, extra_env: dict, name: str, home_comp: str, bin_
         assert got["uid"] == s6env.ensure_service_user().uid
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def prop_run_script(data):
     scene = Scene()
@@ -205,7 +205,7 @@ def test_run_script_passes_values_verbatim():
     reliability_report.record(
         "injection.run_script.executed", TRIES.get("run", 0),
         "the gateway got exactly the intended argv, environment and cwd; MARKER never created",
-        max_examples=150)
+        max_examples=120)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -215,3 +215,19 @@ def test_concurrent_requests_to_the_registrar_all_get_their_slot(root_sandbox, s
                if "hermes_tasks" in " ".join(p.cmdline) and str(sb.root) in p.cwd
                and p.pid != reg["pid"]]
     assert orphans == []
+
+
+def test_a_stopped_registrar_is_a_clean_error(root_sandbox, supervisor):
+    sb = root_sandbox
+    boot(sb)
+    registrar = sb.scandir / REGISTRAR
+    subprocess.run([str(sb.cmd_dir / "s6-svc"), "-wD", "-d", str(registrar)], check=True)
+    res = as_user(sb, "profile.create", "carol", ok=False)
+    one_line_error(res, REGISTRAR, "is stopped", "hermes-tasks reconcile")
+    assert not (sb.home / "profiles" / "carol").exists()
+    # root's reconcile brings it back (it is published started), and the request then works
+    tasks(sb, "gateway.start", "-p", "bob")  # any root task works without it meanwhile
+    subprocess.run([str(sb.cmd_dir / "s6-svc"), "-u", str(registrar)], check=True)
+    s6env.wait_for(lambda: s6env.svstat(registrar, ("ready",))["ready"], 10, what="ready")
+    as_user(sb, "profile.create", "carol")
+    assert sb.slot("carol").is_dir()
