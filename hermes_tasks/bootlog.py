@@ -42,15 +42,25 @@ def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes
         return
     try:
         _rotate(dfd, rotate_bytes, len(data), where, warn)
-        created = not fsops.lexists(dfd, NAME)
         # O_RDWR (to look at the last byte); O_NONBLOCK so a planted FIFO cannot hang us,
         # O_NOFOLLOW so a planted symlink is never written through.
-        fd = os.open(NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                     | os.O_NONBLOCK, 0o644, dir_fd=dfd)
+        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            # O_EXCL: only a file this call created is handed to the service user, never
+            # one planted between a check and the open.
+            fd = os.open(NAME, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
+            created = True
+        except FileExistsError:
+            fd = os.open(NAME, flags, dir_fd=dfd)
+            created = False
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
+            if st.st_nlink != 1:
+                # A hard link planted on the user-writable volume may be some root-owned file
+                # elsewhere (where fs.protected_hardlinks is off): never append to it.
+                raise OSError(errno.EMLINK, f"has {st.st_nlink} hard links; not written")
             if created and fsops.IS_ROOT:
                 os.fchown(fd, *owner)
             if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":

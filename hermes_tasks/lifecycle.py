@@ -121,7 +121,7 @@ def _dispose(cfg: Settings, name: str, purge: bool) -> str:
     the profile disappears at once and an interrupted purge leaves nothing rediscoverable.
     """
     owner = (cfg.service_uid, cfg.service_gid)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     target = f"{name}.{stamp}"
     with fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd, \
             fsops.opened_dir(cfg.hermes_home, (".trash", "profiles"), create_mode=0o700,

@@ -113,7 +113,8 @@ def build(desired: list[tuple[Profile | None, SlotSpec]], facts: dict[str, SlotF
     for profile, spec in desired:
         wanted.add(spec.name)
         label = profile.name if profile else spec.name
-        step = plan_slot(spec, facts.get(spec.name), label, profile.prior_state if profile else None)
+        prior = profile.prior_state if profile else None
+        step = plan_slot(spec, facts.get(spec.name), label, prior)
         if profile:
             step.sweep = profile.parts
         steps.append(step)

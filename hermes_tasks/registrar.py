@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 from . import engine, fsops
 from .errors import TaskError
@@ -53,6 +54,9 @@ def check_available(settings: Settings, what: str = "changing a slot") -> None:
 
     Call it before changing the volume, so a task that cannot finish does not start.
     """
+    if not os.path.isdir(settings.scandir):
+        raise TaskError(f"scandir {settings.scandir} does not exist or is not a directory "
+                        "(is s6 set up? set scandir in the inventory or with --var)")
     if may_change_slots(settings):
         return
     slot = os.path.join(settings.scandir, REGISTRAR)
@@ -101,7 +105,8 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
     SIGTERM (a requester's ``s6-svc -r``) stays blocked until readiness is signalled: a
     request that arrives mid-run is then answered by one more run, never by killing this
     one. The first start right after the reconcile that published the slot
-    (``data/published`` present) skips the run.
+    (``data/published`` present) skips the run. Whatever happens, readiness is signalled:
+    a failing run must not become a restart loop.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     marker = os.path.join(data, "published")
@@ -109,9 +114,12 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
         os.unlink(marker)
     else:
         doc = _reconcile(os.path.join(data, "inventory.yml"))
-        with fsops.opened_dir(data) as dfd:
-            fsops.write_atomic(dfd, "result.json", json.dumps(doc).encode() + b"\n", 0o644,
-                               durable=False)
+        try:
+            with fsops.opened_dir(data) as dfd:
+                fsops.write_atomic(dfd, "result.json", json.dumps(doc).encode() + b"\n", 0o644,
+                                   durable=False)
+        except OSError as exc:
+            doc["error"] = f"could not record the result: {exc}"
         print(f"{REGISTRAR}: reconcile exit={doc['exit_code']} {doc['stats']}"
               + (f" error: {doc['error']}" if doc["error"] else ""), flush=True)
     os.write(notify_fd, b"\n")
@@ -122,6 +130,7 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
 
 
 def _reconcile(inventory_path: str) -> dict:
+    """Run reconcile with the slot's settings; the record of it, failures included."""
     from . import inventory
 
     started, rows, error = time.time(), [], None
@@ -133,6 +142,9 @@ def _reconcile(inventory_path: str) -> dict:
         code, error = exc.code, str(exc)
     except OSError as exc:
         code, error = 1, f"{exc.filename or ''}: {exc.strerror or exc}"
+    except Exception as exc:  # noqa: BLE001 - a bug: keep serving, show it in the log
+        traceback.print_exc()
+        code, error = 1, f"unexpected {type(exc).__name__}: {exc}"
     return {"started_at": started, "finished_at": time.time(), "exit_code": code,
             "error": error, "results": [r.as_json() for r in rows], "stats": stats(rows)}
 

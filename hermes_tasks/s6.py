@@ -60,7 +60,7 @@ class S6:
         timeout = self.call_timeout if timeout is None else timeout
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  errors="replace", stdin=subprocess.DEVNULL)
+                                  errors="replace", stdin=subprocess.DEVNULL, check=False)
         except FileNotFoundError:
             raise S6Error(f"{argv[0]} not found: is s6_bin_dir ({self.bin_dir}) right?") from None
         except PermissionError:

@@ -60,7 +60,7 @@ def managed_names(scandir: str) -> tuple[list[str], list[str]]:
     except FileNotFoundError:
         return [], []
     for name in names:
-        if name.startswith("." + SLOT_PREFIX) or name.startswith("." + REGISTRAR):
+        if name.startswith(("." + SLOT_PREFIX, "." + REGISTRAR)):
             if name.endswith(STAGING_SUFFIXES):
                 stale.append(name)
         elif name.startswith(SLOT_PREFIX) or name == REGISTRAR:

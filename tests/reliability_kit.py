@@ -57,6 +57,8 @@ def write_profile(home: Path, name: str, state: dict | None = None, extra: bool 
         (d / "config.yaml").write_text(f"model: test\nname: {name}\n")
     if user is not None:
         chown_tree(d if name != "default" else home, user)
+        if name != "default":
+            os.chown(home / "profiles", user.uid, user.gid)
     return d
 
 
@@ -485,3 +487,68 @@ class Mount:
     def __exit__(self, *exc) -> None:
         if subprocess.run(["umount", str(self.path)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+# --------------------------------------------------------------------------- gateway instances
+
+_BTIME: list[float] = []
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    if not _BTIME:
+        with open("/proc/stat") as fh:
+            _BTIME.append(float(next(line for line in fh if line.startswith("btime")).split()[1]))
+    return _BTIME[0]
+
+
+def instance_alive(event: dict) -> bool:
+    """Is the process of this recorded ``start`` event still that process?
+
+    Unlike a bare PID check this survives PID reuse over long runs: the process must be
+    alive, not a zombie, a fake-gateway, and have started when the event says it did.
+    """
+    pid = event["pid"]
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            text = fh.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return False
+    fields = text[text.rindex(")") + 2:].split()
+    if fields[0] in "ZX" or b"fake-gateway" not in cmdline:
+        return False
+    started = _boot_time() + int(fields[19]) / _TICKS
+    return event["t"] - 5 <= started <= event["t"] + 1.5
+
+
+def live_instances(home, name: str) -> list[dict]:
+    """The recorded ``start`` events of ``name`` whose process is still running."""
+    import standin
+
+    return [e for e in standin.starts(home, name) if instance_alive(e)]
+
+
+def assert_never_overlapping(home, name: str) -> None:
+    """No two instances of one profile's gateway ever ran at the same time."""
+    import standin
+
+    spans = []
+    for e in standin.events(home, name):
+        if e["event"] == "start":
+            spans.append([e["pid"], e["t"], None, e])
+        elif e["event"] in ("stop", "exit"):
+            for span in reversed(spans):
+                if span[0] == e["pid"] and span[2] is None:
+                    span[2] = e["t"]
+                    break
+    alive = [s for s in spans if s[2] is None and instance_alive(s[3])]
+    assert len(alive) <= 1, f"{name}: instances alive together: {[s[0] for s in alive]}"
+    for a, b in zip(spans, spans[1:]):
+        if a[2] is not None:
+            assert a[2] <= b[1], f"{name}: pid {b[0]} started while pid {a[0]} still ran"
+        else:
+            # no stop record (SIGKILLed, or still alive): it must not be alive now
+            assert not instance_alive(a[3]) or a is spans[-1], \
+                f"{name}: pid {a[0]} is still alive beside a later instance"

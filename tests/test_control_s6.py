@@ -41,6 +41,11 @@ def test_start_stop_restart_change_s6_and_state(sandbox, supervisor):
 
     res = tasks(sb, "gateway.start", "-p", "alice", "--wait")
     assert "changed: [gateway-alice] => started" in res.stdout
+    # bob already runs as recorded: ok, nothing changed, same process
+    bob = s6env.svstat(sb.slot("bob"))["pid"]
+    res = tasks(sb, "gateway.start", "-p", "bob", "--wait")
+    assert "ok: [gateway-bob] => started" in res.stdout
+    assert s6env.svstat(sb.slot("bob"))["pid"] == bob
     st = s6env.svstat(sb.slot("alice"))
     assert st["up"] and st["wantedup"] and st["normallyup"] and st["pid"] > 0
     assert not (sb.slot("alice") / "down").exists()

@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import time
+from pathlib import Path
 
 import s6env
 import standin
@@ -93,7 +94,7 @@ def boot(sb, running=("default", "alice"), stopped=("bob",), vars=()):
         make_profile(sb.home, name, "running")
     for name in stopped:
         make_profile(sb.home, name, "stopped")
-    res, rows, doc = reconcile(sb, vars=vars)
+    res, rows, _ = reconcile(sb, vars=vars)
     assert res.returncode == 0, res.stderr
     assert all(r["result"] == "changed" for r in rows.values()), rows
     pids = {}
@@ -220,7 +221,7 @@ def test_template_change_restarts_each_running_gateway_once(sandbox, supervisor)
     sups = {n: s6env.supervise_pids(sb.slot(n)) for n in ("default", "alice", "bob")}
     inodes = {n: os.stat(sb.slot(n)).st_ino for n in ("default", "alice", "bob")}
 
-    res, rows, doc = reconcile(sb, vars=['extra_env={HT_X: "1"}'])
+    res, rows, _ = reconcile(sb, vars=['extra_env={HT_X: "1"}'])
     assert res.returncode == 0, res.stderr
     assert {p: r["result"] for p, r in rows.items()} == {
         "default": "changed", "alice": "changed", "bob": "changed"}
@@ -290,8 +291,9 @@ def test_log_run_change_restarts_loggers_not_gateways(sandbox, supervisor):
         assert row["message"] == "rewrote log/run; restarted the logger", row
         new = wait_logger_up(sb, name, old_pid=loggers[name])
         # the run script execs s6-log once it has made the log directory
-        s6env.wait_for(lambda p=new: b"n3" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0"),
-                       5, what=f"{name}'s s6-log with n3")
+        cmdline = Path(f"/proc/{new}/cmdline")
+        s6env.wait_for(lambda c=cmdline: b"n3" in c.read_bytes().split(b"\0"), 5,
+                       what=f"{name}'s s6-log with n3")
     assert {n: gateway_pid(sb, n) for n in pids} == pids
     assert [len(standin.starts(sb.home, n)) for n in ("default", "alice", "bob")] == [1, 1, 0]
     no_lock_errors(supervisor)
@@ -415,7 +417,7 @@ def test_removed_profile_slot_is_retired(sandbox, supervisor):
     assert len(s6env.supervise_pids(alice_slot)) == 2
 
     shutil.rmtree(sb.home / "profiles" / "alice")
-    res, rows, doc = reconcile(sb)
+    res, rows, _ = reconcile(sb)
     assert res.returncode == 0, res.stderr
     assert (rows["alice"]["slot"], rows["alice"]["action"], rows["alice"]["result"]) == (
         "gateway-alice", "removed", "changed")
@@ -612,7 +614,7 @@ def test_diff_without_check_shows_what_was_changed(sandbox):
 
 def test_check_on_an_empty_scandir_creates_nothing(sandbox):
     make_profile(sandbox.home, "alice", "running")
-    res, rows, doc = reconcile(sandbox, "--check", "--diff")
+    res, rows, _ = reconcile(sandbox, "--check", "--diff")
     assert res.returncode == 0, res.stderr
     assert [(p, r["result"], r["message"]) for p, r in rows.items()] == [
         ("default", "changed", "would be published"), ("alice", "changed", "would be published")]

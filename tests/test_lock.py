@@ -10,8 +10,8 @@ import threading
 import time
 
 import pytest
-
 import s6env
+
 from hermes_tasks import lock
 from hermes_tasks.errors import LockTimeout
 
@@ -34,9 +34,9 @@ def test_held_writes_the_holder_pid_and_releases(tmp_path):
     with lock.held(str(tmp_path), 1):
         path = tmp_path / lock.LOCK_NAME
         assert path.read_text() == f"{os.getpid()}\n"
-        with open(path) as fh:  # another open file description cannot take it meanwhile
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # another open file description cannot take it meanwhile
+        with open(path) as fh, pytest.raises(BlockingIOError):
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(path) as fh:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
 
@@ -44,9 +44,8 @@ def test_held_writes_the_holder_pid_and_releases(tmp_path):
 def test_timeout_names_the_lock_and_its_holder(tmp_path):
     with holding(tmp_path, pid=4242) as path:
         start = time.monotonic()
-        with pytest.raises(LockTimeout) as err:
-            with lock.held(str(tmp_path), 0.3, "reconcile"):
-                pytest.fail("the lock was taken while held")
+        with pytest.raises(LockTimeout) as err, lock.held(str(tmp_path), 0.3, "reconcile"):
+            pytest.fail("the lock was taken while held")
         elapsed = time.monotonic() - start
     assert 0.3 <= elapsed < 2
     message = str(err.value)

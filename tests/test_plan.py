@@ -113,7 +113,8 @@ def test_missing_file_is_written():
     step = step_for(s, facts(s, run=None, log_run=None))
     assert step.write == ("run", "log/run")
     assert step.restart_gateway and step.restart_logger
-    assert "--- before: gateway-alice/run (absent)\n+++ after: gateway-alice/run\n" in plan.diff(step)
+    text = plan.diff(step)
+    assert "--- before: gateway-alice/run (absent)\n+++ after: gateway-alice/run\n" in text
 
 
 @pytest.mark.parametrize("want_down", [False, True])

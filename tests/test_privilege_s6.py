@@ -8,6 +8,7 @@ root runs, nor talk to s6-svscan.
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import json
 import os
 import re
@@ -167,7 +168,7 @@ def test_service_user_cannot_change_what_root_runs(root_sandbox, supervisor):
     python, _ = s6env.python_for(sb.user)
     res = subprocess.run([python, "-c", PROBE], input=json.dumps(paths), capture_output=True,
                          text=True, env=s6env.tool_env(sb), cwd=sb.root, timeout=60,
-                         user=sb.user.uid, group=sb.user.gid, extra_groups=[])
+                         user=sb.user.uid, group=sb.user.gid, extra_groups=[], check=False)
     assert res.returncode == 0, res.stderr
     assert set(json.loads(res.stdout)) == shared
     # nor may it talk to s6-svscan (rescan, or halt the tree)
@@ -225,9 +226,27 @@ def test_a_stopped_registrar_is_a_clean_error(root_sandbox, supervisor):
     res = as_user(sb, "profile.create", "carol", ok=False)
     one_line_error(res, REGISTRAR, "is stopped", "hermes-tasks reconcile")
     assert not (sb.home / "profiles" / "carol").exists()
-    # root's reconcile brings it back (it is published started), and the request then works
-    tasks(sb, "gateway.start", "-p", "bob")  # any root task works without it meanwhile
+    # root works without it meanwhile; once root starts it again, requests work
+    tasks(sb, "profile.create", "dave")
     subprocess.run([str(sb.cmd_dir / "s6-svc"), "-u", str(registrar)], check=True)
+    s6env.wait_for(lambda: s6env.svstat(registrar, ("ready",))["ready"], 10, what="ready")
+    as_user(sb, "profile.create", "carol")
+    assert sb.slot("carol").is_dir()
+
+
+def test_a_failed_registrar_run_is_reported_in_one_line(root_sandbox, supervisor):
+    """The registrar's reconcile cannot take the scandir lock: the task says so, exit 1."""
+    sb = root_sandbox
+    own(sb, sb.home)
+    tasks(sb, "reconcile", "--var", "lock_timeout=1")
+    registrar = sb.scandir / REGISTRAR
+    s6env.wait_for(lambda: s6env.svstat(registrar, ("ready",))["ready"], 10, what="ready")
+    with open(sb.scandir / ".hermes-tasks.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = as_user(sb, "profile.create", "carol", ok=False)
+    one_line_error(res, "the registrar's reconcile failed", ".hermes-tasks.lock")
+    assert not sb.slot("carol").exists()
+    # still serving: the next request works
     s6env.wait_for(lambda: s6env.svstat(registrar, ("ready",))["ready"], 10, what="ready")
     as_user(sb, "profile.create", "carol")
     assert sb.slot("carol").is_dir()

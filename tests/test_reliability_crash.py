@@ -181,10 +181,8 @@ class World:
             s6env.wait_status_file(slot)
 
             def current(n=name):
-                starts = standin.starts(sb.home, n)
-                live = standin.live_pids(sb.home, n)
-                return (starts and starts[-1]["env"].get("HT_GEN") == self.gen
-                        and live == [starts[-1]["pid"]])
+                live = kit.live_instances(sb.home, n)
+                return len(live) == 1 and live[0]["env"].get("HT_GEN") == self.gen
 
             if name in self.either:
                 want = s6env.svstat(slot)["up"]
@@ -196,13 +194,13 @@ class World:
                 except TimeoutError:
                     raise AssertionError(
                         f"{label}: {name} not up once on generation {self.gen}: "
-                        f"svstat {s6env.svstat(slot)}, live {standin.live_pids(sb.home, name)}, "
+                        f"svstat {s6env.svstat(slot)}, live {kit.live_instances(sb.home, name)}, "
                         f"last starts {standin.starts(sb.home, name)[-2:]}, scandir "
                         f"{sorted(os.listdir(sb.scandir))}") from None
                 assert s6env.wait_up(slot)["up"]
             else:
                 assert s6env.svstat(slot)["up"] is False, f"{label}: {name} came up"
-                assert standin.live_pids(sb.home, name) == [], f"{label}: stray {name}"
+                assert kit.live_instances(sb.home, name) == [], f"{label}: stray {name}"
         check_rows, _ = engine.reconcile(spec_settings, check=True, warn=lambda m: None)
         assert all(r.result == "ok" for r in check_rows), (label, check_rows)
         assert kit.svscan_log_problems(self.sup.log_text()) == []
@@ -262,8 +260,10 @@ def test_sigkill_at_random_moments(root_sandbox):
     started = time.monotonic()
     with s6env.Supervisor(sb) as sup, kit.Rescanner(sb.scandir) as rescanner:
         world = make_world(sb, sup, 19)
+        world.take_volume()
         world.converge()
         duration = measure_run(world)
+        world.take_volume()
         world.converge()
         world.converged("initial")
         counts = {"reconcile": [0, 0, 0], "create": [0, 0, 0], "delete": [0, 0, 0]}
@@ -504,8 +504,8 @@ def test_crash_before_every_operation_of_reconcile(root_sandbox):
             world.ignore = set()
             world.converge()
             world.converged(label)
-            standin.assert_never_overlapping(standin.events(sb.home, "e"))
-            standin.assert_never_overlapping(standin.events(sb.home, "a"))
+            kit.assert_never_overlapping(sb.home, "e")
+            kit.assert_never_overlapping(sb.home, "a")
         assert rescanner.failures == 0
     reliability_report.record(
         "crash.points.reconcile", len(points),
@@ -574,3 +574,190 @@ def test_crash_before_every_operation_of_profile_create_and_delete(root_sandbox)
         "delete leaves the profile whole in place or whole in .trash; the next reconcile "
         "converged every time",
         create_operations=total_create, delete_operations=total_delete)
+
+
+# --------------------------------------------------------------------------- power cuts
+
+
+def crash_at(sb, prefix: str, *task: str, reset, offset: int = 0) -> tuple[int, dict]:
+    """Run ``task`` under the crash driver, dying just before the first op that starts with
+    ``prefix`` (plus ``offset``); return (K, the driver's log). A first, counting run finds
+    K; ``reset()`` then undoes what it did."""
+    log = sb.root / "count.json"
+    argv = ["python", str(kit.TESTS_DIR / "reliability_kit.py"), "crash", "1000000000", "--log",
+            str(log), "--", *task, *s6env.inventory_args(sb)]
+    res = s6env.run_tasks(sb, None, argv=argv)
+    assert res.returncode == 0, res.stderr
+    trace = json.loads(log.read_text())["trace"]
+    k = next(i for i, op in enumerate(trace, 1) if op.startswith(prefix)) + offset
+    reset()
+    argv[3] = str(k)
+    res = s6env.run_tasks(sb, None, argv=argv)
+    assert res.returncode == -signal.SIGKILL, (res.returncode, res.stderr)
+    return k, json.loads(log.read_text())
+
+
+def test_power_cut_between_write_and_rename_of_the_state_file(root_sandbox, supervisor):
+    sb = root_sandbox
+    d = kit.write_profile(sb.home, "alice", {"desired_state": "stopped", "keep": "me"},
+                          user=sb.user)
+    original = (d / kit.STATE).read_bytes()
+    tmp = d / ".gateway_state.json.hermes-tasks.tmp"
+    tries = 0
+    # before the fsync: the new data may be anything from nothing to all of it; before the
+    # rename: it is all there, but the name still holds the old file
+    for prefix, cut in (("fsync", 0), ("fsync", 7), ("rename .gateway_state", None)):
+        k, _ = crash_at(sb, prefix, "gateway.stop", "-p", "alice",
+                        reset=lambda: (d / kit.STATE).write_bytes(original))
+        assert tmp.exists() and (d / kit.STATE).read_bytes() == original
+        if cut is not None:
+            os.truncate(tmp, cut)  # the part the power cut lost
+        res = s6env.run_tasks(sb, "reconcile", "--json")
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+        row = next(r for r in json.loads(res.stdout)["results"] if r["profile"] == "alice")
+        assert row["prior_state"] == "stopped"  # the old, whole file decided
+        supervisor.rescan()
+        s6env.wait_status_file(sb.slot("alice"))
+        status = s6env.run_tasks(sb, "gateway.status", "-p", "alice", "--json")
+        assert json.loads(status.stdout)["gateways"][0]["desired_state"] == "stopped"
+        res = s6env.run_tasks(sb, "gateway.start", "-p", "alice")
+        assert "Traceback" not in res.stderr
+        res = s6env.run_tasks(sb, "gateway.stop", "-p", "alice")
+        assert res.returncode == 0, res.stderr
+        doc = json.loads((d / kit.STATE).read_text())
+        assert doc["desired_state"] == "stopped" and doc["keep"] == "me"
+        assert not tmp.exists()  # the next write of the same file removed the leftover
+        (d / kit.STATE).write_bytes(original)
+        tries += 1
+    reliability_report.record(
+        "powercut.state_file", tries,
+        "the old state file stayed whole and decided; the next gateway.stop replaced it and "
+        "removed the torn temp file; other keys kept")
+
+
+def test_power_cut_while_creating_soul_md(root_sandbox):
+    sb = root_sandbox
+    kit.write_profile(sb.home, "alice", {"desired_state": "stopped"}, user=sb.user)
+    d = sb.home / "profiles" / "bob"
+    tmp = d / ".SOUL.md.hermes-tasks.tmp"
+    tries = 0
+    for prefix, cut in (("fsync", 3), ("link", None)):
+        k, doc = crash_at(sb, prefix, "profile.create", "bob",
+                          reset=lambda: subprocess.run(["rm", "-rf", "--", str(d)], check=True))
+        assert tmp.exists() and not (d / "SOUL.md").exists(), (k, doc["trace"])
+        if cut is not None:
+            os.truncate(tmp, cut)
+        res = s6env.run_tasks(sb, "reconcile", "--json")
+        assert res.returncode == 0 and res.stderr == ""  # an empty dir: not a profile, silently
+        rows = [r for r in json.loads(res.stdout)["results"] if r["profile"] == "bob"]
+        assert all(r["action"] == "removed" for r in rows)  # (the counting run's slot)
+        res = s6env.run_tasks(sb, "profile.create", "bob")
+        assert res.returncode == 0, res.stderr
+        assert (d / "SOUL.md").read_bytes() == lifecycle.SOUL and not tmp.exists()
+        subprocess.run(["rm", "-rf", "--", str(d)], check=True)
+        s6env.run_tasks(sb, "reconcile")
+        tries += 1
+    reliability_report.record(
+        "powercut.soul_md", tries,
+        "no SOUL.md appeared (the directory is ignored, silently); the next profile.create "
+        "wrote it whole and removed the temp file")
+
+
+def test_power_cut_tore_the_boot_log(root_sandbox):
+    sb = root_sandbox
+    logs = sb.home / "logs"
+    logs.mkdir()
+    torn = "2026-11-26T12:00:00+00:00 profile=alice prior_sta"
+    (logs / "container-boot.log").write_text("2026-11-26T11:00:00+00:00 profile=default "
+                                             "prior_state=None action=registered result=ok\n"
+                                             + torn)
+    res = s6env.run_tasks(sb, "reconcile")
+    assert res.returncode == 0 and res.stderr == ""
+    lines = (logs / "container-boot.log").read_text().splitlines()
+    assert lines[1] == torn and len(lines) == 3
+    assert lines[2].split(" ", 1)[1] == "profile=default prior_state=None action=registered " \
+                                        "result=changed"
+    reliability_report.record(
+        "powercut.boot_log", 1,
+        "the torn line stayed alone on its line; the next run's lines were whole")
+
+
+def test_durable_writes_are_fsynced_in_the_right_order(tmp_path, monkeypatch):
+    """Trace the syscalls: data fsynced before the rename/link, the directory after."""
+    from hermes_tasks import bootlog, fsops, state
+
+    events: list[tuple[str, str]] = []
+    real = {n: getattr(os, n) for n in ("fsync", "rename", "link", "write")}
+
+    def name_of(fd):
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", name_of(fd))),
+                                                 real["fsync"](fd))[1])
+    monkeypatch.setattr(os, "write", lambda fd, data: (events.append(("write", name_of(fd))),
+                                                       real["write"](fd, data))[1])
+    monkeypatch.setattr(os, "rename", lambda a, b, **kw: (events.append(("rename", f"{a}>{b}")),
+                                                          real["rename"](a, b, **kw))[1])
+    monkeypatch.setattr(os, "link", lambda a, b, **kw: (events.append(("link", f"{a}>{b}")),
+                                                        real["link"](a, b, **kw))[1])
+    home = tmp_path
+    (home / "profiles" / "alice").mkdir(parents=True)
+    state.record_desired(str(home), "alice", "running", (0, 0))
+    tmpname = ".gateway_state.json.hermes-tasks.tmp"
+    d = str(home / "profiles" / "alice")
+    assert events == [("write", f"{d}/{tmpname}"), ("fsync", f"{d}/{tmpname}"),
+                      ("rename", f"{tmpname}>gateway_state.json"), ("fsync", d)], events
+    events.clear()
+    with fsops.opened_dir(d) as dfd:
+        fsops.write_exclusive(dfd, "SOUL.md", b"soul\n", 0o644)
+    assert events == [("write", f"{d}/.SOUL.md.hermes-tasks.tmp"),
+                      ("fsync", f"{d}/.SOUL.md.hermes-tasks.tmp"),
+                      ("link", ".SOUL.md.hermes-tasks.tmp>SOUL.md"), ("fsync", d)], events
+    events.clear()
+    bootlog.append(str(home), [("alice", None, "registered", "ok")], 1000, (0, 0), print)
+    log = f"{home}/logs/container-boot.log"
+    assert events == [("write", log), ("fsync", log)], events
+    reliability_report.record(
+        "powercut.fsync_order", 3,
+        "state file: write, fsync(data), rename, fsync(dir); SOUL.md: write, fsync, link, "
+        "fsync(dir); boot log: append, fsync")
+
+
+def test_power_cut_wipes_run_while_gateways_run(root_sandbox):
+    """A power cut loses /run (tmpfs): the next boot's reconcile rebuilds every slot."""
+    sb = root_sandbox
+    for name, st in (("default", "running"), ("alice", "running"), ("bob", "stopped"),
+                     ("carol", "draining")):
+        kit.write_profile(sb.home, name, {"desired_state": st} if st != "draining" else
+                          {"gateway_state": st}, user=sb.user)
+    sup = s6env.Supervisor(sb).start()
+    try:
+        assert s6env.run_tasks(sb, "reconcile").returncode == 0
+        sup.rescan()
+        for name in ("default", "alice", "carol"):
+            s6env.wait_up(sb.slot(name))
+    finally:
+        sup.stop()
+    before = kit.snapshot(sb.home)
+    subprocess.run(["rm", "-rf", "--", str(sb.scandir)], check=True)  # /run is gone
+    sb.scandir.mkdir()
+    for name in ("alice", "bob", "carol"):  # what the dead gateways left behind
+        for stale in ("gateway.pid", "processes.json"):
+            (sb.home / "profiles" / name / stale).write_text("4242\n")
+    with s6env.Supervisor(sb) as sup:  # stage 1 first, then cont-init
+        res = s6env.run_tasks(sb, "reconcile", "--json")
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+        sup.rescan()  # services-up
+        for name in ("default", "alice", "carol"):
+            s6env.wait_up(sb.slot(name))
+        s6env.wait_status_file(sb.slot("bob"))
+        assert s6env.svstat(sb.slot("bob"))["up"] is False
+        for name in ("alice", "bob", "carol"):
+            for stale in ("gateway.pid", "processes.json"):
+                assert not (sb.home / "profiles" / name / stale).exists()
+        assert kit.snapshot(sb.home) == before
+        assert kit.slot_problems(sb.scandir, sb.user.gid) == []
+    reliability_report.record(
+        "powercut.scandir_wiped", 1,
+        "every slot rebuilt from the volume, running/draining ones up, stopped one down, stale "
+        "pid files of the previous boot removed, profile data unchanged")

@@ -277,14 +277,15 @@ def test_scandir_full(root_sandbox):
     sb = root_sandbox
     for i in range(6):
         kit.write_profile(sb.home, f"p{i}", {"desired_state": "running"}, user=sb.user)
-    with kit.Mount(sb.scandir, "size=64k") as mount:
+    mount = kit.Mount(sb.scandir, "size=64k")
+    with mount:
         res, doc = reconcile_json(sb)
         assert_clean(res, 2, errors=0)
         failed = [r for r in doc["results"] if r["result"] == "failed"]
         assert failed and all("No space left on device" in r["message"] for r in failed)
         assert kit.slot_problems(sb.scandir, sb.user.gid) == []  # nothing visible is partial
         published = sorted(n for n in os.listdir(sb.scandir) if n.startswith("gateway-"))
-        kit.Mount.remount(mount, "size=4m")
+        mount.remount("size=4m")
         res, doc = reconcile_json(sb)
         assert_clean(res, 0, errors=0)
         assert kit.leftover_dot_entries(sb.scandir) == []
@@ -445,7 +446,9 @@ def test_bad_vars_are_one_line_errors(sandbox, case_id):
         res = s6env.run_tasks(sb, "reconcile", inventory_vars=False,
                               env={"HERMES_TASKS_INVENTORY": str(sb.root / "nope.yml")})
     else:
-        res = s6env.run_tasks(sb, "reconcile", "--var", var)
+        # after the sandbox's own --var flags: the later one wins
+        res = s6env.run_tasks(sb, "reconcile", *s6env.inventory_args(sb), "--var", var,
+                              inventory_vars=False)
     lines = assert_clean(res, 1, errors=1)
     assert needle in lines[0], lines
     assert os.listdir(sb.scandir) == []

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
 import s6env
 from control_helpers import make_profile, one_line_error, tasks
+
 from hermes_tasks.s6 import S6, NoSuchSlot, NotSupervised, PermissionDenied, S6Error, Timeout
 
 
@@ -59,15 +58,15 @@ CASES = [
     ("s6-svc", 99, "s6-svlisten1: fatal: timed out", "svc_wait", Timeout, "timed out"),
     ("s6-svc", 111, "s6-svlisten1: fatal: unable to s6_svstatus_read: No such file or directory",
      "svc_wait", NotSupervised, "s6_svstatus_read"),
-    ("s6-svc", 111, "s6-svlisten1: fatal: unable to subscribe to events for {slot}: "
-     "Permission denied", "svc_wait", PermissionDenied, "subscribe"),
+    ("s6-svc", 111, ("s6-svlisten1: fatal: unable to subscribe to events for {slot}: "
+     "Permission denied"), "svc_wait", PermissionDenied, "subscribe"),
     ("s6-svc", 100, "s6-svc: usage: s6-svc [ -wu ] ...", "svc", S6Error, "usage"),
-    ("s6-svstat", 1, "s6-svstat: fatal: unable to read status for {slot}: "
-     "s6-supervise not running", "svstat", NotSupervised, "s6-supervise"),
+    ("s6-svstat", 1, ("s6-svstat: fatal: unable to read status for {slot}: "
+     "s6-supervise not running"), "svstat", NotSupervised, "s6-supervise"),
     ("s6-svstat", 111, "s6-svstat: fatal: unable to check {slot}: Permission denied",
      "svstat", PermissionDenied, "Permission denied"),
-    ("s6-svscanctl", 100, "s6-svscanctl: fatal: unable to control {scan}: "
-     "supervisor not listening", "svscanctl", NotSupervised, "no s6-svscan is listening"),
+    ("s6-svscanctl", 100, ("s6-svscanctl: fatal: unable to control {scan}: "
+     "supervisor not listening"), "svscanctl", NotSupervised, "no s6-svscan is listening"),
     ("s6-svscanctl", 111, "s6-svscanctl: fatal: unable to control {scan}: Permission denied",
      "svscanctl", PermissionDenied, "permission denied"),
     ("s6-svwait", 99, "s6-svwait: fatal: timed out", "svwait", Timeout, "timed out"),
