@@ -91,6 +91,10 @@ class Applier:
         rather than a gateway silently running the old ``run``.
         """
         path = os.path.join(self.scandir, step.slot)
+        for rel in step.litter:
+            parent, name = os.path.split(os.path.join(path, rel))
+            with fsops.opened_dir(parent) as dfd:
+                fsops.unlink_if_present(dfd, name)
         owed = _owed(step)
         if owed != step.pending:
             self._set_pending(path, owed)

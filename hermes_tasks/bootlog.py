@@ -42,25 +42,21 @@ def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes
         return
     try:
         _rotate(dfd, rotate_bytes, len(data), where, warn)
-        # O_RDWR (to look at the last byte); O_NONBLOCK so a planted FIFO cannot hang us,
-        # O_NOFOLLOW so a planted symlink is never written through.
-        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        try:
-            # O_EXCL: only a file this call created is handed to the service user, never
-            # one planted between a check and the open.
-            fd = os.open(NAME, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
-            created = True
-        except FileExistsError:
-            fd = os.open(NAME, flags, dir_fd=dfd)
-            created = False
+        fd, created = _open(dfd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
             if st.st_nlink != 1:
-                # A hard link planted on the user-writable volume may be some root-owned file
-                # elsewhere (where fs.protected_hardlinks is off): never append to it.
-                raise OSError(errno.EMLINK, f"has {st.st_nlink} hard links; not written")
+                # A hard link shares its inode with another name: a backup (`cp -al`), or a
+                # file elsewhere planted on the user-writable volume. Never append to a
+                # shared inode: move this name aside as the rotated log, start a new one.
+                os.close(fd)
+                fd = -1
+                os.rename(NAME, NAME + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
+                warn(f"{where} had {st.st_nlink} hard links; moved to {NAME}.1, not written to")
+                fd, created = _open(dfd, exclusive=True)
+                st = os.fstat(fd)
             if created and fsops.IS_ROOT:
                 os.fchown(fd, *owner)
             if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
@@ -71,11 +67,28 @@ def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes
                 # is exactly when unsynced lines would be lost. One fsync per run is cheap.
                 os.fsync(fd)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
     except OSError as exc:
         warn(f"cannot write {where}: {exc.strerror or exc}")
     finally:
         os.close(dfd)
+
+
+def _open(dfd: int, exclusive: bool = False) -> tuple[int, bool]:
+    """Open (or create) the log for appending; return (fd, whether this call created it).
+
+    O_RDWR to look at the last byte; O_NONBLOCK so a planted FIFO cannot hang us;
+    O_NOFOLLOW so a planted symlink is never written through; O_EXCL first, so only a file
+    this call created is handed to the service user, never one planted in between.
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        return os.open(NAME, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd), True
+    except FileExistsError:
+        if exclusive:
+            raise
+    return os.open(NAME, flags, dir_fd=dfd), False
 
 
 def _rotate(dfd: int, limit: int, incoming: int, where: str, warn) -> None:

@@ -112,6 +112,9 @@ def describe(step: plan.Step, check: bool, done: list[str] | tuple = ()) -> str:
         parts.append(f"{verb} the down marker")
     if step.fix_skeleton:
         parts.append(("would repair" if check else "repaired") + " supervise/event permissions")
+    if step.litter:
+        parts.append(("would remove" if check else "removed") + " temp files left by an "
+                     "interrupted run: " + ", ".join(step.litter))
     if step.pending:
         parts.append(("would finish" if check else "finished")
                      + " a restart an earlier run left pending")

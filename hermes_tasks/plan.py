@@ -48,6 +48,7 @@ class Step:
     had_down: bool | None = None
     pending: frozenset[str] = frozenset()  # restarts an earlier run left owed
     bring_up: bool = False  # an earlier restart took the gateway down: bring it back up
+    litter: tuple[str, ...] = ()  # temp files an interrupted run left in the slot
     sweep: tuple[str, ...] | None = None  # profile dir parts whose stale files to sweep
 
     @property
@@ -95,7 +96,9 @@ def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
     if facts.down != spec.down:
         step.set_down = spec.down
     step.fix_skeleton = not facts.skeleton_ok
-    if changed or step.set_down is not None or step.fix_skeleton or facts.pending:
+    step.litter = facts.litter
+    if (changed or step.set_down is not None or step.fix_skeleton or facts.pending
+            or facts.litter):
         step.op = UPDATE
     return step
 

@@ -7,6 +7,7 @@ decides whether each gateway auto-starts. Writing the state lives in :mod:`state
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -109,7 +110,8 @@ def read_state(home: str, parts: tuple[str, ...], warn) -> tuple[str | None, boo
     except FileNotFoundError:
         return None, False
     except OSError as exc:
-        warn(f"could not read {escape(where)}: {exc.strerror or exc}; treating as no prior state")
+        why = "is a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
+        warn(f"could not read {escape(where)}: {why}; treating as no prior state")
         return None, False
     value, autostart, problem = parse_state(raw)
     if problem:

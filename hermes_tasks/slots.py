@@ -26,6 +26,10 @@ STAGING_SUFFIXES = (".tmp", ".new", ".old", ".removing")
 # one. Under data/, the one name s6 promises never to use (reference/s6.md §2).
 PENDING = "data/restart-pending"
 PENDING_TOKENS = frozenset({"gateway", "gateway-up", "logger"})
+# fsops.write_atomic's temp files (".<name>.hermes-tasks.tmp"): one left in a slot by an
+# interrupted run is litter for the next run to remove, even when its target is right.
+TMP_SUFFIX = ".hermes-tasks.tmp"
+LITTER_DIRS = ("", "log", "data")
 
 
 @dataclasses.dataclass
@@ -45,6 +49,7 @@ class SlotFacts:
     skeleton_ok: bool
     structural: str | None = None
     pending: frozenset[str] = frozenset()
+    litter: tuple[str, ...] = ()  # slot-relative temp files left by an interrupted run
 
 
 def owner(gid: int) -> tuple[int, int]:
@@ -97,7 +102,21 @@ def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
         facts.structural = f"{wrong} has the wrong type"
         return facts
     facts.pending = read_pending(path)
+    facts.litter = find_litter(path)
     return facts
+
+
+def find_litter(path: str) -> tuple[str, ...]:
+    """Our temp files in the slot, ``log/`` and ``data/`` (slot-relative, sorted)."""
+    found = []
+    for sub in LITTER_DIRS:
+        try:
+            names = os.listdir(os.path.join(path, sub))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found += [os.path.join(sub, n) for n in names
+                  if n.startswith(".") and n.endswith(TMP_SUFFIX)]
+    return tuple(sorted(found))
 
 
 def skeleton_ok(path: str, logged: bool, gid: int) -> bool:

@@ -339,7 +339,8 @@ class Rescanner(threading.Thread):
     def run(self) -> None:
         argv = [str(s6env.S6_BIN / "s6-svscanctl"), "-a", self.scandir]
         while not self._halt.is_set():
-            rc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+            rc = subprocess.run(argv, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL).returncode
             self.count += 1
             self.failures += rc != 0
             self._halt.wait(self.interval)

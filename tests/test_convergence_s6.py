@@ -279,6 +279,26 @@ def test_down_marker_only_change_signals_nothing(sandbox, supervisor):
     assert [len(standin.starts(sb.home, n)) for n in ("default", "alice")] == [1, 1]
 
 
+def test_temp_files_left_by_an_interrupted_run_are_removed(sandbox, supervisor):
+    sb = sandbox
+    pids = boot(sb, running=("alice",), stopped=())
+    slot = sb.slot("alice")
+    (slot / ".run.hermes-tasks.tmp").write_text("#!/bin/sh\nexec half")
+    (slot / "log" / ".run.hermes-tasks.tmp").write_text("")
+
+    res, rows, _ = reconcile(sb)
+    assert res.returncode == 0, res.stderr
+    assert rows["alice"]["result"] == "changed"
+    assert rows["alice"]["message"] == ("removed temp files left by an interrupted run: "
+                                        ".run.hermes-tasks.tmp, log/.run.hermes-tasks.tmp")
+    assert not (slot / ".run.hermes-tasks.tmp").exists()
+    assert not (slot / "log" / ".run.hermes-tasks.tmp").exists()
+    time.sleep(0.2)
+    assert gateway_pid(sb, "alice") == pids["alice"]
+    res, rows, _ = reconcile(sb)
+    assert rows["alice"]["result"] == "ok"
+
+
 def test_log_run_change_restarts_loggers_not_gateways(sandbox, supervisor):
     sb = sandbox
     pids = boot(sb)

@@ -21,12 +21,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import reliability_report
+import s6env
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reliability_report
-import s6env
 from hermes_tasks import inventory
 from hermes_tasks.render import Renderer
 

@@ -279,3 +279,15 @@ def test_pending_is_ignored_by_a_swap():
     f.pending = frozenset({"gateway"})
     step = step_for(s, f)
     assert step.op == plan.SWAP and not step.restart_gateway and step.pending == frozenset()
+
+
+def test_temp_files_left_in_a_slot_are_removed_without_restart():
+    s = spec()
+    f = facts(s)
+    f.litter = (".run.hermes-tasks.tmp", "log/.run.hermes-tasks.tmp")
+    step = step_for(s, f)
+    assert step.op == plan.UPDATE and step.write == ()
+    assert not step.restart_gateway and not step.restart_logger
+    assert describe(step, check=False) == (
+        "removed temp files left by an interrupted run: .run.hermes-tasks.tmp, "
+        "log/.run.hermes-tasks.tmp")

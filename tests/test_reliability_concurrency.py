@@ -23,11 +23,10 @@ import threading
 import time
 
 import pytest
-
 import reliability_kit as kit
 import reliability_report
 import s6env
-import standin
+
 from hermes_tasks.render import Renderer
 
 CASES = {
@@ -46,6 +45,9 @@ STABLE = ("p0", "p1", "p2", "p3", "p4", "p5")
 RACE_MESSAGES = re.compile(
     r"no profile '|is not supervised|not registered|no slot|did not answer|no s6-supervise|"
     r"supervisor|timed out|the registrar")
+
+
+ERRORS: collections.Counter = collections.Counter()
 
 
 def pick(rng: random.Random) -> list[str]:
@@ -93,6 +95,7 @@ def storm(sb, seconds: float, workers: int, seed: int, user=None, root_reconcile
 def judge(results) -> tuple[collections.Counter, float]:
     """Every run ended in bounded time, cleanly; return outcome counts and the longest run."""
     outcomes = collections.Counter()
+    ERRORS.clear()
     longest = 0.0
     for args, res, took in results:
         assert res is not None, f"{args} did not finish within 150 s: a deadlock"
@@ -105,6 +108,7 @@ def judge(results) -> tuple[collections.Counter, float]:
             errors = [line for line in lines if line.startswith("hermes-tasks: error: ")]
             assert len(errors) == 1, (args, lines)
             assert RACE_MESSAGES.search(errors[0]), (args, errors)
+            ERRORS[re.sub(r"/\S+|\b[cp]\d\b|pid \d+", "…", errors[0])[21:90]] += 1
         if res.returncode == 2:
             assert args[0] in ("reconcile",) or "--all" in args, (args, res.stdout)
             failed = [r for r in json.loads(res.stdout)["results"]] if res.stdout.startswith(
@@ -174,7 +178,8 @@ def test_parallel_tasks_as_root_end_in_one_tree(root_sandbox, supervisor):
         "supervised yet); afterwards reconcile --check found nothing to do and no gateway "
         "ever ran twice at once",
         seed=seed, longest_s=round(longest, 2),
-        outcomes=" ".join(f"{k[0]}:{k[1]}={v}" for k, v in sorted(outcomes.items())))
+        outcomes=" ".join(f"{k[0]}:{k[1]}={v}" for k, v in sorted(outcomes.items())),
+        errors=" | ".join(f"{v}× {k}" for k, v in ERRORS.most_common()))
 
 
 @pytest.mark.slow
@@ -199,7 +204,8 @@ def test_parallel_tasks_as_the_service_user_through_the_registrar(root_sandbox, 
         "no deadlock, no traceback; the registrar serialised slot changes; the tree ended "
         "as one reconcile makes it, every slot file still root's",
         seed=seed, longest_s=round(longest, 2),
-        outcomes=" ".join(f"{k[0]}:{k[1]}={v}" for k, v in sorted(outcomes.items())))
+        outcomes=" ".join(f"{k[0]}:{k[1]}={v}" for k, v in sorted(outcomes.items())),
+        errors=" | ".join(f"{v}× {k}" for k, v in ERRORS.most_common()))
 
 
 def test_held_lock_times_out_with_a_clear_message(root_sandbox):

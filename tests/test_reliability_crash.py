@@ -34,16 +34,17 @@ import time
 from pathlib import Path
 
 import pytest
-
 import reliability_kit as kit
 import reliability_report
 import s6env
 import standin
+
 from hermes_tasks import engine, lifecycle
 
 CASES = {
     "crash.sigkill.reconcile": "SIGKILL `reconcile` after a random delay in [0, one run], home of "
-                               "~20 profiles, states/config/membership changing, rescans every ~5 ms",
+                               "~20 profiles, states/config/membership changing, rescans "
+                               "every ~5 ms",
     "crash.sigkill.profile_create": "SIGKILL `profile.create NAME [--start]` after a random delay",
     "crash.sigkill.profile_delete": "SIGKILL `profile.delete NAME [--purge]` after a random delay",
     "crash.points.reconcile": "die before each file-system/s6 operation of a reconcile that "

@@ -10,17 +10,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 
 import pytest
-
 import reliability_kit as kit
 import reliability_report
 import s6env
 import standin
+
 from hermes_tasks import bootlog
 
 CASES = {

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import subprocess
-from pathlib import Path
 
 import pytest
-
 import reliability_kit as kit
 import reliability_report
 import s6env
@@ -56,6 +52,26 @@ def reconcile_json(sb, *args, user=None):
 def boot_log(sb) -> list[str]:
     path = sb.home / "logs" / "container-boot.log"
     return path.read_text().splitlines() if path.exists() else []
+
+
+# Cases checked by single tests below (the parametrized ones are declared with them).
+case("input.state.unreadable",
+     "gateway_state.json mode 000, reconcile as the service user (root could read it)")
+case("input.soul.directory", "SOUL.md that is a directory")
+case("input.soul.dangling", "SOUL.md that is a dangling link")
+case("input.scandir.missing",
+     "scandir missing: reconcile, gateway.status/start, slot.list, profile.create")
+case("input.scandir.file", "scandir path is a regular file")
+case("input.scandir.read_only", "scandir on a read-only tmpfs")
+case("input.scandir.full", "scandir on a 64 KiB tmpfs that fills up mid-run")
+case("input.scandir.foreign_and_stale",
+     "foreign slots, files and dot-entries plus stale staging/retired dirs in the scandir")
+case("input.volume.logs_not_dir", "`logs` is a file; then container-boot.log is a directory")
+case("input.volume.home_missing", "hermes_home does not exist")
+case("input.runtime_files.kinds",
+     "stale gateway.pid/processes.json as symlink to a file outside, directory, FIFO, file")
+case("input.state.control_chars",
+     "desired_state holding a newline, a forged field and an ANSI escape")
 
 
 # --------------------------------------------------------------------------- profile names
@@ -191,8 +207,7 @@ def test_unreadable_state_file_as_the_service_user(sandbox):
     assert alice["prior_state"] is None and alice["action"] == "registered"
     assert kit.snapshot(sb.home) == before
     reliability_report.record(
-        case("input.state.unreadable", "gateway_state.json mode 000, reconcile as the service "
-                                       "user (root could read it)"), 1,
+        "input.state.unreadable", 1,
         "exit 0; one warning 'Permission denied … treating as no prior state'; registered down")
 
 
@@ -219,8 +234,8 @@ def test_soul_md_that_is_not_a_file(root_sandbox, kind):
     assert_clean(start, 1, errors=1)
     assert kit.snapshot(sb.home) == before
     reliability_report.record(
-        case(f"input.soul.{kind}", f"SOUL.md that is a {kind.replace('dangling', 'dangling link')}"),
-        2, "reconcile: exit 0, one warning, a skipped row; gateway.start -p: exit 1, one line")
+        f"input.soul.{kind}", 2,
+        "reconcile: exit 0, one warning, a skipped row; gateway.start -p: exit 1, one line")
 
 
 # --------------------------------------------------------------------------- scandir
@@ -238,8 +253,7 @@ def test_scandir_missing(root_sandbox):
         tries += 1
     assert not (sb.home / "profiles" / "alice").exists()  # failed before changing the volume
     reliability_report.record(
-        case("input.scandir.missing", "scandir missing: reconcile, gateway.status/start, "
-                                      "slot.list, profile.create"), tries,
+        "input.scandir.missing", tries,
         "exit 1, one line naming the scandir; nothing created on the volume")
 
 
@@ -250,7 +264,7 @@ def test_scandir_is_a_file(root_sandbox):
     res = s6env.run_tasks(sb, "reconcile")
     assert_clean(res, 1, errors=1)
     assert sb.scandir.read_text() == "not a directory"
-    reliability_report.record(case("input.scandir.file", "scandir path is a regular file"), 1,
+    reliability_report.record("input.scandir.file", 1,
                               "exit 1, one line; the file untouched")
 
 
@@ -268,7 +282,7 @@ def test_scandir_read_only(root_sandbox):
     res, doc = reconcile_json(sb)
     assert_clean(res, 0, errors=0)
     reliability_report.record(
-        case("input.scandir.read_only", "scandir on a read-only tmpfs"), 2,
+        "input.scandir.read_only", 2,
         "exit 2, every slot `failed: … Read-only file system`, boot log written; once writable "
         "the next run converged")
 
@@ -292,7 +306,7 @@ def test_scandir_full(root_sandbox):
         assert kit.slot_problems(sb.scandir, sb.user.gid) == []
         assert len([n for n in os.listdir(sb.scandir) if n.startswith("gateway-")]) == 7
     reliability_report.record(
-        case("input.scandir.full", "scandir on a 64 KiB tmpfs that fills up mid-run"), 2,
+        "input.scandir.full", 2,
         "exit 2, failed rows `No space left on device`, no partial slot visible; after growing "
         "it the next run converged with no dot-entries",
         published_when_full=len(published))
@@ -319,8 +333,7 @@ def test_foreign_and_stale_scandir_entries(root_sandbox):
     assert (foreign / "run").read_text() == "#!/bin/sh\nexec sleep 1000\n"
     assert {r["profile"]: r["action"] for r in doc["results"]}["orphan"] == "removed"
     reliability_report.record(
-        case("input.scandir.foreign_and_stale", "foreign slots, files and dot-entries plus "
-                                                "stale staging/retired dirs in the scandir"), 1,
+        "input.scandir.foreign_and_stale", 1,
         "exit 0; stale dot-entries and the orphan gateway slot removed; foreign entries untouched")
 
 
@@ -340,8 +353,7 @@ def test_logs_is_a_file_and_boot_log_is_a_directory(root_sandbox):
     lines = assert_clean(res, 0, errors=0)
     assert len(lines) == 1 and "cannot write" in lines[0]
     reliability_report.record(
-        case("input.volume.logs_not_dir", "`logs` is a file; then container-boot.log is a "
-                                          "directory"), 2,
+        "input.volume.logs_not_dir", 2,
         "exit 0, one warning 'cannot write …'; the slots are still reconciled, nothing replaced")
 
 
@@ -354,7 +366,7 @@ def test_missing_hermes_home(root_sandbox):
     assert (sb.slot("default") / "down").exists()  # no state: registered down, no crash loop
     assert not sb.home.exists()  # the volume is not ours to create
     reliability_report.record(
-        case("input.volume.home_missing", "hermes_home does not exist"), 1,
+        "input.volume.home_missing", 1,
         "exit 0, one warning (boot log); gateway-default registered down; home not created")
 
 
@@ -529,8 +541,7 @@ def test_stale_runtime_files_of_every_kind(root_sandbox):
         # of that name is not a stale pid file: left alone
         assert left == (["gateway.pid", "processes.json"] if kind == "dir" else []), (kind, left)
     reliability_report.record(
-        case("input.runtime_files.kinds", "stale gateway.pid/processes.json as symlink to a "
-                                          "file outside, directory, FIFO, file"), 1,
+        "input.runtime_files.kinds", 1,
         "exit 0; links/FIFOs/files removed without following, directories left; the symlink "
         "target outside untouched")
 
@@ -551,6 +562,5 @@ def test_non_utf8_and_control_characters_in_state_values(root_sandbox):
     assert_clean(human, 0, errors=0)
     assert "\x1b" not in human.stdout and human.stdout.count("\n") == 1
     reliability_report.record(
-        case("input.state.control_chars", "desired_state holding a newline, a forged field "
-                                          "and an ANSI escape"), 2,
+        "input.state.control_chars", 2,
         "exit 0; registered down; boot log and gateway.status print it escaped on one line")

@@ -17,8 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import reliability_kit as kit
 import reliability_report
 import s6env
@@ -102,6 +100,7 @@ def run_all(sb: s6env.Sandbox, sup: s6env.Supervisor) -> list:
     for args in (["reconcile", "--json"], ["gateway.status", "--json"],
                  ["gateway.start", "-p", "alice", "--wait"], ["gateway.restart", "-p", "alice"],
                  ["gateway.stop", "-p", "alice", "--wait"], ["gateway.start", "-p", "evil"],
+                 ["gateway.stop", "-p", "bob"],
                  ["gateway.status", "-p", "alice"], ["slot.list"],
                  ["profile.create", "carol"], ["profile.delete", "carol"], ["reconcile"]):
         res = s6env.run_tasks(sb, *args)
@@ -148,6 +147,10 @@ def test_symlinks_and_hardlinks_planted_on_the_volume(root_sandbox, supervisor):
     # bob's linked state was never read: no prior state, and the secret is nowhere
     rec = json.loads(next(r for r in outputs if r.args[3:5] == ["reconcile", "--json"]).stdout)
     assert {r["profile"]: r["prior_state"] for r in rec["results"]}["bob"] is None
+    assert any("bob/gateway_state.json: is a symlink, not followed" in r.stderr for r in outputs)
+    # recording bob's intent replaced the link (kept aside), never wrote through it
+    assert json.loads((bob / "gateway_state.json").read_text())["desired_state"] == "stopped"
+    assert (bob / "gateway_state.json.corrupt").is_symlink()
     for case, what in (("security.symlink.profile_dir", "skipped, never followed"),
                        ("security.symlink.boot_log", "one warning per run, nothing appended"),
                        ("security.symlink.logs_gateways", "root never touched it (the logger "
@@ -197,10 +200,15 @@ def test_hard_linked_boot_log_is_not_appended(root_sandbox):
     os.link(out.root / "victim.log", sb.home / "logs" / "container-boot.log")
     out.before = out.state()  # the link count changed by planting; now freeze
     res = s6env.run_tasks(sb, "reconcile")
-    assert res.returncode == 0 and "hard links" in res.stderr, res.stderr
+    assert res.returncode == 0 and "had 2 hard links" in res.stderr, res.stderr
     out.assert_untouched()
+    log = sb.home / "logs" / "container-boot.log"
+    assert log.stat().st_nlink == 1 and log.stat().st_uid == sb.user.uid
+    assert len(log.read_text().splitlines()) == 1  # gateway-default's line, in a new file
+    assert os.path.samefile(sb.home / "logs" / "container-boot.log.1", out.root / "victim.log")
     reliability_report.record("security.hardlink.boot_log", 1,
-                              "one warning ('has 2 hard links; not written'); the file untouched")
+                              "one warning; the shared inode was moved aside to .1 untouched, "
+                              "the lines went to a new file owned by the service user")
 
 
 ROOT_READS = ("run", "finish", "log/run", "type", "notification-fd", "data/inventory.yml",

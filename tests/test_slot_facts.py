@@ -91,3 +91,12 @@ def test_pending_restarts_are_read(tmp_path):
     (slot / "data" / "restart-pending").write_text("gateway\ngateway-up\nbogus\n")
     f = slots.read(str(tmp_path), SPEC, os.getegid())
     assert f.pending == frozenset({"gateway", "gateway-up"})
+
+
+def test_temp_files_of_an_interrupted_run_are_litter(tmp_path):
+    slot = make_slot(tmp_path)
+    (slot / ".run.hermes-tasks.tmp").write_text("half")
+    (slot / "log" / ".run.hermes-tasks.tmp").write_text("half")
+    (slot / "notes.tmp").write_text("not ours")
+    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    assert f.litter == (".run.hermes-tasks.tmp", "log/.run.hermes-tasks.tmp")
