@@ -1,10 +1,12 @@
 """Carry out a plan: files, renames and s6 calls, in the order s6 needs (SPEC §6).
 
 Order of a run: sweep stale runtime files of profiles whose gateway is not up; update
-existing slots in place; publish new slots (staging dir + one rename); retire removed or
-structurally changed slots (down, rename to a dot-name); one rescan; wait for retired
-supervisors to exit and delete them; restart what changed. A failure of one slot is
-recorded on its step and never stops the others.
+existing slots in place (restarts they owe recorded first in ``data/restart-pending``);
+publish new slots (staging dir + one rename); retire removed or structurally changed slots
+(gateway then logger down and waited for, rename to a dot-name, the B′ replacement renamed
+in); one rescan; wait for retired supervisors to exit and delete them; restart what changed,
+once per slot, and clear what it owed. A failure of one slot is recorded on its step and
+never stops the others; what it still owes is finished by the next run.
 """
 
 from __future__ import annotations

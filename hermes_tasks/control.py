@@ -136,8 +136,8 @@ def explain(exc: Exception, cfg: Settings, gw: Gateway, action: str = "", timeou
     if isinstance(exc, Timeout):
         goal = "down" if action == STOP else "up"
         log = os.path.join(cfg.hermes_home, "logs", "gateways", gw.profile, "current")
-        return (f"{gw.slot} was told to {action or 'change'} but s6 did not report it {goal} "
-                f"within {timeout:g} s; see {log}")
+        return (f"{gw.slot}: timed out after {timeout:g} s waiting for s6 to report it {goal} "
+                f"(it was told to {action or 'change'}); see {log}")
     if isinstance(exc, OSError) and not isinstance(exc, TaskError):
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{gw.slot}: {where}{exc.strerror or exc}"

@@ -126,7 +126,11 @@ def _dispose(cfg: Settings, name: str, purge: bool) -> str:
     with fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd, \
             fsops.opened_dir(cfg.hermes_home, (".trash", "profiles"), create_mode=0o700,
                              owner=owner) as tfd:
-        os.rename(name, target, src_dir_fd=pfd, dst_dir_fd=tfd)
+        try:
+            os.rename(name, target, src_dir_fd=pfd, dst_dir_fd=tfd)
+        except FileNotFoundError:
+            raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles "
+                             "(deleted meanwhile)") from None
         if purge:
             shutil.rmtree(target, dir_fd=tfd)
     return target

@@ -278,6 +278,11 @@ def test_stopped_supervisor_is_a_clean_error(sandbox, supervisor):
     assert not any(g["up"] for g in gws.values())
     res = tasks(sb, "gateway.stop", "--all", ok=False)
     assert res.returncode == 2 and "failed=3" in res.stdout
+    # profile.create --start publishes the slot, but cannot start it: one line, exit 1
+    res = tasks(sb, "profile.create", "carol", "--start", ok=False)
+    one_line_error(res, "gateway-carol is not supervised")
+    assert sb.slot("carol").is_dir()
+    assert not (sb.home / "profiles" / "carol" / "gateway_state.json").exists()  # not accepted
 
 
 def test_missing_scandir_is_a_clean_error(sandbox):

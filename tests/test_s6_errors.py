@@ -174,7 +174,7 @@ def listening(slot: Path):
     ("s6-svc", 100, "s6-svc: fatal: unable to control {slot}: supervisor not listening",
      ["gateway-default is not supervised", "hermes-tasks reconcile"]),
     ("s6-svwait", 99, "s6-svwait: fatal: timed out",
-     ["gateway-default was told to start", "did not report it up within 30 s"]),
+     ["gateway-default: timed out after 30 s waiting for s6 to report it up"]),
 ])
 def test_a_failing_s6_is_one_line(sandbox, tool, rc, stderr, words):
     """gateway.start --wait with a fake s6_bin_dir: one line, exit 1, no traceback.

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from invoke import Exit
-
 from .. import lifecycle, report
+from ..errors import TaskError
 from .common import check_mode, hermes_task, settings
 
 COMMON = {
@@ -15,10 +14,12 @@ COMMON = {
 
 
 def _finish(rows, json, title, check):
+    """Report the profile's row; a failed one is the task's one-line error (exit 1)."""
+    for row in rows:
+        if row.result == "failed":
+            raise TaskError(row.message if row.slot and row.slot in row.message
+                            else f"{row.slot}: {row.message}")
     report.emit(rows, json, title, check=check)
-    code = report.exit_code(rows, multi=False)
-    if code:
-        raise Exit(code=code)
 
 
 @hermes_task(help={"name": "the new profile's name", "start": "start its gateway too",
