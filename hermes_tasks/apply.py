@@ -162,25 +162,34 @@ class Applier:
                                0o644)
 
     def _staging(self, spec: SlotSpec, suffix: str) -> str:
-        """Build ``spec`` completely in a dot-prefixed sibling; return its path."""
+        """Build ``spec`` completely in a dot-prefixed sibling; return its path.
+
+        Everything is created relative to directory fds (this is the hot path of a boot
+        with many profiles). No fsync: the dir is invisible until renamed, and the scandir
+        is a tmpfs rebuilt at every boot, so a power cut loses nothing worth keeping.
+        """
         staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
         fsops.remove_tree(staging)
         os.mkdir(staging, 0o755)
-        os.chmod(staging, 0o755)
-        if spec.logged:
-            os.mkdir(os.path.join(staging, "log"), 0o755)
-            os.chmod(os.path.join(staging, "log"), 0o755)
-        for rel, f in {**spec.files, **spec.initial}.items():
-            parent, name = os.path.split(os.path.join(staging, rel))
-            os.makedirs(parent, 0o755, exist_ok=True)
-            with fsops.opened_dir(parent) as dfd:
-                # No fsync: the dir is invisible until renamed, and the scandir is a tmpfs
-                # rebuilt at every boot, so a power cut loses nothing worth keeping.
-                fsops.write_new(dfd, name, f.content, f.mode)
-        if spec.down:
-            with fsops.opened_dir(staging) as dfd:
-                fsops.write_new(dfd, "down", b"", 0o644)
-        self._seed_skeleton(staging, spec.logged)
+        if not fsops.umask_keeps(0o755):
+            os.chmod(staging, 0o755)
+        fds = {"": os.open(staging, fsops.DIR_FLAGS)}
+        try:
+            if spec.logged:
+                fds["log"] = _mkdir_at(fds[""], "log")
+            for rel, f in {**spec.files, **spec.initial}.items():
+                parent, _, name = rel.rpartition("/")
+                if parent not in fds:
+                    fds[parent] = _mkdir_at(fds[""], parent)
+                fsops.write_new(fds[parent], name, f.content, f.mode)
+            if spec.down:
+                fsops.write_new(fds[""], "down", b"", 0o644)
+            uid, gid = self.skel_owner
+            for key in ("", "log") if spec.logged else ("",):
+                _seed_fresh(fds[key], uid, gid)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
         return staging
 
     def _publish(self, spec: SlotSpec) -> None:
@@ -263,6 +272,33 @@ def _owed(step: Step) -> frozenset[str]:
     if step.restart_logger:
         owed.add("logger")
     return frozenset(owed)
+
+
+def _mkdir_at(dir_fd: int, rel: str) -> int:
+    """Create ``rel`` (0755) below ``dir_fd`` in a fresh staging tree; return its fd."""
+    fd = dir_fd
+    for part in rel.split("/"):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, 0o755, dir_fd=fd)
+            if not fsops.umask_keeps(0o755):
+                os.chmod(part, 0o755, dir_fd=fd)
+        nfd = os.open(part, fsops.DIR_FLAGS, dir_fd=fd)
+        if fd != dir_fd:
+            os.close(fd)
+        fd = nfd
+    return fd
+
+
+def _seed_fresh(dir_fd: int, uid: int, gid: int) -> None:
+    """The shared control entries in a fresh staging dir (layout g2a; see slots.SKELETON)."""
+    os.mkdir("supervise", 0o700, dir_fd=dir_fd)
+    os.mkfifo("supervise/control", 0o600, dir_fd=dir_fd)
+    os.mkdir("event", 0o700, dir_fd=dir_fd)
+    for rel, mode in (("supervise", SUPERVISE_MODE), ("supervise/control", CONTROL_MODE),
+                      ("event", EVENT_MODE)):
+        if fsops.IS_ROOT:  # otherwise we created them as (uid, gid) already
+            os.chown(rel, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.chmod(rel, mode, dir_fd=dir_fd)  # after chown, which clears setgid bits
 
 
 def _ensure(path: str, mode: int, uid: int, gid: int, create, kind) -> None:

@@ -16,6 +16,13 @@ from typing import Iterator
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 IS_ROOT = os.geteuid() == 0
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
+def umask_keeps(mode: int) -> bool:
+    """True when creating with ``mode`` yields exactly ``mode`` (no chmod needed)."""
+    return not (mode & UMASK) and not (mode & 0o7000)
 
 
 class SymlinkRefused(OSError):
@@ -193,7 +200,8 @@ def write_new(dir_fd: int, name: str, data: bytes, mode: int) -> None:
     try:
         if data:
             write_all(fd, data)
-        os.fchmod(fd, mode)
+        if not umask_keeps(mode):
+            os.fchmod(fd, mode)
     finally:
         os.close(fd)
 

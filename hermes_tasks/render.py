@@ -16,9 +16,11 @@ from pathlib import Path
 import yaml
 
 from .inventory import Settings
-from .profiles import DEFAULT, SLOT_PREFIX
+from .profiles import DEFAULT, SLOT_PREFIX, valid_name
 
 REGISTRAR = "hermes-tasks-registrar"
+# Two names no profile can collide with in practice (see Renderer._named_scripts).
+_SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 EXEC = 0o755
 DATA = 0o644
 
@@ -91,18 +93,40 @@ class Renderer:
         self._run = env.get_template("gateway/run.j2")
         self._log_run = env.get_template("gateway/log/run.j2")
         self._finish = File(env.get_template("gateway/finish.j2").render(self.context).encode(), EXEC)
+        self._named: tuple[str, str] | tuple[()] | None = None
 
     def gateway(self, name: str, autostart: bool) -> SlotSpec:
         """The slot of profile ``name`` (``default`` runs the gateway without ``-p``)."""
-        ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
-               "is_default": name == DEFAULT}
+        named = self._named_scripts() if name != DEFAULT and valid_name(name) else None
+        if named:
+            run, log_run = (text.replace(_SENTINEL[0], name) for text in named)
+        else:
+            run, log_run = self._render_scripts(name)
         files = {
             "type": File(b"longrun\n", DATA),
-            "run": File(self._run.render(ctx).encode(), EXEC),
+            "run": File(run.encode(), EXEC),
             "finish": self._finish,
-            "log/run": File(self._log_run.render(ctx).encode(), EXEC),
+            "log/run": File(log_run.encode(), EXEC),
         }
         return SlotSpec(SLOT_PREFIX + name, files, down=not autostart)
+
+    def _render_scripts(self, name: str) -> tuple[str, str]:
+        ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
+               "is_default": name == DEFAULT}
+        return self._run.render(ctx), self._log_run.render(ctx)
+
+    def _named_scripts(self) -> tuple[str, str] | None:
+        """Named profiles' scripts rendered once, with a placeholder for the name.
+
+        A valid name is a bare shell word, so it may be substituted into the text; two
+        renders with different placeholders prove the templates use the name only
+        verbatim. Rendering 1000 profiles this way costs a few ms instead of ~35.
+        """
+        if self._named is None:
+            first, second = (self._render_scripts(s) for s in _SENTINEL)
+            same = tuple(t.replace(_SENTINEL[0], _SENTINEL[1]) for t in first) == second
+            self._named = first if same else ()  # () = always render in full
+        return self._named
 
     def registrar(self, python: str | None = None) -> SlotSpec:
         """The root-owned slot that re-runs reconcile for the unprivileged user (SPEC §10)."""

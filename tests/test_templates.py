@@ -125,3 +125,13 @@ def test_templates_use_no_undeclared_variables():
         source = path.read_text()
         undeclared = jinja2.meta.find_undeclared_variables(env.parse(source))
         assert undeclared <= known, (path, undeclared - known)
+
+
+@pytest.mark.parametrize("renderer", [container_renderer, hostile_renderer])
+def test_substituted_names_equal_a_full_render(renderer):
+    r = renderer()
+    for name in ("a", "alice", "x-y_z", "0" * 64, "zq9sentinel9qz"):
+        fast = r.gateway(name, True)
+        run, log_run = r._render_scripts(name)
+        assert fast.files["run"].content == run.encode()
+        assert fast.files["log/run"].content == log_run.encode()
