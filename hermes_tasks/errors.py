@@ -22,3 +22,19 @@ class InventoryError(UsageError):
 
 class LockTimeout(TaskError):
     """Another mutating run held the scandir lock for longer than ``lock_timeout``."""
+
+
+def guarded(fn) -> int:
+    """Call ``fn``; an expected failure becomes one line on stderr and its exit code."""
+    import sys
+
+    try:
+        fn()
+    except TaskError as exc:
+        sys.stderr.write(f"hermes-tasks: error: {exc}\n")
+        return exc.code
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"hermes-tasks: error: {where}{exc.strerror or exc}\n")
+        return 1
+    return 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from invoke import task
 
 from .. import inventory
@@ -34,9 +32,3 @@ def check_mode(c, check: bool) -> bool:
     """``--check``, or Invoke's ``--dry``, which means the same here."""
     return bool(check or c.config.run.dry)
 
-
-@functools.cache
-def lazy(module: str):
-    import importlib
-
-    return importlib.import_module(module, __package__)

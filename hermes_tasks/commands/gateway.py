@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json as jsonlib
-
 from invoke import Exit
 
-from .. import control, report
+from .. import actions, control, report
 from ..errors import TaskError, UsageError
 from .common import hermes_task, settings
 
@@ -62,19 +60,4 @@ def restart(c, profile=None, all_=False, wait=False, timeout=30, json=False, inv
                    "json": 'print {"gateways": [...]} as JSON'})
 def status(c, profile=None, json=False, inventory=None, var=None):
     """Show each gateway: registered, up, wanted up, normally up, pid, desired state."""
-    cfg = settings(inventory, var)
-    targets = [control.target(cfg, profile)] if profile else control.registered(cfg)
-    docs = [control.status(cfg, gw) for gw in targets]
-    if json:
-        print(jsonlib.dumps({"gateways": docs}))
-        return
-    for d in docs:
-        if not d["registered"]:
-            line = "not registered"
-        else:
-            line = (f"up (pid {d['pid']})" if d["up"] else "down") + \
-                (", wanted up" if d["wanted_up"] else ", wanted down") + \
-                (", normally up" if d["normally_up"] else ", normally down")
-        print(f"{d['slot']}: {line}; desired_state={d['desired_state']}")
-    if not docs:
-        print(f"no gateway slots registered in {cfg.scandir}")
+    actions.status(settings(inventory, var), profile, json)
