@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from . import profiles, registrar, state
+from . import lock, profiles, registrar, state
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
@@ -56,8 +56,10 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
 
     start/restart register a missing slot first (through the registrar when not root);
     stop of an unregistered profile only records ``stopped``. Restart brings the gateway
-    down, waits, and up again, so a daemon that exits 0 on SIGTERM comes back too. The
-    result is ``ok`` when the gateway already was where start/stop wanted it.
+    down, waits, and up again, so a daemon that exits 0 on SIGTERM comes back too. The s6
+    command and the record happen under the scandir lock, so concurrent tasks and
+    reconciles see them in one order. The result is ``ok`` when the gateway already was
+    where start/stop wanted it.
     """
     s6 = S6(cfg.s6_bin_dir)
     desired = "stopped" if action == STOP else "running"
@@ -65,23 +67,16 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
     row = Row(gw.slot, gw.profile, prior, WORDS[action], "changed")
     wait_ms = max(1, int(timeout * 1000))
     try:
-        if not os.path.isdir(gw.path):
-            if action == STOP:
+        if not os.path.isdir(gw.path) and action != STOP:
+            _register(cfg, gw, timeout)  # takes the lock itself: not under ours
+            row.message = "registered its slot"
+        with lock.held(cfg.scandir, cfg.lock_timeout, f"gateway.{action} -p {gw.profile}"):
+            if not os.path.isdir(gw.path):  # stop of a profile that has no slot
                 _record(cfg, gw, desired)
                 row.message = "no slot registered; recorded stopped"
                 return row
-            _register(cfg, gw, timeout)
-            row.message = "registered its slot"
-        if s6.supervised(gw.path) is False:
-            raise NotSupervised(f"{gw.path}: no s6-supervise is listening")
-        before = s6.svstat(gw.path)
-        if action == STOP:
-            s6.svc(gw.path, "-D")
-        elif action == RESTART and before["up"]:
-            s6.restart(gw.path, wait_ms, up_flag="-U")
-        else:
-            s6.svc(gw.path, "-U")
-        _record(cfg, gw, desired)
+            before = _command(s6, gw, action, wait_ms)
+            _record(cfg, gw, desired)
         already = before["up"] and before["wantedup"] and before["normallyup"]
         if action == STOP:
             already = not (before["up"] or before["wantedup"] or before["normallyup"])
@@ -92,6 +87,20 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
     except (TaskError, OSError) as exc:
         row.result, row.message = "failed", explain(exc, cfg, gw, action, timeout)
     return row
+
+
+def _command(s6: S6, gw: Gateway, action: str, wait_ms: int) -> dict:
+    """Send the action to s6; return the status from before it."""
+    if s6.supervised(gw.path) is False:
+        raise NotSupervised(f"{gw.path}: no s6-supervise is listening")
+    before = s6.svstat(gw.path)
+    if action == STOP:
+        s6.svc(gw.path, "-D")
+    elif action == RESTART and before["up"]:
+        s6.restart(gw.path, wait_ms, up_flag="-U")
+    else:
+        s6.svc(gw.path, "-U")
+    return before
 
 
 def _record(cfg: Settings, gw: Gateway, desired: str) -> None:

@@ -45,11 +45,15 @@ def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> li
     registrar.check_available(cfg, what)
     if not existed:
         owner = (cfg.service_uid, cfg.service_gid)
-        with fsops.opened_dir(cfg.hermes_home, ("profiles", name), create_mode=0o755,
-                              owner=owner) as dfd:
-            # Appears whole or not at all, never replacing one (a crash mid-write must not
-            # leave an empty SOUL.md that the next create takes for the user's).
-            fsops.write_exclusive(dfd, "SOUL.md", SOUL, 0o644, owner=owner)
+        try:
+            with fsops.opened_dir(cfg.hermes_home, ("profiles", name), create_mode=0o755,
+                                  owner=owner) as dfd:
+                # Appears whole or not at all, never replacing one (a crash mid-write must not
+                # leave an empty SOUL.md that the next create takes for the user's).
+                fsops.write_exclusive(dfd, "SOUL.md", SOUL, 0o644, owner=owner)
+        except FileNotFoundError:  # a concurrent profile.delete took the directory away
+            raise TaskError(f"no profile '{name}' left: it was deleted while being created; "
+                            f"run `hermes-tasks profile.create {name}` again") from None
     rows = registrar.converge(cfg, {name}, diff=diff, what=what)
     row = rows[0] if rows else Row(slot, name, None, "registered", "failed",
                                    "the reconcile published no slot for it")

@@ -553,3 +553,36 @@ def assert_never_overlapping(home, name: str) -> None:
             # no stop record (SIGKILLed, or still alive): it must not be alive now
             assert not instance_alive(a[3]) or a is spans[-1], \
                 f"{name}: pid {a[0]} is still alive beside a later instance"
+
+
+def running_gateways(scandir: Path) -> dict[str, int]:
+    """``{slot name: pid}`` of every process a gateway slot's main supervisor runs now.
+
+    s6's own view (the supervisor's child), read from /proc without spawning s6-svstat.
+    """
+    sup = supervision(scandir)
+    by_pid = {p.pid: rel for rel, procs in sup.items() for p in procs
+              if rel.startswith("gateway-") and "/" not in rel}
+    out = {}
+    for pid in children_of(set(by_pid)):
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if fields[0] not in "ZX":
+            out[by_pid[int(fields[1])]] = pid
+    return out
+
+
+def settled_up(home, scandir: Path, timeout: float = 15.0) -> set[str]:
+    """Profiles whose gateway is up, once each running process has recorded its start."""
+    def ready():
+        running = running_gateways(scandir)
+        names = {slot[len("gateway-"):]: pid for slot, pid in running.items()}
+        for name, pid in names.items():
+            if pid not in {e["pid"] for e in live_instances(home, name)}:
+                return None
+        return set(names) or {""}
+
+    return s6env.wait_for(ready, timeout, what="gateways to finish starting") - {""}

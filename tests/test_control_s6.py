@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 
@@ -290,3 +291,19 @@ def test_missing_scandir_is_a_clean_error(sandbox):
     for task in ("gateway.stop", "gateway.status"):
         one_line_error(tasks(sandbox, task, "--all" if task == "gateway.stop" else "--json",
                              ok=False), str(sandbox.scandir))
+
+
+def test_concurrent_starts_and_stops_end_consistent(sandbox, supervisor):
+    """s6 command and record happen under the scandir lock: the last one wins in both."""
+    sb = sandbox
+    setup_home(sb, supervisor)
+    actions = ["gateway.start", "gateway.stop"] * 4
+    with concurrent.futures.ThreadPoolExecutor(len(actions)) as pool:
+        results = list(pool.map(lambda t: tasks(sb, t, "-p", "alice"), actions))
+    assert all(r.returncode == 0 for r in results)
+    desired = state_file(sb.home, "alice")["desired_state"]
+    st = s6env.svstat(sb.slot("alice"))
+    assert st["wantedup"] is st["normallyup"] is (desired == "running")
+    assert (sb.slot("alice") / "down").exists() is (desired == "stopped")
+    check = tasks(sb, "reconcile", "--check", "--json")
+    assert '"changed": 0' in check.stdout, check.stdout
