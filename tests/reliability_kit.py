@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import re
 import stat
 import subprocess
@@ -91,14 +90,12 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def snapshot(home: Path, trash_as_profiles: bool = False) -> dict[str, tuple]:
+def snapshot(home: Path) -> dict[str, tuple]:
     """The user's data under ``home``: relative path -> (kind, mode, uid, content digest).
 
     Left out: what hermes-tasks owns (``logs/``, ``.trash/``, the stand-in's ``.standin/``,
     stale ``gateway.pid``/``processes.json``, our ``*.hermes-tasks.tmp`` temp files), and in
-    ``gateway_state.json`` the ``desired_state``/``updated_at`` keys. With
-    ``trash_as_profiles``, profiles moved to ``.trash/profiles/NAME.<stamp>`` are listed as
-    if still in ``profiles/NAME`` (a delete must move them whole).
+    ``gateway_state.json`` the ``desired_state``/``updated_at`` keys.
     """
     out: dict[str, tuple] = {}
     home = Path(home)
@@ -139,15 +136,6 @@ def snapshot(home: Path, trash_as_profiles: bool = False) -> dict[str, tuple]:
                 out[rel] = ("other", mode, st.st_uid, "")
 
     walk(home, "", True)
-    if trash_as_profiles:
-        trash = home / ".trash" / "profiles"
-        for entry in sorted(os.listdir(trash)) if trash.is_dir() else []:
-            name = entry.split(".", 1)[0]
-            sub: dict[str, tuple] = {}
-            tmp = snapshot_dir(trash / entry)
-            for rel, desc in tmp.items():
-                sub[f"profiles/{name}/{rel}" if rel else f"profiles/{name}"] = desc
-            out.update(sub)
     return out
 
 
@@ -155,7 +143,6 @@ def snapshot_dir(path: Path) -> dict[str, tuple]:
     """:func:`snapshot` of one profile directory (keys relative to it, "" for itself)."""
     st = os.lstat(path)
     inner = snapshot(path)
-    inner = {k: v for k, v in inner.items()}
     return {"": ("dir", stat.S_IMODE(st.st_mode), st.st_uid, ""), **inner}
 
 
@@ -451,17 +438,6 @@ def crash_main(argv: list[str]) -> None:
     cli.main()
 
 
-def random_delay(rng: random.Random, upper: float) -> float:
-    return rng.uniform(0, upper)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["crash"]:
-        crash_main(sys.argv[2:])
-    else:
-        raise SystemExit("usage: reliability_kit.py crash K [--log FILE] -- TASK ARGS...")
-
-
 # --------------------------------------------------------------------------- mounts
 
 
@@ -586,3 +562,10 @@ def settled_up(home, scandir: Path, timeout: float = 15.0) -> set[str]:
         return set(names) or {""}
 
     return s6env.wait_for(ready, timeout, what="gateways to finish starting") - {""}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["crash"]:
+        crash_main(sys.argv[2:])
+    else:
+        raise SystemExit("usage: reliability_kit.py crash K [--log FILE] -- TASK ARGS...")
