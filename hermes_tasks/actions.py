@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import json as jsonlib
 
-from . import control, engine, registrar, report
+from . import control, report
 from .inventory import Settings
 
 
-def reconcile(cfg: Settings, check: bool, diff: bool, json: bool,
-              registrar_result: str | None) -> int:
+def reconcile(cfg: Settings, check: bool, diff: bool, json: bool) -> int:
     """``reconcile``: converge every slot, report, and return 0 or 2."""
-    in_registrar = bool(registrar_result)
-    if not (check or in_registrar or registrar.may_change_slots(cfg)):
+    from . import engine, registrar  # not needed by gateway.status
+
+    if not (check or registrar.may_change_slots(cfg)):
         # The service user may not change slots: the root registrar reconciles for it.
-        rows, aside = registrar.converge(cfg, None), None
+        rows, aside = registrar.converge(cfg, None, what="reconcile"), None
     else:
-        rows, aside = engine.reconcile(cfg, check=check, diff=diff,
-                                       manage_registrar=False if in_registrar else None)
+        rows, aside = engine.reconcile(cfg, check=check, diff=diff)
     code = report.exit_code(rows + ([aside] if aside else []), multi=True)
-    if in_registrar:
-        engine.write_result(registrar_result, rows, code)
     report.emit(rows, json, "reconcile", check=check,
                 extra={"registrar": aside.as_json()} if aside else None,
                 aside=[aside] if aside and aside.result != "ok" else [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from . import lock, profiles, registrar, state
+from . import lock, profiles, state
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
@@ -111,6 +111,8 @@ def _record(cfg: Settings, gw: Gateway, desired: str) -> None:
 
 def _register(cfg: Settings, gw: Gateway, timeout: float) -> None:
     """Publish the missing slot of an existing profile, as its recorded state says."""
+    from . import registrar  # the whole reconcile machinery; status/stop never need it
+
     rows = registrar.converge(cfg, {gw.profile}, what=f"registering {gw.slot}")
     failed = [r for r in rows if r.result == "failed"]
     if failed:

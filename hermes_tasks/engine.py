@@ -6,16 +6,14 @@ returns rows and warns through the callback it is given.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 
 from . import bootlog, fsops, lock, plan, profiles, slots
 from .apply import Applier
 from .errors import TaskError
 from .inventory import Settings
 from .render import REGISTRAR, Renderer
-from .report import Row, stats
+from .report import Row
 
 
 def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
@@ -128,13 +126,3 @@ def describe(step: plan.Step, check: bool, done: list[str] | tuple = ()) -> str:
     else:
         parts.extend(done)
     return "; ".join(parts)
-
-
-def write_result(path: str, rows: list[Row], code: int) -> None:
-    """The registrar's record of its last run, readable by the service user."""
-    doc = {"finished_at": time.time(), "exit_code": code,
-           "results": [r.as_json() for r in rows], "stats": stats(rows)}
-    parent, name = os.path.split(os.path.abspath(path))
-    os.makedirs(parent, 0o755, exist_ok=True)
-    with fsops.opened_dir(parent) as dfd:
-        fsops.write_atomic(dfd, name, json.dumps(doc).encode() + b"\n", 0o644, durable=False)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 DISABLE_VAR = "HERMES_TASKS_NO_FASTPATH"
 # task -> (boolean flags, flags taking a value, flags that may repeat)
 TASKS = {
-    "reconcile": ({"check", "diff", "json"}, {"registrar-result", "inventory"}, {"var"}),
+    "reconcile": ({"check", "diff", "json"}, {"inventory"}, {"var"}),
     "gateway.status": ({"json"}, {"profile", "inventory"}, {"var"}),
 }
 CONFIG_FILES = [f"{base}.{ext}" for base in ("/etc/invoke", "~/.invoke")
@@ -62,7 +62,7 @@ def runner(task: str, kwargs: dict) -> Callable[[], int]:
         cfg = inventory.load(kwargs.get("inventory") or None, kwargs["var"])
         if task == "reconcile":
             return actions.reconcile(cfg, kwargs.get("check", False), kwargs.get("diff", False),
-                                     kwargs.get("json", False), kwargs.get("registrar_result"))
+                                     kwargs.get("json", False))
         return actions.status(cfg, kwargs.get("profile"), kwargs.get("json", False))
 
     return run

@@ -12,12 +12,9 @@ from .common import check_mode, hermes_task, settings
     "check": "change nothing; report what would change (Invoke's --dry means the same)",
     "diff": "show a unified diff of every file that changes",
     "json": "print one JSON object instead of the human report",
-    "registrar_result": "internal: used by the registrar slot to record its run",
 })
-def reconcile(c, check=False, diff=False, json=False, registrar_result=None, inventory=None,
-              var=None):
+def reconcile(c, check=False, diff=False, json=False, inventory=None, var=None):
     """Bring every gateway slot in line with the profiles on disk (run at every boot)."""
-    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json,
-                             registrar_result)
+    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json)
     if code:
         raise Exit(code=code)
