@@ -35,16 +35,19 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
                         "(is s6 set up? set scandir in the inventory or with --var)")
     if manage_registrar is None:
         manage_registrar = fsops.IS_ROOT and only is None
-    found, skipped = profiles.discover(settings.hermes_home, warn)
-    if only is not None:
-        found = [p for p in found if p.name in only]
-        skipped = []
     renderer = Renderer(settings)
-    desired = [(p, renderer.gateway(p.name, p.autostart)) for p in found]
-    if manage_registrar:
-        desired.append((None, renderer.registrar()))
 
     def make_plan():
+        # Profiles and their states are read here, under the lock: gateway.* records
+        # desired_state under the same lock, so a plan never acts on a state read before
+        # another task changed it (it would put back a down marker just removed).
+        found, skipped = profiles.discover(settings.hermes_home, warn)
+        if only is not None:
+            found = [p for p in found if p.name in only]
+            skipped = []
+        desired = [(p, renderer.gateway(p.name, p.autostart)) for p in found]
+        if manage_registrar:
+            desired.append((None, renderer.registrar()))
         existing, stale = slots.managed_names(scandir)
         if only is not None:
             existing = [n for n in existing if n[len(profiles.SLOT_PREFIX):] in only]

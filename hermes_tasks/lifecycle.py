@@ -97,7 +97,10 @@ def delete(cfg: Settings, name: str, purge: bool, check: bool) -> list[Row]:
         _stop(cfg, control.Gateway(name, slot, path))
     moved = _dispose(cfg, name, purge)
     where = "deleted" if purge else f"moved to {cfg.hermes_home}/.trash/profiles/{moved}"
-    rows = registrar.converge(cfg, {name}, what=what) if registered else []
+    # Converge even when no slot was seen above: a concurrent profile.create may have
+    # published one since, and only a reconcile under the lock can tell (no orphan slot).
+    converge = registered or os.path.lexists(path) or registrar.may_change_slots(cfg)
+    rows = registrar.converge(cfg, {name}, what=what) if converge else []
     for row in rows:
         if row.result != "failed":
             row.result, row.message = "changed", f"slot retired; profile {where}"
