@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import s6env
 
 
-def make_profile(home: Path, name: str, state: dict | None = None) -> Path:
-    """Make a profile directory (SOUL.md for named ones) with an optional gateway_state.json."""
-    d = home if name == "default" else home / "profiles" / name
-    d.mkdir(parents=True, exist_ok=True)
-    if name != "default":
-        (d / "SOUL.md").write_text("soul\n")
-    if state is not None:
-        (d / "gateway_state.json").write_text(json.dumps(state))
-    return d
-
-
-def own(sandbox: s6env.Sandbox, path: Path) -> None:
-    """Give ``path`` (recursively) to the sandbox's service user, like the container volume."""
-    if sandbox.user:
-        for dirpath, dirs, files in os.walk(path):
-            for n in [dirpath, *(os.path.join(dirpath, f) for f in dirs + files)]:
-                os.lchown(n, sandbox.user.uid, sandbox.user.gid)
+make_profile, own = s6env.make_profile, s6env.own
 
 
 def state_file(home: Path, name: str) -> dict:

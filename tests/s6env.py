@@ -11,6 +11,7 @@ import atexit
 import dataclasses
 import errno
 import glob
+import json
 import os
 import pwd
 import shlex
@@ -594,3 +595,27 @@ def run_tasks(sandbox: Sandbox, task: str | None, *args: str, user: ServiceUser 
     full_env = {**tool_env(sandbox, extra_path), **(env or {})}
     return subprocess.run(cmd, env=full_env, cwd=sandbox.root, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, **_user_kwargs(user))
+
+
+def make_profile(home: Path, name: str, state: dict | None = None) -> Path:
+    """Make a profile directory (SOUL.md for named ones) with an optional gateway_state.json."""
+    d = home if name == "default" else home / "profiles" / name
+    d.mkdir(parents=True, exist_ok=True)
+    if name != "default":
+        (d / "SOUL.md").write_text("soul\n")
+    if state is not None:
+        (d / "gateway_state.json").write_text(json.dumps(state))
+    return d
+
+
+def own(sandbox: Sandbox, path: Path) -> None:
+    """Give ``path`` (recursively) to the sandbox's service user, like the container volume."""
+    if sandbox.user:
+        give_tree(path, sandbox.user)
+
+
+def give_tree(path: Path, user: ServiceUser) -> None:
+    """``chown -hR`` ``path`` to ``user`` (never following symlinks)."""
+    for dirpath, dirs, files in os.walk(path):
+        for n in [dirpath, *(os.path.join(dirpath, f) for f in dirs + files)]:
+            os.lchown(n, user.uid, user.gid)

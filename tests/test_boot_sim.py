@@ -24,19 +24,11 @@ BROKEN_ENV = {"S6_PROFILE_GATEWAY_SCANDIR": "run/service"}  # not absolute: an i
 
 
 def make_profile(sb, name, state=None):
-    d = sb.home if name == "default" else sb.home / "profiles" / name
-    d.mkdir(parents=True, exist_ok=True)
-    if name != "default":
-        (d / "SOUL.md").write_text("soul\n")
-    if state is not None:
-        (d / "gateway_state.json").write_text(json.dumps(state))
-    return d
+    return s6env.make_profile(sb.home, name, state)
 
 
 def give_volume_to(sb, user):
-    for dirpath, dirs, files in os.walk(sb.home):
-        for path in [dirpath, *(os.path.join(dirpath, n) for n in dirs + files)]:
-            os.lchown(path, user.uid, user.gid)
+    s6env.give_tree(sb.home, user)
 
 
 def populate(sb):

@@ -23,13 +23,8 @@ import standin
 
 
 def make_profile(home, name, state=None):
-    d = home if name == "default" else home / "profiles" / name
-    d.mkdir(parents=True, exist_ok=True)
-    if name != "default":
-        (d / "SOUL.md").write_text("soul\n")
-    if state:
-        (d / "gateway_state.json").write_text(json.dumps({"desired_state": state}))
-    return d
+    """A profile whose ``desired_state`` is ``state`` (a string), if given."""
+    return s6env.make_profile(home, name, {"desired_state": state} if state else None)
 
 
 def var_args(*pairs: str) -> list[str]:

@@ -7,21 +7,7 @@ import s6env
 import standin
 
 
-def make_profile(home, name, state=None):
-    d = home if name == "default" else home / "profiles" / name
-    d.mkdir(parents=True, exist_ok=True)
-    if name != "default":
-        (d / "SOUL.md").write_text("soul\n")
-    if state:
-        (d / "gateway_state.json").write_text(json.dumps(state))
-    return d
-
-
-def own(sandbox, path):
-    if sandbox.user:
-        for dirpath, dirs, files in os.walk(path):
-            for n in [dirpath, *(os.path.join(dirpath, f) for f in dirs + files)]:
-                os.lchown(n, sandbox.user.uid, sandbox.user.gid)
+make_profile, own = s6env.make_profile, s6env.own
 
 
 def three_profiles(sb):
