@@ -74,100 +74,120 @@ def managed_names(scandir: str) -> tuple[list[str], list[str]]:
 
 
 def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
-    """Facts about the slot ``spec.name`` (None when absent), read for comparison."""
+    """Facts about the slot ``spec.name`` (None when absent), read for comparison.
+
+    Everything is read relative to the slot's directory fd: at 1000 slots, path joins
+    and lookups from the root were a third of an unchanged re-run.
+    """
     path = os.path.join(scandir, spec.name)
+    facts = SlotFacts(spec.name, path, {}, False, False)
     try:
-        st = os.lstat(path)
+        dfd = os.open(path, _DIR)
     except FileNotFoundError:
         return None
-    facts = SlotFacts(spec.name, path, {}, False, False)
-    if not stat.S_ISDIR(st.st_mode):
+    except OSError:  # ELOOP, ENOTDIR: a symlink or a file where a slot should be
         facts.structural = "is not a real directory"
         return facts
-    if spec.logged and not _is_dir(os.path.join(path, "log")):
-        facts.structural = "has no log/ directory"
-        return facts
-    for rel in spec.files:
-        try:
-            facts.files[rel] = _read_file(os.path.join(path, rel))
-        except IsADirectoryError:
-            facts.structural = f"{rel} is not a regular file"
+    try:
+        if spec.logged and not _is_dir(dfd, "log"):
+            facts.structural = "has no log/ directory"
             return facts
-        except NotADirectoryError:
-            facts.structural = f"{os.path.dirname(rel)} is not a directory"
+        for rel in spec.files:
+            try:
+                facts.files[rel] = _read_file(dfd, rel)
+            except IsADirectoryError:
+                facts.structural = f"{rel} is not a regular file"
+                return facts
+            except NotADirectoryError:
+                facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
+                return facts
+        facts.down = _lexists(dfd, "down")
+        facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
+        if wrong:
+            facts.structural = f"{wrong} has the wrong type"
             return facts
-    facts.down = os.path.lexists(os.path.join(path, "down"))
-    facts.skeleton_ok, wrong = skeleton_state(path, spec.logged, gid)
-    if wrong:
-        facts.structural = f"{wrong} has the wrong type"
+        facts.pending = _read_pending(dfd)
+        facts.litter = _find_litter(dfd)
         return facts
-    facts.pending = read_pending(path)
-    facts.litter = find_litter(path)
-    return facts
+    finally:
+        os.close(dfd)
 
 
-def find_litter(path: str) -> tuple[str, ...]:
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_EUID = os.geteuid()
+_SKELETON_LOGGED = tuple((prefix + rel, mode, kind) for prefix in ("", "log/")
+                         for rel, mode, kind in SKELETON)
+
+
+def _find_litter(dfd: int) -> tuple[str, ...]:
     """Our temp files in the slot, ``log/`` and ``data/`` (slot-relative, sorted)."""
     found = []
     for sub in LITTER_DIRS:
         try:
-            names = os.listdir(os.path.join(path, sub))
-        except (FileNotFoundError, NotADirectoryError):
+            fd = os.open(sub, _DIR, dir_fd=dfd) if sub else dfd
+        except OSError:
             continue
-        found += [os.path.join(sub, n) for n in names
-                  if n.startswith(".") and n.endswith(TMP_SUFFIX)]
+        try:
+            names = os.listdir(fd)
+        finally:
+            if fd != dfd:
+                os.close(fd)
+        prefix = sub + "/" if sub else ""
+        found += [prefix + n for n in names if n.startswith(".") and n.endswith(TMP_SUFFIX)]
     return tuple(sorted(found))
 
 
-def skeleton_ok(path: str, logged: bool, gid: int) -> bool:
-    """True when ``supervise/``, its ``control`` FIFO and ``event/`` are shared as planned."""
-    return skeleton_state(path, logged, gid) == (True, None)
-
-
-def skeleton_state(path: str, logged: bool, gid: int) -> tuple[bool, str | None]:
+def _skeleton_state(dfd: int, logged: bool, gid: int) -> tuple[bool, str | None]:
     """(all as planned, the first entry of the wrong type or None).
 
     A missing entry or a wrong mode/owner is repaired in place; an entry of the wrong type
     (``supervise`` a file or symlink, ``control`` not a FIFO) needs a fresh slot.
     """
-    uid, want_gid = owner(gid)
+    want = owner(gid)
     ok = True
-    for base, prefix in ((path, ""), (os.path.join(path, "log"), "log/"))[:2 if logged else 1]:
-        for rel, mode, kind in SKELETON:
-            try:
-                st = os.lstat(os.path.join(base, rel))
-            except FileNotFoundError:
-                ok = False
-                continue
-            except NotADirectoryError:
-                return False, prefix + rel.split("/")[0]
-            if not kind(st.st_mode):
-                return False, prefix + rel
-            if stat.S_IMODE(st.st_mode) != mode or (st.st_uid, st.st_gid) != (uid, want_gid):
-                ok = False
+    for rel, mode, kind in _SKELETON_LOGGED if logged else SKELETON:
+        try:
+            st = os.stat(rel, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            ok = False
+            continue
+        except NotADirectoryError:
+            return False, rel.rpartition("/")[0]
+        if not kind(st.st_mode):
+            return False, rel
+        if stat.S_IMODE(st.st_mode) != mode or (st.st_uid, st.st_gid) != want:
+            ok = False
     return ok, None
 
 
-def read_pending(path: str) -> frozenset[str]:
+def _read_pending(dfd: int) -> frozenset[str]:
     """The restarts recorded in ``<slot>/data/restart-pending`` (empty when none)."""
     try:
-        content, _ = _read_file(os.path.join(path, PENDING)) or (b"", 0)
+        content, _ = _read_file(dfd, PENDING) or (b"", 0)
     except (IsADirectoryError, NotADirectoryError):
         return frozenset()
     words = content.decode("ascii", "replace").split()
     return frozenset(w for w in words if w in PENDING_TOKENS)
 
 
-def _is_dir(path: str) -> bool:
+def _is_dir(dfd: int, rel: str) -> bool:
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
+        return stat.S_ISDIR(os.stat(rel, dir_fd=dfd, follow_symlinks=False).st_mode)
     except FileNotFoundError:
         return False
 
 
-def _read_file(path: str) -> tuple[bytes, int] | None:
+def _lexists(dfd: int, rel: str) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.stat(rel, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _read_file(dfd: int, rel: str) -> tuple[bytes, int] | None:
+    try:
+        fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
     except FileNotFoundError:
         return None
     except NotADirectoryError:
@@ -177,8 +197,8 @@ def _read_file(path: str) -> tuple[bytes, int] | None:
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise IsADirectoryError(rel)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != _EUID:
             return (b"", -1)  # foreign owner or type: rewrite it as ours
         return os.read(fd, MAX_FILE), stat.S_IMODE(st.st_mode)
     finally:
