@@ -55,6 +55,9 @@ def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> li
             raise TaskError(f"no profile '{name}' left: it was deleted while being created; "
                             f"run `hermes-tasks profile.create {name}` again") from None
     rows = registrar.converge(cfg, {name}, diff=diff, what=what)
+    if not rows and not profiles.profile_exists(cfg.hermes_home, name):
+        raise TaskError(f"no profile '{name}' left: it was deleted while being created; "
+                        f"run `hermes-tasks profile.create {name}` again")
     row = rows[0] if rows else Row(slot, name, None, "registered", "failed",
                                    "the reconcile published no slot for it")
     if not existed and row.result != "failed":
