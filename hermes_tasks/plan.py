@@ -118,7 +118,7 @@ def build(desired: list[tuple[Profile | None, SlotSpec]], facts: dict[str, SlotF
         label = profile.name if profile else spec.name
         prior = profile.prior_state if profile else None
         step = plan_slot(spec, facts.get(spec.name), label, prior)
-        if profile:
+        if profile and profile.stale:
             step.sweep = profile.parts
         steps.append(step)
     for skip in skipped:

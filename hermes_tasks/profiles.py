@@ -38,6 +38,8 @@ class Profile:
     parts: tuple[str, ...]
     prior_state: str | None
     autostart: bool
+    # Stale runtime files (STALE_FILES) seen in its directory, for the sweep to consider.
+    stale: bool = dataclasses.field(default=False, compare=False)
 
     @property
     def slot(self) -> str:
@@ -101,12 +103,19 @@ def parse_state(raw: bytes) -> tuple[str | None, bool, str | None]:
     return value, value in aliases, None
 
 
-def read_state(home: str, parts: tuple[str, ...], warn) -> tuple[str | None, bool]:
-    """Read a profile's state without following symlinks; problems become warnings."""
+def read_state(home: str, parts: tuple[str, ...], warn,
+               dfd: int | None = None) -> tuple[str | None, bool]:
+    """Read a profile's state without following symlinks; problems become warnings.
+
+    ``dfd``, when given, is the profile directory already opened (discovery's hot path).
+    """
     where = os.path.join(home, *parts, STATE_FILE)
     try:
-        with fsops.opened_dir(home, parts) as dfd:
+        if dfd is not None:
             raw = fsops.read_bounded(dfd, STATE_FILE, STATE_LIMIT)
+        else:
+            with fsops.opened_dir(home, parts) as fd:
+                raw = fsops.read_bounded(fd, STATE_FILE, STATE_LIMIT)
     except FileNotFoundError:
         return None, False
     except OSError as exc:
@@ -125,7 +134,11 @@ def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
     ``warn(message)`` receives one line per skipped or unreadable thing. Entries of
     ``profiles/`` without a ``SOUL.md`` are ignored silently.
     """
-    profiles = [Profile(DEFAULT, (), *read_state(home, (), warn))]
+    try:
+        with fsops.opened_dir(home) as hfd:
+            profiles = [_profile(home, DEFAULT, (), hfd, warn)]
+    except FileNotFoundError:  # no volume yet: the default slot still registers, down
+        return [Profile(DEFAULT, (), None, False)], []
     skipped: list[Skipped] = []
     try:
         pfd = fsops.open_dir(home, ("profiles",))
@@ -138,44 +151,63 @@ def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
         with os.scandir(pfd) as it:
             entries = sorted((e.name, e.is_symlink()) for e in it)
         for name, is_link in entries:
-            reason = _soul_problem(pfd, name, is_link)
-            if reason == "":
-                continue  # not a profile at all
-            if reason is None and name == DEFAULT:
-                reason = "collides with the reserved root-profile slot gateway-default"
-                name = "profiles/default"
-            elif reason is None and not valid_name(name):
-                reason = "invalid profile name (must match [a-z0-9][a-z0-9_-]{0,63})"
-            if reason:
-                warn(f"skipping profile {escape(name)}: {reason}")
-                skipped.append(Skipped(name, reason))
-                continue
-            parts = ("profiles", name)
-            profiles.append(Profile(name, parts, *read_state(home, parts, warn)))
+            reason, dfd = _open_profile(pfd, name, is_link)
+            try:
+                if reason == "":
+                    continue  # not a profile at all
+                if reason is None and name == DEFAULT:
+                    reason = "collides with the reserved root-profile slot gateway-default"
+                    name = "profiles/default"
+                elif reason is None and not valid_name(name):
+                    reason = "invalid profile name (must match [a-z0-9][a-z0-9_-]{0,63})"
+                if reason:
+                    warn(f"skipping profile {escape(name)}: {reason}")
+                    skipped.append(Skipped(name, reason))
+                    continue
+                profiles.append(_profile(home, name, ("profiles", name), dfd, warn))
+            finally:
+                if dfd is not None:
+                    os.close(dfd)
     finally:
         os.close(pfd)
     return profiles, skipped
 
 
-def _soul_problem(pfd: int, name: str, is_link: bool) -> str | None:
-    """None for a usable profile dir, "" for "not a profile", else a skip reason."""
+def _profile(home: str, name: str, parts: tuple[str, ...], dfd: int, warn) -> Profile:
+    """A profile read through its open directory: state, and whether stale files lie there."""
+    stale = any(fsops.lexists(dfd, n) for n in STALE_FILES)
+    return Profile(name, parts, *read_state(home, parts, warn, dfd), stale=stale)
+
+
+def _open_profile(pfd: int, name: str, is_link: bool) -> tuple[str | None, int | None]:
+    """(None and the open dir fd) for a usable profile dir; ("", None) for "not a profile";
+    (a skip reason, None) otherwise. The caller closes the fd."""
     if is_link:
-        return "the profile directory is a symlink; not followed"
+        return "the profile directory is a symlink; not followed", None
     try:
         dfd = os.open(name, fsops.DIR_FLAGS, dir_fd=pfd)
     except OSError:
-        return ""  # a plain file or vanished: not a profile
+        return "", None  # a plain file or vanished: not a profile
     try:
         st = os.stat("SOUL.md", dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
-        return ""
+        reason = ""
     except OSError as exc:
-        return f"cannot inspect SOUL.md: {exc.strerror}"
-    finally:
+        reason = f"cannot inspect SOUL.md: {exc.strerror}"
+    else:
+        reason = None if stat.S_ISREG(st.st_mode) else "SOUL.md is not a regular file"
+    if reason is not None:
         os.close(dfd)
-    if not stat.S_ISREG(st.st_mode):
-        return "SOUL.md is not a regular file"
-    return None
+        return reason, None
+    return None, dfd
+
+
+def _soul_problem(pfd: int, name: str, is_link: bool) -> str | None:
+    """None for a usable profile dir, "" for "not a profile", else a skip reason."""
+    reason, dfd = _open_profile(pfd, name, is_link)
+    if dfd is not None:
+        os.close(dfd)
+    return reason
 
 
 def profile_exists(home: str, name: str) -> bool:

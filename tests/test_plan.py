@@ -179,9 +179,9 @@ def test_unlogged_slot_never_restarts_a_logger():
 # ------------------------------------------------------------------------- build
 
 
-def profile(name, autostart=True, state="running"):
+def profile(name, autostart=True, state="running", stale=True):
     parts = () if name == "default" else ("profiles", name)
-    return Profile(name, parts, state, autostart)
+    return Profile(name, parts, state, autostart, stale=stale)
 
 
 def test_build_orders_rows_and_retires_unknown_slots():
@@ -211,6 +211,12 @@ def test_build_orders_rows_and_retires_unknown_slots():
                                    "+++ after: gateway-zoe (absent)\n")
     assert describe(steps[5], check=False) == "retired: its profile no longer exists"
     assert describe(steps[4], check=False) == "invalid profile name"
+
+
+def test_only_profiles_with_stale_files_are_swept():
+    s = spec()
+    steps = plan.build([(profile("alice", stale=False), s)], {s.name: None}, [], [])
+    assert steps[0].sweep is None
 
 
 def test_build_without_removal_keeps_unknown_slots():
