@@ -12,7 +12,7 @@ Anything else — help, core flags, short flags, unknown words — goes to the
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 DISABLE_VAR = "HERMES_TASKS_NO_FASTPATH"
 # task -> (boolean flags, flags taking a value, flags that may repeat)

@@ -24,7 +24,7 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "hermes_tasks", *args]
     print("$ hermes-tasks " + " ".join(args), flush=True)
     env = {**os.environ, "HERMES_TASKS_INVENTORY": str(DEMO / "inventory.yml")}
-    proc = subprocess.run(cmd, env=env, text=True)
+    proc = subprocess.run(cmd, env=env, text=True, check=False)
     if check and proc.returncode:
         raise SystemExit(f"demo: hermes-tasks {args[0]} exited {proc.returncode}")
     return proc
@@ -60,10 +60,10 @@ def build_sandbox() -> tuple[Path, Path, Path]:
 
 
 def start_svscan(scandir: Path, command: Path) -> subprocess.Popen:
-    log = open(DEMO / "svscan.log", "wb")
     env = {"PATH": f"{command}:/usr/bin:/bin"}
-    proc = subprocess.Popen(["s6-svscan", str(scandir)], env=env, stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(DEMO / "svscan.log", "wb") as log:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(["s6-svscan", str(scandir)], env=env, stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     control = scandir / ".s6-svscan" / "control"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ def main() -> None:
         print("\ndemo: a second reconcile changes nothing:", flush=True)
         sh("reconcile")
     finally:
-        subprocess.run([str(command / "s6-svscanctl"), "-t", str(scandir)])
+        subprocess.run([str(command / "s6-svscanctl"), "-t", str(scandir)], check=False)
         try:
             svscan.wait(timeout=30)
         except subprocess.TimeoutExpired:
