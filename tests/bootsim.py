@@ -182,12 +182,7 @@ def dockerfile_stage2_behaviour() -> int:
 # --------------------------------------------------------------------------- processes
 
 
-def _user_kwargs(user: ServiceUser | None) -> dict:
-    if user is None or (user.uid == os.geteuid() and user.gid == os.getegid()):
-        return {}
-    if os.geteuid() != 0:
-        raise PermissionError(f"cannot run as {user.name}: not root")
-    return {"user": user.uid, "group": user.gid, "extra_groups": []}
+
 
 
 def proc_uid(pid: int) -> int:
@@ -211,7 +206,7 @@ class BootSupervisor(s6env.Supervisor):
             self.proc = subprocess.Popen(
                 argv, env=self.env, cwd=self.sandbox.root, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                **_user_kwargs(self.user),
+                **s6env.user_kwargs(self.user),
             )
         # Registered with s6env so its fixtures and atexit hook stop it whatever happens.
         s6env._LIVE_SUPERVISORS[self.proc.pid] = self
@@ -418,7 +413,7 @@ class Container:
         try:
             proc = subprocess.run([str(path)], check=False, env=env, cwd=self.sb.root,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=SCRIPT_TIMEOUT, **_user_kwargs(self.boot_user))
+                                  timeout=SCRIPT_TIMEOUT, **s6env.user_kwargs(self.boot_user))
         except PermissionError as exc:  # not executable: s6-overlay's exec fails the same way
             return ScriptRun(path.name, 126, "", str(exc))
         return ScriptRun(path.name, proc.returncode, proc.stdout, proc.stderr)
@@ -438,7 +433,7 @@ class Container:
         """``s6-svscanctl -a``, then wait for ``supervise/status`` of every slot."""
         subprocess.run([str(self.sb.cmd_dir / "s6-svscanctl"), "-a", str(self.sb.scandir)],
                        check=True, capture_output=True, text=True, timeout=15,
-                       **_user_kwargs(self.boot_user))
+                       **s6env.user_kwargs(self.boot_user))
         dirs = self.slot_dirs()
         for d in dirs:
             s6env.wait_status_file(d, STATUS_TIMEOUT)
@@ -487,7 +482,7 @@ class Container:
         """Run any command as ``user`` with a container-like PATH (not checked)."""
         return subprocess.run(argv, check=False, env={"PATH": self.path},
                               cwd=self.sb.root, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL, **_user_kwargs(user))
+                              timeout=timeout, stdin=subprocess.DEVNULL, **s6env.user_kwargs(user))
 
     # -- observation -----------------------------------------------------------------
 

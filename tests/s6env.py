@@ -516,12 +516,12 @@ atexit.register(_cleanup_at_exit)
 def _can_run(python: str, user: ServiceUser | None) -> bool:
     try:
         return subprocess.run([python, "-c", ""], capture_output=True,
-                              **_user_kwargs(user)).returncode == 0
+                              **user_kwargs(user)).returncode == 0
     except PermissionError:
         return False
 
 
-def _user_kwargs(user: ServiceUser | None) -> dict:
+def user_kwargs(user: ServiceUser | None) -> dict:
     if user is None or (user.uid == os.geteuid() and user.gid == os.getegid()):
         return {}
     if os.geteuid() != 0:
@@ -594,7 +594,7 @@ def run_tasks(sandbox: Sandbox, task: str | None, *args: str, user: ServiceUser 
             cmd += inventory_args(sandbox)
     full_env = {**tool_env(sandbox, extra_path), **(env or {})}
     return subprocess.run(cmd, env=full_env, cwd=sandbox.root, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, **_user_kwargs(user))
+                          timeout=timeout, stdin=subprocess.DEVNULL, **user_kwargs(user))
 
 
 def make_profile(home: Path, name: str, state: dict | None = None) -> Path:
