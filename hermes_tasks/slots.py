@@ -9,6 +9,7 @@ import dataclasses
 import os
 import stat
 
+from . import fsops
 from .profiles import SLOT_PREFIX
 from .render import REGISTRAR, SlotSpec
 
@@ -101,7 +102,7 @@ def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
             except NotADirectoryError:
                 facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
                 return facts
-        facts.down = _lexists(dfd, "down")
+        facts.down = fsops.lexists(dfd, "down")
         facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
         if wrong:
             facts.structural = f"{wrong} has the wrong type"
@@ -175,14 +176,6 @@ def _is_dir(dfd: int, rel: str) -> bool:
         return stat.S_ISDIR(os.stat(rel, dir_fd=dfd, follow_symlinks=False).st_mode)
     except FileNotFoundError:
         return False
-
-
-def _lexists(dfd: int, rel: str) -> bool:
-    try:
-        os.stat(rel, dir_fd=dfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _read_file(dfd: int, rel: str) -> tuple[bytes, int] | None:

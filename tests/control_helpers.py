@@ -8,7 +8,6 @@ from pathlib import Path
 
 import s6env
 
-
 make_profile, own = s6env.make_profile, s6env.own
 
 

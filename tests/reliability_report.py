@@ -43,7 +43,7 @@ def record(case: str, tries: int, outcome: str, test: str = "", **measures) -> N
         "case": case, "tries": int(tries), "outcome": outcome,
         "test": test or os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
         "measures": measures, "traceback": False, "data_lost": False,
-        "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     tmp = directory / f".{case}.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")

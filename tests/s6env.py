@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_GATEWAY = Path(__file__).resolve().parent / "bin" / "fake-gateway"
@@ -36,7 +37,7 @@ T = TypeVar("T")
 
 # Everything this process started, so cleanup never reaches anyone else's processes.
 _SANDBOX_ROOTS: set[Path] = set()
-_LIVE_SUPERVISORS: dict[int, "Supervisor"] = {}
+_LIVE_SUPERVISORS: dict[int, Supervisor] = {}
 _SVSCAN_PIDS: set[int] = set()
 
 
@@ -391,7 +392,7 @@ class Supervisor:
     def control(self) -> Path:
         return self.scandir / ".s6-svscan" / "control"
 
-    def start(self, timeout: float = 5.0) -> "Supervisor":
+    def start(self, timeout: float = 5.0) -> Supervisor:
         """Start s6-svscan and wait until its control FIFO has a reader."""
         argv = [str(S6_BIN / "s6-svscan")]
         if self.capacity:
@@ -464,7 +465,7 @@ class Supervisor:
         except FileNotFoundError:
             return ""
 
-    def __enter__(self) -> "Supervisor":
+    def __enter__(self) -> Supervisor:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -484,7 +485,7 @@ def stop_all() -> list[int]:
     return killed
 
 
-def live_supervisors() -> list["Supervisor"]:
+def live_supervisors() -> list[Supervisor]:
     """Supervisors started by this process and not stopped yet."""
     return list(_LIVE_SUPERVISORS.values())
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import s6env
 import standin
 from s6env import FAKE_GATEWAY

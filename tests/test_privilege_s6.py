@@ -158,7 +158,7 @@ def test_service_user_cannot_change_what_root_runs(root_sandbox, supervisor):
     boot(sb)
     paths, shared = [(str(sb.scandir), "dir")], set()
     for slot in sorted(p for p in sb.scandir.iterdir() if not p.name.startswith(".")):
-        for dirpath, dirs, files in os.walk(slot):
+        for dirpath, _dirs, files in os.walk(slot):
             paths.append((dirpath, "dir"))
             paths += [(os.path.join(dirpath, f), "file") for f in files]
         for base in (slot, slot / "log"):

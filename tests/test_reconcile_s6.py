@@ -6,7 +6,6 @@ import os
 import s6env
 import standin
 
-
 make_profile, own = s6env.make_profile, s6env.own
 
 

@@ -83,7 +83,7 @@ def leaks(sb: s6env.Sandbox, secret: str, outputs: list) -> list[str]:
     """Where the secret shows up: task outputs, anything under the volume or the scandir."""
     found = [f"output of {r.args[3:5]}" for r in outputs if secret in r.stdout + r.stderr]
     for base in (sb.home, sb.scandir):
-        for dirpath, dirs, files in os.walk(base):
+        for dirpath, _dirs, files in os.walk(base):
             for f in files:
                 p = Path(dirpath) / f
                 if p.is_symlink() or not p.is_file():
@@ -250,7 +250,7 @@ def test_service_user_cannot_change_what_root_runs(root_sandbox, supervisor):
         if slot.name.startswith("."):
             continue
         targets.append(str(slot))
-        for dirpath, dirs, files in os.walk(slot):
+        for dirpath, _dirs, files in os.walk(slot):
             rel = os.path.relpath(dirpath, slot)
             if rel.split("/")[0] in ("supervise", "event") or "/supervise" in rel or \
                     "/event" in rel:
