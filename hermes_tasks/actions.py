@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json as jsonlib
 
-from . import control, report
+from . import report
 from .inventory import Settings
 
 
@@ -30,6 +30,8 @@ def reconcile(cfg: Settings, check: bool, diff: bool, json: bool) -> int:
 
 def status(cfg: Settings, profile: str | None, json: bool) -> int:
     """``gateway.status``: one gateway (or every registered one), read through s6."""
+    from . import control  # not needed by reconcile
+
     targets = [control.target(cfg, profile)] if profile else control.registered(cfg)
     docs = [control.status(cfg, gw) for gw in targets]
     if json:

@@ -13,6 +13,7 @@ from .apply import Applier
 from .errors import TaskError
 from .inventory import Settings
 from .render import REGISTRAR, Renderer
+from .rendercache import RenderCache
 from .report import Row
 
 
@@ -35,7 +36,8 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
                         "(is s6 set up? set scandir in the inventory or with --var)")
     if manage_registrar is None:
         manage_registrar = fsops.IS_ROOT and only is None
-    renderer = Renderer(settings)
+    cache = RenderCache.load(scandir)
+    renderer = Renderer(settings, cache)
 
     def make_plan():
         # Profiles and their states are read here, under the lock: gateway.* records
@@ -61,6 +63,7 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         steps, stale = make_plan()
         applier = Applier(settings)
         applier.run(steps, stale)
+        cache.save()
         rows, registrar = _rows(steps, applier.errors, applier.notes, diff, check=False)
         bootlog.append(settings.hermes_home,
                        [(r.profile, r.prior_state, r.action, r.result) for r in rows],

@@ -73,6 +73,26 @@ def opened_dir(root: str, parts: tuple[str, ...] = (), **kw) -> Iterator[int]:
         os.close(fd)
 
 
+def read_fd(fd: int, limit: int, size_hint: int = 0) -> bytes:
+    """Read ``fd`` to its end, stopping once more than ``limit`` bytes were read.
+
+    Each read asks for what ``fstat`` said plus one byte, not for ``limit``: asking
+    ``os.read`` for 1 MiB allocates 1 MiB, which made reading a small file 7x slower.
+    ``fd`` must be a regular file (a short read is taken as its end).
+    """
+    chunks, total = [], 0
+    want = max(size_hint, 0) + 1
+    while total <= limit:
+        asked = min(want, limit + 1 - total)
+        chunk = os.read(fd, asked)
+        chunks.append(chunk)
+        total += len(chunk)
+        if len(chunk) < asked:  # a short read of a regular file is its end: no extra read
+            break
+        want = max(want, 64 << 10)  # the file grew since fstat: larger steps from here
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def read_bounded(dir_fd: int, name: str, limit: int) -> bytes:
     """Read a regular file of at most ``limit`` bytes without following a symlink.
 
@@ -86,16 +106,10 @@ def read_bounded(dir_fd: int, name: str, limit: int) -> bytes:
             raise OSError(errno.EINVAL, "not a regular file", name)
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, limit + 1 - total)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
-        return b"".join(chunks)
+        data = read_fd(fd, limit, st.st_size)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", name)
+        return data
     finally:
         os.close(fd)
 

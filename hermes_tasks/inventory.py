@@ -8,17 +8,15 @@ validates every value. Any problem is an :class:`InventoryError` naming the file
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
 import stat
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import yaml
 
+from . import fsops
 from .errors import InventoryError
 
 ENV_VAR = "HERMES_TASKS_INVENTORY"
@@ -51,7 +49,7 @@ class Settings:
         """Absolute path of an s6 tool (or ``with-contenv``) in ``s6_bin_dir``."""
         return f"{self.s6_bin_dir}/{name}"
 
-    def as_vars(self) -> dict[str, Any]:
+    def as_vars(self) -> dict[str, object]:
         """The settings as inventory variables (what a YAML inventory would hold)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
         out["extra_env"] = dict(self.extra_env)
@@ -61,12 +59,12 @@ class Settings:
 KNOWN = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "source")
 
 
-def default_inventory_path() -> Path:
+def default_inventory_path() -> str:
     """The shipped container inventory: inside the installed package, or the repo's."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "inventory", here.parent / "inventory"):
-        if (candidate / "hosts.yml").is_file():
-            return candidate
+    here = os.path.dirname(os.path.realpath(__file__))
+    for candidate in (os.path.join(here, "inventory"), os.path.join(here, os.pardir, "inventory")):
+        if os.path.isfile(os.path.join(candidate, "hosts.yml")):
+            return os.path.normpath(candidate)
     raise InventoryError(f"shipped inventory not found next to {here}")
 
 
@@ -83,12 +81,12 @@ def load(
     """
     environ = os.environ if environ is None else environ
     chosen = path or environ.get(ENV_VAR) or default_inventory_path()
-    layers = _read_inventory(Path(chosen))
+    layers = _read_inventory(os.fspath(chosen))
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
     layers.append(("environment", env_layer))
     layers.append(("--var", _parse_overrides(overrides)))
 
-    merged: dict[str, tuple[Any, str]] = {}
+    merged: dict[str, tuple[object, str]] = {}
     for origin, values in layers:
         for key, value in values.items():
             if key not in KNOWN:
@@ -99,20 +97,23 @@ def load(
 
 
 def _unknown_key(origin: str, key: str) -> str:
+    import difflib  # only for this message
+
     hint = difflib.get_close_matches(str(key), KNOWN, n=1)
     tail = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(KNOWN)}"
     return f"{origin}: unknown variable '{key}'{tail}"
 
 
-def _read_inventory(path: Path) -> list[tuple[str, dict]]:
+def _read_inventory(path: str) -> list[tuple[str, dict]]:
     """Return the inventory's variable layers, lowest precedence first."""
-    if path.is_dir():
-        hosts_file = next((path / n for n in ("hosts.yml", "hosts.yaml") if (path / n).is_file()), None)
+    if os.path.isdir(path):
+        hosts_file = next((os.path.join(path, n) for n in ("hosts.yml", "hosts.yaml")
+                           if os.path.isfile(os.path.join(path, n))), None)
         if hosts_file is None:
             raise InventoryError(f"{path}: inventory directory has no hosts.yml")
         base = path
     else:
-        hosts_file, base = path, path.parent
+        hosts_file, base = path, os.path.dirname(path)
     doc = _read_yaml(hosts_file)
     if not isinstance(doc, dict) or not isinstance(doc.get("all"), dict):
         raise InventoryError(f"{hosts_file}: expected a mapping with a top-level 'all' group")
@@ -121,24 +122,24 @@ def _read_inventory(path: Path) -> list[tuple[str, dict]]:
     host, host_vars = _pick_host(group, hosts_file)
     return [
         (f"{hosts_file} (all.vars)", all_vars),
-        *_vars_file(base / "group_vars" / "all"),
+        *_vars_file(os.path.join(base, "group_vars", "all")),
         (f"{hosts_file} (hosts.{host})", host_vars),
-        *_vars_file(base / "host_vars" / host),
+        *_vars_file(os.path.join(base, "host_vars", host)),
     ]
 
 
-def _vars_file(stem: Path) -> list[tuple[str, dict]]:
+def _vars_file(stem: str) -> list[tuple[str, dict]]:
     """The optional ``<stem>.yml`` (or ``.yaml``) as a layer, if it exists."""
     for ext in (".yml", ".yaml"):
-        path = stem.with_name(stem.name + ext)
-        if path.is_file():
-            return [(str(path), _mapping(_read_yaml(path), path, "top level"))]
+        path = stem + ext
+        if os.path.isfile(path):
+            return [(path, _mapping(_read_yaml(path), path, "top level"))]
     return []
 
 
-def _pick_host(group: dict, where: Path) -> tuple[str, dict]:
+def _pick_host(group: dict, where: str) -> tuple[str, dict]:
     """The host whose variables apply: ``localhost`` if listed, else the first one."""
-    hosts: dict[str, Any] = {}
+    hosts: dict[str, object] = {}
 
     def collect(g: dict, label: str) -> None:
         for name, hv in _mapping(g.get("hosts"), where, f"{label}.hosts").items():
@@ -153,23 +154,17 @@ def _pick_host(group: dict, where: Path) -> tuple[str, dict]:
     return name, _mapping(hosts[name], where, f"hosts.{name}")
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: str) -> object:
     try:
         # O_NONBLOCK: a FIFO named as the inventory must not hang the boot.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise InventoryError(f"{path}: cannot read inventory: not a regular file")
-        chunks, total = [], 0
-        while total <= MAX_INVENTORY_BYTES:
-            chunk = os.read(fd, MAX_INVENTORY_BYTES + 1 - total)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        raw = b"".join(chunks)
+        raw = fsops.read_fd(fd, MAX_INVENTORY_BYTES, st.st_size)
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
     finally:
@@ -190,7 +185,7 @@ def _read_yaml(path: Path) -> Any:
         raise InventoryError(f"{path}: not valid YAML: {exc}") from None
 
 
-def _mapping(value: Any, where: Path, key: str) -> dict:
+def _mapping(value: object, where: str, key: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -198,8 +193,8 @@ def _mapping(value: Any, where: Path, key: str) -> dict:
     return value
 
 
-def _parse_overrides(items) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _parse_overrides(items) -> dict[str, object]:
+    out: dict[str, object] = {}
     for item in items or ():
         key, sep, raw = str(item).partition("=")
         if not sep or not key:
@@ -222,7 +217,7 @@ def _fail(origin: str, key: str, message: str) -> InventoryError:
     return InventoryError(f"{origin}: '{key}' {message}")
 
 
-def _validate(key: str, value: Any, origin: str) -> Any:
+def _validate(key: str, value: object, origin: str) -> object:
     if key in ("hermes_home", "scandir", "s6_bin_dir", "hermes_bin"):
         if not isinstance(value, str) or not value:
             raise _fail(origin, key, "must be a non-empty string")

@@ -8,7 +8,6 @@ Nothing here touches the world, so ``--check`` and ``--diff`` are this plan, pri
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
 from .profiles import SLOT_PREFIX, Profile, Skipped
 from .render import SlotSpec
@@ -142,6 +141,8 @@ def diff(step: Step) -> str:
     Ansible's ``--diff``); a mode change is shown in the labels, a ``down`` marker as an
     absent/present pair, a retired slot as present/absent.
     """
+    import difflib  # only for --diff: not on the boot path
+
     if step.op == REMOVE:
         return f"--- before: {step.slot} (present)\n+++ after: {step.slot} (absent)\n"
     if step.spec is None or not step.changes:

@@ -16,6 +16,7 @@ import stat
 from . import fsops
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_PLAIN = re.compile(r"[!-\[\]-~]*")  # printable ASCII but space and backslash
 DEFAULT = "default"
 SLOT_PREFIX = "gateway-"
 STATE_FILE = "gateway_state.json"
@@ -69,9 +70,9 @@ def escape(text: str) -> str:
     Spaces are escaped too, so a name can neither break a line nor forge a ``key=value``
     field in the boot log.
     """
-    raw = os.fsencode(text)
-    if all(0x21 <= b <= 0x7E and b != 0x5C for b in raw):
+    if _PLAIN.fullmatch(text):  # the common case, without encoding byte by byte
         return text
+    raw = os.fsencode(text)
     return "".join(chr(b) if 0x21 <= b <= 0x7E and b != 0x5C else f"\\x{b:02x}" for b in raw)
 
 
@@ -109,7 +110,9 @@ def read_state(home: str, parts: tuple[str, ...], warn,
 
     ``dfd``, when given, is the profile directory already opened (discovery's hot path).
     """
-    where = os.path.join(home, *parts, STATE_FILE)
+    def where() -> str:
+        return escape(os.path.join(home, *parts, STATE_FILE))
+
     try:
         if dfd is not None:
             raw = fsops.read_bounded(dfd, STATE_FILE, STATE_LIMIT)
@@ -120,11 +123,11 @@ def read_state(home: str, parts: tuple[str, ...], warn,
         return None, False
     except OSError as exc:
         why = "is a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
-        warn(f"could not read {escape(where)}: {why}; treating as no prior state")
+        warn(f"could not read {where()}: {why}; treating as no prior state")
         return None, False
     value, autostart, problem = parse_state(raw)
     if problem:
-        warn(f"{escape(where)} {problem}; treating as no prior state")
+        warn(f"{where()} {problem}; treating as no prior state")
     return value, autostart
 
 

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 
 from . import engine, fsops
 from .errors import TaskError
@@ -143,6 +142,8 @@ def _reconcile(inventory_path: str) -> dict:
     except OSError as exc:
         code, error = 1, f"{exc.filename or ''}: {exc.strerror or exc}"
     except Exception as exc:  # noqa: BLE001 - a bug: keep serving, show it in the log
+        import traceback
+
         traceback.print_exc()
         code, error = 1, f"unexpected {type(exc).__name__}: {exc}"
     return {"started_at": started, "finished_at": time.time(), "exit_code": code,

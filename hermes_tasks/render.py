@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import os
 import sys
-from pathlib import Path
-
-import yaml
 
 from .inventory import Settings
 from .profiles import DEFAULT, SLOT_PREFIX, valid_name
+from .rendercache import RenderCache
 
 REGISTRAR = "hermes-tasks-registrar"
 # Two names no profile can collide with in practice (see Renderer._named_scripts).
@@ -59,13 +58,21 @@ def shquote(value) -> str:
     return '"' + re.sub(r'([\\$`"])', r"\\\1", text) + '"'
 
 
-def templates_dir() -> Path:
+@functools.lru_cache(maxsize=1)
+def templates_dir() -> str:
     """Templates inside the installed package, or the repo's top-level ``templates/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / "gateway" / "run.j2").is_file():
-            return candidate
+    here = os.path.dirname(os.path.realpath(__file__))
+    for candidate in (os.path.join(here, "templates"), os.path.join(here, os.pardir, "templates")):
+        if os.path.isfile(os.path.join(candidate, "gateway", "run.j2")):
+            return os.path.normpath(candidate)
     raise FileNotFoundError(f"templates not found next to {here}")
+
+
+@functools.lru_cache(maxsize=None)
+def source(name: str) -> str:
+    """The text of template ``name`` (what a cached render is keyed on)."""
+    with open(os.path.join(templates_dir(), name), encoding="utf-8") as fh:
+        return fh.read()
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,7 +80,7 @@ def environment():
     import jinja2  # imported lazily: gateway.* tasks never render
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -86,14 +93,17 @@ def environment():
 class Renderer:
     """Renders slot specs for one set of settings; shared parts are rendered once."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, cache: RenderCache | None = None):
         self.settings = settings
         self.context = settings.as_vars()
-        env = environment()
-        self._run = env.get_template("gateway/run.j2")
-        self._log_run = env.get_template("gateway/log/run.j2")
-        self._finish = File(env.get_template("gateway/finish.j2").render(self.context).encode(), EXEC)
+        # Jinja is imported and a template compiled only when the cache lacks a render.
+        self.cache = cache or RenderCache()
+        self._finish = File(self._render("gateway/finish.j2", self.context).encode(), EXEC)
         self._named: tuple[str, str] | tuple[()] | None = None
+
+    def _render(self, name: str, ctx: dict) -> str:
+        return self.cache.text(name, source(name), ctx,
+                               lambda: environment().get_template(name).render(ctx))
 
     def gateway(self, name: str, autostart: bool) -> SlotSpec:
         """The slot of profile ``name`` (``default`` runs the gateway without ``-p``)."""
@@ -113,7 +123,7 @@ class Renderer:
     def _render_scripts(self, name: str) -> tuple[str, str]:
         ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
                "is_default": name == DEFAULT}
-        return self._run.render(ctx), self._log_run.render(ctx)
+        return self._render("gateway/run.j2", ctx), self._render("gateway/log/run.j2", ctx)
 
     def _named_scripts(self) -> tuple[str, str] | None:
         """Named profiles' scripts rendered once, with a placeholder for the name.
@@ -134,12 +144,19 @@ class Renderer:
         inventory = {"all": {"vars": self.settings.as_vars(), "hosts": {"localhost": {}}}}
         files = {
             "type": File(b"longrun\n", DATA),
-            "run": File(environment().get_template("registrar/run.j2").render(ctx).encode(), EXEC),
+            "run": File(self._render("registrar/run.j2", ctx).encode(), EXEC),
             "notification-fd": File(b"3\n", DATA),
             "data/inventory.yml": File(
                 b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
-                + yaml.safe_dump(inventory, sort_keys=True).encode(), DATA),
+                + self.cache.text("yaml", "", inventory, lambda: _yaml_dump(inventory)).encode(),
+                DATA),
         }
         # The reconcile that publishes the registrar has just run: its first start skips one.
         initial = {"data/published": File(b"", DATA)}
         return SlotSpec(REGISTRAR, files, down=False, logged=False, initial=initial)
+
+
+def _yaml_dump(doc) -> str:
+    import yaml
+
+    return yaml.safe_dump(doc, sort_keys=True)

@@ -8,7 +8,6 @@ Every tool is run from ``s6_bin_dir``. Exit codes are mapped as measured on real
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 from . import fsops
@@ -56,6 +55,8 @@ class S6:
 
     def _run(self, tool: str, args: list[str], target: str, timeout: float | None = None) -> str:
         """Run one tool; return its stdout or raise the :class:`S6Error` that says why."""
+        import subprocess  # not on an unchanged reconcile's path, which calls no tool
+
         argv = [os.path.join(self.bin_dir, tool), *args]
         timeout = self.call_timeout if timeout is None else timeout
         try:

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import stat
 
-from . import fsops
+from . import fsops, rendercache
 from .profiles import SLOT_PREFIX
 from .render import REGISTRAR, SlotSpec
 
@@ -26,11 +26,12 @@ STAGING_SUFFIXES = (".tmp", ".new", ".old", ".removing")
 # handlers ran, so a run interrupted (or failing) in between is completed by the next
 # one. Under data/, the one name s6 promises never to use (reference/s6.md §2).
 PENDING = "data/restart-pending"
+PENDING_NAME = PENDING.rpartition("/")[2]
 PENDING_TOKENS = frozenset({"gateway", "gateway-up", "logger"})
 # fsops.write_atomic's temp files (".<name>.hermes-tasks.tmp"): one left in a slot by an
 # interrupted run is litter for the next run to remove, even when its target is right.
 TMP_SUFFIX = ".hermes-tasks.tmp"
-LITTER_DIRS = ("", "log", "data")
+CACHE_LITTER = f".{rendercache.NAME}{TMP_SUFFIX}"  # an interrupted write of the render cache
 
 
 @dataclasses.dataclass
@@ -59,14 +60,20 @@ def owner(gid: int) -> tuple[int, int]:
 
 
 def managed_names(scandir: str) -> tuple[list[str], list[str]]:
-    """Our visible slot names (``gateway-*``, the registrar) and our stale dot-entries."""
+    """Our visible slot names (``gateway-*``, the registrar) and our stale dot-entries.
+
+    Stale: staging and retired slot copies, and the temp file of a render-cache write,
+    all left by an interrupted run.
+    """
     slots, stale = [], []
     try:
         names = os.listdir(scandir)
     except FileNotFoundError:
         return [], []
     for name in names:
-        if name.startswith(("." + SLOT_PREFIX, "." + REGISTRAR)):
+        if name == CACHE_LITTER:
+            stale.append(name)
+        elif name.startswith(("." + SLOT_PREFIX, "." + REGISTRAR)):
             if name.endswith(STAGING_SUFFIXES):
                 stale.append(name)
         elif name.startswith(SLOT_PREFIX) or name == REGISTRAR:
@@ -90,26 +97,39 @@ def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
         facts.structural = "is not a real directory"
         return facts
     try:
-        if spec.logged and not _is_dir(dfd, "log"):
+        # One listing answers "down?", "log/?", "data/?" and where litter may lie.
+        names = os.listdir(dfd)
+        logfd = _open_sub(dfd, "log") if "log" in names else None
+        if spec.logged and logfd is None:
             facts.structural = "has no log/ directory"
             return facts
-        for rel in spec.files:
-            try:
-                facts.files[rel] = _read_file(dfd, rel)
-            except IsADirectoryError:
-                facts.structural = f"{rel} is not a regular file"
+        datafd = _open_sub(dfd, "data") if "data" in names else None
+        try:
+            for rel in spec.files:
+                try:
+                    facts.files[rel] = _read_file(dfd, rel)
+                except IsADirectoryError:
+                    facts.structural = f"{rel} is not a regular file"
+                    return facts
+                except NotADirectoryError:
+                    facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
+                    return facts
+            facts.down = "down" in names
+            facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
+            if wrong:
+                facts.structural = f"{wrong} has the wrong type"
                 return facts
-            except NotADirectoryError:
-                facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
-                return facts
-        facts.down = fsops.lexists(dfd, "down")
-        facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
-        if wrong:
-            facts.structural = f"{wrong} has the wrong type"
+            data_names = os.listdir(datafd) if datafd is not None else []
+            if PENDING_NAME in data_names:
+                facts.pending = _read_pending(dfd)
+            facts.litter = tuple(sorted(
+                _litter("", names) + _litter("log/", os.listdir(logfd) if logfd is not None else [])
+                + _litter("data/", data_names)))
             return facts
-        facts.pending = _read_pending(dfd)
-        facts.litter = _find_litter(dfd)
-        return facts
+        finally:
+            for fd in (logfd, datafd):
+                if fd is not None:
+                    os.close(fd)
     finally:
         os.close(dfd)
 
@@ -120,22 +140,17 @@ _SKELETON_LOGGED = tuple((prefix + rel, mode, kind) for prefix in ("", "log/")
                          for rel, mode, kind in SKELETON)
 
 
-def _find_litter(dfd: int) -> tuple[str, ...]:
-    """Our temp files in the slot, ``log/`` and ``data/`` (slot-relative, sorted)."""
-    found = []
-    for sub in LITTER_DIRS:
-        try:
-            fd = os.open(sub, _DIR, dir_fd=dfd) if sub else dfd
-        except OSError:
-            continue
-        try:
-            names = os.listdir(fd)
-        finally:
-            if fd != dfd:
-                os.close(fd)
-        prefix = sub + "/" if sub else ""
-        found += [prefix + n for n in names if n.startswith(".") and n.endswith(TMP_SUFFIX)]
-    return tuple(sorted(found))
+def _open_sub(dfd: int, name: str) -> int | None:
+    """An fd for the subdirectory ``name`` of the slot, or None when it is not one."""
+    try:
+        return os.open(name, _DIR, dir_fd=dfd)
+    except OSError:
+        return None
+
+
+def _litter(prefix: str, names: list[str]) -> list[str]:
+    """Our temp files among ``names``, as slot-relative paths."""
+    return [prefix + n for n in names if n.endswith(TMP_SUFFIX) and n.startswith(".")]
 
 
 def _skeleton_state(dfd: int, logged: bool, gid: int) -> tuple[bool, str | None]:
@@ -171,13 +186,6 @@ def _read_pending(dfd: int) -> frozenset[str]:
     return frozenset(w for w in words if w in PENDING_TOKENS)
 
 
-def _is_dir(dfd: int, rel: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(rel, dir_fd=dfd, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
-
-
 def _read_file(dfd: int, rel: str) -> tuple[bytes, int] | None:
     try:
         fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
@@ -193,6 +201,6 @@ def _read_file(dfd: int, rel: str) -> tuple[bytes, int] | None:
             raise IsADirectoryError(rel)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != _EUID:
             return (b"", -1)  # foreign owner or type: rewrite it as ours
-        return os.read(fd, MAX_FILE), stat.S_IMODE(st.st_mode)
+        return fsops.read_fd(fd, MAX_FILE, st.st_size), stat.S_IMODE(st.st_mode)
     finally:
         os.close(fd)

@@ -227,7 +227,7 @@ def slot_problems(scandir: Path, gid: int | None, expected: Expected | None = No
 def leftover_dot_entries(scandir: Path) -> list[str]:
     """Dot-entries other than s6-svscan's own and our lock; temp files inside slots."""
     left = [n for n in os.listdir(scandir) if n.startswith(".")
-            and n not in (".s6-svscan", ".hermes-tasks.lock")]
+            and n not in s6env.OWN_DOT_ENTRIES]
     for dirpath, _, files in os.walk(scandir):
         left += [os.path.join(dirpath, f) for f in files if f.endswith(TMP_SUFFIX)]
     return sorted(left)
@@ -435,7 +435,7 @@ def crash_main(argv: list[str]) -> None:
 
     _install_crash_hooks(crash_at, log_path)
     sys.argv = ["hermes-tasks", *rest]
-    cli.main()
+    cli.main(fast_exit=False)  # its atexit hook records the crash points
 
 
 # --------------------------------------------------------------------------- mounts

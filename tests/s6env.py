@@ -32,6 +32,8 @@ S6_BIN = Path("/usr/bin")
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVICE_USER_NAME = "hermestest"
 SANDBOX_PREFIX = "hermes-tasks-test-"
+# Dot-entries that belong in a scandir: s6-svscan's control dir, our lock, our render cache.
+OWN_DOT_ENTRIES = (".s6-svscan", ".hermes-tasks.lock", ".hermes-tasks.cache")
 
 T = TypeVar("T")
 

@@ -156,7 +156,7 @@ def visible_slots(sb):
 
 def our_dot_entries(sb):
     return sorted(n for n in os.listdir(sb.scandir)
-                  if n.startswith(".") and n not in (".s6-svscan", ".hermes-tasks.lock"))
+                  if n.startswith(".") and n not in s6env.OWN_DOT_ENTRIES)
 
 
 def supervisors_named(sb, fragment: str) -> list[int]:

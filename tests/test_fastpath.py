@@ -97,7 +97,7 @@ def test_fast_path_does_not_import_invoke(tmp_path):
     code = ("import sys, runpy; sys.argv=['hermes-tasks','reconcile','--check',"
             f"'--var=hermes_home={tmp_path}','--var=scandir={tmp_path}'];"
             "from hermes_tasks import cli\n"
-            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "try:\n    cli.main(fast_exit=False)\nexcept SystemExit:\n    pass\n"
             "print('invoke' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
     assert proc.stderr.strip().endswith("False"), proc.stderr

@@ -44,7 +44,7 @@ def check_converged(sb, sup):
                    what="alice's log line")
     assert s6env.svstat(sb.slot("alice") / "log")["up"] is True
     assert [n for n in os.listdir(sb.scandir) if n.startswith(".") and n not in
-            (".s6-svscan", ".hermes-tasks.lock")] == []
+            s6env.OWN_DOT_ENTRIES] == []
     return alice
 
 

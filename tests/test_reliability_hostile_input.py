@@ -328,7 +328,7 @@ def test_foreign_and_stale_scandir_entries(root_sandbox):
     res, doc = reconcile_json(sb)
     assert_clean(res, 0, errors=0)
     assert sorted(os.listdir(sb.scandir)) == sorted(
-        [".foreign-dot", ".hermes-tasks.lock", "README", "gateway-alice", "gateway-default",
+        [".foreign-dot", ".hermes-tasks.cache", ".hermes-tasks.lock", "README", "gateway-alice", "gateway-default",
          "hermes-tasks-registrar", "other-service"])
     assert (foreign / "run").read_text() == "#!/bin/sh\nexec sleep 1000\n"
     assert {r["profile"]: r["action"] for r in doc["results"]}["orphan"] == "removed"

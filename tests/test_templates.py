@@ -121,7 +121,7 @@ def test_templates_use_no_undeclared_variables():
 
     env = environment()
     known = set(inventory.KNOWN) | {"name", "slot", "is_default", "python"}
-    for path in templates_dir().rglob("*.j2"):
+    for path in Path(templates_dir()).rglob("*.j2"):
         source = path.read_text()
         undeclared = jinja2.meta.find_undeclared_variables(env.parse(source))
         assert undeclared <= known, (path, undeclared - known)

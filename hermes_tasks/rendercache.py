@@ -1,0 +1,120 @@
+"""Rendered template text kept between runs, so an unchanged re-run never imports Jinja.
+
+Importing Jinja and compiling the templates is a quarter of an unchanged re-run at 1000
+profiles (bench/PROFILE.md), and its output depends only on what is in the key: the
+template's source, the context, and the code that renders (Jinja, our filters). The cache
+is one JSON file in the scandir, ``.hermes-tasks.cache``: a dot-name s6-svscan ignores,
+on the tmpfs that is wiped with the slots at every container start.
+
+Its text becomes root's run scripts, so it is trusted only when it is a regular file
+owned by the euid and writable by nobody else, opened without following symlinks (the
+same rule as every slot file, SPEC §10). Anything else, unreadable or stale, is ignored:
+the run renders in full and replaces it. Losing it is always harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable
+
+from . import fsops
+
+NAME = ".hermes-tasks.cache"
+# Bump when the Environment's options, the filters or the key's shape change.
+FORMAT = 1
+LIMIT = 1 << 20
+
+
+def code_stamp() -> list:
+    """What identifies the rendering code: our renderer and the installed Jinja."""
+    from . import __version__, render
+
+    stamp: list = [FORMAT, __version__]
+    for path in (render.__file__, _package_init("jinja2")):
+        with contextlib.suppress(OSError, TypeError):
+            st = os.stat(path)
+            stamp.append([path, st.st_size, st.st_mtime_ns])
+    return stamp
+
+
+def _package_init(name: str) -> str | None:
+    """Where ``import name`` would find the package, found without importing it."""
+    for entry in sys.path:
+        path = os.path.join(entry or os.curdir, name, "__init__.py")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+class RenderCache:
+    """Rendered text by (template source, context); an empty one never touches disk.
+
+    :meth:`text` returns the cached text or calls ``produce`` and keeps its result;
+    :meth:`save` writes what this run used, only if that differs from what was loaded.
+    """
+
+    def __init__(self, scandir: str | None = None, stamp: list | None = None):
+        self.scandir = scandir
+        self.stamp = stamp
+        self._loaded: dict[str, str] = {}
+        self._used: dict[str, str] = {}
+
+    @classmethod
+    def load(cls, scandir: str) -> RenderCache:
+        """The cache of ``scandir`` (empty when missing, untrusted, or for other code)."""
+        cache = cls(scandir, code_stamp())
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            with fsops.opened_dir(scandir) as dfd:
+                raw = _read_trusted(dfd)
+            doc = json.loads(raw) if raw else {}
+            if isinstance(doc, dict) and doc.get("stamp") == cache.stamp:
+                entries = doc.get("renders")
+                if isinstance(entries, dict) and all(
+                        isinstance(v, str) for v in entries.values()):
+                    cache._loaded = entries
+        return cache
+
+    def text(self, kind: str, source: str, context: dict, produce: Callable[[], str]) -> str:
+        """The text ``produce()`` gives for this template source and context."""
+        try:
+            key = json.dumps([kind, source, context], sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):  # a context JSON cannot hold: never cached
+            return produce()
+        found = self._used.get(key)
+        if found is None:
+            found = self._loaded.get(key)
+            if found is None:
+                found = produce()
+            self._used[key] = found
+        return found
+
+    def save(self) -> None:
+        """Keep this run's renders for the next run (best effort: a failure costs speed)."""
+        if self.scandir is None or not self._used or self._used == self._loaded:
+            return
+        data = json.dumps({"stamp": self.stamp, "renders": self._used},
+                          sort_keys=True).encode()
+        with contextlib.suppress(OSError):
+            with fsops.opened_dir(self.scandir) as dfd:
+                fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+
+
+def _read_trusted(dfd: int) -> bytes | None:
+    """The cache file's bytes if it is ours alone to write, else None."""
+    try:
+        fd = os.open(NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                or st.st_mode & 0o022 or st.st_size > LIMIT):
+            return None
+        return fsops.read_fd(fd, LIMIT, st.st_size)
+    finally:
+        os.close(fd)
