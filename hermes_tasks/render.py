@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import os
+import re
 import sys
 
 from .inventory import Settings
@@ -68,7 +68,7 @@ def templates_dir() -> str:
     raise FileNotFoundError(f"templates not found next to {here}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source(name: str) -> str:
     """The text of template ``name`` (what a cached render is keyed on)."""
     with open(os.path.join(templates_dir(), name), encoding="utf-8") as fh:
