@@ -56,7 +56,7 @@ class SlotFacts:
 
 def owner(gid: int) -> tuple[int, int]:
     """Owner of the shared skeleton entries: root and the service group when root."""
-    return (0, gid) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+    return (0, gid) if _EUID == 0 else (_EUID, os.getegid())
 
 
 def managed_names(scandir: str) -> tuple[list[str], list[str]]:
