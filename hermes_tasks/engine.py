@@ -63,7 +63,8 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         steps, stale = make_plan()
         applier = Applier(settings)
         applier.run(steps, stale)
-        cache.save()
+        if only is None:  # a partial run's renders would evict the others' from the cache
+            cache.save()
         rows, registrar = _rows(steps, applier.errors, applier.notes, diff, check=False)
         bootlog.append(settings.hermes_home,
                        [(r.profile, r.prior_state, r.action, r.result) for r in rows],

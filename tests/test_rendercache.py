@@ -179,3 +179,15 @@ def test_an_interrupted_cache_write_is_cleaned_up(sandbox):
     res = s6env.run_tasks(sb, "reconcile")  # unchanged: the cache itself is not rewritten
     assert res.returncode == 0, res.stderr
     assert not litter.exists() and cache_path(sb).exists()
+
+
+def test_a_one_profile_run_keeps_the_full_cache(sandbox):
+    sb = sandbox
+    s6env.make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    assert s6env.run_tasks(sb, "reconcile").returncode == 0
+    before = cache_path(sb).read_bytes()
+    res = s6env.run_tasks(sb, "profile.create", "carol")  # reconciles only carol's slot
+    assert res.returncode == 0, res.stderr
+    assert (sb.slot("carol") / "run").is_file()
+    assert cache_path(sb).read_bytes() == before
+    assert probe(sb) == (False, 0)  # the next full run still needs no Jinja
