@@ -99,37 +99,30 @@ def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
     try:
         # One listing answers "down?", "log/?", "data/?" and where litter may lie.
         names = os.listdir(dfd)
-        logfd = _open_sub(dfd, "log") if "log" in names else None
-        if spec.logged and logfd is None:
+        log_names = _list_sub(dfd, "log") if "log" in names else None
+        if spec.logged and log_names is None:
             facts.structural = "has no log/ directory"
             return facts
-        datafd = _open_sub(dfd, "data") if "data" in names else None
-        try:
-            for rel in spec.files:
-                try:
-                    facts.files[rel] = _read_file(dfd, rel)
-                except IsADirectoryError:
-                    facts.structural = f"{rel} is not a regular file"
-                    return facts
-                except NotADirectoryError:
-                    facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
-                    return facts
-            facts.down = "down" in names
-            facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
-            if wrong:
-                facts.structural = f"{wrong} has the wrong type"
+        for rel in spec.files:
+            try:
+                facts.files[rel] = _read_file(dfd, rel)
+            except IsADirectoryError:
+                facts.structural = f"{rel} is not a regular file"
                 return facts
-            data_names = os.listdir(datafd) if datafd is not None else []
-            if PENDING_NAME in data_names:
-                facts.pending = _read_pending(dfd)
-            facts.litter = tuple(sorted(
-                _litter("", names) + _litter("log/", os.listdir(logfd) if logfd is not None else [])
-                + _litter("data/", data_names)))
+            except NotADirectoryError:
+                facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
+                return facts
+        facts.down = "down" in names
+        facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
+        if wrong:
+            facts.structural = f"{wrong} has the wrong type"
             return facts
-        finally:
-            for fd in (logfd, datafd):
-                if fd is not None:
-                    os.close(fd)
+        data_names = (_list_sub(dfd, "data") if "data" in names else None) or []
+        if PENDING_NAME in data_names:
+            facts.pending = _read_pending(dfd)
+        facts.litter = tuple(sorted(_litter("", names) + _litter("log/", log_names or [])
+                                    + _litter("data/", data_names)))
+        return facts
     finally:
         os.close(dfd)
 
@@ -140,12 +133,16 @@ _SKELETON_LOGGED = tuple((prefix + rel, mode, kind) for prefix in ("", "log/")
                          for rel, mode, kind in SKELETON)
 
 
-def _open_sub(dfd: int, name: str) -> int | None:
-    """An fd for the subdirectory ``name`` of the slot, or None when it is not one."""
+def _list_sub(dfd: int, name: str) -> list[str] | None:
+    """Names in the slot's subdirectory ``name``; None when it is not a real directory."""
     try:
-        return os.open(name, _DIR, dir_fd=dfd)
+        fd = os.open(name, _DIR, dir_fd=dfd)
     except OSError:
         return None
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def _litter(prefix: str, names: list[str]) -> list[str]:
