@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from hermes_tasks import slots
+from hermes_tasks import fsops, slots
 from hermes_tasks.render import File, SlotSpec
 
 SPEC = SlotSpec("gateway-alice", {
@@ -100,3 +100,34 @@ def test_temp_files_of_an_interrupted_run_are_litter(tmp_path):
     (slot / "notes.tmp").write_text("not ours")
     f = slots.read(str(tmp_path), SPEC, os.getegid())
     assert f.litter == (".run.hermes-tasks.tmp", "log/.run.hermes-tasks.tmp")
+
+
+def test_an_oversized_file_is_read_only_past_the_limit(tmp_path):
+    slot = make_slot(tmp_path)
+    (slot / "run").write_bytes(b"#" * (slots.MAX_FILE + 4096))
+    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    content, mode = f.files["run"]
+    assert len(content) == slots.MAX_FILE + 1 and mode == 0o755  # differs from any render
+
+
+def test_read_fd_reads_past_a_stale_size_hint(tmp_path):
+    """A file that grew after fstat (hint too small) is still read whole, up to the limit."""
+    path = tmp_path / "grown"
+    data = bytes(range(256)) * 1000
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert fsops.read_fd(fd, 1 << 20, size_hint=10) == data
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert fsops.read_fd(fd, 1000, size_hint=10) == data[:1001]  # limit + 1: "too big"
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert fsops.read_fd(fd, 1 << 20, size_hint=len(data)) == data
+    finally:
+        os.close(fd)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    fd = os.open(empty, os.O_RDONLY)
+    try:
+        assert fsops.read_fd(fd, 10) == b""
+    finally:
+        os.close(fd)
