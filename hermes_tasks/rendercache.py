@@ -30,11 +30,11 @@ LIMIT = 1 << 20
 
 
 def code_stamp() -> list:
-    """What identifies the rendering code: our renderer and the installed Jinja."""
+    """What identifies the rendering code: our renderer, the installed Jinja and PyYAML."""
     from . import __version__, render
 
     stamp: list = [FORMAT, __version__]
-    for path in (render.__file__, _package_init("jinja2")):
+    for path in (render.__file__, _package_init("jinja2"), _package_init("yaml")):
         with contextlib.suppress(OSError, TypeError):
             st = os.stat(path)
             stamp.append([path, st.st_size, st.st_mtime_ns])
