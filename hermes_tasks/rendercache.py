@@ -67,7 +67,7 @@ class RenderCache:
     def load(cls, scandir: str) -> RenderCache:
         """The cache of ``scandir`` (empty when missing, untrusted, or for other code)."""
         cache = cls(scandir, code_stamp())
-        with contextlib.suppress(OSError, ValueError, TypeError):
+        with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
             with fsops.opened_dir(scandir) as dfd:
                 raw = _read_trusted(dfd)
             doc = json.loads(raw) if raw else {}
