@@ -147,6 +147,7 @@ def dockerfile_instructions(text: str | None = None) -> list[str]:
     current = ""
     for raw in text.splitlines():
         line = raw.strip()
+        # a comment line, also one inside a continued instruction, and blank lines between
         if line.startswith("#") or (not current and not line):
             continue
         if line.endswith("\\"):

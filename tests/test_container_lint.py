@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bootsim
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,26 +77,6 @@ def _shipped_scripts() -> list[Path]:
 
 def _dockerfile_text() -> str:
     return DOCKERFILE.read_text(encoding="utf-8")
-
-
-def _dockerfile_instructions() -> list[str]:
-    """Instructions with continuation lines joined and comment lines dropped."""
-    out: list[str] = []
-    current = ""
-    for raw in _dockerfile_text().splitlines():
-        line = raw.strip()
-        if not current and (not line or line.startswith("#")):
-            continue
-        if current and line.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        out.append(current + line)
-        current = ""
-    if current:
-        out.append(current)
-    return out
 
 
 # --------------------------------------------------------------------------------- linters
@@ -264,7 +245,7 @@ def test_dockerfile_pins_s6_overlay_and_verifies_every_tarball() -> None:
 
 def test_dockerfile_runtime_contract() -> None:
     text = _dockerfile_text()
-    instructions = _dockerfile_instructions()
+    instructions = bootsim.dockerfile_instructions(text)
     froms = [i for i in instructions if i.startswith("FROM ")]
     assert len(froms) >= 2, "multi-stage build expected"
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.\d+-slim-\w+$", text, re.M)
