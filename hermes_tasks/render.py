@@ -22,6 +22,9 @@ REGISTRAR = "hermes-tasks-registrar"
 _SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 EXEC = 0o755
 DATA = 0o644
+# The per-profile scripts, in the order _render_scripts returns them.
+GATEWAY_SCRIPTS = ("run", "log/run", "check")
+NOTIFICATION_FD = b"3\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Renderer:
         # Jinja is imported and a template compiled only when the cache lacks a render.
         self.cache = cache or RenderCache()
         self._finish = File(self._render("gateway/finish.j2", self.context).encode(), EXEC)
-        self._named: tuple[str, str] | tuple[()] | None = None
+        self._named: tuple[str, ...] | None = None
 
     def _render(self, name: str, ctx: dict) -> str:
         return self.cache.text(name, source(name), ctx,
@@ -109,23 +112,26 @@ class Renderer:
         """The slot of profile ``name`` (``default`` runs the gateway without ``-p``)."""
         named = self._named_scripts() if name != DEFAULT and valid_name(name) else None
         if named:
-            run, log_run = (text.replace(_SENTINEL[0], name) for text in named)
+            run, log_run, check = (text.replace(_SENTINEL[0], name) for text in named)
         else:
-            run, log_run = self._render_scripts(name)
+            run, log_run, check = self._render_scripts(name)
         files = {
             "type": File(b"longrun\n", DATA),
             "run": File(run.encode(), EXEC),
             "finish": self._finish,
             "log/run": File(log_run.encode(), EXEC),
+            # Readiness (SPEC §5): s6-notifyoncheck in run polls data/check.
+            "notification-fd": File(NOTIFICATION_FD, DATA),
+            "data/check": File(check.encode(), EXEC),
         }
         return SlotSpec(SLOT_PREFIX + name, files, down=not autostart)
 
-    def _render_scripts(self, name: str) -> tuple[str, str]:
+    def _render_scripts(self, name: str) -> tuple[str, str, str]:
         ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
                "is_default": name == DEFAULT}
-        return self._render("gateway/run.j2", ctx), self._render("gateway/log/run.j2", ctx)
+        return tuple(self._render(f"gateway/{t}.j2", ctx) for t in GATEWAY_SCRIPTS)
 
-    def _named_scripts(self) -> tuple[str, str] | None:
+    def _named_scripts(self) -> tuple[str, str, str] | None:
         """Named profiles' scripts rendered once, with a placeholder for the name.
 
         A valid name is a bare shell word, so it may be substituted into the text; two
@@ -145,7 +151,7 @@ class Renderer:
         files = {
             "type": File(b"longrun\n", DATA),
             "run": File(self._render("registrar/run.j2", ctx).encode(), EXEC),
-            "notification-fd": File(b"3\n", DATA),
+            "notification-fd": File(NOTIFICATION_FD, DATA),
             "data/inventory.yml": File(
                 b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
                 + self.cache.text("yaml", "", inventory, lambda: _yaml_dump(inventory)).encode(),
