@@ -1,30 +1,24 @@
 """Profiles on the volume and their persisted state (SPEC §4).
 
 Reading only: :func:`discover` lists profiles and skipped entries with the state that
-decides whether each gateway auto-starts. Writing the state lives in :mod:`state`.
+decides whether each gateway auto-starts. The state file itself is :mod:`state`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import json
 import os
 import re
 import stat
 
-from . import fsops
+from . import fsops, state
+from .state import STATE_FILE
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _PLAIN = re.compile(r"[!-\[\]-~]*")  # printable ASCII but space and backslash
 DEFAULT = "default"
 SLOT_PREFIX = "gateway-"
-STATE_FILE = "gateway_state.json"
-STATE_LIMIT = 1 << 20
-STATE_VALUE_LIMIT = 64  # the longest real state is "startup_failed"
 STALE_FILES = ("gateway.pid", "processes.json")
-# Transient runtime values that mean "it was running" when no operator intent is recorded.
-RUNNING_ALIASES = {"running", "draining", "degraded"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,31 +71,13 @@ def escape(text: str) -> str:
 
 
 def parse_state(raw: bytes) -> tuple[str | None, bool, str | None]:
-    """Decide from the bytes of ``gateway_state.json``.
+    """Decide from the bytes of ``gateway_state.json``: ``(prior_state, autostart, problem)``.
 
-    Returns ``(prior_state, autostart, problem)``: ``problem`` is a warning text when the
-    file is unusable (then the state is None). ``desired_state`` wins when present;
-    otherwise ``gateway_state``, where ``draining``/``degraded`` count as running.
+    ``problem`` is a warning text when the file is unusable (then the state is None);
+    the rules are :func:`state.parse`'s.
     """
-    try:
-        doc = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, False, "is not valid JSON"
-    if not isinstance(doc, dict):
-        return None, False, "is not a JSON object"
-    if doc.get("desired_state") is not None:
-        value, aliases = doc["desired_state"], {"running"}
-    elif doc.get("gateway_state") is not None:
-        value, aliases = doc["gateway_state"], RUNNING_ALIASES
-    else:
-        return None, False, None
-    if not isinstance(value, str):
-        return None, False, "holds a state that is not a string"
-    if len(value) > STATE_VALUE_LIMIT:
-        # Not a state any gateway writes; printing it verbatim would let one file flood
-        # every report and boot-log line.
-        return None, False, f"holds a state value of {len(value)} characters"
-    return value, value in aliases, None
+    doc = state.parse(raw)
+    return doc.prior_state, doc.autostart, doc.problem
 
 
 def read_state(home: str, parts: tuple[str, ...], warn,
@@ -110,25 +86,23 @@ def read_state(home: str, parts: tuple[str, ...], warn,
 
     ``dfd``, when given, is the profile directory already opened (discovery's hot path).
     """
-    def where() -> str:
-        return escape(os.path.join(home, *parts, STATE_FILE))
-
-    try:
-        if dfd is not None:
-            raw = fsops.read_bounded(dfd, STATE_FILE, STATE_LIMIT)
-        else:
+    if dfd is not None:
+        doc = state.read_at(dfd)
+    else:
+        try:
             with fsops.opened_dir(home, parts) as fd:
-                raw = fsops.read_bounded(fd, STATE_FILE, STATE_LIMIT)
-    except FileNotFoundError:
-        return None, False
-    except OSError as exc:
-        why = "is a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
-        warn(f"could not read {where()}: {why}; treating as no prior state")
-        return None, False
-    value, autostart, problem = parse_state(raw)
-    if problem:
-        warn(f"{where()} {problem}; treating as no prior state")
-    return value, autostart
+                doc = state.read_at(fd)
+        except FileNotFoundError:
+            doc = state.NONE
+        except OSError as exc:
+            doc = state.GatewayState(problem=str(exc.strerror or exc), unreadable=True)
+    if doc.problem:
+        where = escape(os.path.join(home, *parts, STATE_FILE))
+        if doc.unreadable:
+            warn(f"could not read {where}: {doc.problem}; treating as no prior state")
+        else:
+            warn(f"{where} {doc.problem}; treating as no prior state")
+    return doc.prior_state, doc.autostart
 
 
 def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
