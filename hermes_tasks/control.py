@@ -1,7 +1,7 @@
 """Driving gateways through s6: start, stop, restart, status (SPEC §7).
 
 Each action goes through ``s6-svc`` on the slot (the service user may, through the shared
-control FIFOs); the intent is recorded in ``gateway_state.json`` only once s6 accepted it.
+control FIFOs); the intent is recorded in ``gateway_state.json`` before s6 is told.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from . import lock, profiles, state
+from . import lock, profiles, readiness, state
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
@@ -56,16 +56,19 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
 
     start/restart register a missing slot first (through the registrar when not root);
     stop of an unregistered profile only records ``stopped``. Restart brings the gateway
-    down, waits, and up again, so a daemon that exits 0 on SIGTERM comes back too. The s6
-    command and the record happen under the scandir lock, so concurrent tasks and
-    reconciles see them in one order. The result is ``ok`` when the gateway already was
-    where start/stop wanted it.
+    down, waits, and up again, so a daemon that exits 0 on SIGTERM comes back too. The
+    intent is written before s6 is told (the live gateway rewrites the same file on every
+    state change, so a later write could be lost to its own shutdown write), put back if
+    s6 refuses, and checked again once the gateway settled. The command happens under the
+    scandir lock, so concurrent tasks and reconciles see them in one order. ``wait`` waits
+    until the gateway is ready (start/restart) or down (stop), see :mod:`readiness`. The
+    result is ``ok`` when the gateway already was where start/stop wanted it.
     """
     s6 = S6(cfg.s6_bin_dir)
     desired = "stopped" if action == STOP else "running"
-    prior = state.read_desired(cfg.hermes_home, gw.profile)
+    recorded = state.read(cfg.hermes_home, gw.profile).desired_state
+    prior = profiles.escape(recorded) if recorded is not None else None
     row = Row(gw.slot, gw.profile, prior, WORDS[action], "changed")
-    wait_ms = max(1, int(timeout * 1000))
     try:
         if not os.path.isdir(gw.path) and action != STOP:
             _register(cfg, gw, timeout)  # takes the lock itself: not under ours
@@ -75,35 +78,62 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
                 _record(cfg, gw, desired)
                 row.message = "no slot registered; recorded stopped"
                 return row
-            before = _command(s6, gw, action, wait_ms)
             _record(cfg, gw, desired)
+            try:
+                before, watch = _command(cfg, s6, gw, action, timeout)
+            except (TaskError, OSError):
+                if recorded != desired:
+                    _record(cfg, gw, recorded)  # s6 refused: the intent never took effect
+                raise
         already = before["up"] and before["wantedup"] and before["normallyup"]
         if action == STOP:
             already = not (before["up"] or before["wantedup"] or before["normallyup"])
-        if action != RESTART and already and prior == desired and not row.message:
+        if action != RESTART and already and recorded == desired and not row.message:
             row.result = "ok"
         if wait:
-            s6.svwait(gw.path, "-D" if action == STOP else "-u", wait_ms)
+            goal = readiness.DOWN if action == STOP else readiness.READY
+            outcome = readiness.wait([watch], goal, timeout)[0]
+            if not outcome.ok:
+                row.result, row.message = "failed", _wait_failure(cfg, gw, outcome)
+        _keep_recorded(cfg, gw, desired)
     except (TaskError, OSError) as exc:
         row.result, row.message = "failed", explain(exc, cfg, gw, action, timeout)
     return row
 
 
-def _command(s6: S6, gw: Gateway, action: str, wait_ms: int) -> dict:
-    """Send the action to s6; return the status from before it."""
+def _wait_failure(cfg: Settings, gw: Gateway, outcome: readiness.Outcome) -> str:
+    log = os.path.join(cfg.hermes_home, "logs", "gateways", gw.profile, "current")
+    return f"{gw.slot}: {outcome.describe()} (see {log})"
+
+
+def _keep_recorded(cfg: Settings, gw: Gateway, desired: str) -> None:
+    """Once the gateway settled: rewrite the intent if a write of the gateway's lost it."""
+    if state.read(cfg.hermes_home, gw.profile).desired_state != desired:
+        _record(cfg, gw, desired)
+
+
+def _command(cfg: Settings, s6: S6, gw: Gateway, action: str,
+             timeout: float) -> tuple[dict, readiness.Target]:
+    """Send the action to s6; return the status from before it and what to wait on.
+
+    The wait's snapshot of ``supervise/status`` is taken just before the last command,
+    so any later change of the record is that command's doing.
+    """
     if s6.supervised(gw.path) is False:
         raise NotSupervised(f"{gw.path}: no s6-supervise is listening")
     before = s6.svstat(gw.path)
-    if action == STOP:
-        s6.svc(gw.path, "-D")
-    elif action == RESTART and before["up"]:
-        s6.restart(gw.path, wait_ms, up_flag="-U")
-    else:
-        s6.svc(gw.path, "-U")
-    return before
+    if action == RESTART and before["up"]:
+        # Down, wait by polling (s6-svc -wD needs event/, which only root may use), up.
+        s6.svc(gw.path, "-d")
+        down = readiness.Target(gw.path, cfg.hermes_home, gw.profile)
+        if readiness.wait([down], readiness.DOWN, min(timeout, 10))[0].result != readiness.DOWN:
+            s6.svc(gw.path, "-k")  # a daemon ignoring SIGTERM; the restart must still happen
+    watch = readiness.target(gw.path, cfg.hermes_home, gw.profile)
+    s6.svc(gw.path, "-D" if action == STOP else "-U")
+    return before, watch
 
 
-def _record(cfg: Settings, gw: Gateway, desired: str) -> None:
+def _record(cfg: Settings, gw: Gateway, desired: str | None) -> None:
     if profiles.profile_exists(cfg.hermes_home, gw.profile):
         state.record_desired(cfg.hermes_home, gw.profile, desired,
                              (cfg.service_uid, cfg.service_gid))

@@ -39,6 +39,8 @@ class Settings:
     hermes_bin: str = "hermes"
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     lock_timeout: float = 60
+    # Default --timeout of gateway.* --wait: how long a gateway may take to become ready.
+    readiness_timeout: float = 60
     boot_log_rotate_bytes: int = 262144
     gateway_log_archives: int = 10
     gateway_log_max_bytes: int = 1000000
@@ -252,7 +254,7 @@ def _validate(key: str, value: object, origin: str) -> object:
         if limit is not None and value > limit:
             raise _fail(origin, key, f"must be at most {limit}, got {value}")
         return value
-    if key == "lock_timeout":
+    if key in ("lock_timeout", "readiness_timeout"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
         try:

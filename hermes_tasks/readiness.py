@@ -1,0 +1,163 @@
+"""Waiting until gateways are ready (or down): what ``--wait`` means (SPEC §5, §7, §13.12).
+
+A gateway is ready when s6 has it up and its own ``gateway_state.json`` says ``running``
+with the pid s6 supervises (and that process's start time, when recorded). The wait reads
+``supervise/status`` and the state file directly, every 25 ms, for one gateway or many at
+once: no subprocess per poll and no ``s6-svwait`` (whose event subscription needs a
+writable ``event/``, SPEC §5), so it works the same for root and for the service user, and
+it returns within a poll of the gateway writing ``running``. s6's own ready flag, set by
+``data/check``, counts too; it lags by up to one check interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterable
+
+from . import state, svstatus
+
+READY, DOWN, FAILED, TIMEOUT = "ready", "down", "failed", "timeout"
+POLL = 0.025
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One gateway to wait for: its slot directory and where its state file lives."""
+
+    slot: str
+    home: str
+    profile: str
+    # supervise/status as read before the command was sent: a later change is the command's
+    before: svstatus.Status | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How one wait ended. ``result`` is one of READY, DOWN, FAILED, TIMEOUT."""
+
+    result: str
+    pid: int | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    reason: str | None = None  # the gateway's own, from its state file
+    detail: str = ""  # one phrase on what was last seen, for FAILED/TIMEOUT
+
+    @property
+    def ok(self) -> bool:
+        return self.result in (READY, DOWN)
+
+    def describe(self) -> str:
+        """One line for a report: what happened, with the gateway's exit code and reason."""
+        if self.result == READY:
+            return f"ready (pid {self.pid})"
+        if self.result == DOWN:
+            return "down"
+        text = self.detail
+        how = exited(self.exit_code, self.signal)
+        if how and how not in text:
+            text = f"{text}; {how}" if text else how
+        if self.reason:
+            text += f": {self.reason}"
+        return text
+
+
+def exited(code: int | None, sig: str | None) -> str:
+    if sig:
+        return f"killed by {sig}"
+    return f"exited with code {code}" if code is not None else ""
+
+
+def snapshot(slot: str) -> svstatus.Status | None:
+    """``supervise/status`` now (None when unreadable): take it before sending a command."""
+    try:
+        return svstatus.read(slot)
+    except (OSError, ValueError):
+        return None
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (what hermes records as ``start_time``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+        return int(raw[raw.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _changed(st: svstatus.Status, before: svstatus.Status | None) -> bool:
+    """Whether the record moved since ``before`` (a start or an exit after the command)."""
+    return before is None or (st.since, st.pid) != (before.since, before.pid)
+
+
+def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, str]:
+    """One look at one gateway: (final outcome or None, seen up since, what it is doing)."""
+    try:
+        st = svstatus.read(t.slot)
+    except (OSError, ValueError) as exc:
+        return Outcome(FAILED, detail=f"cannot read its s6 status: {exc}"), seen_up, ""
+    if st.supervised is False:
+        return Outcome(FAILED, detail="not supervised (no s6-supervise listens on it)"), \
+            seen_up, ""
+    if goal == DOWN:
+        if not st.up and not st.finishing:
+            return Outcome(DOWN, exit_code=st.exit_code, signal=st.signal), seen_up, ""
+        return None, seen_up, f"still up (pid {st.pid})" if st.up else "finishing"
+    if st.up:
+        if st.ready:
+            return Outcome(READY, pid=st.pid), True, ""
+        doc = state.read(t.home, t.profile)
+        if doc.is_running_pid(st.pid, proc_start_time(st.pid)):
+            return Outcome(READY, pid=st.pid), True, ""
+        said = doc.gateway_state if doc.pid == st.pid else None
+        return None, True, f"up (pid {st.pid}) but not ready" + (
+            f" (it says {said})" if said else " (it has not said running yet)")
+    moved = seen_up or _changed(st, t.before)
+    if moved and not st.wanted_up and not st.finishing:
+        doc = state.read(t.home, t.profile)
+        return Outcome(FAILED, exit_code=st.exit_code, signal=st.signal, reason=doc.reason,
+                       detail=exited(st.exit_code, st.signal) or "went down"), seen_up, ""
+    if moved and (st.exit_code is not None or st.signal):
+        doc = state.read(t.home, t.profile)
+        how = exited(st.exit_code, st.signal)
+        return None, seen_up, f"down, restarting; it last {how}" + (
+            f": {doc.reason}" if doc.reason else "")
+    return None, seen_up, "down, not started yet" if st.wanted_up else "down"
+
+
+def wait(targets: Iterable[Target], goal: str, timeout: float,
+         poll: float = POLL) -> list[Outcome]:
+    """Wait for every target to reach ``goal`` (READY or DOWN); one outcome per target.
+
+    READY: up with the gateway saying running as the supervised process. A gateway that
+    goes down and stays down (its ``finish`` refused a restart: exit 0 or 78) is FAILED
+    with its exit code and the reason from its state file; one that s6 restarts is waited
+    for. DOWN: s6 reports it down. Whatever is still pending at ``timeout`` seconds is
+    TIMEOUT with what was last seen. Never raises.
+    """
+    targets = list(targets)
+    outcomes: list[Outcome | None] = [None] * len(targets)
+    seen = [False] * len(targets)
+    doing = [""] * len(targets)
+    deadline = time.monotonic() + timeout
+    while True:
+        for i, t in enumerate(targets):
+            if outcomes[i] is None:
+                outcomes[i], seen[i], doing[i] = _check(t, goal, seen[i])
+        if all(o is not None for o in outcomes):
+            return outcomes  # type: ignore[return-value]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(poll, left))
+    word = "ready" if goal == READY else "down"
+    return [o if o is not None else
+            Outcome(TIMEOUT, detail=f"not {word} after {timeout:g} s: {doing[i] or 'no change'}")
+            for i, o in enumerate(outcomes)]
+
+
+def target(slot: str, home: str, profile: str) -> Target:
+    """A :class:`Target` with its status snapshot taken now (call before the command)."""
+    return Target(slot, home, profile, snapshot(slot) if os.path.isdir(slot) else None)
