@@ -78,12 +78,11 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
                 _record(cfg, gw, desired)
                 row.message = "no slot registered; recorded stopped"
                 return row
-            _record(cfg, gw, desired)
+            stamp = _record(cfg, gw, desired)
             try:
                 before, watch = _command(cfg, s6, gw, action, timeout)
             except (TaskError, OSError):
-                if recorded != desired:
-                    _record(cfg, gw, recorded)  # s6 refused: the intent never took effect
+                _record(cfg, gw, recorded, stamp)  # s6 refused: the intent never took effect
                 raise
         already = before["up"] and before["wantedup"] and before["normallyup"]
         if action == STOP:
@@ -133,10 +132,12 @@ def _command(cfg: Settings, s6: S6, gw: Gateway, action: str,
     return before, watch
 
 
-def _record(cfg: Settings, gw: Gateway, desired: str | None) -> None:
+def _record(cfg: Settings, gw: Gateway, desired: str | None, stamp: object = state.NOW) -> object:
+    """Record the intent (see :func:`state.record_desired`); returns the replaced stamp."""
     if profiles.profile_exists(cfg.hermes_home, gw.profile):
-        state.record_desired(cfg.hermes_home, gw.profile, desired,
-                             (cfg.service_uid, cfg.service_gid))
+        return state.record_desired(cfg.hermes_home, gw.profile, desired,
+                                    (cfg.service_uid, cfg.service_gid), stamp)
+    return state.MISSING
 
 
 def _register(cfg: Settings, gw: Gateway, timeout: float) -> None:

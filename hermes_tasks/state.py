@@ -164,9 +164,16 @@ def read_desired(home: str, name: str) -> str | None:
     return escape(value) if value is not None else None
 
 
-def record_desired(home: str, name: str, desired: str | None,
-                   owner: tuple[int, int]) -> None:
+NOW, MISSING, ABSENT = object(), object(), object()
+
+
+def record_desired(home: str, name: str, desired: str | None, owner: tuple[int, int],
+                   stamp: object = NOW) -> object:
     """Set ``desired_state`` (and ``updated_at``), keeping every other key; None removes it.
+
+    Returns the ``updated_at`` it replaced (:data:`MISSING` when there was none,
+    :data:`ABSENT` when there was no file): passing that back as ``stamp`` with the old
+    value undoes the write (``MISSING`` removes the key, ``ABSENT`` a file left empty).
 
     Written atomically next to the file, never through a symlink, in the gateway's own
     compact format, owned by ``owner`` when root writes it. A file that is not a JSON
@@ -181,6 +188,8 @@ def record_desired(home: str, name: str, desired: str | None,
             raw = fsops.read_bounded(dfd, STATE_FILE, STATE_LIMIT)
         except FileNotFoundError:
             raw = None
+            if stamp is ABSENT and desired is None:
+                return ABSENT
         except OSError:
             raw = b"\0"  # unreadable, oversized or a symlink: set it aside below
         if raw is not None:
@@ -196,6 +205,14 @@ def record_desired(home: str, name: str, desired: str | None,
             doc.pop("desired_state", None)
         else:
             doc["desired_state"] = desired
-        doc["updated_at"] = int(time.time())
+        replaced = doc.pop("updated_at", MISSING if raw is not None else ABSENT)
+        if stamp is ABSENT and not doc:
+            fsops.unlink_if_present(dfd, STATE_FILE)
+            return replaced
+        if stamp is NOW:
+            doc["updated_at"] = int(time.time())
+        elif stamp not in (MISSING, ABSENT):
+            doc["updated_at"] = stamp
         data = (json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         fsops.write_atomic(dfd, STATE_FILE, data, 0o644, owner=owner)
+        return replaced
