@@ -175,3 +175,43 @@ def test_real_gateways_under_s6(root_sandbox, hermes_bin):
         assert state_file(sb.home, "alice")["desired_state"] == "running"
         killed = sup.stop()
     assert killed == []
+
+
+def wait_s6_ready(sb, name, pid) -> None:
+    """s6 itself says ready (data/check saw running for ``pid``) — within a check interval."""
+    def ready():
+        st = s6env.svstat(sb.slot(name), ("up", "ready", "pid"))
+        return st["ready"] and st["pid"] == pid
+    s6env.wait_for(ready, 10, interval=0.05, what=f"s6-svstat showing {name} ready")
+
+
+def test_real_gateway_readiness_and_50_stop_start_cycles(root_sandbox, hermes_bin):
+    """``--wait`` returns once the REAL gateway says running; desired_state is never lost."""
+    sb, user = root_sandbox, root_sandbox.user
+    make_profile(sb.home, "default", {"desired_state": "stopped"})
+    make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    own(sb, sb.home)
+    # hermes's own respawn-storm breaker would refuse the 50 starts (SPEC §13.13)
+    s6env.write_container_env(sb.env_dir, {"HERMES_GATEWAY_MAX_STARTS": "0"})
+    with s6env.Supervisor(sb) as sup:
+        run(sb, hermes_bin, "reconcile")
+        s6env.wait_down(sb.slot("alice"))
+        for cycle in range(50):
+            run(sb, hermes_bin, "gateway.start", "-p", "alice", "--wait", "--timeout",
+                str(GATEWAY_TIMEOUT), user=user)
+            pid = s6env.svstat(sb.slot("alice"))["pid"]
+            doc = state_file(sb.home, "alice")
+            # returned only once the gateway itself said running, as the supervised process
+            assert (doc["gateway_state"], doc["pid"], doc["desired_state"]) == (
+                "running", pid, "running"), (cycle, doc)
+            if cycle % 10 == 0:
+                wait_s6_ready(sb, "alice", pid)
+                assert state_file(sb.home, "alice")["desired_state"] == "running"
+            run(sb, hermes_bin, "gateway.stop", "-p", "alice", "--wait", user=user)
+            assert not s6env.svstat(sb.slot("alice"))["up"]
+            doc = state_file(sb.home, "alice")
+            # the gateway's own shutdown write came after ours and kept it
+            assert doc["desired_state"] == "stopped", (cycle, doc)
+            assert doc["kind"] == "hermes-gateway" and doc["pid"] == pid
+        killed = sup.stop()
+    assert killed == []
