@@ -47,8 +47,7 @@ def one_round(sb: s6env.Sandbox, delay: float) -> tuple[float, float | None]:
     returned = time.time()
     assert proc.returncode == 0, proc.stderr
     pid = s6env.svstat(sb.slot("alice"))["pid"]
-    ran = next(e for e in standin.events(sb.home, "alice")
-               if e["event"] == "running" and e["pid"] == pid)
+    ran = {"t": standin.running_at(sb.home, "alice", pid)}
     s6_ready = None
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

@@ -12,8 +12,16 @@ def events_path(home: str | os.PathLike, profile: str = "default") -> Path:
     return Path(home) / ".standin" / f"{profile}.jsonl"
 
 
-def events(home: str | os.PathLike, profile: str = "default") -> list[dict]:
-    """All recorded events of a profile, oldest first ([] if none; a torn last line is skipped)."""
+LIFECYCLE = ("start", "stop", "exit")
+
+
+def events(home: str | os.PathLike, profile: str = "default",
+           kinds: tuple[str, ...] = LIFECYCLE) -> list[dict]:
+    """Recorded events of a profile, oldest first ([] if none; a torn last line is skipped).
+
+    By default the lifecycle (start, stop, exit); pass ``kinds`` to see others too, such as
+    "running" (when it wrote ``running`` into gateway_state.json).
+    """
     try:
         lines = events_path(home, profile).read_text().splitlines()
     except FileNotFoundError:
@@ -21,10 +29,20 @@ def events(home: str | os.PathLike, profile: str = "default") -> list[dict]:
     out = []
     for line in lines:
         try:
-            out.append(json.loads(line))
+            event = json.loads(line)
         except ValueError:
             continue
+        if event.get("event") in kinds:
+            out.append(event)
     return out
+
+
+def running_at(home: str | os.PathLike, profile: str, pid: int) -> float | None:
+    """When instance ``pid`` wrote ``running`` into its state file (None: not yet)."""
+    for e in events(home, profile, ("running",)):
+        if e["pid"] == pid:
+            return e["t"]
+    return None
 
 
 def starts(home: str | os.PathLike, profile: str = "default") -> list[dict]:
@@ -65,7 +83,7 @@ def live_pids(home: str | os.PathLike, profile: str = "default") -> list[int]:
 
 
 def write_behaviour(home: str | os.PathLike, **conf) -> None:
-    """Write ``.standin/behaviour.json`` (``term_exit``, ``exit_at_start``, ``profiles``)."""
+    """Write ``.standin/behaviour.json`` (knobs: see tests/bin/fake-gateway; ``profiles``)."""
     directory = Path(home) / ".standin"
     directory.mkdir(exist_ok=True)
     os.chmod(directory, 0o777)

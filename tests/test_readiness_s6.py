@@ -30,8 +30,8 @@ def wait_ready(sb, name, timeout=15.0):
 
 
 def running_event(sb, name, pid):
-    evts = [e for e in standin.events(sb.home, name) if e["event"] == "running" and e["pid"] == pid]
-    return evts[0] if evts else None
+    t = standin.running_at(sb.home, name, pid)
+    return None if t is None else {"t": t}
 
 
 def test_start_wait_returns_only_once_the_gateway_says_running(sandbox, supervisor):

@@ -173,8 +173,10 @@ def listening(slot: Path):
      ["gateway-default: permission denied", "run this as root or as the service user"]),
     ("s6-svc", 100, "s6-svc: fatal: unable to control {slot}: supervisor not listening",
      ["gateway-default is not supervised", "hermes-tasks reconcile"]),
+    # --wait polls supervise/status and the state file itself (never s6-svwait): here s6
+    # accepted the command but the gateway never came up
     ("s6-svwait", 99, "s6-svwait: fatal: timed out",
-     ["gateway-default: timed out after 30 s waiting for s6 to report it up"]),
+     ["gateway-default: not ready after 0.3 s: down"]),
 ])
 def test_a_failing_s6_is_one_line(sandbox, tool, rc, stderr, words):
     """gateway.start --wait with a fake s6_bin_dir: one line, exit 1, no traceback.
@@ -194,7 +196,7 @@ def test_a_failing_s6_is_one_line(sandbox, tool, rc, stderr, words):
     try:
         # the last --var wins: the fake tools replace the sandbox's s6_bin_dir
         res = s6env.run_tasks(sb, None, argv=[
-            "python", "-m", "hermes_tasks", "gateway.start", "--wait",
+            "python", "-m", "hermes_tasks", "gateway.start", "--wait", "--timeout", "0.3",
             *s6env.inventory_args(sb), "--var", f"s6_bin_dir={bin_dir}"])
     finally:
         os.close(fd)
