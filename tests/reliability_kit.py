@@ -36,6 +36,9 @@ OWNED_TOP = {"logs", ".trash", ".standin"}
 STATE = "gateway_state.json"
 TMP_SUFFIX = ".hermes-tasks.tmp"
 STATE_KEYS_WE_WRITE = {"desired_state", "updated_at"}
+# What the gateway itself writes into the same file while it runs (hermes and the stand-in).
+STATE_KEYS_GATEWAY_WRITES = {"gateway_state", "pid", "kind", "argv", "start_time",
+                             "exit_reason", "platforms", "restart_requested", "active_agents"}
 
 
 # --------------------------------------------------------------------------- homes
@@ -94,8 +97,9 @@ def snapshot(home: Path) -> dict[str, tuple]:
     """The user's data under ``home``: relative path -> (kind, mode, uid, content digest).
 
     Left out: what hermes-tasks owns (``logs/``, ``.trash/``, the stand-in's ``.standin/``,
-    stale ``gateway.pid``/``processes.json``, our ``*.hermes-tasks.tmp`` temp files), and in
-    ``gateway_state.json`` the ``desired_state``/``updated_at`` keys.
+    stale ``gateway.pid``/``processes.json``, our ``*.hermes-tasks.tmp`` temp files, the
+    stand-in's own temp files), and in ``gateway_state.json`` the keys we write
+    (``desired_state``/``updated_at``) and those a running gateway rewrites itself.
     """
     out: dict[str, tuple] = {}
     home = Path(home)
@@ -108,7 +112,8 @@ def snapshot(home: Path) -> dict[str, tuple]:
         for name in names:
             if top and name in OWNED_TOP:
                 continue
-            if name in OWNED_IN_PROFILE or name.endswith(TMP_SUFFIX):
+            if name in OWNED_IN_PROFILE or name.endswith(TMP_SUFFIX) or (
+                    name.startswith(".gateway_state_") and name.endswith(".tmp")):
                 continue
             path = base / name
             rel = f"{prefix}{name}"
@@ -126,7 +131,8 @@ def snapshot(home: Path) -> dict[str, tuple]:
                         doc = json.loads(data)
                         if isinstance(doc, dict):
                             data = json.dumps({k: v for k, v in doc.items()
-                                               if k not in STATE_KEYS_WE_WRITE},
+                                               if k not in STATE_KEYS_WE_WRITE
+                                               and k not in STATE_KEYS_GATEWAY_WRITES},
                                               sort_keys=True).encode()
                             mode = -1  # rewritten by gateway.* with our mode: not user data
                     except (ValueError, RecursionError):
