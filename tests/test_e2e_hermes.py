@@ -213,5 +213,8 @@ def test_real_gateway_readiness_and_50_stop_start_cycles(root_sandbox, hermes_bi
             # the gateway's own shutdown write came after ours and kept it
             assert doc["desired_state"] == "stopped", (cycle, doc)
             assert doc["kind"] == "hermes-gateway" and doc["pid"] == pid
+            # signalled by s6 without hermes's planned-stop marker, it records "running"
+            # (so a container restart brings it back): the stand-in copies this
+            assert doc["gateway_state"] == "running", (cycle, doc)
         killed = sup.stop()
     assert killed == []

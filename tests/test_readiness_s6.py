@@ -107,7 +107,8 @@ def test_desired_state_is_written_before_the_signal(sandbox, supervisor):
     """The stand-in rewrites its file on SIGTERM, reading it first, as hermes does."""
     sb = sandbox
     make_profile(sb.home, "alice", {"desired_state": "running", "active_agents": 3})
-    standin.write_behaviour(sb.home, profiles={"alice": {"stop_delay": 0.5}})
+    standin.write_behaviour(sb.home, profiles={"alice": {"stop_delay": 0.5,
+                                                         "term_state": "stopped"}})
     tasks(sb, "reconcile")
     pid = wait_ready(sb, "alice")["pid"]
     tasks(sb, "gateway.stop", "-p", "alice")  # no --wait: it returns before the gateway's write
