@@ -27,6 +27,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import s6env  # noqa: E402
 import standin  # noqa: E402
@@ -58,7 +59,23 @@ def one_round(sb: s6env.Sandbox, delay: float) -> tuple[float, float | None]:
     return (returned - ran["t"]) * 1000, s6_ready
 
 
-def report(lat: list[float], s6: list[float], rounds: int) -> str:
+def one_wait(sb: s6env.Sandbox, delay: float) -> float:
+    """ms from the gateway's ``running`` to :func:`readiness.wait` returning, in-process."""
+    from hermes_tasks import readiness
+
+    slot = str(sb.slot("alice"))
+    subprocess.run([str(sb.cmd_dir / "s6-svc"), "-d", slot], check=True)
+    s6env.wait_down(slot)
+    standin.write_behaviour(sb.home, profiles={"alice": {"running_delay": delay}})
+    target = readiness.target(slot, str(sb.home), "alice")
+    subprocess.run([str(sb.cmd_dir / "s6-svc"), "-u", slot], check=True)
+    outcome = readiness.wait([target], readiness.READY, 30)[0]
+    seen = time.time()
+    assert outcome.result == readiness.READY, outcome
+    return (seen - standin.running_at(sb.home, "alice", outcome.pid)) * 1000
+
+
+def report(lat: list[float], s6: list[float], rounds: int, waits: list[float]) -> str:
     p95 = sorted(lat)[max(0, math.ceil(0.95 * len(lat)) - 1)]
     lines = [
         SECTION, "",
@@ -69,13 +86,19 @@ def report(lat: list[float], s6: list[float], rounds: int) -> str:
         f"| task exit − gateway wrote `running` | {statistics.median(lat):.0f} ms | "
         f"{p95:.0f} ms | {max(lat):.0f} ms |",
     ]
+    if waits:
+        lines.append(f"| `readiness.wait` returns (in-process) − `running` | "
+                     f"{statistics.median(waits):.0f} ms | "
+                     f"{sorted(waits)[max(0, math.ceil(0.95 * len(waits)) - 1)]:.0f} ms | "
+                     f"{max(waits):.0f} ms |")
     if s6:
         lines.append(f"| s6 ready flag − `running` (data/check, `-w 1000`) | "
                      f"{statistics.median(s6):.0f} ms | — | {max(s6):.0f} ms |")
     verdict = "met" if max(lat) <= TARGET_MS else f"missed in {sum(v > TARGET_MS for v in lat)} rounds"
     lines += ["", f"Target: returns within {TARGET_MS} ms of the gateway's own `running` "
                   f"(SPEC §13.12) — {verdict}. The wait polls `supervise/status` and the "
-                  "state file every 25 ms; the rest is the task's own exit.", ""]
+                  "state file every 25 ms; the rest is the task's own exit (a Python "
+                  "process on a loaded machine).", ""]
     return "\n".join(lines)
 
 
@@ -98,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     sb = s6env.make_sandbox(service_user=False)
     lat: list[float] = []
     s6: list[float] = []
+    waits: list[float] = []
     try:
         s6env.make_profile(sb.home, "alice", {"desired_state": "stopped"})
         with s6env.Supervisor(sb):
@@ -110,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
                     s6.append(ready)
                 print(f"round {i + 1}: {ms:.0f} ms after running; s6 ready after "
                       f"{ready if ready is None else round(ready)} ms", flush=True)
+            for i in range(args.rounds):
+                waits.append(one_wait(sb, 0.2 + (i % 11) * 0.1))
     finally:
         sb.cleanup()
-    text = report(lat, s6, args.rounds)
+    text = report(lat, s6, args.rounds, waits)
     print(text)
     if not args.no_write:
         write_section(Path(args.out), text)
