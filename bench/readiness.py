@@ -48,7 +48,7 @@ def one_round(sb: s6env.Sandbox, delay: float) -> tuple[float, float | None]:
     returned = time.time()
     assert proc.returncode == 0, proc.stderr
     pid = s6env.svstat(sb.slot("alice"))["pid"]
-    ran = {"t": standin.running_at(sb.home, "alice", pid)}
+    ran = {"t": s6env.wait_for(lambda: standin.running_at(sb.home, "alice", pid), 5)}
     s6_ready = None
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -72,7 +72,9 @@ def one_wait(sb: s6env.Sandbox, delay: float) -> float:
     outcome = readiness.wait([target], readiness.READY, 30)[0]
     seen = time.time()
     assert outcome.result == readiness.READY, outcome
-    return (seen - standin.running_at(sb.home, "alice", outcome.pid)) * 1000
+    # the stand-in logs its event just after the write that made it ready
+    ran = s6env.wait_for(lambda: standin.running_at(sb.home, "alice", outcome.pid), 5)
+    return (seen - ran) * 1000
 
 
 def report(lat: list[float], s6: list[float], rounds: int, waits: list[float]) -> str:

@@ -38,11 +38,15 @@ def events(home: str | os.PathLike, profile: str = "default",
 
 
 def running_at(home: str | os.PathLike, profile: str, pid: int) -> float | None:
-    """When instance ``pid`` wrote ``running`` into its state file (None: not yet)."""
+    """When instance ``pid`` wrote ``running`` into its state file (None: not yet).
+
+    The latest such record: pids are reused over long runs.
+    """
+    found = None
     for e in events(home, profile, ("running",)):
         if e["pid"] == pid:
-            return e["t"]
-    return None
+            found = e["t"]
+    return found
 
 
 def starts(home: str | os.PathLike, profile: str = "default") -> list[dict]:
