@@ -106,7 +106,8 @@ class Applier:
             os.makedirs(parent, 0o755, exist_ok=True)
             with fsops.opened_dir(parent) as dfd:
                 # fsync: a slot may live on a persistent disk in some setups; it is cheap.
-                fsops.write_atomic(dfd, name, f.content, f.mode)
+                fsops.write_atomic(dfd, name, f.content, f.mode,
+                                   owner=file_owner(f.mode, self.gid))
         if step.fix_skeleton:
             self._seed_skeleton(path, step.spec.logged)
         if step.set_down is not None:
@@ -182,6 +183,8 @@ class Applier:
                 if parent not in fds:
                     fds[parent] = _mkdir_at(fds[""], parent)
                 fsops.write_new(fds[parent], name, f.content, f.mode)
+                if owner := file_owner(f.mode, self.gid):
+                    os.chown(name, *owner, dir_fd=fds[parent], follow_symlinks=False)
             if spec.down:
                 fsops.write_new(fds[""], "down", b"", 0o644)
             for key in ("", "log") if spec.logged else ("",):
@@ -267,6 +270,11 @@ class Applier:
             self._delete_retired(path)
             return
         fsops.remove_tree(path)
+
+
+def file_owner(mode: int, gid: int) -> tuple[int, int] | None:
+    """Root's file not readable by others (it holds extra_env) goes to the service group."""
+    return (0, gid) if fsops.IS_ROOT and not mode & 0o007 else None
 
 
 def _owed(step: Step) -> frozenset[str]:

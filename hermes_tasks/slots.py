@@ -5,6 +5,7 @@ Reading only; the planner compares these facts with rendered :class:`SlotSpec` o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import stat
@@ -66,6 +67,21 @@ def owner(gid: int, shared: bool = True) -> tuple[int, int]:
     if _EUID != 0:
         return (_EUID, os.getegid())
     return (0, gid) if shared else (0, 0)
+
+
+@contextlib.contextmanager
+def judged_as_root():
+    """Read slots as root would judge them (owners and modes root expects).
+
+    For the service user's ``--check`` of what the root registrar would do: root's files
+    are then as planned, not "foreign". Reading only; the caller still needs read access.
+    """
+    global _EUID
+    saved, _EUID = _EUID, 0
+    try:
+        yield
+    finally:
+        _EUID = saved
 
 
 def managed_names(scandir: str) -> tuple[list[str], list[str]]:

@@ -172,7 +172,7 @@ class Expected:
                 self.contents.setdefault((name, rel), set()).add(f.content)
 
 
-MODES = {"type": 0o644, "run": 0o755, "finish": 0o755, "log/run": 0o755}
+MODES = {"type": 0o644, "run": 0o750, "finish": 0o755, "log/run": 0o755}
 SKELETON = {"supervise": (stat.S_ISDIR, 0o710), "supervise/control": (stat.S_ISFIFO, 0o620),
             "event": (stat.S_ISDIR, 0o700)}
 PRIVATE = {"event"}  # root:root, never the service group's (SPEC §5)
