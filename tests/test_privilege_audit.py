@@ -45,6 +45,9 @@ CASES = {
                                           "it in place",
     "security.lock.service_user": "the service user opens the scandir lock to flock it and "
                                   "hold off every root run",
+    "security.registrar.named_settings": "as the service user through the registrar: --var/"
+                                         "--inventory/$HERMES_TASKS_INVENTORY that root does "
+                                         "not have, and --check against root's settings",
     "security.cwd.root_entry_points": "root entry points (console script, registrar) run from "
                                       "/, and relative --inventory/--dest mean what was typed",
 }
@@ -351,3 +354,62 @@ def test_root_entry_points_run_from_slash(root_sandbox, supervisor, tmp_path):
     reliability_report.record("security.cwd.root_entry_points", 3,
                               "the console script and the registrar ran from /; relative "
                               "--inventory and --dest resolved against where they were typed")
+
+
+def test_registrar_path_refuses_named_settings_and_checks_with_roots(root_sandbox, supervisor):
+    """Issue 11.5: the caller's settings never reach root; its --check uses root's."""
+    sb, sup = root_sandbox, supervisor
+    boot(sb, sup)
+    copy = sb.scandir / REGISTRAR / "data" / "inventory.yml"
+    st = os.stat(copy)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, sb.user.gid)
+    run = os.stat(sb.slot("bob") / "run")
+    assert (stat.S_IMODE(run.st_mode), run.st_uid, run.st_gid) == (0o750, 0, sb.user.gid)
+    # named settings root does not have: one line, exit 1, nothing changed
+    make_profile(sb.home, "fay")  # on the volume, no slot yet: gateway.start must register it
+    own(sb, sb.home / "profiles" / "fay")
+    before = sorted(os.listdir(sb.scandir)), sorted(os.listdir(sb.home / "profiles"))
+    refusals = []
+    for args, env in ((["profile.create", "zed", "--var", "extra_env={HT_A: b}"], None),
+                      (["reconcile", "--var", "lock_timeout=3"], None),
+                      (["gateway.start", "-p", "fay", "--var", "gateway_log_archives=3"], None),
+                      (["reconcile", "--check", "--var", "extra_env={HT_A: b}"], None),
+                      (["reconcile"], {"HERMES_TASKS_INVENTORY": str(sb.root / "nowhere.yml")})):
+        if env:
+            inv = sb.root / "nowhere.yml"
+            inv.write_text(json.dumps({"all": {"vars": {"lock_timeout": 9},
+                                               "hosts": {"localhost": {}}}}))
+            os.chmod(inv, 0o644)
+        res = s6env.run_tasks(sb, *args, user=sb.user, env=env)
+        refusals.append(one_line_error(res, "cannot reach root", "run it as root"))
+    assert "--var extra_env" in refusals[0] and "--var hermes_home" not in refusals[0]
+    assert "$HERMES_TASKS_INVENTORY" in refusals[-1]
+    assert (sorted(os.listdir(sb.scandir)), sorted(os.listdir(sb.home / "profiles"))) == before
+    assert not (sb.home / "profiles" / "fay" / "gateway_state.json").exists()
+    # root's own values named again are fine (nothing would be dropped)
+    tasks(sb, "reconcile", "--check", user=sb.user)
+    # --check is answered with root's settings, judged as root: it agrees with the run
+    tasks(sb, "reconcile", "--var", 'extra_env={HT_ROOT: "1"}')  # root changes its settings
+    root_vars = ["--var", 'extra_env={HT_ROOT: "1"}']
+    (sb.home / "profiles" / "erin").mkdir()
+    (sb.home / "profiles" / "erin" / "SOUL.md").write_text("soul\n")
+    own(sb, sb.home / "profiles" / "erin")
+    check = json.loads(tasks(sb, "reconcile", "--check", "--json", *root_vars,
+                             user=sb.user).stdout)
+    # naming nothing (the shipped inventory, the scandir from the container's variable):
+    # still root's settings, so the same answer
+    plain = s6env.run_tasks(sb, "reconcile", "--check", "--json", user=sb.user,
+                            inventory_vars=False,
+                            env={"S6_PROFILE_GATEWAY_SCANDIR": str(sb.scandir)})
+    assert plain.returncode == 0, plain.stderr
+    did = json.loads(tasks(sb, "reconcile", "--json", *root_vars, user=sb.user).stdout)
+    key = [(r["profile"], r["action"], r["result"]) for r in check["results"]]
+    assert key == [(r["profile"], r["action"], r["result"]) for r in did["results"]]
+    assert ("erin", "registered", "changed") in key
+    assert ("bob", "started", "ok") in key  # root's files, judged as root: unchanged
+    assert [(r["profile"], r["action"], r["result"])
+            for r in json.loads(plain.stdout)["results"]] == key
+    reliability_report.record("security.registrar.named_settings", len(refusals) + 2,
+                              "each named setting root lacks was one line, exit 1, nothing "
+                              "changed; the service user's --check (root's settings) matched "
+                              "the registrar's run row for row")
