@@ -163,4 +163,5 @@ class Renderer:
 def _yaml_dump(doc) -> str:
     import yaml
 
-    return yaml.safe_dump(doc, sort_keys=True)
+    # One line per value, however long: a secret is masked line by line (redact).
+    return yaml.safe_dump(doc, sort_keys=True, width=float("inf"))

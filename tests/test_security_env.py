@@ -240,3 +240,17 @@ def test_secrets_are_masked_unless_asked(sandbox):
                               "values of KEY/TOKEN/PASSWORD names printed as ******** in "
                               "--diff (text and JSON) and slot.render, shown with "
                               "--show-secrets; a rotated one marked (changed); run is 0750")
+
+
+def test_the_registrar_copy_masks_whole_values(tmp_path):
+    """The registrar's data/inventory.yml holds one line per value, so a long secret is
+    masked whole (a folded YAML line would leak its continuation)."""
+    cfg = load_via_yaml(tmp_path, {"HT_API_KEY": "s" * 300 + " tail", "HT_PLAIN": "p"})
+    spec = Renderer(cfg).registrar("/usr/bin/python3")
+    copy = spec.files["data/inventory.yml"]
+    assert copy.mode == 0o640
+    masked = redact.text(copy.content.decode())
+    assert "sss" not in masked and "tail" not in masked
+    assert "HT_API_KEY: ********" in masked and "HT_PLAIN: p" in masked
+    (tmp_path / "copy.yml").write_bytes(copy.content)
+    assert dict(inventory.load(tmp_path / "copy.yml", environ={}).extra_env) == dict(cfg.extra_env)
