@@ -41,6 +41,8 @@ class Profile:
     autostart: bool
     # Stale runtime files (STALE_FILES) seen in its directory, for the sweep to consider.
     stale: bool = dataclasses.field(default=False, compare=False)
+    # The recorded desired_state (None when the state was decided by gateway_state or absent).
+    recorded: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def slot(self) -> str:
@@ -77,38 +79,46 @@ def escape(text: str) -> str:
 
 
 def parse_state(raw: bytes) -> tuple[str | None, bool, str | None]:
+    """Decide from the bytes of ``gateway_state.json``: see :func:`parse_decision`."""
+    return parse_decision(raw)[:3]
+
+
+def parse_decision(raw: bytes) -> tuple[str | None, bool, str | None, bool]:
     """Decide from the bytes of ``gateway_state.json``.
 
-    Returns ``(prior_state, autostart, problem)``: ``problem`` is a warning text when the
-    file is unusable (then the state is None). ``desired_state`` wins when present;
-    otherwise ``gateway_state``, where ``draining``/``degraded`` count as running.
+    Returns ``(prior_state, autostart, problem, recorded)``: ``problem`` is a warning text
+    when the file is unusable (then the state is None). ``desired_state`` wins when present
+    (``recorded`` is then True); otherwise ``gateway_state``, where ``draining``/``degraded``
+    count as running.
     """
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, False, "is not valid JSON"
+        return None, False, "is not valid JSON", False
     if not isinstance(doc, dict):
-        return None, False, "is not a JSON object"
-    if doc.get("desired_state") is not None:
+        return None, False, "is not a JSON object", False
+    recorded = doc.get("desired_state") is not None
+    if recorded:
         value, aliases = doc["desired_state"], {"running"}
     elif doc.get("gateway_state") is not None:
         value, aliases = doc["gateway_state"], RUNNING_ALIASES
     else:
-        return None, False, None
+        return None, False, None, False
     if not isinstance(value, str):
-        return None, False, "holds a state that is not a string"
+        return None, False, "holds a state that is not a string", False
     if len(value) > STATE_VALUE_LIMIT:
         # Not a state any gateway writes; printing it verbatim would let one file flood
         # every report and boot-log line.
-        return None, False, f"holds a state value of {len(value)} characters"
-    return value, value in aliases, None
+        return None, False, f"holds a state value of {len(value)} characters", False
+    return value, value in aliases, None, recorded
 
 
 def read_state(home: str, parts: tuple[str, ...], warn,
-               dfd: int | None = None) -> tuple[str | None, bool]:
+               dfd: int | None = None) -> tuple[str | None, bool, str | None]:
     """Read a profile's state without following symlinks; problems become warnings.
 
     ``dfd``, when given, is the profile directory already opened (discovery's hot path).
+    Returns (prior_state, autostart, the recorded desired_state or None).
     """
     def where() -> str:
         return escape(os.path.join(home, *parts, STATE_FILE))
@@ -120,15 +130,15 @@ def read_state(home: str, parts: tuple[str, ...], warn,
             with fsops.opened_dir(home, parts) as fd:
                 raw = fsops.read_bounded(fd, STATE_FILE, STATE_LIMIT)
     except FileNotFoundError:
-        return None, False
+        return None, False, None
     except OSError as exc:
         why = "is a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
         warn(f"could not read {where()}: {why}; treating as no prior state")
-        return None, False
-    value, autostart, problem = parse_state(raw)
+        return None, False, None
+    value, autostart, problem, recorded = parse_decision(raw)
     if problem:
         warn(f"{where()} {problem}; treating as no prior state")
-    return value, autostart
+    return value, autostart, value if recorded else None
 
 
 def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
@@ -179,7 +189,8 @@ def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
 def _profile(home: str, name: str, parts: tuple[str, ...], dfd: int, warn) -> Profile:
     """A profile read through its open directory: state, and whether stale files lie there."""
     stale = any(fsops.lexists(dfd, n) for n in STALE_FILES)
-    return Profile(name, parts, *read_state(home, parts, warn, dfd), stale=stale)
+    value, autostart, recorded = read_state(home, parts, warn, dfd)
+    return Profile(name, parts, value, autostart, stale=stale, recorded=recorded)
 
 
 def _open_profile(pfd: int, name: str, is_link: bool) -> tuple[str | None, int | None]:

@@ -14,11 +14,11 @@ import signal
 import sys
 import time
 
-from . import engine, fsops
+from . import fsops
 from .errors import TaskError
 from .inventory import Settings
 from .render import REGISTRAR
-from .report import Row, exit_code, stats
+from .report import exit_code, stats
 from .s6 import S6, S6Error
 
 DATA = "data"
@@ -30,22 +30,6 @@ NEEDS_ROOT = ("{what} needs root: run this task as root, or run `hermes-tasks re
 def may_change_slots(settings: Settings) -> bool:
     """Root, or the owner of the scandir (a container run entirely as one user)."""
     return fsops.IS_ROOT or os.access(settings.scandir, os.W_OK)
-
-
-def converge(settings: Settings, only: set[str] | None, check: bool = False, diff: bool = False,
-             warn=None, what: str = "changing a slot") -> list[Row]:
-    """Reconcile the slots of ``only`` (profile names; None = all); return their rows.
-
-    Not allowed to change slots itself, it asks the registrar, whose run reconciles every
-    profile; only the rows of ``only`` are returned.
-    """
-    if check or may_change_slots(settings):
-        rows, _ = engine.reconcile(settings, check=check, diff=diff, only=only, warn=warn)
-        return rows
-    doc = request(settings, what)
-    rows = [Row(r["slot"], r["profile"], r["prior_state"], r["action"], r["result"],
-                r.get("message", "")) for r in doc.get("results", [])]
-    return [r for r in rows if only is None or r.profile in only]
 
 
 def check_available(settings: Settings, what: str = "changing a slot") -> None:
@@ -75,14 +59,14 @@ def request(settings: Settings, what: str = "changing a slot") -> dict:
     """Restart the registrar, wait until it is ready again, and return its recorded result.
 
     Raises TaskError when there is no registrar, it does not answer within
-    ``lock_timeout`` + 60 s, or its reconcile failed as a whole.
+    ``registrar_timeout``, or its reconcile failed as a whole.
     """
     check_available(settings, what)
     slot = os.path.join(settings.scandir, REGISTRAR)
     asked = time.time()
     try:
         S6(settings.s6_bin_dir).svc(slot, "-wR", "-r",
-                                    wait_ms=int((settings.lock_timeout + 60) * 1000))
+                                    wait_ms=int(settings.registrar_timeout * 1000))
     except S6Error as exc:
         raise TaskError(f"the registrar ({slot}) did not answer: {exc}") from None
     try:
@@ -130,12 +114,13 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
 
 def _reconcile(inventory_path: str) -> dict:
     """Run reconcile with the slot's settings; the record of it, failures included."""
-    from . import inventory
+    from . import engine, inventory
+    from .intent import RECONCILE, Intent
 
     started, rows, error = time.time(), [], None
     try:
         settings = inventory.load(inventory_path, (), environ={})
-        rows, _ = engine.reconcile(settings, manage_registrar=False)
+        rows = engine.run(settings, Intent(RECONCILE), manage_registrar=False).rows
         code = exit_code(rows, multi=True)
     except TaskError as exc:
         code, error = exc.code, str(exc)

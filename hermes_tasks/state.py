@@ -10,8 +10,8 @@ from . import fsops
 from .profiles import STATE_FILE, STATE_LIMIT, escape, profile_parts
 
 
-def record_desired(home: str, name: str, desired: str, owner: tuple[int, int]) -> None:
-    """Set ``desired_state`` (and ``updated_at``), keeping every other key.
+def record_desired(home: str, name: str, desired: str | None, owner: tuple[int, int]) -> None:
+    """Set ``desired_state`` (and ``updated_at``), keeping every other key; None removes it.
 
     Written atomically next to the file, never through a symlink. A file that is not a
     JSON object is kept beside it as ``gateway_state.json.corrupt`` rather than lost.
@@ -34,7 +34,10 @@ def record_desired(home: str, name: str, desired: str, owner: tuple[int, int]) -
                 doc = parsed
             else:
                 os.rename(STATE_FILE, STATE_FILE + ".corrupt", src_dir_fd=dfd, dst_dir_fd=dfd)
-        doc["desired_state"] = desired
+        if desired is None:
+            doc.pop("desired_state", None)
+        else:
+            doc["desired_state"] = desired
         doc["updated_at"] = int(time.time())
         data = (json.dumps(doc, indent=2) + "\n").encode()
         fsops.write_atomic(dfd, STATE_FILE, data, 0o644, owner=owner)

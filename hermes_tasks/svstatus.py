@@ -53,7 +53,7 @@ def parse(raw: bytes, supervised: bool | None, normally_up: bool) -> Status:
     """Decode one record; ValueError when it is not a record of the known layout."""
     if len(raw) != RECORD:
         raise ValueError(f"supervise/status has {len(raw)} bytes, expected {RECORD}")
-    stamp, _, ready_stamp, _, pid, wstat, flags = struct.unpack(">QLQLQHB", raw)
+    stamp, nano, ready_stamp, ready_nano, pid, wstat, flags = struct.unpack(">QLQLQHB", raw)
     finishing = bool(flags & _FLAG_FINISHING)
     up = pid != 0 and not finishing
     exit_code = sig = None
@@ -69,7 +69,7 @@ def parse(raw: bytes, supervised: bool | None, normally_up: bool) -> Status:
         supervised=supervised, up=up, ready=up and bool(flags & _FLAG_READY),
         wanted_up=bool(flags & _FLAG_WANT_UP), normally_up=normally_up, finishing=finishing,
         paused=bool(flags & _FLAG_PAUSED), pid=pid if up else None, exit_code=exit_code,
-        signal=sig, since=_unix(stamp), ready_since=_unix(ready_stamp))
+        signal=sig, since=_unix(stamp, nano), ready_since=_unix(ready_stamp, ready_nano))
 
 
 def read(slot: str) -> Status:
@@ -94,5 +94,5 @@ def read(slot: str) -> Status:
     return parse(raw, supervised, normally_up)
 
 
-def _unix(stamp: int) -> float | None:
-    return None if stamp == 0 else float(stamp - TAI_OFFSET)
+def _unix(stamp: int, nano: int = 0) -> float | None:
+    return None if stamp == 0 else stamp - TAI_OFFSET + nano / 1e9

@@ -1,0 +1,122 @@
+"""Bringing many gateways down and up at once: signal all, wait once (SPEC §6 batching).
+
+Works for root and for the service user alike: it only writes control FIFOs through
+``s6-svc`` and polls ``supervise/status`` (the service user never uses ``event/``, §5).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .. import svstatus
+from ..s6 import S6, S6Error
+
+POLL = 0.02
+DOWN_TIMEOUT = 10.0
+
+
+def _status(path: str) -> svstatus.Status | None:
+    try:
+        return svstatus.read(path)
+    except (OSError, ValueError):
+        return None
+
+
+def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEOUT
+         ) -> dict[str, str]:
+    """Tell every slot to go down, wait for all of them once; SIGKILL what ignores SIGTERM.
+
+    Returns {path: error} for the slots s6 refused or that never went down.
+    """
+    errors: dict[str, str] = {}
+    for path in paths:
+        try:
+            s6.svc(path, flag)
+        except S6Error as exc:
+            errors[path] = str(exc)
+    pending = [p for p in paths if p not in errors]
+    pending = _wait(pending, _is_down, timeout)
+    for path in pending:  # a daemon ignoring SIGTERM: the change must still happen
+        try:
+            s6.svc(path, "-k")
+        except S6Error as exc:
+            errors[path] = str(exc)
+    for path in _wait([p for p in pending if p not in errors], _is_down, timeout):
+        errors[path] = f"{path}: still up {2 * timeout:g} s after it was told to stop"
+    return errors
+
+
+def up(s6: S6, paths: list[str], flag: str = "-u") -> dict[str, str]:
+    """Tell every slot to come up (no wait); {path: error} for those s6 refused."""
+    errors: dict[str, str] = {}
+    for path in paths:
+        try:
+            s6.svc(path, flag)
+        except S6Error as exc:
+            errors[path] = str(exc)
+    return errors
+
+
+def _is_down(path: str) -> bool:
+    st = _status(path)
+    return st is None or not (st.up or st.finishing)
+
+
+def _wait(paths: list[str], done, timeout: float) -> list[str]:
+    """Poll until ``done(path)`` for every path or the timeout; return the ones not done."""
+    deadline = time.monotonic() + timeout
+    pending = list(paths)
+    while pending:
+        pending = [p for p in pending if not done(p)]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL)
+    return pending
+
+
+def supervised(paths: list[str], timeout: float) -> list[str]:
+    """Wait until each slot has a live supervisor that wrote its status; return the others."""
+    def ok(path: str) -> bool:
+        return (os.path.exists(os.path.join(path, "supervise", "status"))
+                and S6.supervised(path) is not False)
+    return _wait(paths, ok, timeout)
+
+
+def snapshot(paths: list[str]) -> dict[str, float | None]:
+    """Each slot's last up/down change, taken before it is signalled (see :func:`settle`)."""
+    out = {}
+    for path in paths:
+        st = _status(path)
+        out[path] = st.since if st else None
+    return out
+
+
+def settle(paths: list[str], goal: str, timeout: float,
+           before: dict[str, float | None]) -> dict[str, str]:
+    """``--wait``: until each gateway is ready (``goal`` "up") or down; {path: why not}.
+
+    Ready means s6's ready flag when the slot has a ``notification-fd``, else up. A gateway
+    that exits after it was told to come up (its last change differs from ``before``, the
+    :func:`snapshot` taken before the signal) fails at once with its exit code.
+    """
+    failures: dict[str, str] = {}
+
+    def done(path: str) -> bool:
+        st = _status(path)
+        if st is None:
+            return False
+        if goal == "down":
+            return not (st.up or st.finishing)
+        if st.up:
+            return st.ready or not os.path.exists(os.path.join(path, "notification-fd"))
+        if (not st.wanted_up and not st.finishing and st.exit_code is not None
+                and st.since != before.get(path)):
+            failures[path] = f"exited {st.exit_code}"
+            return True
+        return False
+
+    for path in _wait(paths, done, timeout):
+        failures[path] = (f"timed out after {timeout:g} s waiting for it to be "
+                          f"{'ready' if goal == 'up' else 'down'}")
+    return failures
