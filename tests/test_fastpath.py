@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import s6env
 
 from hermes_tasks import fastpath
 
@@ -40,8 +41,10 @@ def make_home(root):
     (home / "profiles" / "Bad Name").mkdir()
     (home / "profiles" / "Bad Name" / "SOUL.md").write_text("x")
     (root / "scandir").mkdir()
+    cmd = s6env.make_command_dir(root / "command")
     return [f"--var=hermes_home={home}", "--var", f"scandir={root / 'scandir'}",
-            "--var=s6_bin_dir=/usr/bin", "--var", "service_user=null"]
+            f"--var=s6_bin_dir={cmd}", "--var", "service_user=null",
+            f"--var=hermes_bin={s6env.FAKE_GATEWAY}"]
 
 
 def run(root, argv, fast):
