@@ -16,6 +16,28 @@ from .intent import CREATE, DELETE, RECONCILE, Intent
 from .inventory import Settings
 
 
+def json_errors(fn):
+    """With ``json=True``, an expected failure is still one JSON object on stdout (SPEC §8).
+
+    The one-line error goes to stderr as always; the exit code is the error's.
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TaskError as exc:
+            if not kwargs.get("json"):
+                raise
+            report.emit([], True, fn.__name__, error=str(exc))
+            sys.stderr.write(f"hermes-tasks: error: {exc}\n")
+            return exc.code
+
+    return wrapper
+
+
+@json_errors
 def reconcile(cfg: Settings, check: bool, diff: bool, json: bool, wait: bool = False,
               timeout: float | None = None) -> int:
     """``reconcile``: converge every slot and what runs, report, and return 0 or 2."""
@@ -29,6 +51,7 @@ def reconcile(cfg: Settings, check: bool, diff: bool, json: bool, wait: bool = F
     return report.exit_code(rows + ([aside] if aside else []), multi=True)
 
 
+@json_errors
 def gateway(cfg: Settings, action: str, profile: str | None, all_: bool, wait: bool,
             timeout: float | None, json: bool, check: bool, diff: bool = False) -> int:
     """``gateway.start/stop/restart``: one gateway (or ``--all``) through the engine."""
@@ -48,6 +71,7 @@ def gateway(cfg: Settings, action: str, profile: str | None, all_: bool, wait: b
     return _finish(cfg, intent, f"gateway.{action}", check, diff, json, multi=all_)
 
 
+@json_errors
 def profile_create(cfg: Settings, name: str, start: bool, check: bool, diff: bool,
                    json: bool) -> int:
     """``profile.create``: a profile directory and its slot, through the engine."""
@@ -58,6 +82,7 @@ def profile_create(cfg: Settings, name: str, start: bool, check: bool, diff: boo
                    check, diff, json)
 
 
+@json_errors
 def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: bool,
                    json: bool) -> int:
     """``profile.delete``: stop and retire the slot, move the profile to .trash (or purge)."""

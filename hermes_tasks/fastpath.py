@@ -62,7 +62,7 @@ def runner(task: str, kwargs: dict) -> Callable[[], int]:
         cfg = inventory.load(kwargs.get("inventory") or None, kwargs["var"])
         if task == "reconcile":
             return actions.reconcile(cfg, kwargs.get("check", False), kwargs.get("diff", False),
-                                     kwargs.get("json", False))
+                                     json=kwargs.get("json", False))
         return actions.status(cfg, kwargs.get("profile"), kwargs.get("json", False))
 
     return run

@@ -39,7 +39,9 @@ import reliability_report
 import s6env
 import standin
 
-from hermes_tasks import engine, lifecycle
+from hermes_tasks import engine
+from hermes_tasks.execute import volume
+from hermes_tasks.intent import Intent
 
 CASES = {
     "crash.sigkill.reconcile": "SIGKILL `reconcile` after a random delay in [0, one run], home of "
@@ -155,7 +157,8 @@ class World:
 
     def converge(self) -> list:
         warnings: list[str] = []
-        rows, registrar = engine.reconcile(self.settings(), warn=warnings.append)
+        result = engine.run(self.settings(), Intent("reconcile"), warn=warnings.append)
+        rows, registrar = result.rows, result.registrar
         failed = [r for r in rows + [registrar] if r and r.result == "failed"]
         assert not failed, f"converging reconcile failed: {failed} {warnings}"
         return rows
@@ -220,7 +223,8 @@ class World:
             else:
                 # (from /proc, no s6-svstat per slot: hundreds of iterations must stay cheap)
                 assert kit.live_instances(sb.home, name) == [], f"{label}: {name} came up"
-        check_rows, _ = engine.reconcile(spec_settings, check=True, warn=lambda m: None)
+        check_rows = engine.run(spec_settings, Intent("reconcile"), check=True,
+                                warn=lambda m: None).rows
         assert all(r.result == "ok" for r in check_rows), (label, check_rows)
         assert kit.svscan_log_problems(self.sup.log_text()) == []
 
@@ -379,7 +383,7 @@ def check_create_outcome(home: Path, name: str, label: str) -> None:
     """A killed create leaves no profile, an empty dir, or a complete SOUL.md; never half."""
     d = home / "profiles" / name
     if (d / "SOUL.md").exists():
-        assert (d / "SOUL.md").read_bytes() == lifecycle.SOUL, f"{label}: torn SOUL.md"
+        assert (d / "SOUL.md").read_bytes() == volume.SOUL, f"{label}: torn SOUL.md"
 
 
 def check_delete_outcome(home: Path, name: str, before: dict, purge: bool, label: str) -> bool:
@@ -683,7 +687,7 @@ def test_power_cut_while_creating_soul_md(root_sandbox):
         assert all(r["action"] == "removed" for r in rows)  # (the counting run's slot)
         res = s6env.run_tasks(sb, "profile.create", "bob")
         assert res.returncode == 0, res.stderr
-        assert (d / "SOUL.md").read_bytes() == lifecycle.SOUL and not tmp.exists()
+        assert (d / "SOUL.md").read_bytes() == volume.SOUL and not tmp.exists()
         subprocess.run(["rm", "-rf", "--", str(d)], check=True)
         s6env.run_tasks(sb, "reconcile")
         tries += 1

@@ -18,8 +18,8 @@ ALL_HELP = {"all": "act on every gateway-* slot in the scandir"}
 
 
 def _run(c, action, profile, all_, wait, timeout, json, check, inventory, var):
-    code = actions.gateway(settings(inventory, var), action, profile, all_, wait, timeout, json,
-                           check_mode(c, check))
+    code = actions.gateway(settings(inventory, var), action, profile, all_, wait, timeout,
+                           json=json, check=check_mode(c, check))
     if code:
         raise Exit(code=code)
 

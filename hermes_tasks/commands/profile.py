@@ -19,7 +19,7 @@ COMMON = {
 def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None):
     """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
     code = actions.profile_create(settings(inventory, var), name, start, check_mode(c, check),
-                                  diff, json)
+                                  diff, json=json)
     if code:
         raise Exit(code=code)
 
@@ -29,6 +29,6 @@ def create(c, name, start=False, check=False, diff=False, json=False, inventory=
 def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None):
     """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
     code = actions.profile_delete(settings(inventory, var), name, purge, check_mode(c, check),
-                                  diff, json)
+                                  diff, json=json)
     if code:
         raise Exit(code=code)

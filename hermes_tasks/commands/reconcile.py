@@ -18,7 +18,7 @@ from .common import check_mode, hermes_task, settings
 def reconcile(c, check=False, diff=False, json=False, wait=False, timeout=None, inventory=None,
               var=None):
     """Bring every gateway slot and process in line with the profiles on disk (run at boot)."""
-    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json, wait,
-                             timeout)
+    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json=json,
+                             wait=wait, timeout=timeout)
     if code:
         raise Exit(code=code)

@@ -13,6 +13,7 @@ from .. import svstatus
 from ..s6 import S6, S6Error
 
 POLL = 0.02
+STABLE = 1.0
 DOWN_TIMEOUT = 10.0
 
 
@@ -109,7 +110,11 @@ def settle(paths: list[str], goal: str, timeout: float,
         if goal == "down":
             return not (st.up or st.finishing)
         if st.up:
-            return st.ready or not os.path.exists(os.path.join(path, "notification-fd"))
+            if os.path.exists(os.path.join(path, "notification-fd")):
+                return st.ready
+            # Without s6's readiness, "ready" is "stayed up for a second": a gateway that
+            # exits at once (78: a port in use) must not be reported started.
+            return st.since is not None and time.time() - st.since >= STABLE
         if (not st.wanted_up and not st.finishing and st.exit_code is not None
                 and st.since != before.get(path)):
             failures[path] = f"exited {st.exit_code}"
