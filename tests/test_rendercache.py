@@ -15,8 +15,9 @@ from hermes_tasks.render import Renderer
 PROBE = """
 import sys
 from hermes_tasks import cli
+code = 0
 try:
-    cli.main(fast_exit=False)
+    cli.main()
 except SystemExit as exc:
     code = exc.code
 print("jinja2-imported", "jinja2" in sys.modules, "exit", code, file=sys.stderr)

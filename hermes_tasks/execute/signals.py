@@ -10,7 +10,7 @@ import os
 import time
 
 from .. import svstatus
-from ..s6 import S6, S6Error
+from ..s6 import S6, NotSupervised, PermissionDenied, S6Error
 
 POLL = 0.02
 STABLE = 1.0
@@ -35,14 +35,14 @@ def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEO
         try:
             s6.svc(path, flag)
         except S6Error as exc:
-            errors[path] = str(exc)
+            errors[path] = explain(exc, path)
     pending = [p for p in paths if p not in errors]
     pending = _wait(pending, _is_down, timeout)
     for path in pending:  # a daemon ignoring SIGTERM: the change must still happen
         try:
             s6.svc(path, "-k")
         except S6Error as exc:
-            errors[path] = str(exc)
+            errors[path] = explain(exc, path)
     for path in _wait([p for p in pending if p not in errors], _is_down, timeout):
         errors[path] = f"{path}: still up {2 * timeout:g} s after it was told to stop"
     return errors
@@ -55,8 +55,20 @@ def up(s6: S6, paths: list[str], flag: str = "-u") -> dict[str, str]:
         try:
             s6.svc(path, flag)
         except S6Error as exc:
-            errors[path] = str(exc)
+            errors[path] = explain(exc, path)
     return errors
+
+
+def explain(exc: S6Error, path: str) -> str:
+    """One line: which gateway, what s6 said, and what to do about it."""
+    slot = os.path.basename(path)
+    if isinstance(exc, PermissionDenied):
+        return (f"{slot}: permission denied by s6 ({exc}): run this as root or as the service "
+                "user; `hermes-tasks reconcile` as root repairs the shared control FIFOs")
+    if isinstance(exc, NotSupervised):
+        return (f"{slot} is not supervised: no s6-supervise listens on it (is s6-svscan "
+                "running? run `hermes-tasks reconcile` as root, then retry)")
+    return f"{slot}: {exc}" if slot not in str(exc) else str(exc)
 
 
 def _is_down(path: str) -> bool:
