@@ -475,7 +475,8 @@ class Container:
         Runs as root (``user=None``) or as ``user``; the settings come from the container
         environment (HERMES_HOME, and the sandbox inventory standing in for the shipped one).
         """
-        full_env = {k: v for k, v in self.env.items() if k != "PATH"}
+        # docker exec keeps the image's PATH (its venv, where `hermes` is): preflight needs it
+        full_env = dict(self.env)
         full_env.update(env or {})
         return s6env.run_tasks(self.sb, task, *args, user=user, env=full_env,
                                inventory_vars=False)
