@@ -435,7 +435,7 @@ def crash_main(argv: list[str]) -> None:
 
     _install_crash_hooks(crash_at, log_path)
     sys.argv = ["hermes-tasks", *rest]
-    cli.main(fast_exit=False)  # its atexit hook records the crash points
+    cli.main()  # its atexit hook records the crash points
 
 
 # --------------------------------------------------------------------------- mounts

@@ -119,15 +119,10 @@ class World:
         self.volume = kit.snapshot(self.sb.home)
         self.expect_up = set()
         self.settle_starts()
-        up = kit.settled_up(self.sb.home, self.sb.scandir)
+        # reconcile converges what runs (SPEC §6): once done, exactly the profiles whose
+        # desired state is running are up (the stand-ins never exit 0 or 78 here)
         for name in self.present():
-            slot = self.sb.slot(name)
-            if slot.name in self.ignore or not slot.exists():
-                # a new slot, or a planted legacy one (swapped, i.e. published anew): it
-                # starts exactly when its profile wants it running
-                if desired_of(self.sb.home, name):
-                    self.expect_up.add(name)
-            elif name in up:  # up now: must stay up
+            if desired_of(self.sb.home, name):
                 self.expect_up.add(name)
         self.either = set()
 
@@ -197,8 +192,7 @@ class World:
             for rel, f in renderer.gateway(name, want_up).files.items():
                 assert (slot / rel).read_bytes() == f.content, f"{label}: {slot / rel}"
             assert (slot / "down").exists() is (not want_up), f"{label}: {name} down marker"
-        # Reconcile starts a gateway only by publishing its slot without `down`, and keeps
-        # every gateway that was up (restarting it on a new script): those are the up set.
+        # Reconcile brings up what should run and down what should not (SPEC §6).
         for name in present:
             slot = sb.slot(name)
             s6env.wait_status_file(slot)

@@ -130,7 +130,13 @@ class Applier:
         failed = signals.down(self.s6, [path(s) for s in going])
         coming = [s for s in todo if s.runtime in ("up", "restart")]
         self.before.update(signals.snapshot([path(s) for s in coming]))
-        failed.update(signals.up(self.s6, [path(s) for s in coming if path(s) not in failed]))
+        # -U takes the down marker away in the same act as the start: a run killed in
+        # between must not leave a normally-up slot that never ran, which reads "exit 0"
+        # exactly like a gateway that exited 0 and must stay down (SPEC §6).
+        for flag, chosen in (("-U", [s for s in coming if s.set_down is False]),
+                             ("-u", [s for s in coming if s.set_down is not False])):
+            failed.update(signals.up(self.s6, [path(s) for s in chosen
+                                               if path(s) not in failed], flag))
         for step in todo:
             if path(step) in failed:
                 self.errors.setdefault(step.slot, failed[path(step)])
@@ -251,7 +257,9 @@ class Applier:
             self._seed_skeleton(path, step.spec.logged)
         if step.set_down is not None:
             with fsops.opened_dir(path) as dfd:
-                if not step.set_down:
+                if not step.set_down and step.runtime == "up":
+                    pass  # `s6-svc -U` removes it as it brings the gateway up (see _runtime)
+                elif not step.set_down:
                     fsops.unlink_if_present(dfd, "down")
                 elif not fsops.lexists(dfd, "down"):
                     fsops.write_new(dfd, "down", b"", 0o644)
