@@ -37,9 +37,9 @@ def check_available(settings: Settings, what: str = "changing a slot") -> None:
 
     Call it before changing the volume, so a task that cannot finish does not start.
     """
-    if not os.path.isdir(settings.scandir):
-        raise TaskError(f"scandir {settings.scandir} does not exist or is not a directory "
-                        "(is s6 set up? set scandir in the inventory or with --var)")
+    from .facts import require_scandir
+
+    require_scandir(settings)
     if may_change_slots(settings):
         return
     slot = os.path.join(settings.scandir, REGISTRAR)

@@ -627,7 +627,8 @@ def crash_at(sb, prefix: str, *task: str, reset, offset: int = 0) -> tuple[int, 
 
 def test_power_cut_between_write_and_rename_of_the_state_file(root_sandbox, supervisor):
     sb = root_sandbox
-    d = kit.write_profile(sb.home, "alice", {"desired_state": "stopped", "keep": "me"},
+    # running, so that gateway.stop has an intent to record (an unchanged one is not written)
+    d = kit.write_profile(sb.home, "alice", {"desired_state": "running", "keep": "me"},
                           user=sb.user)
     original = (d / kit.STATE).read_bytes()
     tmp = d / ".gateway_state.json.hermes-tasks.tmp"
@@ -643,11 +644,11 @@ def test_power_cut_between_write_and_rename_of_the_state_file(root_sandbox, supe
         res = s6env.run_tasks(sb, "reconcile", "--json")
         assert res.returncode == 0 and res.stderr == "", res.stderr
         row = next(r for r in json.loads(res.stdout)["results"] if r["profile"] == "alice")
-        assert row["prior_state"] == "stopped"  # the old, whole file decided
+        assert row["prior_state"] == "running"  # the old, whole file decided
         supervisor.rescan()
         s6env.wait_status_file(sb.slot("alice"))
         status = s6env.run_tasks(sb, "gateway.status", "-p", "alice", "--json")
-        assert json.loads(status.stdout)["gateways"][0]["desired_state"] == "stopped"
+        assert json.loads(status.stdout)["gateways"][0]["desired_state"] == "running"
         res = s6env.run_tasks(sb, "gateway.start", "-p", "alice")
         assert "Traceback" not in res.stderr
         res = s6env.run_tasks(sb, "gateway.stop", "-p", "alice")

@@ -201,7 +201,7 @@ def test_a_failing_s6_is_one_line(sandbox, rc, stderr, words, kept):
         os.close(fd)
     one_line_error(res, *words)
     assert "Traceback" not in res.stderr
-    assert calls(bin_dir)[:1] == [f"s6-svc -u {slot}"]
+    assert calls(bin_dir)[:1] == [f"s6-svc -U {slot}"]  # up, and the marker away
     doc = json.loads((sb.home / "gateway_state.json").read_text())
     assert doc.get("desired_state") == ("running" if kept else None)
     assert doc["gateway_state"] == "stopped"

@@ -6,8 +6,8 @@ import json as jsonlib
 import os
 import sys
 
-from .. import fsops, profiles, slots
-from ..errors import TaskError, UsageError
+from .. import facts, fsops, profiles, slots
+from ..errors import UsageError
 from ..render import Renderer
 from ..s6 import S6
 from .common import hermes_task, settings
@@ -49,8 +49,7 @@ def render(c, name, dest=None, down=False, inventory=None, var=None):
 def list_(c, json=False, inventory=None, var=None):
     """List the gateway slots registered in the scandir."""
     cfg = settings(inventory, var)
-    if not os.path.isdir(cfg.scandir):
-        raise TaskError(f"scandir {cfg.scandir} does not exist or is not a directory")
+    facts.require_scandir(cfg)
     names, _ = slots.managed_names(cfg.scandir)
     s6 = S6(cfg.s6_bin_dir)
     rows = []
