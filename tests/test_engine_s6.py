@@ -262,3 +262,36 @@ def test_closed_pipe_ends_quietly(sandbox):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 0, err
     assert err == "", err
+
+
+def test_dry_changes_nothing_for_every_task(sandbox, supervisor):
+    """Invoke's --dry is check mode for every task (SPEC §13.6): nothing on disk moves."""
+    sb = sandbox
+    make_profile(sb.home, "alice", {"desired_state": "running"})
+    make_profile(sb.home, "bob", {"desired_state": "stopped"})
+    tasks(sb, "reconcile")
+    s6env.wait_up(sb.slot("alice"))
+
+    def snapshot():
+        out = {}
+        for base in (sb.home, sb.scandir):
+            for p in sorted(base.rglob("*")):
+                if "supervise" in p.parts or "event" in p.parts or ".standin" in p.parts:
+                    continue
+                out[str(p)] = p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        return out
+
+    before = snapshot()
+    pid = s6env.svstat(sb.slot("alice"))["pid"]
+    dest = sb.root / "rendered"
+    for task in (["reconcile", "--var", 'extra_env={HT_X: "1"}'], ["gateway.stop", "-p", "alice"],
+                 ["gateway.start", "-p", "bob"], ["gateway.restart", "--all"],
+                 ["profile.create", "carol", "--start"], ["profile.delete", "bob"],
+                 ["slot.render", "alice", "--dest", str(dest)]):
+        argv = ["python", "-m", "hermes_tasks", "--dry", *task, *s6env.inventory_args(sb)]
+        res = s6env.run_tasks(sb, None, argv=argv)
+        assert res.returncode == 0, (task, res.stdout, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert snapshot() == before
+    assert not dest.exists()
+    assert s6env.svstat(sb.slot("alice"))["pid"] == pid

@@ -25,6 +25,10 @@ def render(c, name, dest=None, down=False, inventory=None, var=None):
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
     spec = Renderer(settings(inventory, var)).gateway(name, autostart=not down)
     files = dict(spec.files)
+    if dest and c.config.run.dry:  # --dry means check mode for every task: write nothing
+        for rel in files:
+            print(f"would write {os.path.join(dest, rel)}")
+        return
     if not dest:
         for rel, f in files.items():
             sys.stdout.write(f"==> {spec.name}/{rel} (mode {f.mode:04o}) <==\n")
