@@ -30,19 +30,10 @@ def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEO
 
     Returns {path: error} for the slots s6 refused or that never went down.
     """
-    errors: dict[str, str] = {}
-    for path in paths:
-        try:
-            s6.svc(path, flag)
-        except S6Error as exc:
-            errors[path] = explain(exc, path)
-    pending = [p for p in paths if p not in errors]
-    pending = _wait(pending, _is_down, timeout)
-    for path in pending:  # a daemon ignoring SIGTERM: the change must still happen
-        try:
-            s6.svc(path, "-k")
-        except S6Error as exc:
-            errors[path] = explain(exc, path)
+    errors = tell(s6, paths, flag)
+    pending = _wait([p for p in paths if p not in errors], _is_down, timeout)
+    # a daemon ignoring SIGTERM: the change must still happen
+    errors.update(tell(s6, pending, "-k"))
     for path in _wait([p for p in pending if p not in errors], _is_down, timeout):
         errors[path] = f"{path}: still up {2 * timeout:g} s after it was told to stop"
     return errors
@@ -50,6 +41,11 @@ def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEO
 
 def up(s6: S6, paths: list[str], flag: str = "-u") -> dict[str, str]:
     """Tell every slot to come up (no wait); {path: error} for those s6 refused."""
+    return tell(s6, paths, flag)
+
+
+def tell(s6: S6, paths: list[str], flag: str) -> dict[str, str]:
+    """``s6-svc <flag>`` to each slot; {path: error} for those s6 refused."""
     errors: dict[str, str] = {}
     for path in paths:
         try:
