@@ -167,46 +167,10 @@ def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, Slot
     registrar, whose profile is None). Steps past ``max_slots`` gateway slots fail.
     """
     steps: list[Step] = []
-    wanted = set()
     allowed = _within_capacity(facts, desired, max_slots)
     for profile, spec in desired:
-        wanted.add(spec.name)
-        label = profile.name if profile else spec.name
-        prior = profile.prior_state if profile else None
-        existed = facts.profile(label) is not None if profile else True
-        if spec.name not in allowed and facts.slots.get(spec.name) is None:
-            steps.append(Step(spec.name, label, prior, _word(intent, spec), SKIP, spec,
-                              failure=f"not published: max_slots ({max_slots}) gateway slots "
-                              "reached; s6-overlay's s6-svscan supervises at most 500 "
-                              "services (raise max_slots only with s6-svscan -c)"))
-            continue
-        if intent.task == intents.RESTART and intent.all and profile and not profile.autostart:
-            steps.append(Step(spec.name, label, prior, _word(intent, spec), SKIP, spec,
-                              reason="stopped (desired_state not running): left stopped"))
-            continue
-        step = plan_slot(spec, facts.slots.get(spec.name), label, prior)
-        step.action = _word(intent, spec)
-        if intent.task == intents.STOP and step.op == CREATE:
-            # stop registers nothing: it records the intent for when the slot appears
-            step.op, step.write, step.set_down = OK, (), None
-            step.note = "no slot registered; recorded stopped"
-        step.first = profile is None or profile.name == DEFAULT
-        if profile and profile.stale and not _up(facts, spec.name):
-            step.sweep = profile.parts
-        if intent.task == intents.CREATE:
-            step.create_profile = not existed
-            if not step.changes:
-                step.note = "profile already exists"
-            if intent.start and facts.scanner is False:
-                # It could be published but never started: refuse before creating anything.
-                steps.append(Step(spec.name, label, prior, step.action, SKIP, spec,
-                                  failure=_unsupervised(spec.name, facts)))
-                continue
-        if intent.desired and profile:
-            if _recorded(profile) != intent.desired:
-                step.record = intent.desired
-        _runtime(step, intent, facts, spec, profile)
-        steps.append(step)
+        steps.append(_slot_step(intent, facts, profile, spec, spec.name in allowed, max_slots))
+    wanted = {spec.name for _, spec in desired}
     if intent.task == intents.RECONCILE:
         for skip in facts.skipped:
             steps.append(Step(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
@@ -229,6 +193,43 @@ def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, Slot
     return steps
 
 
+def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: SlotSpec,
+               allowed: bool, max_slots: int) -> Step:
+    """The step of one desired slot: files, intent to record, runtime, or why it fails."""
+    label = profile.name if profile else spec.name
+    prior = profile.prior_state if profile else None
+    word = _word(intent, spec)
+    if not allowed and facts.slots.get(spec.name) is None:
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    failure=f"not published: max_slots ({max_slots}) gateway slots reached; "
+                    "s6-overlay's s6-svscan supervises at most 500 services (raise "
+                    "max_slots only with s6-svscan -c)")
+    if intent.task == intents.RESTART and intent.all and profile and not profile.autostart:
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    reason="stopped (desired_state not running): left stopped")
+    if intent.task == intents.CREATE and intent.start and facts.scanner is False:
+        # It could be published but never started: refuse before creating anything.
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    failure=_unsupervised(spec.name, facts))
+    step = plan_slot(spec, facts.slots.get(spec.name), label, prior)
+    step.action = word
+    if intent.task == intents.STOP and step.op == CREATE:
+        # stop registers nothing: it records the intent for when the slot appears
+        step.op, step.write, step.set_down = OK, (), None
+        step.note = "no slot registered; recorded stopped"
+    step.first = profile is None or profile.name == DEFAULT
+    if profile and profile.stale and not _up(facts, spec.name):
+        step.sweep = profile.parts
+    if intent.task == intents.CREATE:
+        step.create_profile = facts.profile(label) is None
+        if not step.changes:
+            step.note = "profile already exists"
+    if intent.desired and profile and profile.recorded != intent.desired:
+        step.record = intent.desired
+    _runtime(step, intent, facts, spec, profile)
+    return step
+
+
 def _unsupervised(slot: str, facts: Facts) -> str:
     return (f"{slot} is not supervised: no s6-supervise listens on it (is s6-svscan running "
             f"on {facts.settings.scandir}? run `hermes-tasks reconcile` as root, then retry)")
@@ -238,11 +239,6 @@ def _word(intent: Intent, spec: SlotSpec | None) -> str:
     if intent.gateway:
         return intents.WORDS[intent.task]
     return "registered" if spec is not None and spec.down else "started"
-
-
-def _recorded(profile: Profile) -> str | None:
-    """The desired_state on record (prior_state decided by desired_state, if it was that)."""
-    return profile.recorded
 
 
 def _up(facts: Facts, slot: str) -> bool:
@@ -265,9 +261,8 @@ def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None,
     Nothing is signalled without a supervisor: at boot s6 starts what the down marker says.
     A gateway task on an unsupervised slot fails (nothing is recorded); reconcile rescans.
     """
+    # A new or replaced slot starts as its down marker says; the registrar is root's own.
     if step.slot is None or step.op in (CREATE, SWAP, REMOVE, SKIP) or step.slot == REGISTRAR:
-        if step.op in (SWAP, REMOVE) and intent.gateway:
-            step.runtime = None
         return
     rt: Runtime | None = facts.runtime.get(step.slot)
     if rt is None:
