@@ -99,7 +99,7 @@ class Applier:
         if scanner:
             self._verify_supervised([s for s in live if s.op in (CREATE, SWAP) or s.rescan])
         if wait[0]:
-            self._settle([s for s in steps if not s.failure], wait[1])
+            self._settle([s for s in steps if not s.failure], wait[1], scanner)
 
     # -- intent and runtime ----------------------------------------------------------
 
@@ -178,14 +178,21 @@ class Applier:
             self._restore(step)
         self.verified.update(s.slot for s in paths.values())
 
-    def _settle(self, steps: list[Step], timeout: float) -> None:
-        """``--wait``: each gateway the task was about is ready (or down), or its row fails."""
+    def _settle(self, steps: list[Step], timeout: float, scanner: bool | None) -> None:
+        """``--wait``: each gateway the task was about is ready (or down), or its row fails.
+
+        Without a supervisor nothing can come up: those rows fail at once, not at the timeout.
+        """
         goals = {}
         for step in steps:
             if (step.slot in self.errors or not step.slot or step.dispose or step.spec is None
                     or step.op == REMOVE or not step.slot.startswith("gateway-")):
                 continue
             goal = "down" if step.spec.down else "up"
+            if goal == "up" and scanner is False:
+                self.errors.setdefault(step.slot, f"{step.slot} cannot be ready: no s6-svscan "
+                                       f"runs on {self.scandir}")
+                continue
             goals[os.path.join(self.scandir, step.slot)] = (goal, step)
         for goal in ("up", "down"):
             paths = [p for p, (g, _) in goals.items() if g == goal]
