@@ -295,3 +295,11 @@ def test_dry_changes_nothing_for_every_task(sandbox, supervisor):
     assert snapshot() == before
     assert not dest.exists()
     assert s6env.svstat(sb.slot("alice"))["pid"] == pid
+
+
+def test_wait_without_a_supervisor_fails_at_once(sandbox):
+    make_profile(sandbox.home, "alice", {"desired_state": "running"})
+    res, rows = reconcile_json(sandbox, "--wait", "--timeout", "30", ok_codes=(2,))
+    assert rows["alice"]["result"] == "failed"
+    assert "cannot be ready: no s6-svscan" in rows["alice"]["message"]
+    assert rows["default"]["result"] == "changed"  # registered down: nothing to wait for
