@@ -303,3 +303,18 @@ def test_wait_without_a_supervisor_fails_at_once(sandbox):
     assert rows["alice"]["result"] == "failed"
     assert "cannot be ready: no s6-svscan" in rows["alice"]["message"]
     assert rows["default"]["result"] == "changed"  # registered down: nothing to wait for
+
+
+def test_intent_lost_to_the_gateways_own_write_is_recorded_again(sandbox, supervisor):
+    """A gateway that rewrites its state file on shutdown from what it read at start would
+    drop desired_state: stopped; stop checks it after the gateway settled (SPEC §7)."""
+    sb = sandbox
+    make_profile(sb.home, "alice", {"desired_state": "running", "keep": 1})
+    standin.write_behaviour(sb.home, stale_state=True)
+    tasks(sb, "reconcile")
+    s6env.wait_up(sb.slot("alice"))
+    res = tasks(sb, "gateway.stop", "-p", "alice")
+    assert "recorded stopped again" in res.stdout, res.stdout
+    doc = state_file(sb.home, "alice")
+    assert doc["desired_state"] == "stopped" and doc["keep"] == 1
+    assert doc["gateway_state"] == "stopped"  # the gateway's own write is kept too

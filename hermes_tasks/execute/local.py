@@ -147,6 +147,20 @@ class Applier:
             if step.slot not in self.errors:
                 self._guard(step.slot, self._set_pending, path(step),
                             set(_owed(step)) - {"gateway", "gateway-up"})
+        for step in todo:
+            if step.record and step.slot not in self.errors:
+                self._guard(step.slot, self._verify_record, step)
+
+    def _verify_record(self, step: Step) -> None:
+        """Once the gateway settled: the intent is still on record, or it is written again.
+
+        The live gateway rewrites gateway_state.json as it shuts down (read, modify, write);
+        a write of ours between its read and its write is lost to it (SPEC §7).
+        """
+        if volume.recorded(self.settings, step.profile) != step.record:
+            volume.record(self.settings, step.profile, step.record)
+            self.notes.setdefault(step.slot, []).append(
+                f"recorded {step.record} again (the gateway's own write had dropped it)")
 
     def _overtaken(self, step: Step) -> bool:
         """True when the recorded desired state changed since the plan (then leave it be)."""

@@ -70,6 +70,9 @@ def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
     for step in live:
         if step.slot in errors and step.slot in previous:
             volume.record(settings, step.profile, previous[step.slot])
+        elif step.record and volume.recorded(settings, step.profile) != step.record:
+            # the gateway's own shutdown write dropped it (SPEC §7): write it again
+            volume.record(settings, step.profile, step.record)
         if step.create_profile and step.slot in errors:
             volume.remove_new_profile(settings, step.profile)
     return rows_from(steps, errors, notes, False, check=False)
