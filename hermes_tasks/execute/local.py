@@ -22,7 +22,6 @@ from .. import fsops, slots
 from ..errors import TaskError
 from ..inventory import Settings
 from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
-from ..profiles import STALE_FILES
 from ..render import SlotSpec
 from ..s6 import S6, S6Error
 from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
@@ -238,19 +237,9 @@ class Applier:
     # -- steps -----------------------------------------------------------------------
 
     def _sweep(self, step: Step) -> None:
-        """Delete the previous container's gateway.pid/processes.json if not up here."""
-        home = self.settings.hermes_home
-        try:
-            with fsops.opened_dir(home, step.sweep) as dfd:
-                present = [n for n in STALE_FILES if fsops.lexists(dfd, n)]
-                if not present or svstatus_up(os.path.join(self.scandir, step.slot)):
-                    return
-                for name in present:
-                    fsops.unlink_if_present(dfd, name)
-        except FileNotFoundError:
-            return
-        self.notes.setdefault(step.slot, []).append(
-            "removed stale " + ", ".join(present))
+        removed = volume.sweep(self.settings, step.sweep, os.path.join(self.scandir, step.slot))
+        if removed:
+            self.notes.setdefault(step.slot, []).append("removed stale " + ", ".join(removed))
 
     def _update(self, step: Step) -> None:
         """Replace the changed files in place, each by a temp file + fsync + rename.
@@ -427,16 +416,6 @@ class Applier:
 
 
 _DONE = {"up": "brought up", "down": "brought down", "restart": "restarted the gateway"}
-
-
-def svstatus_up(path: str) -> bool:
-    """Up under a live supervisor, read from ``supervise/status`` (no process)."""
-    from .. import svstatus
-
-    try:
-        return svstatus.read(path).running
-    except (OSError, ValueError):
-        return False
 
 
 def _parts(profile: str) -> tuple[str, ...]:

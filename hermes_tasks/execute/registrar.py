@@ -46,6 +46,11 @@ def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
         if step.record:
             previous[step.slot] = volume.recorded(settings, step.profile)
             volume.record(settings, step.profile, step.record)
+    for step in live:
+        if step.sweep is not None:
+            removed = volume.sweep(settings, step.sweep, path[step.slot])
+            if removed:
+                notes.setdefault(step.slot, []).append("removed stale " + ", ".join(removed))
     going = [s for s in live if s.dispose and s.op == plan.REMOVE]
     for p, why in signals.down(s6, [path[s.slot] for s in going], "-D").items():
         errors[_slot(p)] = why

@@ -60,6 +60,28 @@ def dispose(cfg: Settings, name: str, purge: bool) -> str:
     return target
 
 
+def sweep(cfg: Settings, parts: tuple[str, ...], slot_path: str) -> list[str]:
+    """Delete the previous container's gateway.pid/processes.json unless the gateway is up
+    here (SPEC §4); return the names removed. Never follows a symlink."""
+    from .. import svstatus
+    from ..profiles import STALE_FILES
+
+    try:
+        with fsops.opened_dir(cfg.hermes_home, parts) as dfd:
+            present = [n for n in STALE_FILES if fsops.lexists(dfd, n)]
+            try:
+                up = svstatus.read(slot_path).running
+            except (OSError, ValueError):
+                up = False
+            if not present or up:
+                return []
+            for name in present:
+                fsops.unlink_if_present(dfd, name)
+    except FileNotFoundError:
+        return []
+    return present
+
+
 def record(cfg: Settings, name: str, desired: str | None) -> None:
     """Record ``desired_state`` (None removes it) in the profile's gateway_state.json."""
     state.record_desired(cfg.hermes_home, name, desired, owner(cfg))
