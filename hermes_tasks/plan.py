@@ -135,7 +135,9 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
     one (a new one starts from no state). profile.delete: none (its slot is retired).
     """
     if intent.task == intents.RECONCILE:
-        return list(facts.profiles)
+        # a blocked gateway's slot is registered down (it must not start)
+        return [dataclasses.replace(p, autostart=False) if p.name in facts.blocked else p
+                for p in facts.profiles if p.name not in facts.unplaced]
     if intent.task == intents.DELETE:
         return []
     if intent.all:
@@ -144,6 +146,9 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
     else:
         chosen = [facts.profile(n) or Profile(n, ("profiles", n), None, False)
                   for n in sorted(intent.names or ())]
+    chosen = [p for p in chosen if p.name not in facts.unplaced]
+    chosen = [dataclasses.replace(p, autostart=False) if p.name in facts.blocked else p
+              for p in chosen]
     desired = intent.desired
     if desired is None:
         return chosen
@@ -151,7 +156,8 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
         # --all restarts what is up or desired running; a deliberately stopped one stays so.
         return [dataclasses.replace(p, autostart=True) if _restartable(p, facts) else p
                 for p in chosen]
-    return [dataclasses.replace(p, autostart=desired == "running") for p in chosen]
+    return [dataclasses.replace(p, autostart=desired == "running" and p.name not in facts.blocked)
+            for p in chosen]
 
 
 def _restartable(profile: Profile, facts: Facts) -> bool:
@@ -174,10 +180,13 @@ def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, Slot
     if intent.task == intents.RECONCILE:
         for skip in facts.skipped:
             steps.append(Step(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
+        for name in sorted(set(facts.unplaced) - {n[len(SLOT_PREFIX):] for n in facts.existing}):
+            steps.append(Step(None, name, None, "skipped", SKIP, reason=facts.unplaced[name]))
         for name in facts.existing:
             if name.startswith(SLOT_PREFIX) and name not in wanted:
-                steps.append(Step(name, name[len(SLOT_PREFIX):], None, "removed", REMOVE,
-                                  reason="its profile no longer exists"))
+                profile = name[len(SLOT_PREFIX):]
+                steps.append(Step(name, profile, None, "removed", REMOVE, reason=facts.unplaced.get(
+                    profile, "its profile no longer exists")))
     elif intent.task == intents.DELETE:
         for name in sorted(intent.names or ()):
             slot = SLOT_PREFIX + name
@@ -227,6 +236,11 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     if intent.desired and profile and profile.recorded != intent.desired:
         step.record = intent.desired
     _runtime(step, intent, facts, spec, profile)
+    if profile and profile.name in facts.blocked:
+        # registered down and failed before it is started; brought down if up (by hand)
+        step.failure = facts.blocked[profile.name]
+        if step.record == "running":
+            step.record = None
     return step
 
 

@@ -397,3 +397,29 @@ def test_temp_files_left_in_a_slot_are_removed_without_restart():
     assert describe(step, check=False) == (
         "removed temp files left by an interrupted run: .run.hermes-tasks.tmp, "
         "log/.run.hermes-tasks.tmp")
+
+
+def test_placement_and_blocked_gateways_are_facts_the_plan_obeys():
+    """Hooks for SPEC §11/§12: a profile placed elsewhere gets no slot and a skipped row (an
+    existing slot is retired, saying why); a blocked gateway is registered down, brought down
+    if up, and failed before it is started."""
+    d, a, b = spec("gateway-default"), spec("gateway-alice"), spec("gateway-bob")
+    desired = [(profile("default", stale=False), d), (profile("alice", stale=False), a),
+               (profile("bob", stale=False), b)]
+    known = world(desired, {"gateway-default": facts(d), "gateway-bob": facts(b)}, (),
+                  ["gateway-bob", "gateway-default"],
+                  {"gateway-bob": rt(up=True, wanted_up=True)})
+    known.unplaced = {"alice": "not placed on host-a"}
+    known.blocked = {"bob": "port 8650 is also default's API server port"}
+    scoped = plan.scope(Intent("reconcile"), known)
+    assert [(p.name, p.autostart) for p in scoped] == [("default", True), ("bob", False)]
+    desired = [(p, spec(p.slot, down=not p.autostart)) for p in scoped]
+    steps = plan.build(Intent("reconcile"), known, desired, 450)
+    by = {s.profile: s for s in steps}
+    assert by["alice"].op == plan.SKIP and by["alice"].reason == "not placed on host-a"
+    assert by["bob"].failure.startswith("port 8650") and by["bob"].runtime == "down"
+    assert by["bob"].set_down is True
+    known.existing.append("gateway-alice")
+    steps = plan.build(Intent("reconcile"), known, desired, 450)
+    retired = [s for s in steps if s.slot == "gateway-alice"]
+    assert retired[0].op == plan.REMOVE and retired[0].reason == "not placed on host-a"

@@ -40,6 +40,10 @@ class Facts:
     scanner: bool | None
     slots: dict[str, SlotFacts | None] = dataclasses.field(default_factory=dict)
     runtime: dict[str, Runtime] = dataclasses.field(default_factory=dict)
+    # Profiles on the volume that this host does not supervise: name -> reason (§12).
+    unplaced: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Gateways that must not start (e.g. a port another gateway takes, §11): name -> why.
+    blocked: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
