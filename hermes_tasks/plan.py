@@ -176,7 +176,14 @@ def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, Slot
     allowed = _within_capacity(facts, desired, max_slots)
     for profile, spec in desired:
         steps.append(_slot_step(intent, facts, profile, spec, spec.name in allowed, max_slots))
-    wanted = {spec.name for _, spec in desired}
+    steps += _other_steps(intent, facts, {spec.name for _, spec in desired})
+    return steps
+
+
+def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
+    """Rows without a desired slot: skipped directories, profiles placed elsewhere, slots
+    to retire (reconcile, profile.delete), and gateway slots whose profile is gone (--all)."""
+    steps: list[Step] = []
     if intent.task == intents.RECONCILE:
         for skip in facts.skipped:
             steps.append(Step(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
@@ -187,7 +194,16 @@ def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, Slot
                 profile = name[len(SLOT_PREFIX):]
                 steps.append(Step(name, profile, None, "removed", REMOVE, reason=facts.unplaced.get(
                     profile, "its profile no longer exists")))
-    elif intent.task == intents.DELETE:
+    elif intent.names:  # a named target placed on another host (§13.3)
+        for name in sorted(set(intent.names) & set(facts.unplaced)):
+            why = facts.unplaced[name]
+            if intent.gateway:
+                steps.append(Step(SLOT_PREFIX + name, name, None, _word(intent, None), SKIP,
+                                  failure=why))
+            elif intent.task == intents.CREATE:  # the profile, but no slot here
+                steps.append(Step(None, name, None, "skipped", OK, note=why,
+                                  create_profile=facts.profile(name) is None))
+    if intent.task == intents.DELETE:
         for name in sorted(intent.names or ()):
             slot = SLOT_PREFIX + name
             step = Step(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
