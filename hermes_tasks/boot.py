@@ -21,8 +21,9 @@ def main() -> None:
     """Reconcile with the inventory's settings; exit with reconcile's code (0, 1 or 2)."""
     # A short-lived process whose objects are mostly acyclic: the collector only costs time.
     gc.disable()
-    from . import errors
+    from . import errors, workdir
 
+    workdir.leave()  # a root process never runs from the volume (SPEC §10)
     if sys.argv[1:]:
         sys.stderr.write(f"hermes-tasks: error: {USAGE}\n")
         os._exit(1)

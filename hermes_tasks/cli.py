@@ -5,6 +5,9 @@ from __future__ import annotations
 
 def main() -> None:
     """Run the command line."""
+    from . import workdir
+
+    workdir.leave()  # a root process never runs from the volume (SPEC §10)
     from .program import program
 
     program.run()

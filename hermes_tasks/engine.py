@@ -45,13 +45,10 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         manage_registrar = fsops.IS_ROOT and intent.task == RECONCILE
     from .registrar import may_change_slots
 
-    local = check or may_change_slots(settings)
+    if not may_change_slots(settings):
+        return _through_registrar(settings, intent, check, diff, warn)
     if not check:
         preflight.check(settings)
-    if not local:
-        from .execute import registrar
-
-        return Result(registrar.execute(settings, intent, warn=warn))
     cache = RenderCache.load(settings.scandir)
     renderer = Renderer(settings, cache)
     if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
@@ -80,6 +77,31 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
             warn(message)
     _undo_failed_create(settings, intent, steps, applier.errors)
     return result
+
+
+def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bool,
+                       warn) -> Result:
+    """A caller who may not change slots: root's registrar does, with root's settings.
+
+    Settings the caller named that root lacks are refused (they would be dropped silently);
+    ``--check`` is answered with root's settings, judged as root, so it agrees with the run.
+    """
+    import contextlib
+
+    from . import registrar, slots
+
+    root = registrar.root_settings(settings)
+    if check or intent.task == RECONCILE:
+        registrar.refuse_named(settings, root, intent.task)
+    if check:
+        with slots.judged_as_root() if root else contextlib.nullcontext():
+            renderer = Renderer(root or settings, RenderCache.load(settings.scandir))
+            steps, _ = make_plan(root or settings, intent, renderer, False, warn)
+        return _result(steps, {}, {}, diff, check=True)
+    preflight.check(settings)
+    from .execute import registrar as executor
+
+    return Result(executor.execute(settings, intent, warn=warn))
 
 
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,

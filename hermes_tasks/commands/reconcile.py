@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from .. import actions
-from .common import check_mode, hermes_task, settings
+from .. import actions, redact
+from .common import SECRETS_HELP, check_mode, hermes_task, settings
 
 
 @hermes_task(help={
@@ -14,10 +14,12 @@ from .common import check_mode, hermes_task, settings
     "json": "print one JSON object instead of the human report",
     "wait": "wait until every gateway is ready (or down, as desired)",
     "timeout": "seconds to wait with --wait, decimals allowed (default: readiness_timeout)",
+    **SECRETS_HELP,
 })
 def reconcile(c, check=False, diff=False, json=False, wait=False, timeout=None, inventory=None,
-              var=None):
+              var=None, show_secrets=False):
     """Bring every gateway slot and process in line with the profiles on disk (run at boot)."""
+    redact.reveal(show_secrets)
     code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json=json,
                              wait=wait, timeout=timeout)
     if code:
