@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from . import workdir
+
 
 def main() -> None:
     """Run the command line."""
-    from . import workdir
-
     workdir.leave()  # a root process never runs from the volume (SPEC §10)
     from .program import program
 
