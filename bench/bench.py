@@ -35,6 +35,7 @@ ROOT = BENCH.parent
 REF_VENV = BENCH / ".venv-ref"
 REF_PACKAGE = "hermes-agent==0.19.0"
 OURS = Path(sys.executable).parent / "hermes-tasks"
+BOOT = Path(sys.executable).parent / "hermes-tasks-boot"  # what the image's cont-init runs
 FLOOR = BENCH / "floor.py"
 S6_BIN = Path("/usr/bin")
 TMPFS = Path("/dev/shm")
@@ -61,10 +62,20 @@ def make_home(home: Path, n: int) -> None:
         (pdir / "gateway_state.json").write_text(json.dumps({"desired_state": state}) + "\n")
 
 
-def ours_argv(home: Path, scandir: Path, task: str = "reconcile", **extra) -> list[str]:
-    settings = {"hermes_home": home, "scandir": scandir, "s6_bin_dir": S6_BIN,
-                "service_user": "null", **extra}
-    return [str(OURS), task, *(a for k, v in settings.items() for a in ("--var", f"{k}={v}"))]
+def ours_argv(home: Path, scandir: Path, cmd: Path, task: str = "reconcile",
+              **extra) -> tuple[list[str], dict[str, str]]:
+    """Our command and environment: settings in an inventory file, as the image has them.
+
+    ``reconcile`` is the boot entry point the image's cont-init runs (no arguments);
+    other tasks go through the ``hermes-tasks`` program.
+    """
+    settings = {"hermes_home": str(home), "scandir": str(scandir), "s6_bin_dir": str(cmd),
+                "hermes_bin": str(cmd / "hermes"), "service_user": None,
+                "max_slots": 5000, **{k: str(v) for k, v in extra.items()}}
+    inventory = scandir.parent / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"vars": settings}}) + "\n")  # JSON is YAML
+    env = base_env(HERMES_TASKS_INVENTORY=inventory)
+    return ([str(BOOT)] if task == "reconcile" else [str(OURS), task]), env
 
 
 def floor_argv(home: Path, scandir: Path) -> list[str]:
@@ -151,13 +162,16 @@ class Case:
 
 def cases_for(work: Path, n: int) -> list[Case]:
     out = []
+    cmd = work / "command"
+    if not cmd.exists():
+        command_dir(cmd)
     for name, fresh in (("ours", True), ("ours_rerun", False), ("ref", True),
                         ("ref_rerun", False), ("floor", True)):
         home, scandir = work / f"{name}-{n}" / "home", work / f"{name}-{n}" / "scan"
         make_home(home, n)
         scandir.mkdir(parents=True, exist_ok=True)
         if name.startswith("ours"):
-            argv, env = ours_argv(home, scandir), base_env()
+            argv, env = ours_argv(home, scandir, cmd)
         elif name.startswith("ref"):
             argv, env = ref_argv(), ref_env(home, scandir)
         else:
@@ -180,7 +194,9 @@ def interleave(cases: list[Case], runs: int) -> None:
 
 def command_dir(path: Path) -> Path:
     """An s6-overlay-like /command: the s6 tools, a with-contenv shim, a stand-in gateway."""
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return path
+    path.mkdir(parents=True)
     for tool in S6_BIN.glob("s6-*"):
         (path / tool.name).symlink_to(tool)
     for name, body in (("with-contenv", 'exec "$@"'), ("hermes", "exec sleep 86400")):
@@ -211,7 +227,7 @@ def bench_status(work: Path, runs: int) -> list[Case]:
     home, scandir = work / "status-ours" / "home", work / "status-ours" / "scan"
     make_home(home, STATUS_N)
     scandir.mkdir(parents=True)
-    timed(ours_argv(home, scandir, s6_bin_dir=cmd, hermes_bin=cmd / "hermes"), base_env())
+    timed(*ours_argv(home, scandir, cmd))
     ref_home = work / "status-ref" / "home"
     make_home(ref_home, STATUS_N)
     with open(work / "svscan.log", "ab") as log:
@@ -225,8 +241,8 @@ def bench_status(work: Path, runs: int) -> list[Case]:
         wait_until(lambda: all((s / "supervise" / "status").exists() for s in up), 10, "slots")
         time.sleep(0.5)  # let the registrar's own reconcile run finish
         cases = [
-            Case("ours_status", home, scandir, ours_argv(home, scandir, "gateway.status",
-                 s6_bin_dir=cmd), base_env(), False, STATUS_N),
+            Case("ours_status", home, scandir, *ours_argv(home, scandir, cmd, "gateway.status"),
+                 False, STATUS_N),
             Case("ref_status", ref_home, scandir, [str(REF_VENV / "bin" / "hermes"), "gateway",
                  "status"], base_env(HERMES_HOME=ref_home, HOME=ref_home), False, STATUS_N),
         ]

@@ -1,57 +1,43 @@
-"""The ``hermes-tasks`` console script: the ``invoke.Program``, or its fast path at boot."""
+"""The ``hermes-tasks`` console script: the ``invoke.Program`` (the boot call is :mod:`boot`)."""
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 
-from . import errors, fastpath, workdir
+from . import workdir
 
 
 def main(fast_exit: bool = True) -> None:
     """Run the command line; ``fast_exit=False`` leaves by ``SystemExit`` (for callers in-process)."""
-    # A short-lived process whose objects are mostly acyclic: the collector only costs time
-    # (~10-20 ms at 1000 profiles, bench/RESULTS.md).
-    gc.disable()
     workdir.leave()  # a root process never runs from the volume (SPEC §10)
-    parsed = fastpath.parse(sys.argv[1:], os.environ)
-    if parsed is None:
-        from .program import program
+    from .program import program
 
-        try:
-            program.run()
-            code = 0
-        except SystemExit as exc:  # Invoke leaves through sys.exit
-            if not fast_exit:
-                raise
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)  # what sys.exit would have printed
+    try:
+        program.run()
+        code = 0
+    except SystemExit as exc:  # Invoke leaves through sys.exit
         if not fast_exit:
-            return
-        # The interpreter's teardown after Invoke costs ~50 ms of CPU (hundreds on a loaded
-        # machine): `gateway.start --wait` must return right after the gateway said running.
-        _leave(code)
-    code = 0
-
-    def body():
-        nonlocal code
-        code = fastpath.runner(*parsed)()
-
-    failed = errors.guarded(body)
+            raise
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)  # what sys.exit would have printed
     if not fast_exit:
-        sys.stdout.flush()
-        sys.exit(failed or code)
-    # Everything is written, closed and (below) flushed: skip the interpreter's teardown of
-    # ~1000 profiles' objects (~10 ms at boot). No atexit handler of ours needs to run.
-    _leave(failed or code)
+        return
+    # The interpreter's teardown after Invoke costs ~50 ms of CPU (hundreds on a loaded
+    # machine): `gateway.start --wait` must return right after the gateway said running.
+    _leave(code)
 
 
 def _leave(code: int) -> None:
+    """Flush and exit without the interpreter's teardown (no atexit handler of ours needs it)."""
+    from . import errors
+
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except OSError:  # stdout closed early (`| head`): the run's outcome is still its code
+    except BrokenPipeError:  # stdout closed early (`| head -1`): quiet, exit 0 (SPEC §8)
+        errors.quiet_stdout()
+    except OSError:
         pass
     os._exit(code)

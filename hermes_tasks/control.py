@@ -1,208 +1,64 @@
-"""Driving gateways through s6: start, stop, restart, status (SPEC §7).
+"""Which gateway a ``gateway.*`` task means, and how each one is doing (SPEC §7).
 
-Each action goes through ``s6-svc`` on the slot (the service user may, through the shared
-control FIFOs); the intent is recorded in ``gateway_state.json`` before s6 is told.
+Changing what runs is the engine's (:mod:`engine`); this module names targets and reads
+status: supervise/status directly (:mod:`facts.runtime`), never s6-svstat's human line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
-from . import lock, profiles, readiness, state
-from .errors import TaskError, UsageError
+from . import facts, profiles, state
+from .errors import UsageError
+from .facts import runtime
 from .inventory import Settings
-from .report import Row
-from .s6 import S6, NoSuchSlot, NotSupervised, PermissionDenied, S6Error, Timeout
-
-START, STOP, RESTART = "start", "stop", "restart"
-WORDS = {START: "started", STOP: "stopped", RESTART: "restarted"}
 
 
-@dataclasses.dataclass
-class Gateway:
-    """One profile's gateway as the control layer sees it."""
-
-    profile: str
-    slot: str
-    path: str
-
-
-def target(cfg: Settings, name: str) -> Gateway:
-    """The gateway of an existing profile; a UsageError naming the fix for anything else."""
+def check_name(name: str) -> None:
+    """A UsageError for a name that can never be a profile."""
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
+
+
+def target(cfg: Settings, name: str) -> str:
+    """The name of an existing profile; a UsageError naming the fix for anything else."""
+    check_name(name)
     if not profiles.profile_exists(cfg.hermes_home, name):
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles: create it with "
                          f"`hermes-tasks profile.create {name}`")
-    slot = profiles.SLOT_PREFIX + name
-    return Gateway(name, slot, os.path.join(cfg.scandir, slot))
+    return name
 
 
-def registered(cfg: Settings) -> list[Gateway]:
-    """Every ``gateway-*`` slot in the scandir: default first, then by name."""
-    try:
-        names = sorted(os.listdir(cfg.scandir), key=lambda n: (n != "gateway-default", n))
-    except FileNotFoundError:
-        raise TaskError(f"scandir {cfg.scandir} does not exist") from None
-    return [Gateway(n[len(profiles.SLOT_PREFIX):], n, os.path.join(cfg.scandir, n))
-            for n in names if n.startswith(profiles.SLOT_PREFIX)
+def registered(cfg: Settings) -> list[str]:
+    """The profile of every ``gateway-*`` slot in the scandir: default first, then by name."""
+    facts.require_scandir(cfg)
+    names = sorted(os.listdir(cfg.scandir), key=lambda n: (n != "gateway-default", n))
+    return [n[len(profiles.SLOT_PREFIX):] for n in names if n.startswith(profiles.SLOT_PREFIX)
             and os.path.isdir(os.path.join(cfg.scandir, n))]
 
 
-def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> Row:
-    """Carry out one action on one gateway and record the intent; failures become the row's.
+def status(cfg: Settings, name: str) -> dict:
+    """One gateway's status from ``supervise/status`` and its state files.
 
-    start/restart register a missing slot first (through the registrar when not root);
-    stop of an unregistered profile only records ``stopped``. Restart brings the gateway
-    down, waits, and up again, so a daemon that exits 0 on SIGTERM comes back too. The
-    intent is written before s6 is told (the live gateway rewrites the same file on every
-    state change, so a later write could be lost to its own shutdown write), put back if
-    s6 refuses, and checked again once the gateway settled. The command happens under the
-    scandir lock, so concurrent tasks and reconciles see them in one order. ``wait`` waits
-    until the gateway is ready (start/restart) or down (stop), see :mod:`readiness`. The
-    result is ``ok`` when the gateway already was where start/stop wanted it.
+    An unsupervised slot reads as down (``supervised`` false), never "wanted down".
     """
-    s6 = S6(cfg.s6_bin_dir)
-    desired = "stopped" if action == STOP else "running"
-    recorded = state.read(cfg.hermes_home, gw.profile).desired_state
-    prior = profiles.escape(recorded) if recorded is not None else None
-    row = Row(gw.slot, gw.profile, prior, WORDS[action], "changed")
-    try:
-        if not os.path.isdir(gw.path) and action != STOP:
-            _register(cfg, gw, timeout)  # takes the lock itself: not under ours
-            row.message = "registered its slot"
-        with lock.held(cfg.scandir, cfg.lock_timeout, f"gateway.{action} -p {gw.profile}"):
-            if not os.path.isdir(gw.path):  # stop of a profile that has no slot
-                _record(cfg, gw, desired)
-                row.message = "no slot registered; recorded stopped"
-                return row
-            stamp = _record(cfg, gw, desired)
-            try:
-                before, watch = _command(cfg, s6, gw, action, timeout)
-            except (TaskError, OSError):
-                _record(cfg, gw, recorded, stamp)  # s6 refused: the intent never took effect
-                raise
-        already = before["up"] and before["wantedup"] and before["normallyup"]
-        if action == STOP:
-            already = not (before["up"] or before["wantedup"] or before["normallyup"])
-        if action != RESTART and already and recorded == desired and not row.message:
-            row.result = "ok"
-        if wait:
-            goal = readiness.DOWN if action == STOP else readiness.READY
-            outcome = readiness.wait([watch], goal, timeout)[0]
-            if not outcome.ok:
-                row.result, row.message = "failed", _wait_failure(cfg, gw, outcome)
-        _keep_recorded(cfg, gw, desired)
-    except (TaskError, OSError) as exc:
-        row.result, row.message = "failed", explain(exc, cfg, gw, action, timeout)
-    return row
-
-
-def _wait_failure(cfg: Settings, gw: Gateway, outcome: readiness.Outcome) -> str:
-    log = os.path.join(cfg.hermes_home, "logs", "gateways", gw.profile, "current")
-    return f"{gw.slot}: {outcome.describe()} (see {log})"
-
-
-def _keep_recorded(cfg: Settings, gw: Gateway, desired: str) -> None:
-    """Once the gateway settled: rewrite the intent if a write of the gateway's lost it."""
-    if state.read(cfg.hermes_home, gw.profile).desired_state != desired:
-        _record(cfg, gw, desired)
-
-
-def _command(cfg: Settings, s6: S6, gw: Gateway, action: str,
-             timeout: float) -> tuple[dict, readiness.Target]:
-    """Send the action to s6; return the status from before it and what to wait on.
-
-    The wait's snapshot of ``supervise/status`` is taken just before the last command,
-    so any later change of the record is that command's doing.
-    """
-    if s6.supervised(gw.path) is False:
-        raise NotSupervised(f"{gw.path}: no s6-supervise is listening")
-    before = s6.svstat(gw.path)
-    if action == RESTART and before["up"]:
-        # Down, wait by polling (s6-svc -wD needs event/, which only root may use), up.
-        s6.svc(gw.path, "-d")
-        down = readiness.Target(gw.path, cfg.hermes_home, gw.profile)
-        if readiness.wait([down], readiness.DOWN, min(timeout, 10))[0].result != readiness.DOWN:
-            s6.svc(gw.path, "-k")  # a daemon ignoring SIGTERM; the restart must still happen
-    watch = readiness.target(gw.path, cfg.hermes_home, gw.profile)
-    s6.svc(gw.path, "-D" if action == STOP else "-U")
-    return before, watch
-
-
-def _record(cfg: Settings, gw: Gateway, desired: str | None, stamp: object = state.NOW) -> object:
-    """Record the intent (see :func:`state.record_desired`); returns the replaced stamp."""
-    if profiles.profile_exists(cfg.hermes_home, gw.profile):
-        return state.record_desired(cfg.hermes_home, gw.profile, desired,
-                                    (cfg.service_uid, cfg.service_gid), stamp)
-    return state.MISSING
-
-
-def _register(cfg: Settings, gw: Gateway, timeout: float) -> None:
-    """Publish the missing slot of an existing profile, as its recorded state says."""
-    from . import registrar  # the whole reconcile machinery; status/stop never need it
-
-    rows = registrar.converge(cfg, {gw.profile}, what=f"registering {gw.slot}")
-    failed = [r for r in rows if r.result == "failed"]
-    if failed:
-        raise S6Error(f"could not register {gw.slot}: {failed[0].message}")
-    if not os.path.isdir(gw.path):
-        raise S6Error(f"could not register {gw.slot}")
-    await_supervisor(cfg, gw, timeout)
-
-
-def await_supervisor(cfg: Settings, gw: Gateway, timeout: float) -> None:
-    """After publishing a slot: give s6-svscan time to start its supervisor.
-
-    The rescan is asynchronous, and ``s6-svc -w…`` fails until ``supervise/status``
-    exists (reference/s6.md §4.2). Without a scanner there is nothing to wait for.
-    """
-    s6 = S6(cfg.s6_bin_dir)
-    if s6.scanner_running(cfg.scandir) is not False:
-        s6.wait_supervised(gw.path, timeout)
-
-
-def explain(exc: Exception, cfg: Settings, gw: Gateway, action: str = "", timeout: float = 0) -> str:
-    """One line: which gateway, what went wrong, and what to do about it."""
-    if isinstance(exc, NoSuchSlot):
-        return (f"{gw.slot} is not registered in {cfg.scandir}: run `hermes-tasks reconcile` "
-                "as root, then retry")
-    if isinstance(exc, NotSupervised):
-        return (f"{gw.slot} is not supervised: no s6-supervise listens on it (is s6-svscan "
-                f"running on {cfg.scandir}? run `hermes-tasks reconcile` as root, then retry)")
-    if isinstance(exc, PermissionDenied):
-        return (f"{gw.slot}: permission denied by s6 ({exc}): run this as root or as the "
-                "service user; `hermes-tasks reconcile` as root repairs the shared control FIFOs")
-    if isinstance(exc, Timeout):
-        goal = "down" if action == STOP else "up"
-        log = os.path.join(cfg.hermes_home, "logs", "gateways", gw.profile, "current")
-        return (f"{gw.slot}: timed out after {timeout:g} s waiting for s6 to report it {goal} "
-                f"(it was told to {action or 'change'}); see {log}")
-    if isinstance(exc, OSError) and not isinstance(exc, TaskError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{gw.slot}: {where}{exc.strerror or exc}"
-    return f"{gw.slot}: {exc}" if gw.slot not in str(exc) else str(exc)
-
-
-def status(cfg: Settings, gw: Gateway) -> dict:
-    """One gateway's status as read with ``s6-svstat -o`` and its state file.
-
-    An unsupervised slot reads as down; a permission problem is an error naming the fix.
-    """
-    s6 = S6(cfg.s6_bin_dir)
-    doc = {"profile": gw.profile, "slot": gw.slot, "registered": os.path.isdir(gw.path),
+    slot = profiles.SLOT_PREFIX + name
+    path = os.path.join(cfg.scandir, slot)
+    doc = {"profile": name, "slot": slot, "registered": os.path.isdir(path),
            "up": False, "wanted_up": False, "normally_up": False, "pid": None,
-           "desired_state": state.read_desired(cfg.hermes_home, gw.profile)}
-    if not doc["registered"] or s6.supervised(gw.path) is False:
+           "desired_state": state.read_desired(cfg.hermes_home, name),
+           "supervised": False, "ready": False, "exit_code": None, "reason": None}
+    if not doc["registered"]:
         return doc
-    try:
-        st = s6.svstat(gw.path)
-    except (NotSupervised, NoSuchSlot):
+    rt = runtime.read(path, cfg.hermes_home, name)
+    st = rt.status
+    doc["supervised"] = st.supervised
+    if st.supervised is False:
         return doc
-    except S6Error as exc:
-        raise TaskError(explain(exc, cfg, gw)) from None
-    doc.update(up=st["up"], wanted_up=st["wantedup"], normally_up=st["normallyup"],
-               pid=st["pid"] if st["up"] else None)
+    doc.update(up=st.up, wanted_up=st.wanted_up, normally_up=st.normally_up,
+               pid=st.pid if st.up else None, ready=st.ready,
+               # a slot with a down marker that never ran reads "exit 0": not an exit
+               exit_code=None if st.up or not st.normally_up else st.exit_code,
+               reason=rt.reason or None)
     return doc

@@ -1,135 +1,149 @@
-"""Reconcile: facts -> plan -> apply -> report rows, under the scandir lock.
+"""The one engine every task runs through: intent + facts → plan → execute → rows.
 
-Tasks call :func:`reconcile` (all profiles, or ``only`` some slots); it never prints, it
-returns rows and warns through the callback it is given.
+``run()`` never prints; it returns a :class:`Result` and warns through the callback it is
+given. ``check`` stops after the plan, so the rows of ``--check``/``--dry`` are the rows of
+the run that would follow, by construction. Root (or the scandir's owner) executes the plan
+itself (:mod:`.execute.local`); anyone else asks the root registrar and checks its own
+intent against what it then observes (:mod:`.execute.registrar`).
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 
-from . import bootlog, fsops, lock, plan, profiles, slots
-from .apply import Applier
+from . import bootlog, facts, lock, plan, preflight
 from .errors import TaskError
+from .intent import RECONCILE, Intent
 from .inventory import Settings
 from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
 from .report import Row
 
 
-def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
-              only: set[str] | None = None, manage_registrar: bool | None = None,
-              warn=None) -> tuple[list[Row], Row | None]:
-    """Converge the slots with the profiles on disk; return (rows, registrar row).
+@dataclasses.dataclass
+class Result:
+    """What a run reports: its rows, and the registrar's row kept aside."""
 
-    ``only`` limits the run to those profile names (and never removes other slots).
-    ``manage_registrar`` defaults to "running as root"; the registrar's own reconcile
-    passes False so it never restarts itself. Rows are one per profile, skipped
-    directory and retired slot, in report order.
+    rows: list[Row]
+    registrar: Row | None = None
+
+
+def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool = False,
+        manage_registrar: bool | None = None, warn=None) -> Result:
+    """Carry out ``intent`` (or, with ``check``, only plan it) and return the rows.
+
+    ``manage_registrar`` defaults to "running as root, reconciling everything"; the
+    registrar's own reconcile passes False so it never restarts itself.
     """
     from .report import warn as default_warn
 
     warn = warn or default_warn
-    scandir = settings.scandir
-    if not os.path.isdir(scandir):
-        raise TaskError(f"scandir {scandir} does not exist or is not a directory "
-                        "(is s6 set up? set scandir in the inventory or with --var)")
+    facts.require_scandir(settings)
     if manage_registrar is None:
-        manage_registrar = fsops.IS_ROOT and only is None
-    cache = RenderCache.load(scandir)
+        from . import fsops
+
+        manage_registrar = fsops.IS_ROOT and intent.task == RECONCILE
+    from .registrar import may_change_slots
+
+    if not may_change_slots(settings):
+        return _through_registrar(settings, intent, check, diff, warn)
+    if not check:
+        preflight.check(settings)
+    cache = RenderCache.load(settings.scandir)
     renderer = Renderer(settings, cache)
-
-    def make_plan():
-        # Profiles and their states are read here, under the lock: gateway.* records
-        # desired_state under the same lock, so a plan never acts on a state read before
-        # another task changed it (it would put back a down marker just removed).
-        found, skipped = profiles.discover(settings.hermes_home, warn)
-        if only is not None:
-            found = [p for p in found if p.name in only]
-            skipped = []
-        desired = [(p, renderer.gateway(p.name, p.autostart)) for p in found]
-        if manage_registrar:
-            desired.append((None, renderer.registrar()))
-        existing, stale = slots.managed_names(scandir)
-        if only is not None:
-            existing = [n for n in existing if n[len(profiles.SLOT_PREFIX):] in only]
-        facts = {spec.name: slots.read(scandir, spec, settings.service_gid) for _, spec in desired}
-        return plan.build(desired, facts, skipped, existing), stale
-
     if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
-        steps, _ = make_plan()
-        return _rows(steps, {}, {}, diff, check=True)
-    with lock.held(scandir, settings.lock_timeout, "reconcile"):
-        steps, stale = make_plan()
+        steps, _ = make_plan(settings, intent, renderer, manage_registrar, warn)
+        return _result(steps, {}, {}, diff, check=True)
+    from .execute.local import Applier
+
+    what = intent.task if intent.task == RECONCILE else f"{intent.task} {sorted(intent.names or [])}"
+    with lock.held(settings.scandir, settings.lock_timeout, what):
+        # Facts are read under the lock: gateway.* records desired_state under the same
+        # lock, so a plan never acts on a state read before another task changed it.
+        steps, known = make_plan(settings, intent, renderer, manage_registrar, warn)
         applier = Applier(settings)
-        applier.run(steps, stale)
-        if only is None:  # a partial run's renders would evict the others' from the cache
+        applier.purge = intent.purge
+        applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
+        if intent.task == RECONCILE:  # a partial run's renders would evict the others'
             cache.save()
-        rows, registrar = _rows(steps, applier.errors, applier.notes, diff, check=False)
-        bootlog.append(settings.hermes_home,
-                       [(r.profile, r.prior_state, r.action, r.result) for r in rows],
-                       settings.boot_log_rotate_bytes,
-                       (settings.service_uid, settings.service_gid), warn)
+        result = _result(steps, applier.errors, applier.notes, diff, check=False)
+        if intent.task == RECONCILE:
+            bootlog.append(settings.hermes_home,
+                           [(r.profile, r.prior_state, r.action, r.result) for r in result.rows],
+                           settings.boot_log_rotate_bytes,
+                           (settings.service_uid, settings.service_gid), warn)
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
-    return rows, registrar
+    _undo_failed_create(settings, intent, steps, applier.errors)
+    return result
 
 
-def _rows(steps: list[plan.Step], errors: dict[str, str], notes: dict[str, list[str]],
-          diff: bool, check: bool) -> tuple[list[Row], Row | None]:
-    rows, registrar = [], None
-    for step in steps:
-        if step.op == plan.SKIP:
-            result = "skipped"
-        elif step.slot in errors:
-            result = "failed"
-        else:
-            result = "changed" if step.changes else "ok"
-        row = Row(step.slot, step.profile, step.prior_state, step.action, result,
-                  errors.get(step.slot) or describe(step, check, notes.get(step.slot, ())),
-                  plan.diff(step) if diff and step.changes else "")
-        if step.slot == REGISTRAR:
-            registrar = row
-        else:
-            rows.append(row)
-    return rows, registrar
+def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bool,
+                       warn) -> Result:
+    """A caller who may not change slots: root's registrar does, with root's settings.
 
+    Settings the caller named that root lacks are refused (they would be dropped silently);
+    ``--check`` is answered with root's settings, judged as root, so it agrees with the run.
+    """
+    import contextlib
 
-def describe(step: plan.Step, check: bool, done: list[str] | tuple = ()) -> str:
-    """One line saying what changed (or, in check mode, what would), for the report."""
-    if step.op == plan.SKIP:
-        return step.reason
-    if step.op == plan.OK:
-        return ""
-    if step.op == plan.CREATE:
-        return "would be published" if check else "published"
-    if step.op == plan.SWAP:
-        return f"{'would be ' if check else ''}replaced: {step.reason}"
-    if step.op == plan.REMOVE:
-        return f"{'would be ' if check else ''}retired: {step.reason}"
-    parts = []
-    if step.write:
-        parts.append(("would rewrite " if check else "rewrote ") + ", ".join(step.write))
-    if step.set_down is not None:
-        verb = ("would add" if step.set_down else "would remove") if check else (
-            "added" if step.set_down else "removed")
-        parts.append(f"{verb} the down marker")
-    if step.fix_skeleton:
-        parts.append(("would repair" if check else "repaired") + " supervise/event permissions")
-    if step.litter:
-        parts.append(("would remove" if check else "removed") + " temp files left by an "
-                     "interrupted run: " + ", ".join(step.litter))
-    if step.pending:
-        parts.append(("would finish" if check else "finished")
-                     + " a restart an earlier run left pending")
+    from . import registrar, slots
+
+    root = registrar.root_settings(settings)
+    if check or intent.task == RECONCILE:
+        registrar.refuse_named(settings, root, intent.task)
     if check:
-        if step.bring_up:
-            parts.append("would bring the gateway back up")
-        elif step.restart_gateway:
-            parts.append("would restart the gateway if up")
-        if step.restart_logger:
-            parts.append("would restart the logger")
-    else:
-        parts.extend(done)
-    return "; ".join(parts)
+        with slots.judged_as_root() if root else contextlib.nullcontext():
+            renderer = Renderer(root or settings, RenderCache.load(settings.scandir))
+            steps, _ = make_plan(root or settings, intent, renderer, False, warn)
+        return _result(steps, {}, {}, diff, check=True)
+    preflight.check(settings)
+    from .execute import registrar as executor
+
+    return Result(executor.execute(settings, intent, warn=warn))
+
+
+def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
+              warn) -> tuple[list[plan.Step], facts.Facts]:
+    """Gather the facts and plan the intent against them."""
+    known = facts.gather(settings, warn)
+    if intent.task != RECONCILE:
+        known.skipped = []
+    # Runtime of the targets first: scope() needs it for restart --all.
+    targets = [n for n in known.existing if n != REGISTRAR]
+    facts.read_slots(known, [], targets)
+    desired = [(p, renderer.gateway(p.name, p.autostart)) for p in plan.scope(intent, known)]
+    if manage_registrar:
+        desired.append((None, renderer.registrar()))
+    facts.read_slots(known, [spec for _, spec in desired])
+    return plan.build(intent, known, desired, settings.max_slots), known
+
+
+def _undo_failed_create(settings, intent, steps, errors) -> None:
+    """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
+    from .execute import volume
+
+    for step in steps:
+        if step.create_profile and step.slot in errors:
+            volume.remove_new_profile(settings, step.profile)
+
+
+def _result(steps, errors, notes, diff, check) -> Result:
+    from .report import rows_from
+
+    rows = rows_from(steps, errors, notes, diff, check)
+    registrar = next((r for r in rows if r.slot == REGISTRAR), None)
+    return Result([r for r in rows if r.slot != REGISTRAR], registrar)
+
+
+def single_failure(rows: list[Row]) -> str | None:
+    """The message of a single-target task's failed row (its exit-1 error line), or None."""
+    failed = [r for r in rows if r.result == "failed"]
+    if not failed:
+        return None
+    row = failed[0]
+    return row.message if row.slot and row.slot in row.message else f"{row.slot}: {row.message}"
+
+
+__all__ = ["Result", "run", "single_failure", "TaskError"]

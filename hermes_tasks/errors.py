@@ -30,6 +30,9 @@ def guarded(fn) -> int:
 
     try:
         fn()
+    except BrokenPipeError:
+        quiet_stdout()
+        return 0
     except TaskError as exc:
         sys.stderr.write(f"hermes-tasks: error: {exc}\n")
         return exc.code
@@ -38,3 +41,15 @@ def guarded(fn) -> int:
         sys.stderr.write(f"hermes-tasks: error: {where}{exc.strerror or exc}\n")
         return 1
     return 0
+
+
+def quiet_stdout() -> None:
+    """The reader of stdout went away (``| head -1``): end quietly, exit 0 (SPEC §8).
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+    """
+    import os
+
+    fd = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(fd, 1)
+    os.close(fd)

@@ -47,8 +47,10 @@ class Settings:
     hermes_bin: str = "hermes"
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     lock_timeout: float = 60
+    max_slots: int = 450
     # Default --timeout of gateway.* --wait: how long a gateway may take to become ready.
     readiness_timeout: float = 60
+    registrar_timeout: float = 120
     boot_log_rotate_bytes: int = 262144
     gateway_log_archives: int = 10
     gateway_log_max_bytes: int = 1000000
@@ -257,10 +259,10 @@ def _validate(key: str, value: object, origin: str) -> object:
             raise _fail(origin, key, "must be a user name or null")
         return value
     if key in ("service_uid", "service_gid", "boot_log_rotate_bytes", "gateway_log_archives",
-               "gateway_log_max_bytes"):
+               "gateway_log_max_bytes", "max_slots"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _fail(origin, key, f"must be a non-negative integer, got {value!r}")
-        if key in ("boot_log_rotate_bytes", "gateway_log_max_bytes") and value < 1:
+        if key in ("boot_log_rotate_bytes", "gateway_log_max_bytes", "max_slots") and value < 1:
             raise _fail(origin, key, "must be positive")
         # uid/gid (u)int32 with -1 reserved by chown; s6-log rejects larger n/s directives.
         limit = {"service_uid": 2**32 - 2, "service_gid": 2**32 - 2,
@@ -268,7 +270,7 @@ def _validate(key: str, value: object, origin: str) -> object:
         if limit is not None and value > limit:
             raise _fail(origin, key, f"must be at most {limit}, got {value}")
         return value
-    if key in ("lock_timeout", "readiness_timeout"):
+    if key in ("lock_timeout", "readiness_timeout", "registrar_timeout"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
         try:

@@ -1,17 +1,26 @@
-"""The pure planner: facts + desired slots -> the list of steps that converge them.
+"""The pure planner: intent + facts + desired slots -> the changes, one :class:`Step` per row.
 
-Nothing here touches the world, so ``--check`` and ``--diff`` are this plan, printed.
-"Identical" follows copier (reference/conventions.md §5): same bytes and same mode; the
-``down`` marker and the shared ``supervise/``/``event/`` skeleton are compared too.
+Nothing here touches the world, so ``--check``/``--dry``/``--diff`` are this plan, printed,
+and a run carries out exactly this plan (check rows == run rows by construction).
+
+Files: "identical" follows copier (reference/conventions.md §5): same bytes and same mode;
+the ``down`` marker and the shared ``supervise/``/``event/`` skeleton are compared too.
+Runtime (SPEC §6): desired running but down (never started, or taken down through s6) →
+brought up; desired not running but up → brought down; exited 0 or 78 (``finish`` kept it
+down) → ``failed`` with its exit code and reason, until an explicit start or restart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from . import intent as intents
 from . import redact
-from .profiles import SLOT_PREFIX, Profile, Skipped
-from .render import SlotSpec
+from .facts import Facts
+from .facts.runtime import Runtime
+from .intent import Intent
+from .profiles import DEFAULT, SLOT_PREFIX, Profile
+from .render import REGISTRAR, SlotSpec
 from .slots import SlotFacts
 
 # Files whose change must reach a running gateway (read at the next spawn).
@@ -50,9 +59,25 @@ class Step:
     bring_up: bool = False  # an earlier restart took the gateway down: bring it back up
     litter: tuple[str, ...] = ()  # temp files an interrupted run left in the slot
     sweep: tuple[str, ...] | None = None  # profile dir parts whose stale files to sweep
+    # Runtime: "up", "down" or "restart" (batched by the executor), or None.
+    runtime: str | None = None
+    record: str | None = None  # desired_state to record before s6 is told
+    create_profile: bool = False  # profile.create: make profiles/NAME/SOUL.md first
+    dispose: bool = False  # profile.delete: move the profile to .trash (or purge it)
+    failure: str = ""  # known to fail before anything is done: the row's message
+    first: bool = False  # default/registrar: published and supervised before the rest
+    rescan: bool = False  # an existing slot nobody supervises under a running scanner
+    note: str = ""  # message of a row with nothing to do (e.g. "profile already exists")
 
     @property
     def changes(self) -> bool:
+        """Whether carrying the step out changes anything (files, state or processes)."""
+        return bool(self.op not in (OK, SKIP) or self.runtime or self.record
+                    or self.create_profile or self.dispose or self.sweep is not None
+                    or self.rescan)
+
+    @property
+    def file_changes(self) -> bool:
         return self.op not in (OK, SKIP)
 
 
@@ -103,32 +128,205 @@ def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
     return step
 
 
-def build(desired: list[tuple[Profile | None, SlotSpec]], facts: dict[str, SlotFacts | None],
-          skipped: list[Skipped], existing: list[str], remove_unknown: bool = True) -> list[Step]:
-    """The whole reconcile plan, in report order.
+def scope(intent: Intent, facts: Facts) -> list[Profile]:
+    """The profiles whose slots this intent renders, in report order, with their autostart.
 
-    ``desired`` is default first, then named profiles by name (plus the registrar, whose
-    profile is None); ``existing`` lists the visible slot names in the scandir. With
-    ``remove_unknown``, ``gateway-*`` slots with no profile are retired.
+    reconcile: every profile. gateway.*: the named one, or every registered gateway's
+    profile (``--all``); start/restart want it up, stop down. profile.create: the named
+    one (a new one starts from no state). profile.delete: none (its slot is retired).
+    """
+    if intent.task == intents.RECONCILE:
+        # a blocked gateway's slot is registered down (it must not start)
+        return [dataclasses.replace(p, autostart=False) if p.name in facts.blocked else p
+                for p in facts.profiles if p.name not in facts.unplaced]
+    if intent.task == intents.DELETE:
+        return []
+    if intent.all:
+        registered = {n[len(SLOT_PREFIX):] for n in facts.existing if n.startswith(SLOT_PREFIX)}
+        chosen = [p for p in facts.profiles if p.name in registered]
+    else:
+        chosen = [facts.profile(n) or Profile(n, ("profiles", n), None, False)
+                  for n in sorted(intent.names or ())]
+    chosen = [p for p in chosen if p.name not in facts.unplaced]
+    chosen = [dataclasses.replace(p, autostart=False) if p.name in facts.blocked else p
+              for p in chosen]
+    desired = intent.desired
+    if desired is None:
+        return chosen
+    if intent.task == intents.RESTART and intent.all:
+        # --all restarts what is up or desired running; a deliberately stopped one stays so.
+        return [dataclasses.replace(p, autostart=True) if _restartable(p, facts) else p
+                for p in chosen]
+    return [dataclasses.replace(p, autostart=desired == "running" and p.name not in facts.blocked)
+            for p in chosen]
+
+
+def _restartable(profile: Profile, facts: Facts) -> bool:
+    rt = facts.runtime.get(profile.slot)
+    return profile.autostart or bool(rt and rt.up)
+
+
+def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, SlotSpec]],
+          max_slots: int) -> list[Step]:
+    """The whole plan, in report order (default, named profiles by name, skipped, retired).
+
+    ``desired`` pairs each profile of :func:`scope` with its rendered slot (plus the
+    registrar, whose profile is None). Steps past ``max_slots`` gateway slots fail.
     """
     steps: list[Step] = []
-    wanted = set()
+    allowed = _within_capacity(facts, desired, max_slots)
     for profile, spec in desired:
-        wanted.add(spec.name)
-        label = profile.name if profile else spec.name
-        prior = profile.prior_state if profile else None
-        step = plan_slot(spec, facts.get(spec.name), label, prior)
-        if profile and profile.stale:
-            step.sweep = profile.parts
-        steps.append(step)
-    for skip in skipped:
-        steps.append(Step(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
-    if remove_unknown:
-        for name in existing:
-            if name.startswith(SLOT_PREFIX) and name not in wanted:
-                steps.append(Step(name, name[len(SLOT_PREFIX):], None, "removed", REMOVE,
-                                  reason="its profile no longer exists"))
+        steps.append(_slot_step(intent, facts, profile, spec, spec.name in allowed, max_slots))
+    steps += _other_steps(intent, facts, {spec.name for _, spec in desired})
     return steps
+
+
+def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
+    """Rows without a desired slot: skipped directories, profiles placed elsewhere, slots
+    to retire (reconcile, profile.delete), and gateway slots whose profile is gone (--all)."""
+    steps: list[Step] = []
+    if intent.task == intents.RECONCILE:
+        for skip in facts.skipped:
+            steps.append(Step(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
+        for name in sorted(set(facts.unplaced) - {n[len(SLOT_PREFIX):] for n in facts.existing}):
+            steps.append(Step(None, name, None, "skipped", SKIP, reason=facts.unplaced[name]))
+        for name in facts.existing:
+            if name.startswith(SLOT_PREFIX) and name not in wanted:
+                profile = name[len(SLOT_PREFIX):]
+                steps.append(Step(name, profile, None, "removed", REMOVE, reason=facts.unplaced.get(
+                    profile, "its profile no longer exists")))
+    elif intent.names:  # a named target placed on another host (§13.3)
+        for name in sorted(set(intent.names) & set(facts.unplaced)):
+            why = facts.unplaced[name]
+            if intent.gateway:
+                steps.append(Step(SLOT_PREFIX + name, name, None, _word(intent, None), SKIP,
+                                  failure=why))
+            elif intent.task == intents.CREATE:  # the profile, but no slot here
+                steps.append(Step(None, name, None, "skipped", OK, note=why,
+                                  create_profile=facts.profile(name) is None))
+    if intent.task == intents.DELETE:
+        for name in sorted(intent.names or ()):
+            slot = SLOT_PREFIX + name
+            step = Step(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
+                        dispose=True, reason="its profile is deleted")
+            steps.append(step)
+    elif intent.all:
+        for name in facts.existing:  # gateway slots whose profile is gone: runtime only
+            if name.startswith(SLOT_PREFIX) and name not in wanted:
+                step = Step(name, name[len(SLOT_PREFIX):], None, _word(intent, None), OK)
+                _runtime(step, intent, facts, None, None)
+                steps.append(step)
+    return steps
+
+
+def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: SlotSpec,
+               allowed: bool, max_slots: int) -> Step:
+    """The step of one desired slot: files, intent to record, runtime, or why it fails."""
+    label = profile.name if profile else spec.name
+    prior = profile.prior_state if profile else None
+    word = _word(intent, spec)
+    if not allowed and facts.slots.get(spec.name) is None:
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    failure=f"not published: max_slots ({max_slots}) gateway slots reached; "
+                    "s6-overlay's s6-svscan supervises at most 500 services (raise "
+                    "max_slots only with s6-svscan -c)")
+    if intent.task == intents.RESTART and intent.all and profile and not profile.autostart:
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    reason="stopped (desired_state not running): left stopped")
+    if intent.task == intents.CREATE and intent.start and facts.scanner is False:
+        # It could be published but never started: refuse before creating anything.
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    failure=_unsupervised(spec.name, facts))
+    step = plan_slot(spec, facts.slots.get(spec.name), label, prior)
+    step.action = word
+    if intent.task == intents.STOP and step.op == CREATE:
+        # stop registers nothing: it records the intent for when the slot appears
+        step.op, step.write, step.set_down = OK, (), None
+        step.note = "no slot registered; recorded stopped"
+    step.first = profile is None or profile.name == DEFAULT
+    if profile and profile.stale and not _up(facts, spec.name):
+        step.sweep = profile.parts
+    if intent.task == intents.CREATE:
+        step.create_profile = facts.profile(label) is None
+        if not step.changes:
+            step.note = "profile already exists"
+    if intent.desired and profile and profile.recorded != intent.desired:
+        step.record = intent.desired
+    _runtime(step, intent, facts, spec, profile)
+    if profile and profile.name in facts.blocked:
+        # registered down and failed before it is started; brought down if up (by hand)
+        step.failure = facts.blocked[profile.name]
+        if step.record == "running":
+            step.record = None
+    return step
+
+
+def _unsupervised(slot: str, facts: Facts) -> str:
+    return (f"{slot} is not supervised: no s6-supervise listens on it (is s6-svscan running "
+            f"on {facts.settings.scandir}? run `hermes-tasks reconcile` as root, then retry)")
+
+
+def _word(intent: Intent, spec: SlotSpec | None) -> str:
+    if intent.gateway:
+        return intents.WORDS[intent.task]
+    return "registered" if spec is not None and spec.down else "started"
+
+
+def _up(facts: Facts, slot: str) -> bool:
+    rt = facts.runtime.get(slot)
+    return bool(rt and rt.up)
+
+
+def _within_capacity(facts: Facts, desired, max_slots: int) -> set[str]:
+    """Slot names within ``max_slots``: default first, then every profile by name."""
+    names = [p.slot for p in facts.profiles]
+    names += [spec.name for p, spec in desired if p is not None and spec.name not in names]
+    ordered = sorted(set(names), key=lambda n: (n != SLOT_PREFIX + DEFAULT, n))
+    return {*ordered[:max_slots], REGISTRAR}
+
+
+def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None,
+             profile: Profile | None) -> None:
+    """Decide what must happen to the process (SPEC §6), from the runtime facts alone.
+
+    Nothing is signalled without a supervisor: at boot s6 starts what the down marker says.
+    A gateway task on an unsupervised slot fails (nothing is recorded); reconcile rescans.
+    """
+    # A new or replaced slot starts as its down marker says; the registrar is root's own.
+    if step.slot is None or step.op in (CREATE, SWAP, REMOVE, SKIP) or step.slot == REGISTRAR:
+        return
+    rt: Runtime | None = facts.runtime.get(step.slot)
+    if rt is None:
+        return
+    if rt.supervised is None:  # may not tell: leave it to s6
+        return
+    if rt.supervised is False:
+        if intent.gateway or (intent.task == intents.CREATE and intent.start):
+            step.failure = _unsupervised(step.slot, facts)
+            step.record = None
+            step.op, step.write, step.set_down = OK, (), None
+        elif facts.scanner:
+            step.rescan = True
+        return
+    want_up = spec is not None and not spec.down
+    if spec is None:  # a slot whose profile is gone, under gateway.*--all
+        want_up = intent.desired == "running" and rt.up
+    explicit = intent.gateway or (intent.task == intents.CREATE and intent.start)
+    if not want_up:
+        if rt.up or rt.status.wanted_up:
+            step.runtime = "down"
+        return
+    if rt.up:
+        if step.restart_gateway or (intent.task == intents.RESTART
+                                    and (not intent.all or want_up)):
+            step.runtime = "restart"
+        return
+    if rt.exited and not explicit and "gateway-up" not in step.pending:
+        step.failure = rt.exit_text()
+        return
+    if rt.status.wanted_up and not explicit and not step.bring_up:
+        return  # s6 is bringing it back itself (the 1 s restart delay)
+    step.runtime = "up"
 
 
 def _text(data: bytes | None) -> str | None:

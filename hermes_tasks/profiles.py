@@ -35,6 +35,8 @@ class Profile:
     autostart: bool
     # Stale runtime files (STALE_FILES) seen in its directory, for the sweep to consider.
     stale: bool = dataclasses.field(default=False, compare=False)
+    # The recorded desired_state (None when the state was decided by gateway_state or absent).
+    recorded: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def slot(self) -> str:
@@ -81,10 +83,11 @@ def parse_state(raw: bytes) -> tuple[str | None, bool, str | None]:
 
 
 def read_state(home: str, parts: tuple[str, ...], warn,
-               dfd: int | None = None) -> tuple[str | None, bool]:
+               dfd: int | None = None) -> tuple[str | None, bool, str | None]:
     """Read a profile's state without following symlinks; problems become warnings.
 
     ``dfd``, when given, is the profile directory already opened (discovery's hot path).
+    Returns (prior_state, autostart, the recorded desired_state or None).
     """
     if dfd is not None:
         doc = state.read_at(dfd)
@@ -102,7 +105,7 @@ def read_state(home: str, parts: tuple[str, ...], warn,
             warn(f"could not read {where}: {doc.problem}; treating as no prior state")
         else:
             warn(f"{where} {doc.problem}; treating as no prior state")
-    return doc.prior_state, doc.autostart
+    return doc.prior_state, doc.autostart, None if doc.problem else doc.desired_state
 
 
 def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
@@ -153,7 +156,8 @@ def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
 def _profile(home: str, name: str, parts: tuple[str, ...], dfd: int, warn) -> Profile:
     """A profile read through its open directory: state, and whether stale files lie there."""
     stale = any(fsops.lexists(dfd, n) for n in STALE_FILES)
-    return Profile(name, parts, *read_state(home, parts, warn, dfd), stale=stale)
+    value, autostart, recorded = read_state(home, parts, warn, dfd)
+    return Profile(name, parts, value, autostart, stale=stale, recorded=recorded)
 
 
 def _open_profile(pfd: int, name: str, is_link: bool) -> tuple[str | None, int | None]:

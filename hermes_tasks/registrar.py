@@ -11,18 +11,17 @@ settings root does not have is refused, and its ``--check`` is answered with roo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import sys
 import time
 
-from . import engine, fsops, inventory, slots
+from . import fsops, inventory
 from .errors import InventoryError, TaskError, UsageError
 from .inventory import Settings
 from .render import REGISTRAR
-from .report import Row, exit_code, stats
+from .report import exit_code, stats
 from .s6 import S6, S6Error
 
 DATA = "data"
@@ -35,32 +34,6 @@ NEEDS_ROOT = ("{what} needs root: run this task as root, or run `hermes-tasks re
 def may_change_slots(settings: Settings) -> bool:
     """Root, or the owner of the scandir (a container run entirely as one user)."""
     return fsops.IS_ROOT or os.access(settings.scandir, os.W_OK)
-
-
-def converge(settings: Settings, only: set[str] | None, check: bool = False, diff: bool = False,
-             warn=None, what: str = "changing a slot") -> list[Row]:
-    """Reconcile the slots of ``only`` (profile names; None = all); return their rows.
-
-    Not allowed to change slots itself, it asks the registrar, whose run reconciles every
-    profile with root's settings; only the rows of ``only`` are returned. Its ``check``
-    is then answered with root's settings too, judged as root would, so check and run
-    agree; settings the caller named itself are refused (:func:`refuse_named`).
-    """
-    if may_change_slots(settings):
-        rows, _ = engine.reconcile(settings, check=check, diff=diff, only=only, warn=warn)
-        return rows
-    root = root_settings(settings)
-    refuse_named(settings, root, what)
-    if check:
-        judge = slots.judged_as_root() if root else contextlib.nullcontext()
-        with judge:
-            rows, _ = engine.reconcile(root or settings, check=True, diff=diff, only=only,
-                                       manage_registrar=False, warn=warn)
-        return rows
-    doc = request(settings, what)
-    rows = [Row(r["slot"], r["profile"], r["prior_state"], r["action"], r["result"],
-                r.get("message", "")) for r in doc.get("results", [])]
-    return [r for r in rows if only is None or r.profile in only]
 
 
 def root_settings(settings: Settings) -> Settings | None:
@@ -107,9 +80,9 @@ def check_available(settings: Settings, what: str = "changing a slot") -> None:
     Call it before changing the volume, so a task that cannot finish does not start:
     that includes refusing settings the caller named that cannot reach root.
     """
-    if not os.path.isdir(settings.scandir):
-        raise TaskError(f"scandir {settings.scandir} does not exist or is not a directory "
-                        "(is s6 set up? set scandir in the inventory or with --var)")
+    from .facts import require_scandir
+
+    require_scandir(settings)
     if may_change_slots(settings):
         return
     refuse_named(settings, root_settings(settings), what)
@@ -131,14 +104,14 @@ def request(settings: Settings, what: str = "changing a slot") -> dict:
 
     The wait polls the registrar's status (the caller is not root: ``event/`` is closed to
     it, see :mod:`s6`). Raises TaskError when there is no registrar, it does not answer
-    within ``lock_timeout`` + 60 s, or its reconcile failed as a whole.
+    within ``registrar_timeout``, or its reconcile failed as a whole.
     """
     check_available(settings, what)
     slot = os.path.join(settings.scandir, REGISTRAR)
     asked = time.time()
     try:
         S6(settings.s6_bin_dir).svc(slot, "-wR", "-r",
-                                    wait_ms=int((settings.lock_timeout + 60) * 1000))
+                                    wait_ms=int(settings.registrar_timeout * 1000))
     except S6Error as exc:
         raise TaskError(f"the registrar ({slot}) did not answer: {exc}") from None
     try:
@@ -189,10 +162,13 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
 
 def _reconcile(inventory_path: str) -> dict:
     """Run reconcile with the slot's settings; the record of it, failures included."""
+    from . import engine
+    from .intent import RECONCILE, Intent
+
     started, rows, error = time.time(), [], None
     try:
         settings = inventory.load(inventory_path, (), environ={})
-        rows, _ = engine.reconcile(settings, manage_registrar=False)
+        rows = engine.run(settings, Intent(RECONCILE), manage_registrar=False).rows
         code = exit_code(rows, multi=True)
     except TaskError as exc:
         code, error = exc.code, str(exc)

@@ -25,9 +25,12 @@ class Row:
     diff: str = ""  # unified diff shown before the item line with --diff
 
     def as_json(self) -> dict:
-        return {"slot": self.slot, "profile": escape(self.profile),
-                "prior_state": self.prior_state, "action": self.action,
-                "result": self.result, "message": self.message}
+        doc = {"slot": self.slot, "profile": escape(self.profile),
+               "prior_state": self.prior_state, "action": self.action,
+               "result": self.result, "message": self.message}
+        if self.diff:
+            doc["diff"] = self.diff
+        return doc
 
 
 def stats(rows: list[Row]) -> dict[str, int]:
@@ -56,17 +59,20 @@ def recap_line(rows: list[Row], host: str = "localhost") -> str:
 
 
 def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra: dict | None = None,
-         aside: list[Row] = (), out=None) -> None:
+         aside: list[Row] = (), out=None, error: str | None = None) -> None:
     """Print the rows for humans (with diffs and a recap) or as one JSON object.
 
     ``aside`` rows (the registrar) are printed for humans but not counted in the recap;
-    in JSON they belong in ``extra``.
+    in JSON they belong in ``extra``. ``error`` (a failed single target) goes into the JSON
+    object; for humans the caller prints it as the one-line error.
     """
     out = out or sys.stdout
     if as_json:
         doc = {"results": [r.as_json() for r in rows], "stats": stats(rows)}
         if check:
             doc["check"] = True
+        if error is not None:
+            doc["error"] = error
         doc.update(extra or {})
         out.write(json.dumps(doc) + "\n")
         return
@@ -82,3 +88,76 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
 
 def warn(message: str) -> None:
     sys.stderr.write(f"hermes-tasks: warning: {message}\n")
+
+
+def rows_from(steps, errors: dict[str, str], notes: dict[str, list[str]], diff: bool,
+              check: bool) -> list[Row]:
+    """One row per planned step: its result from the plan and what the executor observed."""
+    from . import plan
+
+    rows = []
+    for step in steps:
+        if step.failure:
+            result, message = "failed", step.failure
+        elif step.slot in errors:
+            result, message = "failed", errors[step.slot]
+        else:
+            result = "skipped" if step.op == plan.SKIP else (
+                "changed" if step.changes else "ok")
+            message = describe(step, check, notes.get(step.slot, ()))
+        rows.append(Row(step.slot, step.profile, step.prior_state, step.action, result,
+                        message, plan.diff(step) if diff and step.file_changes else ""))
+    return rows
+
+
+_WOULD = {"up": "would bring up", "down": "would bring down",
+          "restart": "would restart the gateway"}
+
+
+def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
+    """One line saying what changed (or, in check mode, what would), for the report."""
+    from . import plan
+
+    if step.op == plan.SKIP:
+        return step.reason
+    parts = []
+    if step.create_profile:
+        parts.append(("would create " if check else "created ") + f"profiles/{step.profile}")
+    if step.op == plan.CREATE:
+        parts.append("would be published" if check else "published")
+    elif step.op == plan.SWAP:
+        parts.append(f"{'would be ' if check else ''}replaced: {step.reason}")
+    elif step.op == plan.REMOVE:
+        parts.append(f"{'would be ' if check else ''}retired: {step.reason}")
+    if step.write and step.op == plan.UPDATE:
+        parts.append(("would rewrite " if check else "rewrote ") + ", ".join(step.write))
+    if step.set_down is not None and step.op == plan.UPDATE:
+        verb = ("would add" if step.set_down else "would remove") if check else (
+            "added" if step.set_down else "removed")
+        parts.append(f"{verb} the down marker")
+    if step.fix_skeleton:
+        parts.append(("would repair" if check else "repaired") + " supervise/event permissions")
+    if step.litter:
+        parts.append(("would remove" if check else "removed") + " temp files left by an "
+                     "interrupted run: " + ", ".join(step.litter))
+    if step.pending:
+        parts.append(("would finish" if check else "finished")
+                     + " a restart an earlier run left pending")
+    if step.record:
+        parts.append(("would record" if check else "recorded") + f" {step.record}")
+    if step.rescan:
+        parts.append("not supervised: would rescan" if check else "not supervised: rescanned")
+    if check:
+        if step.sweep is not None:
+            parts.append("would remove stale runtime files")
+        if step.runtime:
+            parts.append(_WOULD[step.runtime])
+        if step.restart_logger:
+            parts.append("would restart the logger")
+        if step.dispose:
+            parts.append("would move the profile to .trash")
+    else:
+        parts.extend(done)
+    if step.note and (not parts or step.record):
+        return step.note
+    return "; ".join(parts)

@@ -153,15 +153,6 @@ class S6:
         """Is an s6-supervise listening on ``slot``? None when we may not tell."""
         return fsops.fifo_has_reader(os.path.join(slot, "supervise", "control"))
 
-    def is_up(self, slot: str) -> bool:
-        """True when the slot's daemon is up; False when down or unsupervised."""
-        if self.supervised(slot) is False:
-            return False
-        try:
-            return bool(self.svstat(slot, ("up",))["up"])
-        except (NotSupervised, NoSuchSlot):
-            return False
-
     def wait_unsupervised(self, paths: list[str], timeout: float) -> list[str]:
         """Wait until no supervisor listens on any of ``paths``; return those still alive."""
         deadline = time.monotonic() + timeout
@@ -172,31 +163,6 @@ class S6:
                 break
             time.sleep(0.01)
         return pending
-
-    def wait_supervised(self, slot: str, timeout: float) -> bool:
-        """Wait until a supervisor has written ``supervise/status`` for ``slot``.
-
-        s6-svwait and ``-w…`` fail right after a rescan until that file exists (s6.md §4.2).
-        """
-        deadline = time.monotonic() + timeout
-        status = os.path.join(slot, "supervise", "status")
-        while time.monotonic() < deadline:
-            if os.path.exists(status) and self.supervised(slot) is not False:
-                return True
-            time.sleep(0.01)
-        return False
-
-    def restart(self, slot: str, timeout_ms: int = 10000, up_flag: str = "-u") -> None:
-        """Bring a gateway down, wait, and up again.
-
-        A plain ``-r`` is not enough: our ``finish`` turns exit 0 into "stay down", so a
-        daemon that exits 0 on SIGTERM would not come back.
-        """
-        try:
-            self.svc(slot, "-wD", "-d", wait_ms=timeout_ms)
-        except Timeout:
-            self.svc(slot, "-k")  # a daemon ignoring SIGTERM; the restart must still happen
-        self.svc(slot, up_flag)
 
 
 def poll_until(slot: str, predicate, timeout: float, what: str = "the wait",

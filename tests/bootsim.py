@@ -349,16 +349,18 @@ class Container:
         python, extra_path = s6env.python_for(self.boot_user)
         pythonpath = os.pathsep.join([str(REPO_ROOT), *extra_path])
         self.venv_bin.mkdir(parents=True, exist_ok=True)
-        wrapper = self.venv_bin / "hermes-tasks"
-        wrapper.write_text(
-            "#!/bin/sh\n"
-            "# bootsim stand-in for the image's venv entry point: this checkout's package.\n"
-            f"PYTHONPATH={shlex.quote(pythonpath)}\n"
-            "PYTHONDONTWRITEBYTECODE=1\n"
-            "export PYTHONPATH PYTHONDONTWRITEBYTECODE\n"
-            f"exec {shlex.quote(python)} -m hermes_tasks \"$@\"\n"
-        )
-        wrapper.chmod(0o755)
+        for name, module in (("hermes-tasks", "hermes_tasks"), ("hermes-tasks-boot",
+                                                              "hermes_tasks.boot")):
+            wrapper = self.venv_bin / name
+            wrapper.write_text(
+                "#!/bin/sh\n"
+                "# bootsim stand-in for the image's venv entry point: this checkout's package.\n"
+                f"PYTHONPATH={shlex.quote(pythonpath)}\n"
+                "PYTHONDONTWRITEBYTECODE=1\n"
+                "export PYTHONPATH PYTHONDONTWRITEBYTECODE\n"
+                f"exec {shlex.quote(python)} -m {module} \"$@\"\n"
+            )
+            wrapper.chmod(0o755)
         # hermes-agent's entry point, found by name on the global PATH like in the image
         hermes = self.venv_bin / "hermes"
         if not hermes.is_symlink():
@@ -473,7 +475,8 @@ class Container:
         Runs as root (``user=None``) or as ``user``; the settings come from the container
         environment (HERMES_HOME, and the sandbox inventory standing in for the shipped one).
         """
-        full_env = {k: v for k, v in self.env.items() if k != "PATH"}
+        # docker exec keeps the image's PATH (its venv, where `hermes` is): preflight needs it
+        full_env = dict(self.env)
         full_env.update(env or {})
         return s6env.run_tasks(self.sb, task, *args, user=user, env=full_env,
                                inventory_vars=False)

@@ -113,10 +113,10 @@ FINDINGS = [
     ("concurrency.storm.root", "reconcile read the profiles' states before taking the lock, so "
      "a `gateway.stop`/`restart` recorded meanwhile was undone by a stale plan (a down marker "
      "put back under `desired_state: running`)",
-     "profiles are discovered under the lock, with the slot facts (engine.py)"),
+     "profiles are discovered under the lock, with the slot facts (engine.py, facts/)"),
     ("concurrency.storm.root", "`profile.delete` skipped its reconcile when it had seen no "
      "slot; a `profile.create` publishing one meanwhile left a slot with no profile",
-     "delete always reconciles (under the lock) after moving the profile (lifecycle.py)"),
+     "delete always reconciles (under the lock) after moving the profile (execute/local.py)"),
     ("growth.boot_log.10000_runs", "rotating only once the file was *at or above* the limit let "
      "`container-boot.log` + `.1` reach twice the limit plus two runs",
      "the log rotates before a run's lines would take it past the limit; a torn last line "

@@ -23,10 +23,13 @@ def test_floor_and_reconcile_build_the_same_slots(tmp_path):
     home = tmp_path / "home"
     bench.make_home(home, 3)
     shapes = {}
-    for name, argv in (("floor", bench.floor_argv), ("ours", bench.ours_argv)):
-        scandir = tmp_path / name
-        scandir.mkdir()
-        seconds, rss_kib, _cpu = bench.timed(argv(home, scandir))
+    cmd = bench.command_dir(tmp_path / "command")
+    runs = (("floor", lambda h, s: (bench.floor_argv(h, s), None)),
+            ("ours", lambda h, s: bench.ours_argv(h, s, cmd)))
+    for name, argv in runs:
+        scandir = tmp_path / name / "scan"
+        scandir.mkdir(parents=True)
+        seconds, rss_kib, _cpu = bench.timed(*argv(home, scandir))
         assert seconds > 0 and rss_kib > 0
         assert bench.count_slots(scandir) == 3
         shapes[name] = bench.slot_shape(scandir)

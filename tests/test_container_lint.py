@@ -215,7 +215,7 @@ def test_reconcile_script_execs_the_tool() -> None:
         for ln in (CONT_INIT / "02-reconcile-profiles").read_text().splitlines()
         if ln.strip() and not ln.strip().startswith("#")
     ]
-    assert code[-1] == f"exec {VENV_BIN}/hermes-tasks reconcile", code
+    assert code[-1] == f"exec {VENV_BIN}/hermes-tasks-boot", code
 
 
 # ------------------------------------------------------------------ Dockerfile structure

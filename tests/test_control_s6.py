@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 
@@ -120,10 +121,21 @@ def test_all_stops_and_restarts_every_slot(sandbox, supervisor):
         assert not s6env.svstat(sb.slot(name))["up"]
         assert state_file(sb.home, name)["desired_state"] == "stopped"
     assert "failed=0" in res.stdout
-    tasks(sb, "gateway.restart", "--all", "--wait", "--json")
+    # restart --all never starts a deliberately stopped gateway (SPEC §7)
+    res = tasks(sb, "gateway.restart", "--all", "--wait", "--json")
+    assert json.loads(res.stdout)["stats"] == {"ok": 0, "changed": 0, "skipped": 3, "failed": 0}
     for name in ("default", "alice", "bob"):
-        assert s6env.svstat(sb.slot(name))["up"]
-        assert state_file(sb.home, name)["desired_state"] == "running"
+        assert not s6env.svstat(sb.slot(name))["up"]
+        assert state_file(sb.home, name)["desired_state"] == "stopped"
+    # ... and restarts exactly those up or desired running
+    tasks(sb, "gateway.start", "-p", "bob", "--wait")
+    first = s6env.svstat(sb.slot("bob"))["pid"]
+    res = tasks(sb, "gateway.restart", "--all", "--wait")
+    assert "changed: [gateway-bob] => restarted" in res.stdout
+    assert s6env.svstat(sb.slot("bob"))["pid"] not in (first, None)
+    for name in ("default", "alice"):
+        assert f"skipping: [gateway-{name}]" in res.stdout
+        assert not s6env.svstat(sb.slot(name))["up"]
     assert kept_other_keys(sb)
 
 
@@ -154,8 +166,9 @@ def test_status_json(sandbox, supervisor):
     gws = status(sb)
     assert list(gws) == ["default", "alice", "bob"]
     for name, doc in gws.items():
-        assert list(doc) == ["profile", "slot", "registered", "up", "wanted_up", "normally_up",
-                             "pid", "desired_state"]
+        assert list(doc)[:8] == ["profile", "slot", "registered", "up", "wanted_up",
+                                 "normally_up", "pid", "desired_state"]  # then new keys
+        assert doc["supervised"] is True
         assert doc["slot"] == f"gateway-{name}" and doc["registered"] is True
         for key in ("up", "wanted_up", "normally_up"):
             assert isinstance(doc[key], bool)
@@ -165,11 +178,13 @@ def test_status_json(sandbox, supervisor):
     assert gws["default"]["desired_state"] is None  # only gateway_state recorded
     assert gws["alice"] == {"profile": "alice", "slot": "gateway-alice", "registered": True,
                             "up": False, "wanted_up": False, "normally_up": False, "pid": None,
-                            "desired_state": "stopped"}
+                            "desired_state": "stopped", "supervised": True, "ready": False,
+                            "exit_code": None, "reason": None}
     carol = status(sb, "-p", "carol")
     assert carol == {"carol": {"profile": "carol", "slot": "gateway-carol", "registered": False,
                                "up": False, "wanted_up": False, "normally_up": False,
-                               "pid": None, "desired_state": None}}
+                               "pid": None, "desired_state": None, "supervised": False,
+                               "ready": False, "exit_code": None, "reason": None}}
     human = tasks(sb, "gateway.status").stdout
     assert f"gateway-bob: up (pid {gws['bob']['pid']})" in human
     assert "gateway-alice: down" in human
@@ -279,11 +294,12 @@ def test_stopped_supervisor_is_a_clean_error(sandbox, supervisor):
     assert not any(g["up"] for g in gws.values())
     res = tasks(sb, "gateway.stop", "--all", ok=False)
     assert res.returncode == 2 and "failed=3" in res.stdout
-    # profile.create --start publishes the slot, but cannot start it: one line, exit 1
+    # profile.create --start could publish the slot but never start it: one line, exit 1,
+    # and a failed create leaves nothing behind
     res = tasks(sb, "profile.create", "carol", "--start", ok=False)
     one_line_error(res, "gateway-carol is not supervised")
-    assert sb.slot("carol").is_dir()
-    assert not (sb.home / "profiles" / "carol" / "gateway_state.json").exists()  # not accepted
+    assert not sb.slot("carol").exists()
+    assert not (sb.home / "profiles" / "carol").exists()
 
 
 def test_missing_scandir_is_a_clean_error(sandbox):

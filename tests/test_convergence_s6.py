@@ -250,28 +250,34 @@ def test_template_change_restarts_each_running_gateway_once(sandbox, supervisor)
     no_lock_errors(supervisor)
 
 
-def test_down_marker_only_change_signals_nothing(sandbox, supervisor):
+def test_desired_state_change_converges_what_runs(sandbox, supervisor):
+    """SPEC §6: reconcile brings a gateway set stopped down and one set running up."""
     sb = sandbox
     pids = boot(sb)
     make_profile(sb.home, "alice", "stopped")
     make_profile(sb.home, "bob", "running")
 
+    check, crows, _ = reconcile(sb, "--check")
+    assert crows["alice"]["message"] == "would add the down marker; would bring down"
+    assert crows["bob"]["message"] == "would remove the down marker; would bring up"
     res, rows, _ = reconcile(sb)
     assert res.returncode == 0, res.stderr
     assert {p: (r["action"], r["result"]) for p, r in rows.items()} == {
         "default": ("started", "ok"), "alice": ("registered", "changed"),
         "bob": ("started", "changed")}
-    assert rows["alice"]["message"] == "added the down marker"
-    assert rows["bob"]["message"] == "removed the down marker"
+    assert {p: (r["action"], r["result"]) for p, r in crows.items()} == {
+        p: (r["action"], r["result"]) for p, r in rows.items()}
+    assert rows["alice"]["message"] == "added the down marker; brought down"
+    assert rows["bob"]["message"] == "removed the down marker; brought up"
     assert (sb.slot("alice") / "down").exists() and not (sb.slot("bob") / "down").exists()
-    time.sleep(0.3)  # a wrongly sent signal would have taken effect by now
-    assert {n: gateway_pid(sb, n) for n in pids} == pids
+    s6env.wait_down(sb.slot("alice"))
+    s6env.wait_up(sb.slot("bob"))
+    assert gateway_pid(sb, "default") == pids["default"]  # untouched
+    assert standin.live_pids(sb.home, "alice") == []
     st = s6env.svstat(sb.slot("alice"))
-    assert (st["up"], st["normallyup"]) == (True, False)
-    # bob is not started by reconcile: the marker only matters to a new supervisor
-    assert s6env.svstat(sb.slot("bob"))["up"] is False
-    assert standin.starts(sb.home, "bob") == []
-    assert [len(standin.starts(sb.home, n)) for n in ("default", "alice")] == [1, 1]
+    assert (st["up"], st["wantedup"], st["normallyup"]) == (False, False, False)
+    again, rows, _ = reconcile(sb)
+    assert {r["result"] for r in rows.values()} == {"ok"}
 
 
 def test_temp_files_left_by_an_interrupted_run_are_removed(sandbox, supervisor):
@@ -391,7 +397,7 @@ def test_failed_restart_fails_its_slot_alone_and_is_finished_next_run(sandbox, s
     svc.symlink_to("/usr/bin/s6-svc")
     res, rows, _ = reconcile(sb, "--check", *new_vars)
     assert rows["alice"]["message"] == ("would finish a restart an earlier run left pending; "
-                                        "would bring the gateway back up")
+                                        "would restart the gateway")
     assert rows["default"]["result"] == "ok"
     res, rows, _ = reconcile(sb, *new_vars)
     assert res.returncode == 0, res.stderr
@@ -574,7 +580,7 @@ def test_check_reports_changes_and_writes_nothing(sandbox, supervisor):
     assert rows["carol"]["message"] == "would be published"
     assert rows["bob"]["message"] == "would be retired: its profile no longer exists"
     assert rows["alice"]["message"] == ("would rewrite run; would add the down marker; "
-                                        "would restart the gateway if up")
+                                        "would bring down")
     assert doc["stats"] == {"ok": 0, "changed": 5, "skipped": 0, "failed": 0}
 
     human = s6env.run_tasks(sb, "reconcile", "--check", "--diff", *var_args(*new_vars))

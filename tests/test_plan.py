@@ -6,10 +6,14 @@ import difflib
 
 import pytest
 
-from hermes_tasks import plan
-from hermes_tasks.engine import describe
+from hermes_tasks import plan, svstatus
+from hermes_tasks.facts import Facts
+from hermes_tasks.facts.runtime import Runtime
+from hermes_tasks.intent import Intent
+from hermes_tasks.inventory import Settings
 from hermes_tasks.profiles import Profile, Skipped
 from hermes_tasks.render import REGISTRAR, File, SlotSpec
+from hermes_tasks.report import describe
 from hermes_tasks.slots import SlotFacts
 
 RUN = b"#!/bin/sh\nexec 2>&1\nexec hermes -p alice gateway run --replace\n"
@@ -163,7 +167,7 @@ def test_everything_at_once_is_one_update_with_both_handlers():
     assert step.restart_gateway and step.restart_logger
     assert describe(step, check=True) == (
         "would rewrite run, log/run; would add the down marker; would repair supervise/event "
-        "permissions; would restart the gateway if up; would restart the logger")
+        "permissions; would restart the logger")
     assert describe(step, check=False, done=["restarted the gateway"]) == (
         "rewrote run, log/run; added the down marker; repaired supervise/event permissions; "
         "restarted the gateway")
@@ -184,6 +188,14 @@ def profile(name, autostart=True, state="running", stale=True):
     return Profile(name, parts, state, autostart, stale=stale)
 
 
+def world(desired, found, skipped=(), existing=(), runtime=None, scanner=True):
+    """Facts as gathered, for build(): the profiles of ``desired`` and the slots ``found``."""
+    profiles = [p for p, _ in desired if p is not None]
+    f = Facts(Settings(scandir="/scan"), profiles, list(skipped), sorted(existing), [], scanner,
+              dict(found), dict(runtime or {}))
+    return f
+
+
 def test_build_orders_rows_and_retires_unknown_slots():
     d, a, b = spec("gateway-default"), spec("gateway-alice"), spec("gateway-bob", down=True)
     reg = SlotSpec(REGISTRAR, {"run": File(b"#!/bin/sh\n", 0o755)}, down=False, logged=False)
@@ -193,7 +205,8 @@ def test_build_orders_rows_and_retires_unknown_slots():
              "gateway-bob": None, REGISTRAR: None}
     skipped = [Skipped("Bad.Name", "invalid profile name")]
     existing = ["gateway-alice", "gateway-default", "gateway-zoe", REGISTRAR, "other-service"]
-    steps = plan.build(desired, found, skipped, existing)
+    steps = plan.build(Intent("reconcile"), world(desired, found, skipped, existing), desired,
+                       450)
 
     assert [(s.slot, s.profile, s.op, s.action) for s in steps] == [
         ("gateway-default", "default", plan.OK, "started"),
@@ -205,25 +218,113 @@ def test_build_orders_rows_and_retires_unknown_slots():
     ]
     assert [s.sweep for s in steps[:4]] == [(), ("profiles", "alice"), ("profiles", "bob"), None]
     assert steps[2].prior_state == "stopped"
-    assert [s.changes for s in steps] == [False, True, True, True, False, True]
+    # a sweep of stale runtime files is a change too (reported, SPEC §4)
+    assert [s.changes for s in steps] == [True, True, True, True, False, True]
     assert steps[5].reason == "its profile no longer exists"
     assert plan.diff(steps[5]) == ("--- before: gateway-zoe (present)\n"
                                    "+++ after: gateway-zoe (absent)\n")
     assert describe(steps[5], check=False) == "retired: its profile no longer exists"
     assert describe(steps[4], check=False) == "invalid profile name"
+    assert describe(steps[0], check=True) == "would remove stale runtime files"
 
 
 def test_only_profiles_with_stale_files_are_swept():
     s = spec()
-    steps = plan.build([(profile("alice", stale=False), s)], {s.name: None}, [], [])
+    desired = [(profile("alice", stale=False), s)]
+    steps = plan.build(Intent("reconcile"), world(desired, {s.name: None}), desired, 450)
     assert steps[0].sweep is None
 
 
-def test_build_without_removal_keeps_unknown_slots():
+def test_stale_files_of_a_gateway_that_is_up_are_kept():
+    s = spec()
+    desired = [(profile("alice"), s)]
+    up = {s.name: rt(up=True, wanted_up=True)}
+    steps = plan.build(Intent("reconcile"), world(desired, {s.name: facts(s)}, (), [s.name], up),
+                       desired, 450)
+    assert steps[0].sweep is None and not steps[0].changes
+
+
+def test_a_gateway_task_keeps_unknown_slots():
     a = spec("gateway-alice")
-    steps = plan.build([(profile("alice"), a)], {"gateway-alice": facts(a)}, [],
-                       ["gateway-alice", "gateway-zoe"], remove_unknown=False)
-    assert [(s.slot, s.op) for s in steps] == [("gateway-alice", plan.OK)]
+    desired = [(profile("alice"), a)]
+    steps = plan.build(Intent("start", frozenset({"alice"})),
+                       world(desired, {"gateway-alice": facts(a)}, (),
+                             ["gateway-alice", "gateway-zoe"]), desired, 450)
+    assert [s.slot for s in steps] == ["gateway-alice"]
+
+
+def test_capacity_fails_the_profiles_past_max_slots_by_name():
+    names = ["default", "carol", "alice", "bob"]
+    desired = [(profile(n), spec(f"gateway-{n}")) for n in names]
+    desired.append((None, SlotSpec(REGISTRAR, {}, down=False, logged=False)))
+    steps = plan.build(Intent("reconcile"), world(desired, {}), desired, 2)
+    by_slot = {s.slot: s for s in steps}
+    assert by_slot["gateway-default"].op == plan.CREATE and by_slot["gateway-default"].first
+    assert by_slot["gateway-alice"].op == plan.CREATE
+    for n in ("bob", "carol"):
+        assert by_slot[f"gateway-{n}"].op == plan.SKIP
+        assert "max_slots (2)" in by_slot[f"gateway-{n}"].failure
+        assert "s6-overlay" in by_slot[f"gateway-{n}"].failure
+    assert by_slot[REGISTRAR].op == plan.CREATE and by_slot[REGISTRAR].first
+
+
+def rt(supervised=True, up=False, wanted_up=False, normally_up=True, exit_code=None,
+       reason=""):
+    st = svstatus.Status(supervised=supervised, up=up, wanted_up=wanted_up,
+                         normally_up=normally_up, pid=42 if up else None,
+                         exit_code=None if up else exit_code)
+    return Runtime(st, reason)
+
+
+# desired state × what runs (s6) → what reconcile (or gateway.start) plans (SPEC §6)
+RUNTIME_TABLE = [
+    # task, desired running?, runtime facts, planned runtime change, failure
+    ("reconcile", True, rt(up=True, wanted_up=True), None, ""),
+    ("reconcile", True, rt(normally_up=False, exit_code=0), "up", ""),  # never started
+    ("reconcile", True, rt(exit_code=1), "up", ""),  # taken down through s6 (-d)
+    ("reconcile", True, rt(exit_code=None), "up", ""),  # killed by a signal, wanted down
+    ("reconcile", True, rt(exit_code=78, reason="Port 8642 already in use"), None,
+     "exited 78: Port 8642 already in use"),
+    ("reconcile", True, rt(exit_code=0), None, "exited 0"),
+    ("reconcile", True, rt(wanted_up=True, exit_code=1), None, ""),  # s6 restarts it itself
+    ("reconcile", False, rt(up=True, wanted_up=True), "down", ""),
+    ("reconcile", False, rt(wanted_up=True, exit_code=1), "down", ""),
+    ("reconcile", False, rt(exit_code=78), None, ""),
+    ("reconcile", False, rt(normally_up=False, exit_code=0), None, ""),
+    ("reconcile", True, rt(supervised=None), None, ""),  # may not tell: leave it to s6
+    ("start", True, rt(exit_code=78, reason="x"), "up", ""),  # explicit: brought back
+    ("start", True, rt(up=True, wanted_up=True), None, ""),
+    ("restart", True, rt(up=True, wanted_up=True), "restart", ""),
+    ("restart", True, rt(exit_code=0), "up", ""),
+    ("stop", False, rt(up=True, wanted_up=True), "down", ""),
+    ("stop", False, rt(supervised=False), None, "not supervised"),
+]
+
+
+@pytest.mark.parametrize("task,running,runtime,change,failure", RUNTIME_TABLE)
+def test_runtime_convergence_table(task, running, runtime, change, failure):
+    s = spec(down=not running)
+    state = "running" if running else "stopped"
+    desired = [(profile("alice", running, state, stale=False), s)]
+    intent = Intent(task) if task == "reconcile" else Intent(task, frozenset({"alice"}))
+    known = world(desired, {s.name: facts(s, down=not runtime.status.normally_up)}, (),
+                  [s.name], {s.name: runtime})
+    step = plan.build(intent, known, desired, 450)[0]
+    assert step.runtime == change
+    assert (failure in step.failure) if failure else step.failure == ""
+    assert step.action in ({"started", "registered"} if task == "reconcile"
+                           else {"started", "stopped", "restarted"})
+
+
+def test_changed_run_restarts_only_a_gateway_that_is_up():
+    s = spec()
+    desired = [(profile("alice", stale=False), s)]
+    for runtime, change in ((rt(up=True, wanted_up=True), "restart"),
+                            (rt(wanted_up=True, exit_code=1), None)):
+        known = world(desired, {s.name: facts(s, run=(b"old\n", 0o755))}, (), [s.name],
+                      {s.name: runtime})
+        step = plan.build(Intent("reconcile"), known, desired, 450)[0]
+        assert step.restart_gateway and step.runtime == change
 
 
 # ------------------------------------------------------------------------- diff
@@ -267,8 +368,7 @@ def test_restart_left_pending_is_planned_even_when_files_are_identical():
     step = step_for(s, f)
     assert step.op == plan.UPDATE and step.changes and step.write == ()
     assert step.restart_gateway and not step.bring_up and not step.restart_logger
-    assert describe(step, check=True) == ("would finish a restart an earlier run left pending; "
-                                          "would restart the gateway if up")
+    assert describe(step, check=True) == "would finish a restart an earlier run left pending"
 
 
 def test_gateway_taken_down_by_an_interrupted_restart_is_brought_up():
@@ -297,3 +397,29 @@ def test_temp_files_left_in_a_slot_are_removed_without_restart():
     assert describe(step, check=False) == (
         "removed temp files left by an interrupted run: .run.hermes-tasks.tmp, "
         "log/.run.hermes-tasks.tmp")
+
+
+def test_placement_and_blocked_gateways_are_facts_the_plan_obeys():
+    """Hooks for SPEC §11/§12: a profile placed elsewhere gets no slot and a skipped row (an
+    existing slot is retired, saying why); a blocked gateway is registered down, brought down
+    if up, and failed before it is started."""
+    d, a, b = spec("gateway-default"), spec("gateway-alice"), spec("gateway-bob")
+    desired = [(profile("default", stale=False), d), (profile("alice", stale=False), a),
+               (profile("bob", stale=False), b)]
+    known = world(desired, {"gateway-default": facts(d), "gateway-bob": facts(b)}, (),
+                  ["gateway-bob", "gateway-default"],
+                  {"gateway-bob": rt(up=True, wanted_up=True)})
+    known.unplaced = {"alice": "not placed on host-a"}
+    known.blocked = {"bob": "port 8650 is also default's API server port"}
+    scoped = plan.scope(Intent("reconcile"), known)
+    assert [(p.name, p.autostart) for p in scoped] == [("default", True), ("bob", False)]
+    desired = [(p, spec(p.slot, down=not p.autostart)) for p in scoped]
+    steps = plan.build(Intent("reconcile"), known, desired, 450)
+    by = {s.profile: s for s in steps}
+    assert by["alice"].op == plan.SKIP and by["alice"].reason == "not placed on host-a"
+    assert by["bob"].failure.startswith("port 8650") and by["bob"].runtime == "down"
+    assert by["bob"].set_down is True
+    known.existing.append("gateway-alice")
+    steps = plan.build(Intent("reconcile"), known, desired, 450)
+    retired = [s for s in steps if s.slot == "gateway-alice"]
+    assert retired[0].op == plan.REMOVE and retired[0].reason == "not placed on host-a"

@@ -76,9 +76,15 @@ def test_service_user_drives_gateways_through_the_shared_fifos(root_sandbox, sup
 
     as_user(sb, "gateway.stop", "--all", "--wait")
     assert not any(g["up"] or g["wanted_up"] for g in status(sb, user=sb.user).values())
+    as_user(sb, "gateway.restart", "--all", "--wait")  # never starts what was stopped
+    gws = status(sb, user=sb.user)
+    assert not any(g["up"] or g["desired_state"] != "stopped" for g in gws.values())
+    as_user(sb, "gateway.start", "-p", "alice", "--wait")
+    first = s6env.svstat(sb.slot("alice"))["pid"]
     as_user(sb, "gateway.restart", "--all", "--wait")
     gws = status(sb, user=sb.user)
-    assert all(g["up"] and g["desired_state"] == "running" for g in gws.values())
+    assert [g["up"] for g in gws.values()] == [False, True, False]
+    assert gws["alice"]["pid"] != first
     # --all never touches the registrar; it stays up and root's
     reg = s6env.svstat(sb.scandir / REGISTRAR)
     assert reg["up"] and os.stat(f"/proc/{reg['pid']}").st_uid == 0

@@ -39,7 +39,9 @@ import reliability_report
 import s6env
 import standin
 
-from hermes_tasks import engine, lifecycle
+from hermes_tasks import engine
+from hermes_tasks.execute import volume
+from hermes_tasks.intent import Intent
 
 CASES = {
     "crash.sigkill.reconcile": "SIGKILL `reconcile` after a random delay in [0, one run], home of "
@@ -117,15 +119,10 @@ class World:
         self.volume = kit.snapshot(self.sb.home)
         self.expect_up = set()
         self.settle_starts()
-        up = kit.settled_up(self.sb.home, self.sb.scandir)
+        # reconcile converges what runs (SPEC §6): once done, exactly the profiles whose
+        # desired state is running are up (the stand-ins never exit 0 or 78 here)
         for name in self.present():
-            slot = self.sb.slot(name)
-            if slot.name in self.ignore or not slot.exists():
-                # a new slot, or a planted legacy one (swapped, i.e. published anew): it
-                # starts exactly when its profile wants it running
-                if desired_of(self.sb.home, name):
-                    self.expect_up.add(name)
-            elif name in up:  # up now: must stay up
+            if desired_of(self.sb.home, name):
                 self.expect_up.add(name)
         self.either = set()
 
@@ -155,7 +152,8 @@ class World:
 
     def converge(self) -> list:
         warnings: list[str] = []
-        rows, registrar = engine.reconcile(self.settings(), warn=warnings.append)
+        result = engine.run(self.settings(), Intent("reconcile"), warn=warnings.append)
+        rows, registrar = result.rows, result.registrar
         failed = [r for r in rows + [registrar] if r and r.result == "failed"]
         assert not failed, f"converging reconcile failed: {failed} {warnings}"
         return rows
@@ -194,8 +192,7 @@ class World:
             for rel, f in renderer.gateway(name, want_up).files.items():
                 assert (slot / rel).read_bytes() == f.content, f"{label}: {slot / rel}"
             assert (slot / "down").exists() is (not want_up), f"{label}: {name} down marker"
-        # Reconcile starts a gateway only by publishing its slot without `down`, and keeps
-        # every gateway that was up (restarting it on a new script): those are the up set.
+        # Reconcile brings up what should run and down what should not (SPEC §6).
         for name in present:
             slot = sb.slot(name)
             s6env.wait_status_file(slot)
@@ -220,7 +217,8 @@ class World:
             else:
                 # (from /proc, no s6-svstat per slot: hundreds of iterations must stay cheap)
                 assert kit.live_instances(sb.home, name) == [], f"{label}: {name} came up"
-        check_rows, _ = engine.reconcile(spec_settings, check=True, warn=lambda m: None)
+        check_rows = engine.run(spec_settings, Intent("reconcile"), check=True,
+                                warn=lambda m: None).rows
         assert all(r.result == "ok" for r in check_rows), (label, check_rows)
         assert kit.svscan_log_problems(self.sup.log_text()) == []
 
@@ -379,7 +377,7 @@ def check_create_outcome(home: Path, name: str, label: str) -> None:
     """A killed create leaves no profile, an empty dir, or a complete SOUL.md; never half."""
     d = home / "profiles" / name
     if (d / "SOUL.md").exists():
-        assert (d / "SOUL.md").read_bytes() == lifecycle.SOUL, f"{label}: torn SOUL.md"
+        assert (d / "SOUL.md").read_bytes() == volume.SOUL, f"{label}: torn SOUL.md"
 
 
 def check_delete_outcome(home: Path, name: str, before: dict, purge: bool, label: str) -> bool:
@@ -629,7 +627,8 @@ def crash_at(sb, prefix: str, *task: str, reset, offset: int = 0) -> tuple[int, 
 
 def test_power_cut_between_write_and_rename_of_the_state_file(root_sandbox, supervisor):
     sb = root_sandbox
-    d = kit.write_profile(sb.home, "alice", {"desired_state": "stopped", "keep": "me"},
+    # running, so that gateway.stop has an intent to record (an unchanged one is not written)
+    d = kit.write_profile(sb.home, "alice", {"desired_state": "running", "keep": "me"},
                           user=sb.user)
     original = (d / kit.STATE).read_bytes()
     tmp = d / ".gateway_state.json.hermes-tasks.tmp"
@@ -645,11 +644,11 @@ def test_power_cut_between_write_and_rename_of_the_state_file(root_sandbox, supe
         res = s6env.run_tasks(sb, "reconcile", "--json")
         assert res.returncode == 0 and res.stderr == "", res.stderr
         row = next(r for r in json.loads(res.stdout)["results"] if r["profile"] == "alice")
-        assert row["prior_state"] == "stopped"  # the old, whole file decided
+        assert row["prior_state"] == "running"  # the old, whole file decided
         supervisor.rescan()
         s6env.wait_status_file(sb.slot("alice"))
         status = s6env.run_tasks(sb, "gateway.status", "-p", "alice", "--json")
-        assert json.loads(status.stdout)["gateways"][0]["desired_state"] == "stopped"
+        assert json.loads(status.stdout)["gateways"][0]["desired_state"] == "running"
         res = s6env.run_tasks(sb, "gateway.start", "-p", "alice")
         assert "Traceback" not in res.stderr
         res = s6env.run_tasks(sb, "gateway.stop", "-p", "alice")
@@ -683,7 +682,7 @@ def test_power_cut_while_creating_soul_md(root_sandbox):
         assert all(r["action"] == "removed" for r in rows)  # (the counting run's slot)
         res = s6env.run_tasks(sb, "profile.create", "bob")
         assert res.returncode == 0, res.stderr
-        assert (d / "SOUL.md").read_bytes() == lifecycle.SOUL and not tmp.exists()
+        assert (d / "SOUL.md").read_bytes() == volume.SOUL and not tmp.exists()
         subprocess.run(["rm", "-rf", "--", str(d)], check=True)
         s6env.run_tasks(sb, "reconcile")
         tries += 1

@@ -15,6 +15,7 @@ from hermes_tasks.render import Renderer
 PROBE = """
 import sys
 from hermes_tasks import cli
+code = 0
 try:
     cli.main(fast_exit=False)
 except SystemExit as exc:

@@ -1,4 +1,4 @@
-"""``reconcile``: bring every slot in line with the profiles on disk."""
+"""``reconcile``: bring every slot, and what runs, in line with the profiles on disk."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from .common import SECRETS_HELP, check_mode, hermes_task, settings
     "check": "change nothing; report what would change (Invoke's --dry means the same)",
     "diff": "show a unified diff of every file that changes",
     "json": "print one JSON object instead of the human report",
+    "wait": "wait until every gateway is ready (or down, as desired)",
+    "timeout": "seconds to wait with --wait, decimals allowed (default: readiness_timeout)",
     **SECRETS_HELP,
 })
-def reconcile(c, check=False, diff=False, json=False, inventory=None, var=None,
-              show_secrets=False):
-    """Bring every gateway slot in line with the profiles on disk (run at every boot)."""
+def reconcile(c, check=False, diff=False, json=False, wait=False, timeout=None, inventory=None,
+              var=None, show_secrets=False):
+    """Bring every gateway slot and process in line with the profiles on disk (run at boot)."""
     redact.reveal(show_secrets)
-    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json)
+    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json=json,
+                             wait=wait, timeout=timeout)
     if code:
         raise Exit(code=code)

@@ -6,8 +6,8 @@ import json as jsonlib
 import os
 import sys
 
-from .. import fsops, profiles, redact, slots, workdir
-from ..errors import TaskError, UsageError
+from .. import facts, fsops, profiles, redact, slots, workdir
+from ..errors import UsageError
 from ..render import Renderer
 from ..s6 import S6
 from .common import SECRETS_HELP, hermes_task, settings
@@ -31,6 +31,10 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
     spec = Renderer(settings(inventory, var)).gateway(name, autostart=not down)
     files = dict(spec.files)
+    if dest and c.config.run.dry:  # --dry means check mode for every task: write nothing
+        for rel in files:
+            print(f"would write {os.path.join(dest, rel)}")
+        return
     if not dest:
         for rel, f in files.items():
             sys.stdout.write(f"==> {spec.name}/{rel} (mode {f.mode:04o}) <==\n")
@@ -56,8 +60,7 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
 def list_(c, json=False, inventory=None, var=None):
     """List the gateway slots registered in the scandir."""
     cfg = settings(inventory, var)
-    if not os.path.isdir(cfg.scandir):
-        raise TaskError(f"scandir {cfg.scandir} does not exist or is not a directory")
+    facts.require_scandir(cfg)
     names, _ = slots.managed_names(cfg.scandir)
     s6 = S6(cfg.s6_bin_dir)
     rows = []

@@ -1,12 +1,15 @@
-"""Carry out a plan: files, renames and s6 calls, in the order s6 needs (SPEC §6).
+"""The local executor: carry out a plan with files, renames and s6 calls (SPEC §6).
 
-Order of a run: sweep stale runtime files of profiles whose gateway is not up; update
-existing slots in place (restarts they owe recorded first in ``data/restart-pending``);
-publish new slots (staging dir + one rename); retire removed or structurally changed slots
-(gateway then logger down and waited for, rename to a dot-name, the B′ replacement renamed
-in); one rescan; wait for retired supervisors to exit and delete them; restart what changed,
-once per slot, and clear what it owed. A failure of one slot is recorded on its step and
-never stops the others; what it still owes is finished by the next run.
+The only code that writes slots or signals gateways for root (or the scandir's owner).
+Order of a run: remove what an interrupted run left; create profile directories; record
+``desired_state`` (before any signal: a live gateway rewrites that file on shutdown); sweep
+stale runtime files; update existing slots in place (restarts they owe recorded first in
+``data/restart-pending``); publish default and the registrar, rescan and wait for their
+supervisors, then publish the rest; retire removed or structurally changed slots; one
+rescan; delete retired slots; then the runtime, batched: everything owed a stop or restart
+brought down together and waited for once, then everything owed a start brought up
+together; verify every published slot is supervised. A failure of one slot is recorded
+on its step and never stops the others; what it still owes is finished by the next run.
 """
 
 from __future__ import annotations
@@ -15,16 +18,18 @@ import contextlib
 import os
 import stat
 
-from . import fsops, slots
-from .inventory import Settings
-from .plan import CREATE, REMOVE, SWAP, UPDATE, Step
-from .profiles import STALE_FILES
-from .render import SlotSpec
-from .s6 import S6, S6Error
-from .slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
+from .. import fsops, readiness, slots
+from ..errors import TaskError
+from ..inventory import Settings
+from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
+from ..render import SlotSpec
+from ..s6 import S6, S6Error
+from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
+from . import signals, volume
 
 DOWN_WAIT_MS = 10000
 SUPERVISOR_EXIT_TIMEOUT = 15.0
+SUPERVISED_TIMEOUT = 10.0  # a published slot gets a supervisor within this, or fails
 
 
 class Applier:
@@ -38,31 +43,185 @@ class Applier:
         self.notes: dict[str, list[str]] = {}  # slot -> what its handlers did
         self.gid = settings.service_gid
         self.volume_owner = (settings.service_uid, settings.service_gid)
+        self.previous: dict[str, str | None] = {}  # slot -> desired_state before this run
+        self.verified: set[str] = set()
+        self.purge = False
+        self.before: dict[str, readiness.Target] = {}  # slot path -> status before "up"
 
     # -- entry point -----------------------------------------------------------------
 
-    def run(self, steps: list[Step], stale: list[str] = ()) -> None:
-        """Apply every changing step; per-slot failures land in ``self.errors``."""
+    def run(self, steps: list[Step], stale: list[str] = (), scanner: bool | None = None,
+            wait: tuple[bool, float] = (False, 0.0)) -> None:
+        """Carry out every changing step; per-slot failures land in ``self.errors``."""
+        live = [s for s in steps if s.changes]
         for name in stale:
             self._guard(name, self._remove_stale, name)
-        for step in steps:
-            if step.sweep is not None:
+        for step in live:
+            if step.create_profile:
+                self._guard(step.slot, volume.create_profile, self.settings, step.profile)
+        self._record(live)
+        for step in live:
+            if step.sweep is not None and step.slot not in self.errors:
                 self._guard(step.slot, self._sweep, step)
-        for step in steps:
-            if step.op == UPDATE:
+        for step in live:
+            if step.op == UPDATE and step.slot not in self.errors:
                 self._guard(step.slot, self._update, step)
-            elif step.op == CREATE:
+        created = [s for s in live if s.op == CREATE and s.slot not in self.errors]
+        first = [s for s in created if s.first]
+        for step in first:
+            self._guard(step.slot, self._publish, step.spec)
+        if first and scanner:
+            # s6-svscan takes new slots in directory order: default and the registrar must
+            # have their supervisors before the rest can use up the supervisor limit.
+            self._rescan(True, False)
+            self._verify_supervised(first)
+        for step in created:
+            if not step.first:
                 self._guard(step.slot, self._publish, step.spec)
         retired = []
-        for step in steps:
-            if step.op in (SWAP, REMOVE):
-                self._guard(step.slot, lambda s=step: retired.append((s.slot, self._retire(s))))
-        self._rescan(any(s.op in (CREATE, SWAP) for s in steps), bool(retired))
-        for slot, old in retired:
-            self._guard(slot, self._delete_retired, old)
-        for step in steps:
+        for step in live:
+            if step.op in (SWAP, REMOVE) and step.slot not in self.errors:
+                self._guard(step.slot, lambda s=step: retired.append((s, self._retire(s))))
+        for step in live:
+            if step.dispose and step.slot not in self.errors:
+                self._guard(step.slot, self._dispose, step)
+        rescan = [s for s in live if s.rescan]
+        if scanner is not False:
+            self._rescan(bool(rescan) or any(s.op in (CREATE, SWAP) and not s.first
+                                             for s in live), bool(retired))
+        for step, old in retired:
+            self._guard(step.slot, self._delete_retired, old)
+        self._runtime(live)
+        for step in live:
             if step.op == UPDATE and step.slot not in self.errors:
                 self._guard(step.slot, self._restart, step)
+        if scanner:
+            self._verify_supervised([s for s in live if s.op in (CREATE, SWAP) or s.rescan])
+        if wait[0]:
+            self._settle([s for s in steps if not s.failure], wait[1], scanner)
+
+    # -- intent and runtime ----------------------------------------------------------
+
+    def _record(self, steps: list[Step]) -> None:
+        """Record each step's ``desired_state`` before s6 is told; keep the old for a refusal."""
+        for step in steps:
+            if step.record and step.slot not in self.errors:
+                before = volume.recorded(self.settings, step.profile)
+                self._guard(step.slot, volume.record, self.settings, step.profile, step.record)
+                self.previous[step.slot] = before
+
+    def _runtime(self, steps: list[Step]) -> None:
+        """Everything owed a stop or restart down together, one wait, then up together.
+
+        Just before signalling, the desired state is read again: a service user's
+        ``gateway.*`` (which cannot take root's lock) may have changed it since the plan.
+        """
+        def path(step: Step) -> str:
+            return os.path.join(self.scandir, step.slot)
+
+        todo = [s for s in steps if s.runtime and s.slot not in self.errors
+                and not self._overtaken(s)]
+        owe = [s for s in todo if s.runtime == "restart"]
+        for step in owe:  # from here on it may be down: remember it must come back
+            self._guard(step.slot, self._set_pending, path(step),
+                        set(_owed(step)) | {"gateway-up"})
+        going = [s for s in todo if s.runtime in ("down", "restart")]
+        failed = signals.down(self.s6, [path(s) for s in going])
+        coming = [s for s in todo if s.runtime in ("up", "restart")]
+        self.before.update(signals.snapshot([path(s) for s in coming],
+                                            self.settings.hermes_home))
+        # -U takes the down marker away in the same act as the start: a run killed in
+        # between must not leave a normally-up slot that never ran, which reads "exit 0"
+        # exactly like a gateway that exited 0 and must stay down (SPEC §6).
+        for flag, chosen in (("-U", [s for s in coming if s.set_down is False]),
+                             ("-u", [s for s in coming if s.set_down is not False])):
+            failed.update(signals.up(self.s6, [path(s) for s in chosen
+                                               if path(s) not in failed], flag))
+        for step in todo:
+            if path(step) in failed:
+                self.errors.setdefault(step.slot, failed[path(step)])
+                self._restore(step)
+            else:
+                self.notes.setdefault(step.slot, []).append(_DONE[step.runtime])
+        for step in owe:
+            if step.slot not in self.errors:
+                self._guard(step.slot, self._set_pending, path(step),
+                            set(_owed(step)) - {"gateway", "gateway-up"})
+        for step in todo:
+            if step.record and step.slot not in self.errors:
+                self._guard(step.slot, self._verify_record, step)
+
+    def _verify_record(self, step: Step) -> None:
+        """Once the gateway settled: the intent is still on record, or it is written again.
+
+        The live gateway rewrites gateway_state.json as it shuts down (read, modify, write);
+        a write of ours between its read and its write is lost to it (SPEC §7).
+        """
+        if volume.recorded(self.settings, step.profile) != step.record:
+            volume.record(self.settings, step.profile, step.record)
+            self.notes.setdefault(step.slot, []).append(
+                f"recorded {step.record} again (the gateway's own write had dropped it)")
+
+    def _overtaken(self, step: Step) -> bool:
+        """True when the recorded desired state changed since the plan (then leave it be)."""
+        if step.record or not step.slot.startswith("gateway-") or step.dispose:
+            return False
+        now = volume.recorded(self.settings, step.profile)
+        planned = "running" if step.runtime in ("up", "restart") else "stopped"
+        if now is not None and (now == "running") != (planned == "running"):
+            self.notes.setdefault(step.slot, []).append(
+                f"left alone: desired_state changed to {now} meanwhile")
+            return True
+        return False
+
+    def _restore(self, step: Step) -> None:
+        """s6 refused: put the previously recorded desired_state back."""
+        if step.slot in self.previous:
+            with contextlib.suppress(OSError, TaskError):
+                volume.record(self.settings, step.profile, self.previous.pop(step.slot))
+
+    def _verify_supervised(self, steps: list[Step]) -> None:
+        """Every slot just published or rescanned has a supervisor (bounded), else it fails."""
+        paths = {os.path.join(self.scandir, s.slot): s for s in steps
+                 if s.slot not in self.errors and s.slot not in self.verified}
+        for path in signals.supervised(list(paths), SUPERVISED_TIMEOUT):
+            step = paths.pop(path)
+            self.errors.setdefault(step.slot, f"{step.slot} is not supervised: s6-svscan did "
+                                   f"not start a supervisor for it within {SUPERVISED_TIMEOUT:g} s "
+                                   "(see s6-svscan's log: its service limit?)")
+            self._restore(step)
+        self.verified.update(s.slot for s in paths.values())
+
+    def _settle(self, steps: list[Step], timeout: float, scanner: bool | None) -> None:
+        """``--wait``: each gateway the task was about is ready (or down), or its row fails.
+
+        Without a supervisor nothing can come up: those rows fail at once, not at the timeout.
+        """
+        goals = {}
+        for step in steps:
+            if (step.slot in self.errors or not step.slot or step.dispose or step.spec is None
+                    or step.op == REMOVE or not step.slot.startswith("gateway-")):
+                continue
+            goal = "down" if step.spec.down else "up"
+            if goal == "up" and scanner is False:
+                self.errors.setdefault(step.slot, f"{step.slot} cannot be ready: no s6-svscan "
+                                       f"runs on {self.scandir}")
+                continue
+            goals[os.path.join(self.scandir, step.slot)] = (goal, step)
+        for goal in ("up", "down"):
+            paths = [p for p, (g, _) in goals.items() if g == goal]
+            for path, why in signals.wait(paths, goal, timeout, self.settings.hermes_home,
+                                          self.before).items():
+                step = goals[path][1]
+                self.errors.setdefault(step.slot, f"{step.slot}: {why}")
+
+    def _dispose(self, step: Step) -> None:
+        moved = volume.dispose(self.settings, step.profile, self.purge)
+        where = "deleted" if self.purge else \
+            f"moved to {self.settings.hermes_home}/.trash/profiles/{moved}"
+        self.notes.setdefault(step.slot, []).append(f"profile {where}")
+
+    # -- steps -----------------------------------------------------------------------
 
     def _guard(self, slot: str | None, fn, *args) -> None:
         try:
@@ -73,17 +232,9 @@ class Applier:
     # -- steps -----------------------------------------------------------------------
 
     def _sweep(self, step: Step) -> None:
-        """Delete the previous container's gateway.pid/processes.json if not up here."""
-        home = self.settings.hermes_home
-        try:
-            with fsops.opened_dir(home, step.sweep) as dfd:
-                present = [n for n in STALE_FILES if fsops.lexists(dfd, n)]
-                if not present or self.s6.is_up(os.path.join(self.scandir, step.slot)):
-                    return
-                for name in present:
-                    fsops.unlink_if_present(dfd, name)
-        except FileNotFoundError:
-            return
+        removed = volume.sweep(self.settings, step.sweep, os.path.join(self.scandir, step.slot))
+        if removed:
+            self.notes.setdefault(step.slot, []).append("removed stale " + ", ".join(removed))
 
     def _update(self, step: Step) -> None:
         """Replace the changed files in place, each by a temp file + fsync + rename.
@@ -112,39 +263,34 @@ class Applier:
             self._seed_skeleton(path, step.spec.logged)
         if step.set_down is not None:
             with fsops.opened_dir(path) as dfd:
-                if not step.set_down:
+                if not step.set_down and step.runtime == "up":
+                    pass  # `s6-svc -U` removes it as it brings the gateway up (see _runtime)
+                elif not step.set_down:
                     fsops.unlink_if_present(dfd, "down")
                 elif not fsops.lexists(dfd, "down"):
                     fsops.write_new(dfd, "down", b"", 0o644)
 
     def _restart(self, step: Step) -> None:
-        """The slot's handlers, once, after all its files are written (SPEC §6).
+        """The slot's logger handler, once, after all its files are written; clear what it owed.
 
-        The gateway is restarted only when ``run``/``finish`` changed and it is up, through
-        down-wait-up (:meth:`S6.restart`): a plain ``-r`` would leave a daemon that exits 0
-        on SIGTERM down, since ``finish`` turns 0 into "stay down". A gateway that is down
-        reads the new files at its next start. The logger (no ``finish``) is restarted with
-        ``-r`` by its own supervisor, so the old and the new s6-log never overlap.
+        The gateway's restart is the runtime phase's (batched). The logger (no ``finish``)
+        is restarted with ``-r`` by its own supervisor, so the old and the new s6-log never
+        overlap. A gateway that is down reads new files at its next start.
         """
         path = os.path.join(self.scandir, step.slot)
-        notes = self.notes.setdefault(step.slot, [])
         owed = set(_owed(step))
-        if step.restart_gateway:
-            if step.bring_up or self.s6.is_up(path):
-                if "gateway-up" not in owed:  # from here on it may be down: remember it was up
-                    owed.add("gateway-up")
-                    self._set_pending(path, owed)
-                self.s6.restart(path, DOWN_WAIT_MS)
-                notes.append("restarted the gateway")
-            else:
-                notes.append("gateway not up, not restarted")
+        if step.restart_gateway and step.runtime != "restart":
             owed -= {"gateway", "gateway-up"}
+            if step.runtime is None:
+                self.notes.setdefault(step.slot, []).append("gateway not up, not restarted")
         log = os.path.join(path, "log")
         if step.restart_logger:
             if self.s6.supervised(log):
                 self.s6.svc(log, "-r")
-                notes.append("restarted the logger")
+                self.notes.setdefault(step.slot, []).append("restarted the logger")
             owed.discard("logger")
+        if step.runtime == "restart":
+            owed -= {"gateway", "gateway-up"}
         if step.pending or _owed(step):
             self._set_pending(path, owed)
 
@@ -270,6 +416,15 @@ class Applier:
             self._delete_retired(path)
             return
         fsops.remove_tree(path)
+
+
+_DONE = {"up": "brought up", "down": "brought down", "restart": "restarted the gateway"}
+
+
+def _parts(profile: str) -> tuple[str, ...]:
+    from ..profiles import profile_parts
+
+    return profile_parts(profile)
 
 
 def file_owner(mode: int, gid: int) -> tuple[int, int] | None:

@@ -1,0 +1,120 @@
+"""Bringing many gateways down and up at once: signal all, wait once (SPEC §6 batching).
+
+Works for root and for the service user alike: it only writes control FIFOs through
+``s6-svc`` and polls ``supervise/status`` (the service user never uses ``event/``, §5).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .. import readiness, svstatus
+from ..profiles import SLOT_PREFIX
+from ..s6 import S6, NotSupervised, PermissionDenied, S6Error
+
+POLL = 0.02
+DOWN_TIMEOUT = 10.0
+
+
+def _status(path: str) -> svstatus.Status | None:
+    try:
+        return svstatus.read(path)
+    except (OSError, ValueError):
+        return None
+
+
+def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEOUT
+         ) -> dict[str, str]:
+    """Tell every slot to go down, wait for all of them once; SIGKILL what ignores SIGTERM.
+
+    Returns {path: error} for the slots s6 refused or that never went down.
+    """
+    errors = tell(s6, paths, flag)
+    pending = _wait([p for p in paths if p not in errors], _is_down, timeout)
+    # a daemon ignoring SIGTERM: the change must still happen
+    errors.update(tell(s6, pending, "-k"))
+    for path in _wait([p for p in pending if p not in errors], _is_down, timeout):
+        errors[path] = f"{path}: still up {2 * timeout:g} s after it was told to stop"
+    return errors
+
+
+def up(s6: S6, paths: list[str], flag: str = "-u") -> dict[str, str]:
+    """Tell every slot to come up (no wait); {path: error} for those s6 refused."""
+    return tell(s6, paths, flag)
+
+
+def tell(s6: S6, paths: list[str], flag: str) -> dict[str, str]:
+    """``s6-svc <flag>`` to each slot; {path: error} for those s6 refused."""
+    errors: dict[str, str] = {}
+    for path in paths:
+        try:
+            s6.svc(path, flag)
+        except S6Error as exc:
+            errors[path] = explain(exc, path)
+    return errors
+
+
+def explain(exc: S6Error, path: str) -> str:
+    """One line: which gateway, what s6 said, and what to do about it."""
+    slot = os.path.basename(path)
+    if isinstance(exc, PermissionDenied):
+        return (f"{slot}: permission denied by s6 ({exc}): run this as root or as the service "
+                "user; `hermes-tasks reconcile` as root repairs the shared control FIFOs")
+    if isinstance(exc, NotSupervised):
+        return (f"{slot} is not supervised: no s6-supervise listens on it (is s6-svscan "
+                "running? run `hermes-tasks reconcile` as root, then retry)")
+    return f"{slot}: {exc}" if slot not in str(exc) else str(exc)
+
+
+def _is_down(path: str) -> bool:
+    st = _status(path)
+    return st is None or not (st.up or st.finishing)
+
+
+def _wait(paths: list[str], done, timeout: float) -> list[str]:
+    """Poll until ``done(path)`` for every path or the timeout; return the ones not done."""
+    deadline = time.monotonic() + timeout
+    pending = list(paths)
+    while pending:
+        pending = [p for p in pending if not done(p)]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL)
+    return pending
+
+
+def supervised(paths: list[str], timeout: float) -> list[str]:
+    """Wait until each slot has a live supervisor that wrote its status; return the others."""
+    def ok(path: str) -> bool:
+        return (os.path.exists(os.path.join(path, "supervise", "status"))
+                and S6.supervised(path) is not False)
+    return _wait(paths, ok, timeout)
+
+
+def snapshot(paths: list[str], home: str) -> dict[str, readiness.Target]:
+    """Each gateway slot's readiness target, taken just before it is signalled (see :func:`wait`)."""
+    return {path: readiness.target(path, home, _profile(path)) for path in paths}
+
+
+def wait(paths: list[str], goal: str, timeout: float, home: str,
+         before: dict[str, readiness.Target]) -> dict[str, str]:
+    """``--wait``: until each gateway is ready (``goal`` "up") or down; {path: why not}.
+
+    Ready is :mod:`readiness`'s (SPEC §5): s6 has it up and the gateway says ``running`` as
+    that process. A gateway that exits after it was told to come up (a change since its
+    :func:`snapshot`) and stays down fails at once with its exit code and its own reason.
+    """
+    targets = [before.get(p) or readiness.target(p, home, _profile(p)) for p in paths]
+    outcomes = readiness.wait(targets, readiness.READY if goal == "up" else readiness.DOWN,
+                              timeout)
+    failures = {}
+    for path, outcome in zip(paths, outcomes, strict=True):
+        if not outcome.ok:
+            log = os.path.join(home, "logs", "gateways", _profile(path), "current")
+            failures[path] = f"{outcome.describe()} (see {log})"
+    return failures
+
+
+def _profile(path: str) -> str:
+    return os.path.basename(path).removeprefix(SLOT_PREFIX)

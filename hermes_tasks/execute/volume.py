@@ -1,0 +1,91 @@
+"""Changes on the volume: a new profile directory, a deleted one, the recorded intent.
+
+The volume is hostile input when root runs this (SPEC §10): directory descriptors opened
+without following links, files created ``O_EXCL``/``O_NOFOLLOW``, owned by the service user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import shutil
+
+from .. import fsops, state
+from ..errors import TaskError, UsageError
+from ..inventory import Settings
+
+SOUL = b"# SOUL\n\nThis profile was created by hermes-tasks. Describe its persona here.\n"
+
+
+def owner(cfg: Settings) -> tuple[int, int]:
+    return (cfg.service_uid, cfg.service_gid)
+
+
+def create_profile(cfg: Settings, name: str) -> None:
+    """Make ``profiles/NAME/SOUL.md``; it appears whole or not at all, never replacing one."""
+    try:
+        with fsops.opened_dir(cfg.hermes_home, ("profiles", name), create_mode=0o755,
+                              owner=owner(cfg)) as dfd:
+            fsops.write_exclusive(dfd, "SOUL.md", SOUL, 0o644, owner=owner(cfg))
+    except FileNotFoundError:  # a concurrent profile.delete took the directory away
+        raise TaskError(f"no profile '{name}' left: it was deleted while being created; "
+                        f"run `hermes-tasks profile.create {name}` again") from None
+
+
+def remove_new_profile(cfg: Settings, name: str) -> None:
+    """Undo :func:`create_profile` after a failure: a failed create leaves nothing behind."""
+    with contextlib.suppress(OSError), fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd:
+        shutil.rmtree(name, dir_fd=pfd)
+
+
+def dispose(cfg: Settings, name: str, purge: bool) -> str:
+    """Move ``profiles/NAME`` whole into ``.trash/profiles/NAME.<UTC stamp>`` (then purge).
+
+    Returns the name it got in the trash. The rename comes first even with ``purge``, so
+    the profile disappears at once and an interrupted purge leaves nothing rediscoverable.
+    """
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = f"{name}.{stamp}"
+    with fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd, \
+            fsops.opened_dir(cfg.hermes_home, (".trash", "profiles"), create_mode=0o700,
+                             owner=owner(cfg)) as tfd:
+        try:
+            os.rename(name, target, src_dir_fd=pfd, dst_dir_fd=tfd)
+        except FileNotFoundError:
+            raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles "
+                             "(deleted meanwhile)") from None
+        if purge:
+            shutil.rmtree(target, dir_fd=tfd)
+    return target
+
+
+def sweep(cfg: Settings, parts: tuple[str, ...], slot_path: str) -> list[str]:
+    """Delete the previous container's gateway.pid/processes.json unless the gateway is up
+    here (SPEC §4); return the names removed. Never follows a symlink."""
+    from .. import svstatus
+    from ..profiles import STALE_FILES
+
+    try:
+        with fsops.opened_dir(cfg.hermes_home, parts) as dfd:
+            present = [n for n in STALE_FILES if fsops.lexists(dfd, n)]
+            try:
+                up = svstatus.read(slot_path).running
+            except (OSError, ValueError):
+                up = False
+            if not present or up:
+                return []
+            for name in present:
+                fsops.unlink_if_present(dfd, name)
+    except FileNotFoundError:
+        return []
+    return present
+
+
+def record(cfg: Settings, name: str, desired: str | None) -> None:
+    """Record ``desired_state`` (None removes it) in the profile's gateway_state.json."""
+    state.record_desired(cfg.hermes_home, name, desired, owner(cfg))
+
+
+def recorded(cfg: Settings, name: str) -> str | None:
+    return state.read_desired(cfg.hermes_home, name)

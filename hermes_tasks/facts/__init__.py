@@ -1,0 +1,91 @@
+"""Facts: everything a plan is made from, read once, before anything changes.
+
+* volume — the profiles on disk and their desired state (:mod:`profiles`);
+* slots — what each slot in the scandir holds (:mod:`slots`);
+* runtime — supervised / up / ready / pid / wanted / last exit of each slot, and the
+  gateway's own reason for stopping (:mod:`.runtime`).
+
+Reading only; never follows a symlink on the volume; one ``supervise/status`` read per slot,
+no process per slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from .. import profiles, slots
+from ..errors import TaskError
+from ..inventory import Settings
+from ..profiles import SLOT_PREFIX, Profile, Skipped
+from ..s6 import S6
+from ..slots import SlotFacts
+from . import runtime
+from .runtime import Runtime
+
+
+@dataclasses.dataclass
+class Facts:
+    """One read of the world for one run.
+
+    ``scanner`` is whether an s6-svscan listens on the scandir (None: may not tell).
+    ``slots``/``runtime`` are keyed by slot name; a missing key means "no such slot".
+    """
+
+    settings: Settings
+    profiles: list[Profile]
+    skipped: list[Skipped]
+    existing: list[str]  # visible slot names we manage, sorted
+    stale: list[str]  # dot-entries an interrupted run left
+    scanner: bool | None
+    slots: dict[str, SlotFacts | None] = dataclasses.field(default_factory=dict)
+    runtime: dict[str, Runtime] = dataclasses.field(default_factory=dict)
+    # Profiles on the volume that this host does not supervise: name -> reason (§12).
+    unplaced: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Gateways that must not start (e.g. a port another gateway takes, §11): name -> why.
+    blocked: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def profile(self, name: str) -> Profile | None:
+        return next((p for p in self.profiles if p.name == name), None)
+
+
+def require_scandir(settings: Settings) -> None:
+    """The one "scandir missing" check: a one-line error naming the fix."""
+    if not os.path.isdir(settings.scandir):
+        raise TaskError(f"scandir {settings.scandir} does not exist or is not a directory "
+                        "(is s6 set up? set scandir in the inventory or with --var)")
+
+
+def volume(settings: Settings, warn) -> tuple[list[Profile], list[Skipped]]:
+    """Profiles (default first, then by name) and the directories skipped with a warning."""
+    return profiles.discover(settings.hermes_home, warn)
+
+
+def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
+    """(our visible slots, stale dot-entries, is a scanner running)."""
+    existing, stale = slots.managed_names(settings.scandir)
+    return existing, stale, S6.scanner_running(settings.scandir)
+
+
+def gather(settings: Settings, warn) -> Facts:
+    """Volume and scandir facts; slot files and runtime are added by :func:`read_slots`."""
+    require_scandir(settings)
+    found, skipped = volume(settings, warn)
+    existing, stale, scanner = scandir(settings)
+    return Facts(settings, found, skipped, existing, stale, scanner)
+
+
+def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
+    """Read the files of each desired slot (``specs``) and the runtime of every slot that exists.
+
+    ``extra`` names more existing slots whose runtime matters (those about to be retired).
+    """
+    cfg = facts.settings
+    for spec in specs:
+        facts.slots[spec.name] = slots.read(cfg.scandir, spec, cfg.service_gid)
+    present = set(facts.existing)
+    for name in [*(s.name for s in specs), *extra]:
+        if name in present and name not in facts.runtime:
+            profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
+            facts.runtime[name] = runtime.read(os.path.join(cfg.scandir, name),
+                                               cfg.hermes_home, profile)

@@ -1,0 +1,66 @@
+"""What runs: a slot's s6 status and the gateway's own report, read without a process per slot.
+
+``supervise/status`` is read directly (:mod:`svstatus`); the gateway's own
+``gateway_state.json`` says why it stopped (``exit_reason``, platform ``error_message``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .. import state, svstatus
+# finish turns these into "stay down" (exit 125): reconcile reports them, never restarts them.
+KEPT_DOWN = (0, 78)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """One gateway as s6 and the gateway itself report it."""
+
+    status: svstatus.Status
+    reason: str = ""  # from gateway_state.json (state.GatewayState.reason)
+
+    @property
+    def supervised(self) -> bool | None:
+        return self.status.supervised
+
+    @property
+    def up(self) -> bool:
+        return self.status.running
+
+    @property
+    def exited(self) -> bool:
+        """Down because it exited 0 or 78 and ``finish`` kept it down (not told by s6).
+
+        A slot with a ``down`` marker that never ran reads "exit 0" too: only a normally-up
+        slot (no marker) counts.
+        """
+        st = self.status
+        return (st.supervised is not False and not st.up and not st.wanted_up
+                and st.normally_up and not st.finishing and st.exit_code in KEPT_DOWN)
+
+    def exit_text(self) -> str:
+        """``exited 78: <reason>`` for a failed row."""
+        text = f"exited {self.status.exit_code}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+NOT_SUPERVISED = Runtime(svstatus.Status(supervised=False))
+
+
+def read(slot_path: str, home: str, profile: str | None) -> Runtime:
+    """The runtime facts of the slot at ``slot_path``; ``profile`` (below ``home``) for the
+    gateway's reason.
+
+    A status the caller may not read counts as "cannot tell" (supervised None).
+    """
+    try:
+        status = svstatus.read(slot_path)
+    except (PermissionError, ValueError):
+        status = svstatus.Status(supervised=None)
+    except FileNotFoundError:
+        return NOT_SUPERVISED
+    reason = ""
+    if profile is not None and not status.running and status.exit_code in KEPT_DOWN:
+        reason = state.read(home, profile).reason or ""
+    return Runtime(status, reason)
