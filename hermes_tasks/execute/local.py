@@ -195,7 +195,8 @@ class Applier:
     def _settle(self, steps: list[Step], timeout: float, scanner: bool | None) -> None:
         """``--wait``: each gateway the task was about is ready (or down), or its row fails.
 
-        Without a supervisor nothing can come up: those rows fail at once, not at the timeout.
+        Without a supervisor nothing can come up: those rows fail at once, not at the timeout
+        (and those to be down are down).
         """
         goals = {}
         for step in steps:
@@ -203,6 +204,8 @@ class Applier:
                     or step.op == REMOVE or not step.slot.startswith("gateway-")):
                 continue
             goal = "down" if step.spec.down else "up"
+            if goal == "down" and scanner is False:
+                continue  # nothing supervises it, so nothing can be up
             if goal == "up" and scanner is False:
                 self.errors.setdefault(step.slot, f"{step.slot} cannot be ready: no s6-svscan "
                                        f"runs on {self.scandir}")
