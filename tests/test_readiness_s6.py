@@ -119,20 +119,29 @@ def test_desired_state_is_written_before_the_signal(sandbox, supervisor):
     assert doc["active_agents"] == 3
 
 
-def test_intent_is_put_back_when_s6_refuses(root_sandbox, supervisor):
-    sb, user = root_sandbox, root_sandbox.user
+def test_intent_is_put_back_when_s6_refuses(sandbox, supervisor):
+    """s6 refuses the command: the old intent is put back, every other key kept.
+
+    (A service user's control FIFO that lost its mode is repaired through the registrar
+    now, so the refusal comes from an ``s6-svc`` that answers as s6 2.11 does, exit 111.)
+    """
+    sb = sandbox
     make_profile(sb.home, "alice", {"desired_state": "stopped", "active_agents": 1})
-    own(sb, sb.home)
     tasks(sb, "reconcile")
-    s6env.wait_down(sb.slot("alice"))
-    control = sb.slot("alice") / "supervise" / "control"
-    mode = stat.S_IMODE(control.stat().st_mode)
-    os.chmod(control, 0o600)  # the service user may no longer command it
-    try:
-        res = tasks(sb, "gateway.start", "-p", "alice", user=user, ok=False)
-        one_line_error(res, "gateway-alice", "permission denied")
-    finally:
-        os.chmod(control, mode)
+    s6env.wait_status_file(sb.slot("alice"))
+    bin_dir = sb.root / "refusing-s6"
+    bin_dir.mkdir()
+    for tool in sb.cmd_dir.iterdir():
+        (bin_dir / tool.name).symlink_to(tool)
+    (bin_dir / "s6-svc").unlink()
+    (bin_dir / "s6-svc").write_text(
+        "#!/bin/sh\necho \"s6-svc: fatal: unable to control $2: Permission denied\" >&2\n"
+        "exit 111\n")
+    (bin_dir / "s6-svc").chmod(0o755)
+    res = s6env.run_tasks(sb, None, argv=[
+        "python", "-m", "hermes_tasks", "gateway.start", "-p", "alice",
+        *s6env.inventory_args(sb), "--var", f"s6_bin_dir={bin_dir}"])
+    one_line_error(res, "gateway-alice", "permission denied")
     doc = state_file(sb.home, "alice")
     assert doc["desired_state"] == "stopped" and doc["active_agents"] == 1
     assert not s6env.svstat(sb.slot("alice"))["wantedup"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from .. import state, svstatus
+
 # finish turns these into "stay down" (exit 125): reconcile reports them, never restarts them.
 KEPT_DOWN = (0, 78)
 
