@@ -290,6 +290,11 @@ def _validate(key: str, value: object, origin: str) -> object:
         if not isinstance(value, list) or not all(
                 isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) for v in value):
             raise _fail(origin, key, "must be a list of variable-name prefixes like API_SERVER_")
+        for prefix in value:
+            hit = sorted(n for n in RESERVED_ENV if n.startswith(prefix))
+            if hit:
+                raise _fail(origin, key, f"prefix {prefix!r} would remove {hit[0]}, which the "
+                            "run script needs")
         return tuple(value)
     if key == "profile_vars":
         return _profile_vars(value, origin)
