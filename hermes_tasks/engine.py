@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import bootlog, fsops, lock, plan, profiles, slots
+from . import bootlog, fsops, lock, plan, ports, profiles, slots
 from .apply import Applier
 from .errors import TaskError
 from .inventory import Settings
@@ -44,28 +44,41 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         # desired_state under the same lock, so a plan never acts on a state read before
         # another task changed it (it would put back a down marker just removed).
         found, skipped = profiles.discover(settings.hermes_home, warn)
+        # Ports cover every profile on the volume; of two gateways that would bind one
+        # port the later is registered down and failed, never started (SPEC §11).
+        gws = ports.for_settings(settings, [p.name for p in found[1:]], warn, write=not check)
+        blocked.update(ports.collisions([(p.name, p.autostart) for p in found], gws))
         if only is not None:
             found = [p for p in found if p.name in only]
             skipped = []
-        desired = [(p, renderer.gateway(p.name, p.autostart)) for p in found]
+        desired = [(p, renderer.gateway(p.name, p.autostart and p.name not in blocked,
+                                        gws[p.name].exports)) for p in found]
         if manage_registrar:
             desired.append((None, renderer.registrar()))
         existing, stale = slots.managed_names(scandir)
         if only is not None:
             existing = [n for n in existing if n[len(profiles.SLOT_PREFIX):] in only]
         facts = {spec.name: slots.read(scandir, spec, settings.service_gid) for _, spec in desired}
-        return plan.build(desired, facts, skipped, existing), stale
+        steps = plan.build(desired, facts, skipped, existing)
+        for step in steps:
+            if step.profile in blocked and step.slot:
+                step.restart_gateway = step.bring_up = False  # its new run must not start
+        return steps, stale
+
+    blocked: dict[str, str] = {}  # profile -> why its gateway must not start
 
     if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
         steps, _ = make_plan()
-        return _rows(steps, {}, {}, diff, check=True)
+        return _rows(steps, _blocked_errors(blocked), {}, diff, check=True)
     with lock.held(scandir, settings.lock_timeout, "reconcile"):
         steps, stale = make_plan()
         applier = Applier(settings)
         applier.run(steps, stale)
+        _hold_down(applier, steps, blocked)
         if only is None:  # a partial run's renders would evict the others' from the cache
             cache.save()
-        rows, registrar = _rows(steps, applier.errors, applier.notes, diff, check=False)
+        errors = {**_blocked_errors(blocked), **applier.errors}
+        rows, registrar = _rows(steps, errors, applier.notes, diff, check=False)
         bootlog.append(settings.hermes_home,
                        [(r.profile, r.prior_state, r.action, r.result) for r in rows],
                        settings.boot_log_rotate_bytes,
@@ -74,6 +87,19 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         if slot not in {s.slot for s in steps}:
             warn(message)
     return rows, registrar
+
+
+def _blocked_errors(blocked: dict[str, str]) -> dict[str, str]:
+    return {profiles.SLOT_PREFIX + name: why for name, why in blocked.items()}
+
+
+def _hold_down(applier: Applier, steps: list[plan.Step], blocked: dict[str, str]) -> None:
+    """A gateway that would collide on a port and is up (started by hand) is brought down."""
+    for step in steps:
+        if step.profile in blocked and step.slot and step.op != plan.CREATE:
+            path = os.path.join(applier.scandir, step.slot)
+            applier._guard(step.slot, lambda p=path: applier.s6.is_up(p)
+                           and applier.s6.svc(p, "-d"))
 
 
 def _rows(steps: list[plan.Step], errors: dict[str, str], notes: dict[str, list[str]],

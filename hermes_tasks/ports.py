@@ -553,6 +553,8 @@ def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, 
     for name in names:
         for port in wanted[name].values():
             claimed.setdefault(port, name)
+    if write and not names:  # nothing to allocate: do not create the file for nothing
+        write = os.path.lexists(os.path.join(home, FILE))
     pf = PortsFile(home, owner, warn, lock=write)
     try:
         table = allocate(pf.table, names, claimed, bases, warn)
