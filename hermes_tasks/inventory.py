@@ -364,4 +364,3 @@ def _profile_vars(value: object, origin: str) -> dict[str, dict[str, object]]:
                 _port(v, origin, f"{where}.{k}")
         out[name] = entry
     return out
-    raise _fail(origin, key, "is not a known variable")  # unreachable: checked by caller
