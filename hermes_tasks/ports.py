@@ -40,6 +40,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Iterable, Mapping
@@ -118,7 +119,7 @@ def read_profile(home: str, name: str, warn) -> ProfileFacts:
         return ProfileFacts(name)
     if raw_env:
         env = parse_dotenv(raw_env)
-    if raw_cfg and (b"api_server" in raw_cfg or b"webhook" in raw_cfg):
+    if raw_cfg and b"platforms" in raw_cfg:  # both platforms live under a `platforms:` key
         config = parse_config(raw_cfg, lambda why: warn(
             f"{escape(os.path.join(home, *parts, 'config.yaml'))}: {why}; its ports are "
             "not read"))
@@ -162,16 +163,59 @@ def parse_dotenv(raw: bytes) -> dict[str, str]:
     return out
 
 
+_TOP_KEY = re.compile(rb"""(["']?)(platforms|gateway)\1[ \t]*:(?:[ \t\r\n]|$)""")
+_NEXT_TOP = re.compile(rb"\n(?=[^ \t#\-\r\n])")  # the next line that can start a top-level key
+_KEYS = tuple(q + k + q for k in (b"platforms", b"gateway") for q in (b"", b'"', b"'"))
+_NOT_SIMPLE = re.compile(rb"\n(?:---|\.\.\.|%|\{|\[)")  # documents, directives, flow style
+
+
+def top_blocks(raw: bytes) -> bytes | None:
+    """The top-level ``platforms:`` and ``gateway:`` blocks of a block-style YAML mapping.
+
+    hermes's config.yaml is ~700 lines; parsing all of it costs ~11 ms, a thousand profiles
+    11 s. Only these two keys matter here, and in block style a top-level key starts at
+    column 0, so their blocks can be cut out (in file order) and parsed alone, found with
+    a few substring searches. None when the text is not that simple (several documents,
+    directives, flow style at the top): parse it whole.
+    """
+    text = b"\n" + raw.removeprefix(b"\xef\xbb\xbf")
+    if _NOT_SIMPLE.search(text):
+        return None
+    found = []
+    for key in _KEYS:
+        pos = text.find(b"\n" + key)
+        while pos >= 0:
+            if _TOP_KEY.match(text, pos + 1):
+                end = _NEXT_TOP.search(text, pos + 1)
+                block = text[pos + 1:end.start() if end else len(text)]
+                if b"platforms" in block:  # a gateway: block without platforms is moot
+                    found.append((pos, block))
+            pos = text.find(b"\n" + key, pos + 1)
+    return b"\n".join(block for _, block in sorted(found))
+
+
 def parse_config(raw: bytes, warn) -> dict[str, PlatformConfig]:
     """The two platforms' blocks of a ``config.yaml`` (``{}`` when unusable, with a warning)."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        doc = yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader
-    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
-        warn("not valid YAML")
-        return {}
+    errors = (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError)
+    doc = None
+    part = top_blocks(raw)
+    if part is not None and (b"platforms" not in part
+                             or (b"api_server" not in part and b"webhook" not in part)):
+        return {}  # hermes's own default config.yaml: nothing to parse
+    if part is not None:
+        try:
+            doc = yaml.load(part, Loader=loader) or {}  # noqa: S506 - a safe loader
+        except errors:
+            doc = None  # e.g. an alias to an anchor outside the blocks: parse it whole
+    if doc is None:
+        try:
+            doc = yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader
+        except errors:
+            warn("not valid YAML")
+            return {}
     if not isinstance(doc, dict):
         return {}
     merged: dict[str, dict] = {}

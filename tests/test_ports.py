@@ -366,3 +366,37 @@ def test_run_script_scopes_the_container_environment(tmp_path):
             assert "API_SERVER_PORT" not in got and "API_SERVER_ODD" in got
         assert got["PATH"] == os.environ["PATH"] and "KEEP" in got
     assert not (tmp_path / "pwned").exists()
+
+
+CONFIGS = [
+    b"model: x\nplatforms:\n  api_server:\n    enabled: true\n    extra: {port: 9100}\nz: 1\n",
+    b"\xef\xbb\xbfplatforms:\r\n  webhook:\r\n    enabled: yes\r\n    extra:\r\n      port: 9400\r\n",
+    b"gateway:\n  strict: false\n  platforms:\n    api_server: {enabled: true}\n"
+    b"platforms:\n  api_server:\n    extra:\n      port: 9101\n",
+    b'"platforms":\n  api_server:\n    enabled: true\n# comment\nplatforms_extra: 1\n',
+    b"platforms:\n  api_server:\n    enabled: false\nplatforms:\n  api_server:\n    enabled: true\n",
+    b"base: &b {enabled: true, extra: {port: 9200}}\nplatforms:\n  api_server: *b\n",
+    b"{platforms: {api_server: {enabled: true, extra: {port: 9300}}}}\n",
+    b"---\nplatforms:\n  webhook: {enabled: true}\n",
+    b"platforms:\n- api_server\n",
+    b"display:\n  platforms:\n    api_server: {enabled: true}\nplatform_hints: {api_server: x}\n",
+    b"platforms:\n  api_server:\n    enabled: true\n    note: |\n      text\nwebhook: 1\n",
+]
+
+
+@pytest.mark.parametrize("raw", CONFIGS)
+def test_cutting_out_the_top_level_blocks_equals_parsing_everything(raw):
+    """The fast path (only the top-level platforms/gateway blocks) reads what a full parse
+    of the same file would."""
+    import yaml
+
+    def full(text: bytes):
+        doc = yaml.safe_load(text)
+        cut = ports.parse_config(b"", lambda m: None)  # {}: the shape for no platforms
+        if not isinstance(doc, dict):
+            return cut
+        merged = ports.parse_config(yaml.safe_dump(
+            {k: doc[k] for k in ("gateway", "platforms") if k in doc}).encode(), lambda m: None)
+        return merged
+
+    assert ports.parse_config(raw, lambda m: None) == full(raw.removeprefix(b"\xef\xbb\xbf"))
