@@ -94,8 +94,8 @@ class ProfileFacts:
 @dataclasses.dataclass(frozen=True)
 class Gateway:
     """A gateway's ports: ``exports`` (what its run script sets, named profiles only),
-    ``ports`` (what each platform would bind, on or off) and ``bound`` (the platforms
-    that are on and would bind, platform → port)."""
+    ``ports`` (what each platform binds when on; when off, the port it would take if the
+    profile's ``.env`` turned it on) and ``bound`` (the platforms that are on, → port)."""
 
     name: str
     exports: Mapping[str, int]
@@ -617,7 +617,10 @@ def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, 
         final = {**named_base, **container_env(extra_env.get(name, {})),
                  **{ENV_PORT[p]: str(v) for p, v in exports.items()}, **facts[name].env}
         state = bound(final, facts[name].config)
-        out[name] = Gateway(name, exports, {p: state[p][1] for p in PLATFORMS},
+        # an off platform shows the port it would take if its .env turned it on
+        out[name] = Gateway(name, exports,
+                            {p: state[p][1] if state[p][0] else exports.get(p, state[p][1])
+                             for p in PLATFORMS},
                             {p: state[p][1] for p in PLATFORMS if state[p][0]})
     return out
 

@@ -168,6 +168,8 @@ def test_every_api_server_gets_its_own_stable_port(root_sandbox, hermes_bin):  #
         assert "pid" not in doc  # hermes never ran for it
         default_pid = s6env.svstat(sb.slot("default"))["pid"]
         assert listening(default_pid) == {8642} and http(sup, 8642)[0] == 200
+        check = json.loads(tasks(sb, hermes_bin, "reconcile", "--check", "--json", code=2).stdout)
+        assert {r["profile"]: r["result"] for r in check["results"]}["clash"] == "failed"
         tasks(sb, hermes_bin, "reconcile", code=2)  # and on every run until fixed
         assert not s6env.svstat(sb.slot("clash"))["up"]
         shutil.rmtree(sb.home / "profiles" / "clash")
