@@ -45,6 +45,9 @@ class SlotSpec:
 
 
 _SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+# Reserved words are safe to run quoted but confuse readers (and ShellCheck) when bare.
+_RESERVED = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "case", "esac",
+                       "while", "until", "for", "in"})
 
 
 def shquote(value) -> str:
@@ -55,7 +58,7 @@ def shquote(value) -> str:
     (SC2016), so every rendered script stays free of findings whatever the value holds.
     """
     text = str(value)
-    if _SAFE.fullmatch(text):
+    if _SAFE.fullmatch(text) and text not in _RESERVED:
         return text
     return '"' + re.sub(r'([\\$`"])', r"\\\1", text) + '"'
 
