@@ -383,14 +383,16 @@ def allocate(current: Mapping[str, Mapping[str, int]], names: Iterable[str],
                      f"{SETTING[plat]} allocation: {name}'s moves")
                 del entry[plat]
     taken = set(HERMES_OWN) | set(claimed) | {p for e in table.values() for p in e.values()}
+    cursor = dict(bases)  # taken only grows: every port below a cursor is taken already
     for name in names:
         entry = table.setdefault(name, {})
         for plat in PLATFORMS:
             if plat in entry:
                 continue
-            port = bases[plat]
+            port = cursor[plat]
             while port in taken and port <= MAX_PORT:
                 port += 1
+            cursor[plat] = port
             if port > MAX_PORT:
                 warn(f"no free port left for {name}'s {SETTING[plat]} above {bases[plat]}")
                 continue
