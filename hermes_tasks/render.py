@@ -24,6 +24,10 @@ _SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 _PORT_SENTINEL = (("zq9apiport9qz", "zq9webhookport9qz"), ("xk7apiport7kx", "xk7webhookport7kx"))
 EXEC = 0o755
 DATA = 0o644
+# Files that hold extra_env values (possibly secrets, SPEC §8): not readable by others.
+# Root gives them to the service group (apply.file_owner), which may read them anyway.
+PRIVATE_EXEC = 0o750
+PRIVATE_DATA = 0o640
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +137,7 @@ class Renderer:
                                                 ports.get("webhook"))
         files = {
             "type": File(b"longrun\n", DATA),
-            "run": File(run.encode(), EXEC),
+            "run": File(run.encode(), PRIVATE_EXEC),
             "finish": self._finish,
             "log/run": File(log_run.encode(), EXEC),
         }
@@ -181,7 +185,7 @@ class Renderer:
             "data/inventory.yml": File(
                 b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
                 + self.cache.text("yaml", "", inventory, lambda: _yaml_dump(inventory)).encode(),
-                DATA),
+                PRIVATE_DATA),
         }
         # The reconcile that publishes the registrar has just run: its first start skips one.
         initial = {"data/published": File(b"", DATA)}
@@ -191,4 +195,5 @@ class Renderer:
 def _yaml_dump(doc) -> str:
     import yaml
 
-    return yaml.safe_dump(doc, sort_keys=True)
+    # One line per value, however long: a secret is masked line by line (redact).
+    return yaml.safe_dump(doc, sort_keys=True, width=float("inf"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import task
+from invoke import Task, task
 
 from .. import inventory
 from ..inventory import Settings
@@ -14,12 +14,27 @@ INVENTORY_HELP = {
 }
 
 
+SECRETS_HELP = {"show-secrets": "show secret-looking extra_env values (names holding KEY, TOKEN, "
+                                "SECRET, PASS…) instead of ******** (SPEC §8)"}
+
+
+class HermesTask(Task):
+    """A task whose ``--show-secrets`` has no short flag: a stray ``-h`` must not print them."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "show_secrets":
+            opts["names"] = [n for n in opts["names"] if len(n) > 1]
+        return opts
+
+
 def hermes_task(help: dict[str, str], **kwargs):
     """``@task`` with the ``--inventory``/``--var`` flags and their help added."""
     iterable = ["var", *kwargs.pop("iterable", [])]
 
     def wrap(fn):
-        return task(help={**help, **INVENTORY_HELP}, iterable=iterable, **kwargs)(fn)
+        return task(help={**help, **INVENTORY_HELP}, iterable=iterable, klass=HermesTask,
+                    **kwargs)(fn)
 
     return wrap
 
