@@ -109,15 +109,17 @@ RUN groupadd -g 10000 hermes \
     && chown 10000:10000 /opt/data
 
 # --- hermes-agent and hermes-tasks ------------------------------------------------------------
-# One venv holds the gateway (hermes-agent, pinned) and this tool; its bin/ goes on PATH so
+# One venv holds the gateway (hermes-agent with its `messaging` extra, pinned: without it there
+# is no aiohttp, so no API server and no messaging platform) and this tool; its bin/ goes on PATH so
 # `hermes` and `hermes-tasks` resolve for the run scripts and for `docker exec` alike. The wheel
 # is bind-mounted from the build stage so it never lands in a layer.
 RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
     python -m venv /opt/hermes-tasks/venv \
     && /opt/hermes-tasks/venv/bin/pip install --no-cache-dir \
-        "hermes-agent==0.19.0" \
+        "hermes-agent[messaging]==0.19.0" \
         /tmp/dist/*.whl \
     && /opt/hermes-tasks/venv/bin/hermes-tasks --help > /dev/null \
+    && /opt/hermes-tasks/venv/bin/python -c "import aiohttp" \
     && test -x /opt/hermes-tasks/venv/bin/hermes
 
 ENV PATH="/opt/hermes-tasks/venv/bin:${PATH}" \

@@ -131,6 +131,7 @@ def status(cfg: Settings, profile: str | None, json: bool) -> int:
 
     names = [control.target(cfg, profile)] if profile else control.registered(cfg)
     docs = [control.status(cfg, name) for name in names]
+    _add_ports(cfg, docs)
     if json:
         print(jsonlib.dumps({"gateways": docs}))
         return 0
@@ -146,7 +147,32 @@ def status(cfg: Settings, profile: str | None, json: bool) -> int:
                 (", normally up" if d["normally_up"] else ", normally down")
             if not d["up"] and d["exit_code"] is not None:
                 line += f", exited {d['exit_code']}" + (f": {d['reason']}" if d["reason"] else "")
-        print(f"{d['slot']}: {line}; desired_state={d['desired_state']}")
+        print(f"{d['slot']}: {line}; desired_state={d['desired_state']}; "
+              f"ports: {_ports_text(d)}")
     if not docs:
         print(f"no gateway slots registered in {cfg.scandir}")
     return 0
+
+
+def _add_ports(cfg: Settings, docs: list[dict]) -> None:
+    """Each gateway's API server and webhook ports (SPEC §11), read like reconcile does.
+
+    ``api_server_port``/``webhook_port`` are the ports each would bind (null when
+    unknown); ``*_enabled`` whether hermes would turn that platform on.
+    """
+    from . import ports, profiles, report
+
+    found, _ = profiles.discover(cfg.hermes_home, lambda _msg: None)
+    names = [p.name for p in found[1:]]
+    gws = ports.for_settings(cfg, names, lambda msg: report.warn(msg), write=False)
+    for d in docs:
+        gw = gws.get(d["profile"])
+        for plat in ports.PLATFORMS:
+            d[f"{plat}_port"] = gw.ports.get(plat) if gw else None
+            d[f"{plat}_enabled"] = bool(gw and plat in gw.bound)
+
+
+def _ports_text(d: dict) -> str:
+    return ", ".join(f"{plat} {d.get(plat + '_port') or '-'} "
+                     f"({'on' if d.get(plat + '_enabled') else 'off'})"
+                     for plat in ("api_server", "webhook"))

@@ -60,7 +60,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
     with lock.held(settings.scandir, settings.lock_timeout, what):
         # Facts are read under the lock: gateway.* records desired_state under the same
         # lock, so a plan never acts on a state read before another task changed it.
-        steps, known = make_plan(settings, intent, renderer, manage_registrar, warn)
+        steps, known = make_plan(settings, intent, renderer, manage_registrar, warn,
+                                 write=True)
         applier = Applier(settings)
         applier.purge = intent.purge
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
@@ -105,19 +106,25 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
 
 
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
-              warn) -> tuple[list[plan.Step], facts.Facts]:
-    """Gather the facts and plan the intent against them."""
-    known = facts.gather(settings, warn)
+              warn, *, write: bool = False) -> tuple[list[plan.Step], facts.Facts]:
+    """Gather the facts and plan the intent against them (``write``: under the lock, for real)."""
+    known = facts.gather(settings, warn, write=write)
     if intent.task != RECONCILE:
         known.skipped = []
     # Runtime of the targets first: scope() needs it for restart --all.
     targets = [n for n in known.existing if n != REGISTRAR]
     facts.read_slots(known, [], targets)
-    desired = [(p, renderer.gateway(p.name, p.autostart)) for p in plan.scope(intent, known)]
+    desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name)))
+               for p in plan.scope(intent, known)]
     if manage_registrar:
         desired.append((None, renderer.registrar()))
     facts.read_slots(known, [spec for _, spec in desired])
     return plan.build(intent, known, desired, settings.max_slots), known
+
+
+def _exports(known: facts.Facts, name: str):
+    gw = known.ports.get(name)
+    return gw.exports if gw else None
 
 
 def _undo_failed_create(settings, intent, steps, errors) -> None:

@@ -46,6 +46,11 @@ class Settings:
     service_gid: int = 10000
     hermes_bin: str = "hermes"
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Per-profile isolation (SPEC §11): {name: {extra_env, api_server_port, webhook_port}}.
+    profile_vars: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
+    profile_scoped_env: tuple[str, ...] = ("API_SERVER_", "WEBHOOK_")
+    api_port_base: int = 8650
+    webhook_port_base: int = 8750
     lock_timeout: float = 60
     max_slots: int = 450
     # Default --timeout of gateway.* --wait: how long a gateway may take to become ready.
@@ -68,7 +73,16 @@ class Settings:
         """The settings as inventory variables (what a YAML inventory would hold)."""
         out = {name: getattr(self, name) for name in KNOWN}
         out["extra_env"] = dict(self.extra_env)
+        out["profile_vars"] = {name: {k: (dict(v) if k == "extra_env" else v)
+                                      for k, v in pv.items()}
+                               for name, pv in self.profile_vars.items()}
+        out["profile_scoped_env"] = list(self.profile_scoped_env)
         return out
+
+    def profile_env(self, name: str) -> dict[str, str]:
+        """``extra_env`` with the profile's own ``profile_vars.<name>.extra_env`` merged over it."""
+        own = self.profile_vars.get(name, {}).get("extra_env") or {}
+        return {**self.extra_env, **own}
 
 
 KNOWN = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in ("source", "named"))
@@ -282,33 +296,94 @@ def _validate(key: str, value: object, origin: str) -> object:
             raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
         return value
     if key == "extra_env":
+        return _env_mapping(value, origin, key)
+    if key in ("api_port_base", "webhook_port_base"):
+        return _port(value, origin, key)
+    if key == "profile_scoped_env":
         if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise _fail(origin, key, f"must be a mapping of NAME: value, got {type(value).__name__}")
-        env = {}
-        for name, val in value.items():
-            if not isinstance(name, str) or not ENV_KEY_RE.fullmatch(name):
-                raise _fail(origin, key, f"has an invalid variable name {name!r}: names "
-                                         "match [A-Za-z_][A-Za-z0-9_]*")
-            if name in RESERVED_ENV or name.startswith("LD_"):
-                raise _fail(origin, key, f"may not set {name}: it decides how the run script "
-                                         "runs or whom it runs as (to move the gateway's PATH, "
-                                         "use an absolute hermes_bin)")
-            if isinstance(val, bool):
-                val = "true" if val else "false"
-            elif isinstance(val, (int, float, str)):
-                val = str(val)
-            else:
-                raise _fail(origin, f"{key}.{name}", "must be a string, number or boolean")
-            bad = _VALUE_BAD.search(val)
-            if bad:
-                raise _fail(origin, f"{key}.{name}", "must not contain control characters "
-                                                     f"(found U+{ord(bad.group()):04X})")
-            try:
-                val.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _fail(origin, f"{key}.{name}", "must be valid UTF-8 text") from None
-            env[name] = val
-        return env
+            return ()
+        if not isinstance(value, list) or not all(
+                isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) for v in value):
+            raise _fail(origin, key, "must be a list of variable-name prefixes like API_SERVER_")
+        for prefix in value:
+            hit = sorted(n for n in RESERVED_ENV if n.startswith(prefix))
+            if hit:
+                raise _fail(origin, key, f"prefix {prefix!r} would remove {hit[0]}, which the "
+                            "run script needs")
+        return tuple(value)
+    if key == "profile_vars":
+        return _profile_vars(value, origin)
     raise _fail(origin, key, "is not a known variable")  # unreachable: checked by caller
+
+
+PROFILE_VAR_KEYS = ("extra_env", "api_server_port", "webhook_port")
+
+
+def _env_mapping(value: object, origin: str, key: str) -> dict[str, str]:
+    """A validated ``extra_env``-shaped mapping (also a profile's own ``extra_env``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(origin, key, f"must be a mapping of NAME: value, got {type(value).__name__}")
+    env = {}
+    for name, val in value.items():
+        if not isinstance(name, str) or not ENV_KEY_RE.fullmatch(name):
+            raise _fail(origin, key, f"has an invalid variable name {name!r}: names "
+                                     "match [A-Za-z_][A-Za-z0-9_]*")
+        if name in RESERVED_ENV or name.startswith("LD_"):
+            raise _fail(origin, key, f"may not set {name}: it decides how the run script "
+                                     "runs or whom it runs as (to move the gateway's PATH, "
+                                     "use an absolute hermes_bin)")
+        if isinstance(val, bool):
+            val = "true" if val else "false"
+        elif isinstance(val, (int, float, str)):
+            val = str(val)
+        else:
+            raise _fail(origin, f"{key}.{name}", "must be a string, number or boolean")
+        bad = _VALUE_BAD.search(val)
+        if bad:
+            raise _fail(origin, f"{key}.{name}", "must not contain control characters "
+                                                 f"(found U+{ord(bad.group()):04X})")
+        try:
+            val.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail(origin, f"{key}.{name}", "must be valid UTF-8 text") from None
+        env[name] = val
+    return env
+
+
+def _port(value: object, origin: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 65535:
+        raise _fail(origin, key, f"must be a port number from 1024 to 65535, got {value!r}")
+    return value
+
+
+def _profile_vars(value: object, origin: str) -> dict[str, dict[str, object]]:
+    from .profiles import valid_name  # profiles imports nothing of ours but fsops
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(origin, "profile_vars", "must be a mapping of profile name: settings, "
+                    f"got {type(value).__name__}")
+    out: dict[str, dict[str, object]] = {}
+    for name, pv in value.items():
+        where = f"profile_vars.{name}"
+        if not isinstance(name, str) or not valid_name(name):
+            raise _fail(origin, "profile_vars", f"has an invalid profile name {name!r}")
+        if pv is None:
+            pv = {}
+        if not isinstance(pv, dict):
+            raise _fail(origin, where, f"must be a mapping, got {type(pv).__name__}")
+        entry: dict[str, object] = {}
+        for k, v in pv.items():
+            if k not in PROFILE_VAR_KEYS:
+                raise _fail(origin, f"{where}.{k}",
+                            f"is not a profile setting (known: {', '.join(PROFILE_VAR_KEYS)})")
+            if name == "default" and k != "extra_env":
+                raise _fail(origin, f"{where}.{k}", "cannot be set: the default gateway's ports "
+                            "come from the container's API_SERVER_PORT or its config.yaml")
+            entry[k] = _env_mapping(v, origin, f"{where}.{k}") if k == "extra_env" else \
+                _port(v, origin, f"{where}.{k}")
+        out[name] = entry
+    return out

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ ! -x .venv-hermes/bin/hermes ]; then
-  echo "demo: installing hermes-agent==0.19.0 into .venv-hermes (once)" >&2
+  echo "demo: installing hermes-agent[messaging]==0.19.0 into .venv-hermes (once)" >&2
   python3 -m venv .venv-hermes
-  .venv-hermes/bin/python -m pip install -q 'hermes-agent==0.19.0'
+  .venv-hermes/bin/python -m pip install -q 'hermes-agent[messaging]==0.19.0'
 fi
 exec .venv/bin/python scripts/demo.py "$@"

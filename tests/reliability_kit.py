@@ -32,7 +32,7 @@ import s6env  # noqa: E402
 # Files hermes-tasks may change in a profile directory (SPEC §4, §7); everything else there
 # is the user's and must stay byte-identical.
 OWNED_IN_PROFILE = {"gateway.pid", "processes.json"}
-OWNED_TOP = {"logs", ".trash", ".standin"}
+OWNED_TOP = {"logs", ".trash", ".standin", "gateway-ports.json", "gateway-ports.json.corrupt"}
 STATE = "gateway_state.json"
 TMP_SUFFIX = ".hermes-tasks.tmp"
 STATE_KEYS_WE_WRITE = {"desired_state", "updated_at"}
@@ -174,8 +174,27 @@ class Expected:
 
         r = Renderer(settings)
         for name in names:
-            for rel, f in r.gateway(name, True).files.items():
-                self.contents.setdefault((name, rel), set()).add(f.content)
+            for rel, f in r.gateway(name, True, {"api_server": 1024, "webhook": 1025}).files.items():
+                self.contents.setdefault((name, rel), set()).add(any_ports(f.content))
+
+
+_PORT_LINE = re.compile(rb"^export (API_SERVER_PORT|WEBHOOK_PORT)=[0-9]+$", re.M)
+
+
+def any_ports(data: bytes) -> bytes:
+    """A run script with its port exports made alike (allocations depend on history)."""
+    return _PORT_LINE.sub(rb"export \1=PORT", data)
+
+
+def ports_now(settings) -> dict[str, dict[str, int]]:
+    """Each profile's exported ports as reconcile computes them from the volume now
+    (read only; the tests' tasks run with a clean environment)."""
+    from hermes_tasks import ports, profiles
+
+    found, _ = profiles.discover(settings.hermes_home, lambda _m: None)
+    gws = ports.for_settings(settings, [p.name for p in found[1:]], lambda _m: None,
+                             write=False, environ={})
+    return {name: dict(gw.exports) for name, gw in gws.items()}
 
 
 MODES = {"type": 0o644, "run": 0o750, "finish": 0o755, "log/run": 0o755}
@@ -210,7 +229,7 @@ def slot_problems(scandir: Path, gid: int | None, expected: Expected | None = No
                 problems.append(f"{entry}/{rel}: mode {oct(fst.st_mode)}")
             data = (slot / rel).read_bytes()
             if expected is not None and (profile, rel) in expected.contents:
-                if data not in expected.contents[(profile, rel)]:
+                if any_ports(data) not in expected.contents[(profile, rel)]:
                     problems.append(f"{entry}/{rel}: content is no complete rendering "
                                     f"({len(data)} bytes)")
             elif not data:

@@ -374,12 +374,14 @@ class Supervisor:
     Started with a clean environment (``PATH=<cmd_dir>:/usr/bin:/bin`` plus ``env``) and its
     output in ``<root>/svscan.log``. Use as a context manager, or call ``start()``/``stop()``;
     any supervisor left running is stopped at interpreter exit (and by the test fixtures).
-    ``capacity`` adds 2.11's ``-c N``.
+    ``capacity`` adds 2.11's ``-c N``. ``wrap`` is a command that execs its arguments
+    (e.g. ``unshare --net …``): s6-svscan keeps the pid of ``Popen``.
     """
 
     def __init__(self, sandbox: Sandbox, *, capacity: int | None = None,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, wrap: list[str] = ()):
         self.sandbox = sandbox
+        self.wrap = list(wrap)
         self.scandir = sandbox.scandir
         self.log_path = sandbox.root / "svscan.log"
         self.capacity = capacity
@@ -396,7 +398,7 @@ class Supervisor:
 
     def start(self, timeout: float = 5.0) -> Supervisor:
         """Start s6-svscan and wait until its control FIFO has a reader."""
-        argv = [str(S6_BIN / "s6-svscan")]
+        argv = [*self.wrap, str(S6_BIN / "s6-svscan")]
         if self.capacity:
             argv += ["-c", str(self.capacity)]
         argv.append(str(self.scandir))

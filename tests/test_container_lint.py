@@ -250,7 +250,9 @@ def test_dockerfile_runtime_contract() -> None:
     assert len(froms) >= 2, "multi-stage build expected"
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.\d+-slim-\w+$", text, re.M)
     assert re.search(r"pip wheel\b.*--no-deps\b.* \. -w /dist", text)
-    assert '"hermes-agent==0.19.0"' in text
+    # the messaging extra brings aiohttp: without it no API server, no messaging platform
+    assert '"hermes-agent[messaging]==0.19.0"' in text
+    assert 'python -c "import aiohttp"' in text
     assert "python -m venv /opt/hermes-tasks/venv" in text
     assert any(
         i.startswith("ENV ") and f'PATH="{VENV_BIN}:${{PATH}}"' in i for i in instructions

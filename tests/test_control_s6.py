@@ -159,6 +159,9 @@ def test_all_with_no_slots_is_a_clean_error(sandbox, supervisor):
     one_line_error(res, "no gateway slots", str(sandbox.scandir))
 
 
+PORT_KEYS = ["api_server_port", "api_server_enabled", "webhook_port", "webhook_enabled"]
+
+
 def test_status_json(sandbox, supervisor):
     sb = sandbox
     setup_home(sb, supervisor)
@@ -168,6 +171,7 @@ def test_status_json(sandbox, supervisor):
     for name, doc in gws.items():
         assert list(doc)[:8] == ["profile", "slot", "registered", "up", "wanted_up",
                                  "normally_up", "pid", "desired_state"]  # then new keys
+        assert list(doc)[-len(PORT_KEYS):] == list(PORT_KEYS)
         assert doc["supervised"] is True
         assert doc["slot"] == f"gateway-{name}" and doc["registered"] is True
         for key in ("up", "wanted_up", "normally_up"):
@@ -176,11 +180,17 @@ def test_status_json(sandbox, supervisor):
     assert gws["bob"]["pid"] == s6env.svstat(sb.slot("bob"))["pid"]
     assert gws["bob"]["desired_state"] == "running"
     assert gws["default"]["desired_state"] is None  # only gateway_state recorded
+    # ports (SPEC §11): hermes's defaults for default, allocations for the named ones, all off
+    assert [gws[n]["api_server_port"] for n in gws] == [8642, 8650, 8651]
+    assert [gws[n]["webhook_port"] for n in gws] == [8644, 8750, 8751]
+    assert not any(gws[n][k] for n in gws for k in ("api_server_enabled", "webhook_enabled"))
+    gws = {n: {k: v for k, v in d.items() if k not in PORT_KEYS} for n, d in gws.items()}
     assert gws["alice"] == {"profile": "alice", "slot": "gateway-alice", "registered": True,
                             "up": False, "wanted_up": False, "normally_up": False, "pid": None,
                             "desired_state": "stopped", "supervised": True, "ready": False,
                             "exit_code": None, "reason": None}
-    carol = status(sb, "-p", "carol")
+    carol = {n: {k: v for k, v in d.items() if k not in PORT_KEYS}
+             for n, d in status(sb, "-p", "carol").items()}
     assert carol == {"carol": {"profile": "carol", "slot": "gateway-carol", "registered": False,
                                "up": False, "wanted_up": False, "normally_up": False,
                                "pid": None, "desired_state": None, "supervised": False,

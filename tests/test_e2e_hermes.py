@@ -28,12 +28,16 @@ COMPLETE = VENV / ".hermes-tasks-complete"
 GATEWAY_TIMEOUT = 90  # a cold first start of the real gateway imports a lot
 
 
+REQUIREMENT = f"hermes-agent[messaging]=={HERMES_VERSION}"  # as the Dockerfile installs it
+
+
 def installed_version() -> str:
-    """The hermes-agent version in the venv, or "" when it is missing or broken."""
+    """The hermes-agent version in the venv, or "" when it is missing, broken, or lacks the
+    ``messaging`` extra (aiohttp: the API server needs it)."""
     try:
         return subprocess.run(
             [str(VENV / "bin" / "python"), "-c",
-             "import importlib.metadata as m; print(m.version('hermes-agent'))"],
+             "import importlib.metadata as m, aiohttp; print(m.version('hermes-agent'))"],
             capture_output=True, text=True, timeout=60, check=False).stdout.strip()
     except OSError:
         return ""
@@ -41,7 +45,7 @@ def installed_version() -> str:
 
 @pytest.fixture(scope="session")
 def hermes_bin() -> Path:
-    """``hermes`` of hermes-agent==0.19.0 in a venv every user can execute (built once)."""
+    """``hermes`` of hermes-agent[messaging]==0.19.0 in a venv every user can execute (built once)."""
     VENV_ROOT.mkdir(mode=0o755, exist_ok=True)
     os.chmod(VENV_ROOT, 0o755)
     with open(VENV_ROOT / ".lock", "w") as lock:
@@ -54,7 +58,7 @@ def hermes_bin() -> Path:
                                capture_output=True, timeout=300)
                 res = subprocess.run(
                     [str(VENV / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
-                     f"hermes-agent=={HERMES_VERSION}"],
+                     REQUIREMENT],
                     capture_output=True, text=True, timeout=1200, check=False)
             finally:
                 os.umask(old)

@@ -149,8 +149,10 @@ def assert_one_tree(sb) -> None:
     assert sorted(n for n in os.listdir(sb.scandir) if n.startswith("gateway-")) == \
         sorted(f"gateway-{n}" for n in present)
     renderer = Renderer(kit.settings_for(sb))
+    ports = kit.ports_now(kit.settings_for(sb))
     for name in present:
-        for rel, f in renderer.gateway(name, desired_up(sb.home, name)).files.items():
+        for rel, f in renderer.gateway(name, desired_up(sb.home, name),
+                                       ports.get(name)).files.items():
             assert (sb.slot(name) / rel).read_bytes() == f.content, (name, rel)
         assert (sb.slot(name) / "down").exists() is not desired_up(sb.home, name), name
     for name in set(present) | set(POOL):

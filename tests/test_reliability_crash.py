@@ -186,10 +186,11 @@ class World:
         from hermes_tasks.render import Renderer
 
         renderer = Renderer(spec_settings)
+        ports = kit.ports_now(spec_settings)
         for name in present:
             slot = sb.slot(name)
             want_up = desired_of(sb.home, name)
-            for rel, f in renderer.gateway(name, want_up).files.items():
+            for rel, f in renderer.gateway(name, want_up, ports.get(name)).files.items():
                 assert (slot / rel).read_bytes() == f.content, f"{label}: {slot / rel}"
             assert (slot / "down").exists() is (not want_up), f"{label}: {name} down marker"
         # Reconcile brings up what should run and down what should not (SPEC §6).

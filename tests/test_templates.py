@@ -16,6 +16,7 @@ from hermes_tasks.render import Renderer
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SCRIPTS = ("run", "finish", "log/run", "data/check")
+PORTS = {"api_server": 8650, "webhook": 8750}
 
 
 def shellcheck() -> str:
@@ -31,7 +32,7 @@ def container_renderer():
 @pytest.mark.parametrize("profile", ["default", "alice"])
 @pytest.mark.parametrize("rel", SCRIPTS)
 def test_snapshot(profile, rel):
-    spec = container_renderer().gateway(profile, autostart=True)
+    spec = container_renderer().gateway(profile, autostart=True, ports=PORTS)
     text = spec.files[rel].content.decode()
     snap = SNAPSHOTS / profile / rel.replace("/", "-")
     if os.environ.get("UPDATE_SNAPSHOTS"):
@@ -68,6 +69,8 @@ HOSTILE = {
     "hermes_bin": "/opt/my bin/$(touch /tmp/pwned)`id`'\"\nhermes",
     "extra_env": {"Q": "it's \"$(rm -rf /)\" `x`\t$HOME ${X:-y} \\", "EMPTY": "", "N": 5},
     "hermes_home": "/data/with space/'quote'",
+    "profile_vars": {"alice": {"extra_env": {"Q": "$(id)\t'", "OWN": "`x`"}}},
+    "profile_scoped_env": ["API_SERVER_", "WEBHOOK_", "X"],
 }
 
 
@@ -84,7 +87,7 @@ def hostile_renderer(service_user="hermes"):
                                       lambda: hostile_renderer(None)])
 @pytest.mark.parametrize("profile", ["default", "alice"])
 def test_every_script_passes_sh_n_and_shellcheck(tmp_path, renderer, profile):
-    spec = renderer().gateway(profile, autostart=True)
+    spec = renderer().gateway(profile, autostart=True, ports=PORTS)
     for rel in SCRIPTS:
         path = tmp_path / rel.replace("/", "-")
         path.write_bytes(spec.files[rel].content)
@@ -121,7 +124,8 @@ def test_templates_use_no_undeclared_variables():
     from hermes_tasks.render import environment, templates_dir
 
     env = environment()
-    known = set(inventory.KNOWN) | {"name", "slot", "is_default", "python"}
+    known = set(inventory.KNOWN) | {"name", "slot", "is_default", "python", "env", "scoped_env",
+                                    "api_server_port", "webhook_port"}
     for path in Path(templates_dir()).rglob("*.j2"):
         source = path.read_text()
         undeclared = jinja2.meta.find_undeclared_variables(env.parse(source))
@@ -132,8 +136,8 @@ def test_templates_use_no_undeclared_variables():
 def test_substituted_names_equal_a_full_render(renderer):
     r = renderer()
     for name in ("a", "alice", "x-y_z", "0" * 64, "zq9sentinel9qz"):
-        fast = r.gateway(name, True)
-        run, log_run, check = r._render_scripts(name)
+        fast = r.gateway(name, True, {"api_server": 1024, "webhook": 65535})
+        run, log_run, check = r._render_scripts(name, 1024, 65535)
         assert fast.files["run"].content == run.encode()
         assert fast.files["log/run"].content == log_run.encode()
         assert fast.files["data/check"].content == check.encode()

@@ -3,7 +3,9 @@
 * volume — the profiles on disk and their desired state (:mod:`profiles`);
 * slots — what each slot in the scandir holds (:mod:`slots`);
 * runtime — supervised / up / ready / pid / wanted / last exit of each slot, and the
-  gateway's own reason for stopping (:mod:`.runtime`).
+  gateway's own reason for stopping (:mod:`.runtime`);
+* ports — each gateway's API server and webhook ports, and the gateways that must not
+  start because another takes their port (:mod:`..ports`, SPEC §11).
 
 Reading only; never follows a symlink on the volume; one ``supervise/status`` read per slot,
 no process per slot.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from .. import ports as portsmod
 from .. import profiles, slots
 from ..errors import TaskError
 from ..inventory import Settings
@@ -44,6 +47,8 @@ class Facts:
     unplaced: dict[str, str] = dataclasses.field(default_factory=dict)
     # Gateways that must not start (e.g. a port another gateway takes, §11): name -> why.
     blocked: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Every gateway's ports (default and each profile on the volume), for the run scripts.
+    ports: dict[str, portsmod.Gateway] = dataclasses.field(default_factory=dict)
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -67,12 +72,31 @@ def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
     return existing, stale, S6.scanner_running(settings.scandir)
 
 
-def gather(settings: Settings, warn) -> Facts:
-    """Volume and scandir facts; slot files and runtime are added by :func:`read_slots`."""
+def gather(settings: Settings, warn, *, write: bool = False) -> Facts:
+    """Volume, scandir and port facts; slot files and runtime are added by :func:`read_slots`.
+
+    ``write`` lets the port allocation file be locked and updated (a real run, never
+    ``--check``).
+    """
     require_scandir(settings)
     found, skipped = volume(settings, warn)
     existing, stale, scanner = scandir(settings)
-    return Facts(settings, found, skipped, existing, stale, scanner)
+    known = Facts(settings, found, skipped, existing, stale, scanner)
+    ports(known, warn, write=write)
+    return known
+
+
+def ports(known: Facts, warn, *, write: bool) -> None:
+    """Fill ``known.ports`` and ``known.blocked``: of two gateways that would bind one port
+    the later is registered down and failed, never started (SPEC §11).
+
+    Ports cover every profile on the volume, whatever the intent's scope, so a profile's
+    ports do not depend on which task ran last.
+    """
+    known.ports = portsmod.for_settings(known.settings, [p.name for p in known.profiles[1:]],
+                                        warn, write=write)
+    order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
+    known.blocked.update(portsmod.collisions(order, known.ports))
 
 
 def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:

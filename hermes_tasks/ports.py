@@ -1,0 +1,662 @@
+"""Per-profile ports (SPEC §11, §13.5): facts, stable allocation, and the collision rule.
+
+Every gateway is its own hermes process in one network namespace, so two of them whose
+API server (or webhook) would bind the same port fight over it. This module
+
+* reads what each profile asks for (:func:`read_profile`): its ``.env`` and ``config.yaml``,
+  bounded and never following a symlink (root reads the volume as hostile input);
+* models exactly how hermes-agent 0.19.0 decides whether the API server and the webhook
+  are on and which port they bind (:func:`bound`: ``gateway/config.py``
+  ``_apply_env_overrides`` and the two adapters' constructors);
+* keeps named profiles' allocations stable in ``<hermes_home>/gateway-ports.json``
+  (:func:`allocate`, pure; :func:`load_file`/:func:`save_file` around it, under an
+  ``flock`` on the file);
+* decides which of two gateways that would bind the same port fails (:func:`collisions`).
+
+What hermes 0.19.0 does (measured from its source):
+
+* a profile's ``.env`` is loaded over the process environment (python-dotenv,
+  ``override=True``), so the ``.env`` wins over anything the run script exports;
+* the API server is on when ``API_SERVER_ENABLED`` is truthy (1/true/yes/on) **or**
+  ``API_SERVER_KEY`` is non-empty in the environment, or ``platforms.api_server.enabled``
+  in ``config.yaml``; it refuses to start without a key (env or ``extra.key``);
+* its port: when enabled through the environment, a valid ``API_SERVER_PORT`` replaces
+  ``extra.port``; else ``extra.port``; else ``API_SERVER_PORT``; else 8642.
+  ``platforms.api_server.port`` (not under ``extra``) is ignored by hermes: for a named
+  profile we export it as ``API_SERVER_PORT``, which makes it take effect;
+* the webhook is on when ``WEBHOOK_ENABLED`` is truthy or ``platforms.webhook.enabled``;
+  its port is ``WEBHOOK_PORT`` only when enabled through the environment, else
+  ``extra.port``, else 8644 (so a webhook enabled only in ``config.yaml`` without a
+  port binds 8644 whatever we export);
+* ``config.yaml`` platforms come from ``gateway.platforms`` with ``platforms`` merged
+  over them (``extra`` merged key by key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable, Mapping
+
+from . import fsops
+from .profiles import DEFAULT, escape, profile_parts, valid_name
+
+API, WEBHOOK = "api_server", "webhook"
+PLATFORMS = (API, WEBHOOK)
+SETTING = {API: "api_server_port", WEBHOOK: "webhook_port"}  # profile_vars / file keys
+ENV_PORT = {API: "API_SERVER_PORT", WEBHOOK: "WEBHOOK_PORT"}
+HERMES_DEFAULT = {API: 8642, WEBHOOK: 8644}
+# Ports hermes binds by default (API server, webhook, BlueBubbles): never allocated.
+HERMES_OWN = frozenset({8642, 8644, 8645})
+# The variables that decide the two platforms; nothing else of an environment is kept.
+ENV_KEYS = ("API_SERVER_ENABLED", "API_SERVER_KEY", "API_SERVER_PORT",
+            "WEBHOOK_ENABLED", "WEBHOOK_PORT")
+TRUTHY = frozenset({"1", "true", "yes", "on"})
+FALSY = frozenset({"0", "false", "no", "off"})
+FILE = "gateway-ports.json"
+FILE_LIMIT = 1 << 20
+ENV_LIMIT = 256 << 10
+CONFIG_LIMIT = 1 << 20
+LOCK_WAIT = 10.0  # seconds: the service user can hold the file's lock; never block a boot on it
+MIN_PORT, MAX_PORT = 1024, 65535
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformConfig:
+    """One platform's block of ``config.yaml`` (only what decides enabled and port)."""
+
+    enabled: bool = False
+    extra_port: object = None  # raw value of ``extra.port`` (hermes coerces it)
+    port: object = None  # raw ``port`` outside ``extra``: ignored by hermes itself
+    has_key: bool = False  # ``extra.key`` (the API server's key)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileFacts:
+    """What one profile's own files say about its ports.
+
+    ``env`` holds the :data:`ENV_KEYS` its ``.env`` sets (``API_SERVER_KEY`` reduced to
+    "set"/"" so no secret is kept); ``config`` maps platform → :class:`PlatformConfig`.
+    """
+
+    name: str
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    config: Mapping[str, PlatformConfig] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gateway:
+    """A gateway's ports: ``exports`` (what its run script sets, named profiles only),
+    ``ports`` (what each platform binds when on; when off, the port it would take if the
+    profile's ``.env`` turned it on) and ``bound`` (the platforms that are on, → port)."""
+
+    name: str
+    exports: Mapping[str, int]
+    ports: Mapping[str, int | None]
+    bound: Mapping[str, int]
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def read_profile(home: str, name: str, warn) -> ProfileFacts:
+    """Read a profile's ``.env`` and ``config.yaml``; problems are warnings, never fatal."""
+    parts = profile_parts(name)
+    env: dict[str, str] = {}
+    config: dict[str, PlatformConfig] = {}
+    try:
+        with fsops.opened_dir(home, parts) as dfd:
+            raw_env = _read(dfd, ".env", ENV_LIMIT, home, parts, warn)
+            raw_cfg = _read(dfd, "config.yaml", CONFIG_LIMIT, home, parts, warn)
+    except OSError:
+        return ProfileFacts(name)
+    if raw_env:
+        env = parse_dotenv(raw_env)
+    if raw_cfg and b"platforms" in raw_cfg:  # both platforms live under a `platforms:` key
+        config = parse_config(raw_cfg, lambda why: warn(
+            f"{escape(os.path.join(home, *parts, 'config.yaml'))}: {why}; its ports are "
+            "not read"))
+    return ProfileFacts(name, env, config)
+
+
+def _read(dfd: int, fname: str, limit: int, home: str, parts, warn) -> bytes:
+    try:
+        return fsops.read_bounded(dfd, fname, limit)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        why = "is a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
+        warn(f"could not read {escape(os.path.join(home, *parts, fname))}: {why}; "
+             "its ports are not read")
+        return b""
+
+
+def parse_dotenv(raw: bytes) -> dict[str, str]:
+    """The :data:`ENV_KEYS` a ``.env`` sets, parsed like python-dotenv (last one wins)."""
+    out: dict[str, str] = {}
+    text = raw.decode("utf-8-sig", "replace")
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or key not in ENV_KEYS:
+            continue
+        value = value.strip()
+        if value[:1] in ("'", '"') and value.find(value[0], 1) > 0:
+            value = value[1:value.find(value[0], 1)]
+        else:
+            cut = min((i for i in (value.find(" #"), value.find("\t#")) if i >= 0),
+                      default=-1)
+            value = (value[:cut] if cut >= 0 else value).strip()
+        if key == "API_SERVER_KEY":
+            value = "set" if value else ""
+        out[key] = value
+    return out
+
+
+_TOP_KEY = re.compile(rb"""(["']?)(platforms|gateway)\1[ \t]*:(?:[ \t\r\n]|$)""")
+_NEXT_TOP = re.compile(rb"\n(?=[^ \t#\-\r\n])")  # the next line that can start a top-level key
+_KEYS = tuple(q + k + q for k in (b"platforms", b"gateway") for q in (b"", b'"', b"'"))
+_NOT_SIMPLE = re.compile(rb"\n(?:---|\.\.\.|%|\{|\[)")  # documents, directives, flow style
+
+
+def top_blocks(raw: bytes) -> bytes | None:
+    """The top-level ``platforms:`` and ``gateway:`` blocks of a block-style YAML mapping.
+
+    hermes's config.yaml is ~700 lines; parsing all of it costs ~11 ms, a thousand profiles
+    11 s. Only these two keys matter here, and in block style a top-level key starts at
+    column 0, so their blocks can be cut out (in file order) and parsed alone, found with
+    a few substring searches. None when the text is not that simple (several documents,
+    directives, flow style at the top): parse it whole.
+    """
+    text = b"\n" + raw.removeprefix(b"\xef\xbb\xbf")
+    if _NOT_SIMPLE.search(text):
+        return None
+    found = []
+    for key in _KEYS:
+        pos = text.find(b"\n" + key)
+        while pos >= 0:
+            if _TOP_KEY.match(text, pos + 1):
+                end = _NEXT_TOP.search(text, pos + 1)
+                block = text[pos + 1:end.start() if end else len(text)]
+                if b"platforms" in block:  # a gateway: block without platforms is moot
+                    found.append((pos, block))
+            pos = text.find(b"\n" + key, pos + 1)
+    return b"\n".join(block for _, block in sorted(found))
+
+
+def parse_config(raw: bytes, warn) -> dict[str, PlatformConfig]:
+    """The two platforms' blocks of a ``config.yaml`` (``{}`` when unusable, with a warning)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    errors = (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError)
+    doc = None
+    part = top_blocks(raw)
+    if part is not None and (b"platforms" not in part
+                             or (b"api_server" not in part and b"webhook" not in part)):
+        return {}  # hermes's own default config.yaml: nothing to parse
+    if part is not None:
+        try:
+            doc = yaml.load(part, Loader=loader) or {}  # noqa: S506 - a safe loader
+        except errors:
+            doc = None  # e.g. an alias to an anchor outside the blocks: parse it whole
+    if doc is None:
+        try:
+            doc = yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader
+        except errors:
+            warn("not valid YAML")
+            return {}
+    if not isinstance(doc, dict):
+        return {}
+    merged: dict[str, dict] = {}
+    gateway = doc.get("gateway")
+    for source in (gateway.get("platforms") if isinstance(gateway, dict) else None,
+                   doc.get("platforms")):
+        if not isinstance(source, dict):
+            continue
+        for plat in PLATFORMS:
+            block = source.get(plat)
+            if not isinstance(block, dict):
+                continue
+            old = merged.get(plat, {})
+            extra = {**_dict(old.get("extra")), **_dict(block.get("extra"))}
+            merged[plat] = {**old, **block, "extra": extra}
+    return {plat: PlatformConfig(enabled=_coerce_bool(b.get("enabled")),
+                                 extra_port=b["extra"].get("port"), port=b.get("port"),
+                                 has_key=bool(b["extra"].get("key")))
+            for plat, b in merged.items()}
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _coerce_bool(value) -> bool:
+    """hermes's ``_coerce_bool(value, False)`` for ``enabled``."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() in TRUTHY
+    try:
+        return bool(value)
+    except Exception:  # noqa: BLE001 - an odd YAML object: hermes would not enable on it
+        return False
+
+
+def container_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The deciding variables of the container environment (``API_SERVER_KEY`` as set/"")."""
+    out = {k: environ[k] for k in ENV_KEYS if k in environ}
+    if "API_SERVER_KEY" in out:
+        out["API_SERVER_KEY"] = "set" if out["API_SERVER_KEY"] else ""
+    return out
+
+
+# --------------------------------------------------------------------------- hermes's rules
+
+
+def _int(value) -> int | None:
+    """Python's ``int(value)`` as hermes applies it, or None when it would raise."""
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def valid_port(value) -> int | None:
+    """``value`` as a port we accept as a setting (an integer 1024–65535), else None."""
+    if isinstance(value, bool):
+        return None
+    port = _int(value) if isinstance(value, (int, str)) else None
+    return port if port is not None and MIN_PORT <= port <= MAX_PORT else None
+
+
+def bound(env: Mapping[str, str], config: Mapping[str, PlatformConfig]) -> dict[str, tuple[bool, int | None]]:
+    """What hermes 0.19.0 would do: platform → (on and able to bind, port).
+
+    ``env`` is the gateway's final environment (after its ``.env``), reduced to
+    :data:`ENV_KEYS`.
+    """
+    api_cfg = config.get(API, PlatformConfig())
+    api_env_on = (env.get("API_SERVER_ENABLED", "").strip().lower() in TRUTHY
+                  or bool(env.get("API_SERVER_KEY")))
+    env_port = env.get("API_SERVER_PORT")
+    if api_env_on and env_port and _int(env_port) is not None:
+        api_port = _int(env_port)
+    elif api_cfg.extra_port is not None:
+        api_port = _int(api_cfg.extra_port)
+        api_port = HERMES_DEFAULT[API] if api_port is None else api_port
+    else:
+        api_port = _int(env_port if env_port is not None else HERMES_DEFAULT[API])
+        api_port = HERMES_DEFAULT[API] if api_port is None else api_port
+    api_on = (api_env_on or api_cfg.enabled) and (bool(env.get("API_SERVER_KEY"))
+                                                  or api_cfg.has_key)
+    wh_cfg = config.get(WEBHOOK, PlatformConfig())
+    wh_env_on = env.get("WEBHOOK_ENABLED", "").strip().lower() in TRUTHY
+    wh_env_port = env.get("WEBHOOK_PORT")
+    if wh_env_on and wh_env_port and _int(wh_env_port) is not None:
+        wh_port = _int(wh_env_port)
+    else:
+        wh_port = _int(wh_cfg.extra_port if wh_cfg.extra_port is not None
+                       else HERMES_DEFAULT[WEBHOOK])
+    wh_on = (wh_env_on or wh_cfg.enabled) and wh_port is not None
+    return {API: (api_on, api_port), WEBHOOK: (wh_on, wh_port)}
+
+
+def explicit(facts: ProfileFacts, profile_vars: Mapping[str, object]) -> dict[str, int]:
+    """A named profile's explicit ports: ``.env`` > ``profile_vars`` > ``config.yaml``."""
+    out: dict[str, int] = {}
+    for plat in PLATFORMS:
+        cfg = facts.config.get(plat, PlatformConfig())
+        for candidate in (facts.env.get(ENV_PORT[plat]), profile_vars.get(SETTING[plat]),
+                          cfg.extra_port, cfg.port):
+            port = valid_port(candidate)
+            if port is not None:
+                out[plat] = port
+                break
+    return out
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+def validate_file(doc: object, warn) -> dict[str, dict[str, int]]:
+    """The usable allocations of a parsed ``gateway-ports.json``; each bad entry dropped."""
+    entries = doc.get("profiles") if isinstance(doc, dict) else None
+    if not isinstance(entries, dict):
+        if doc not in (None, {}):
+            warn(f"{FILE} has no 'profiles' mapping; allocation starts afresh (ports may move)")
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    seen: dict[int, str] = {}
+    for name in sorted(entries, key=str):
+        entry = entries[name]
+        if not isinstance(name, str) or not valid_name(name) or name == DEFAULT \
+                or not isinstance(entry, dict):
+            warn(f"{FILE}: dropped the invalid entry {escape(str(name))!s}")
+            continue
+        for plat in PLATFORMS:
+            if SETTING[plat] not in entry:
+                continue
+            value = entry[SETTING[plat]]
+            port = value if isinstance(value, int) and not isinstance(value, bool) else None
+            if port is None or not MIN_PORT <= port <= MAX_PORT:
+                warn(f"{FILE}: dropped {name}'s {SETTING[plat]} {escape(repr(value))[:40]}: "
+                     f"not an integer from {MIN_PORT} to {MAX_PORT}")
+            elif port in seen:
+                warn(f"{FILE}: dropped {name}'s {SETTING[plat]} {port}: also {seen[port]}'s")
+            else:
+                seen[port] = f"{name}'s {SETTING[plat]}"
+                out.setdefault(name, {})[plat] = port
+    return out
+
+
+def allocate(current: Mapping[str, Mapping[str, int]], names: Iterable[str],
+             claimed: Mapping[int, str], bases: Mapping[str, int],
+             warn) -> dict[str, dict[str, int]]:
+    """The allocation table after this run (pure).
+
+    ``current`` is the validated file, ``names`` every named profile on the volume,
+    ``claimed`` port → profile for every explicit setting (and the default gateway's
+    ports). Entries of profiles no longer there are dropped; an allocation that another
+    profile now claims explicitly is moved (with a warning naming both); every profile
+    gets an API and a webhook allocation: the lowest free port at or above its base.
+    """
+    names = sorted(set(names))
+    table = {n: dict(current[n]) for n in names if n in current}
+    for name, entry in table.items():
+        for plat, port in list(entry.items()):
+            owner = claimed.get(port)
+            if owner is not None and owner != name:
+                warn(f"{owner} sets port {port} explicitly, which was {name}'s "
+                     f"{SETTING[plat]} allocation: {name}'s moves")
+                del entry[plat]
+    taken = set(HERMES_OWN) | set(claimed) | {p for e in table.values() for p in e.values()}
+    cursor = dict(bases)  # taken only grows: every port below a cursor is taken already
+    for name in names:
+        entry = table.setdefault(name, {})
+        for plat in PLATFORMS:
+            if plat in entry:
+                continue
+            port = cursor[plat]
+            while port in taken and port <= MAX_PORT:
+                port += 1
+            cursor[plat] = port
+            if port > MAX_PORT:
+                warn(f"no free port left for {name}'s {SETTING[plat]} above {bases[plat]}")
+                continue
+            entry[plat] = port
+            taken.add(port)
+    return table
+
+
+def to_json(table: Mapping[str, Mapping[str, int]]) -> bytes:
+    doc = {"profiles": {n: {SETTING[p]: port for p, port in sorted(e.items())}
+                        for n, e in sorted(table.items())}}
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- the file
+
+
+class PortsFile:
+    """``<hermes_home>/gateway-ports.json``, read (and, with ``lock``, locked) safely.
+
+    Opened with ``O_NOFOLLOW``/``O_NONBLOCK`` through the volume's directory fd; a
+    symlink, FIFO, oversized or non-JSON file is corrupt: with ``lock`` it is set aside
+    as ``.corrupt`` and allocation starts afresh. With ``lock`` the file is created (owned
+    by ``owner``) when missing and held under ``flock`` until :meth:`close`, re-checked
+    after locking so a rename by another host's writer is never missed.
+    """
+
+    def __init__(self, home: str, owner: tuple[int, int] | None, warn, lock: bool):
+        self.home, self.owner, self.warn = home, owner, warn
+        self.dfd: int | None = None
+        self.fd: int | None = None
+        self.locked = False
+        self.table: dict[str, dict[str, int]] = {}
+        self.raw = b""
+        try:
+            self.dfd = fsops.open_dir(home)
+        except OSError:
+            return
+        if lock:
+            self._lock()
+        else:
+            self.raw = self._read_plain()
+        self.table = self._parse(self.raw, set_aside=lock)
+
+    def _read_plain(self) -> bytes:
+        try:
+            return fsops.read_bounded(self.dfd, FILE, FILE_LIMIT)
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            return b"\0corrupt: " + str(exc.strerror or exc).encode()
+
+    def _lock(self) -> None:
+        deadline = time.monotonic() + LOCK_WAIT
+        for _ in range(8):  # each retry follows a rename or set-aside: never spins forever
+            try:
+                fd = os.open(FILE, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=self.dfd)
+            except FileNotFoundError:
+                try:
+                    fd = os.open(FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o644, dir_fd=self.dfd)
+                except FileExistsError:
+                    continue
+                if self.owner and fsops.IS_ROOT:
+                    os.fchown(fd, *self.owner)
+            except OSError as exc:  # a symlink (ELOOP) or worse: corrupt
+                self._set_aside(exc.strerror or str(exc))
+                continue
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                self._set_aside("not a regular file")
+                continue
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        self.warn(f"{self.home}/{FILE} stayed locked for {LOCK_WAIT:g} s; "
+                                  "ports allocated now are not recorded this run")
+                        self.raw = fsops.read_fd(fd, FILE_LIMIT, st.st_size)
+                        os.close(fd)
+                        return
+                    time.sleep(0.05)
+            try:
+                now = os.stat(FILE, dir_fd=self.dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
+                os.close(fd)  # replaced while we waited: lock the new one
+                continue
+            self.fd, self.locked = fd, True
+            self.raw = os.pread(fd, FILE_LIMIT + 1, 0) if st.st_size <= FILE_LIMIT else \
+                b"\0corrupt: too large"
+            if len(self.raw) > FILE_LIMIT:
+                self.raw = b"\0corrupt: too large"
+            return
+        self.warn(f"could not lock {self.home}/{FILE}; ports allocated now are not recorded")
+
+    def _set_aside(self, why: str) -> None:
+        self.warn(f"{self.home}/{FILE} is unusable ({why}); set aside as {FILE}.corrupt, "
+                  "allocation starts afresh (ports may move)")
+        try:
+            os.rename(FILE, FILE + ".corrupt", src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                with contextlib.suppress(OSError):
+                    fsops.remove_tree(os.path.join(self.home, FILE + ".corrupt"))
+                os.rename(FILE, FILE + ".corrupt", src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
+            else:
+                raise
+
+    def _parse(self, raw: bytes, set_aside: bool) -> dict[str, dict[str, int]]:
+        if not raw.strip():
+            return {}
+        why = None
+        doc = None
+        if raw.startswith(b"\0corrupt: "):
+            why = raw[len(b"\0corrupt: "):].decode()
+        else:
+            try:
+                doc = json.loads(raw.decode("utf-8-sig"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                why = "not valid JSON"
+        if why is not None:
+            if set_aside and self.locked:
+                self._set_aside(why)
+                self._relock()
+            else:
+                self.warn(f"{self.home}/{FILE} is unusable ({why}); ports are allocated "
+                          "afresh (they may move)")
+            return {}
+        return validate_file(doc, self.warn)
+
+    def _relock(self) -> None:
+        """After setting a corrupt file aside: lock a fresh one."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd, self.locked = None, False
+        self._lock()
+
+    def save(self, table: Mapping[str, Mapping[str, int]]) -> bool:
+        """Write ``table`` atomically if it changed; only while holding the lock."""
+        data = to_json(table)
+        if not self.locked or data == self.raw:
+            return False
+        fsops.write_atomic(self.dfd, FILE, data, 0o644, owner=self.owner)
+        return True
+
+    def close(self) -> None:
+        for fd in (self.fd, self.dfd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.fd = self.dfd = None
+        self.locked = False
+
+
+# --------------------------------------------------------------------------- the whole picture
+
+
+def for_settings(settings, names: list[str], warn, *, write: bool,
+                 environ: Mapping[str, str] | None = None) -> dict[str, Gateway]:
+    """:func:`layout` with an inventory's settings and this process's environment.
+
+    The container environment is this process's: reconcile runs under ``with-contenv``
+    (cont-init, the registrar), ``gateway.status`` through ``docker exec``.
+    """
+    return layout(settings.hermes_home, names, settings.profile_vars,
+                  os.environ if environ is None else environ, settings.profile_scoped_env,
+                  {n: settings.profile_env(n) for n in [DEFAULT, *names]},
+                  {API: settings.api_port_base, WEBHOOK: settings.webhook_port_base},
+                  warn, write=write, owner=(settings.service_uid, settings.service_gid))
+
+
+def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, object]],
+           env: Mapping[str, str], scoped: tuple[str, ...], extra_env: dict[str, dict[str, str]],
+           bases: Mapping[str, int], warn, *, write: bool,
+           owner: tuple[int, int] | None = None,
+           facts: Mapping[str, ProfileFacts] | None = None) -> dict[str, Gateway]:
+    """Every gateway's ports: ``default`` and each name in ``names`` (all on the volume).
+
+    ``env`` is the container environment, ``scoped`` the ``profile_scoped_env``
+    prefixes, ``extra_env`` each profile's merged ``extra_env``. With ``write``, the
+    allocation file is locked, updated and saved; without, it is only read.
+    """
+    facts = dict(facts or {})
+    for name in [DEFAULT, *names]:
+        if name not in facts:
+            facts[name] = read_profile(home, name, warn)
+    base_env = container_env(env)
+    named_base = {k: v for k, v in base_env.items() if not k.startswith(tuple(scoped))}
+    default_env = {**base_env, **container_env(extra_env.get(DEFAULT, {})),
+                   **facts[DEFAULT].env}
+    default = bound(default_env, facts[DEFAULT].config)
+    claimed: dict[int, str] = {}
+    for plat in PLATFORMS:
+        claimed.setdefault(default[plat][1], DEFAULT)
+    wanted = {n: explicit(facts[n], profile_vars.get(n, {})) for n in names}
+    for name in names:
+        for port in wanted[name].values():
+            claimed.setdefault(port, name)
+    if write and not names:  # nothing to allocate: do not create the file for nothing
+        write = os.path.lexists(os.path.join(home, FILE))
+    pf = PortsFile(home, owner, warn, lock=write)
+    try:
+        table = allocate(pf.table, names, claimed, bases, warn)
+        if write:
+            try:
+                pf.save(table)
+            except OSError as exc:
+                warn(f"could not record {home}/{FILE}: {exc.strerror or exc}")
+    finally:
+        pf.close()
+    out = {DEFAULT: Gateway(DEFAULT, {}, {p: default[p][1] for p in PLATFORMS},
+                            {p: default[p][1] for p in PLATFORMS if default[p][0]})}
+    for name in names:
+        exports = {p: wanted[name].get(p, table.get(name, {}).get(p)) for p in PLATFORMS}
+        exports = {p: v for p, v in exports.items() if v is not None}
+        final = {**named_base, **container_env(extra_env.get(name, {})),
+                 **{ENV_PORT[p]: str(v) for p, v in exports.items()}, **facts[name].env}
+        state = bound(final, facts[name].config)
+        # an off platform shows the port it would take if its .env turned it on
+        out[name] = Gateway(name, exports,
+                            {p: state[p][1] if state[p][0] else exports.get(p, state[p][1])
+                             for p in PLATFORMS},
+                            {p: state[p][1] for p in PLATFORMS if state[p][0]})
+    return out
+
+
+def collisions(order: list[tuple[str, bool]], gateways: Mapping[str, Gateway]) -> dict[str, str]:
+    """Gateways that must not start: name → one line naming both profiles and the port.
+
+    ``order`` is (name, would run) with default first, then by name; of two gateways
+    that would run and bind the same port, the later one fails. A failed gateway binds
+    nothing, so a third one is compared with the first.
+    """
+    holders: dict[int, tuple[str, str]] = {}
+    failed: dict[str, str] = {}
+    for name, runs in order:
+        gw = gateways.get(name)
+        if not runs or gw is None:
+            continue
+        clash = next(((plat, port) for plat, port in sorted(gw.bound.items())
+                      if port in holders), None)
+        if clash is None:
+            inner = {}
+            for plat, port in gw.bound.items():
+                if port in inner:  # its own API server and webhook on one port
+                    clash = (plat, port)
+                inner[port] = plat
+            if clash is not None:
+                failed[name] = (f"not started: its {inner[clash[1]]} and {clash[0]} would "
+                                f"both bind port {clash[1]}")
+                continue
+            for plat, port in gw.bound.items():
+                holders[port] = (name, plat)
+            continue
+        plat, port = clash
+        other, other_plat = holders[port]
+        failed[name] = (f"not started: its {plat} would bind port {port}, which "
+                        f"{other}'s {other_plat} uses (gateway-{other} comes first)")
+    return failed
