@@ -25,9 +25,12 @@ class Row:
     diff: str = ""  # unified diff shown before the item line with --diff
 
     def as_json(self) -> dict:
-        return {"slot": self.slot, "profile": escape(self.profile),
-                "prior_state": self.prior_state, "action": self.action,
-                "result": self.result, "message": self.message}
+        doc = {"slot": self.slot, "profile": escape(self.profile),
+               "prior_state": self.prior_state, "action": self.action,
+               "result": self.result, "message": self.message}
+        if self.diff:  # only with --diff (SPEC §8: the diff goes into the item's row)
+            doc["diff"] = self.diff
+        return doc
 
 
 def stats(rows: list[Row]) -> dict[str, int]:

@@ -1,0 +1,178 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# MIT License (see the hermes-tasks repository)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: reconcile
+short_description: Bring every hermes gateway slot on a host in line with its profiles
+description:
+  - Runs C(hermes-tasks reconcile --json) on the managed host. Each gateway slot of a
+    profile placed on the host (C(gateway_profiles)) is published, updated, registered down
+    or removed as the profiles on disk and their recorded desired state say.
+  - The module is C(changed) exactly when some row of the task's own report is C(changed);
+    a C(failed) row fails the module with that row's message.
+  - In check mode it runs C(hermes-tasks reconcile --check), which changes nothing and reports
+    what a run would do. In diff mode each changed slot file's unified diff is shown.
+version_added: 0.1.0
+author:
+  - hermes-tasks developers (@hermes-tasks)
+options:
+  inventory:
+    description:
+      - Path on the managed host of the hermes-tasks inventory (a file, or a directory holding
+        C(hosts.yml)), passed as C(--inventory).
+      - When omitted, hermes-tasks uses C($HERMES_TASKS_INVENTORY) or its shipped container
+        inventory.
+    type: path
+  inventory_content:
+    description:
+      - The text of a hermes-tasks inventory, written to a private temporary file on the
+        managed host for this one call (for example the controller's fleet inventory,
+        C("{{ lookup('ansible.builtin.file', inventory_file) }}")). Check mode then sees the
+        same inventory a run would use, even before the inventory is shipped anywhere.
+      - Mutually exclusive with O(inventory).
+    type: str
+  vars:
+    description:
+      - Settings that override the inventory, each passed as C(--var key=value) with the
+        value written as YAML (so numbers, booleans, lists and mappings keep their type).
+    type: dict
+    default: {}
+  host:
+    description:
+      - The inventory entry hermes-tasks uses on this host, passed as C(--host).
+      - Defaults to the play's C(inventory_hostname), so one fleet inventory serves every
+        host. An empty string passes no C(--host) and lets hermes-tasks choose
+        (C($HERMES_TASKS_HOST), C(localhost), or the only entry).
+    type: str
+  wait:
+    description:
+      - After reconciling, wait until every gateway the run left started is ready (a
+        standby of a profile running on another host counts as settled), with
+        C(hermes-tasks gateway.start --wait).
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Seconds to wait for each gateway with O(wait=true).
+    type: float
+    default: 60
+  executable:
+    description:
+      - The C(hermes-tasks) console script on the managed host (a name on C(PATH) or a path).
+    type: str
+    default: hermes-tasks
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+notes:
+  - The managed host needs hermes-tasks installed; the module itself needs only Python.
+  - Run it as the user that owns the scandir (root in the container).
+seealso:
+  - module: hermes.tasks.gateway
+  - module: hermes.tasks.profile
+"""
+
+EXAMPLES = r"""
+- name: Reconcile with the host's own inventory
+  hermes.tasks.reconcile:
+
+- name: Reconcile every host from one fleet inventory shipped to /etc/hermes-tasks
+  hermes.tasks.reconcile:
+    inventory: /etc/hermes-tasks/inventory.yml
+    wait: true
+
+- name: Place only alice on this host for this run
+  hermes.tasks.reconcile:
+    vars:
+      gateway_profiles: [alice]
+"""
+
+RETURN = r"""
+results:
+  description: One row per slot (or skipped profile), as C(hermes-tasks reconcile --json) reports it.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - slot: gateway-alice
+      profile: alice
+      prior_state: running
+      action: started
+      result: changed
+      message: ""
+stats:
+  description: Counts of rows by result.
+  returned: always
+  type: dict
+  sample: {ok: 1, changed: 1, skipped: 0, failed: 0}
+waited:
+  description: With O(wait=true), the C(gateway.start --wait) row of each started gateway.
+  returned: when wait is true and not in check mode
+  type: list
+  elements: dict
+commands:
+  description: Every hermes-tasks command line the module ran.
+  returned: always
+  type: list
+  elements: list
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hermes.tasks.plugins.module_utils.runner import (
+    COMMON_ARGS,
+    EXCLUSIVE,
+    HermesTasks,
+    TaskFailed,
+    changed,
+    diff_of,
+    fail,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(COMMON_ARGS, wait=dict(type="bool", default=False),
+                           timeout=dict(type="float", default=60)),
+        supports_check_mode=True,
+        mutually_exclusive=EXCLUSIVE,
+    )
+    tool = HermesTasks(module)
+    args = (["--check"] if module.check_mode else []) + (["--diff"] if module._diff else [])
+    try:
+        doc = tool.run("reconcile", *args)
+    except TaskFailed as exc:
+        fail(module, exc, commands=tool.commands)
+    rows = doc.get("results", [])
+    result = dict(changed=changed(rows), results=rows, stats=doc.get("stats", {}),
+                  commands=tool.commands)
+    if module._diff:
+        result["diff"] = diff_of(rows)
+    if module.params["wait"] and not module.check_mode:
+        waited = []
+        for row in rows:
+            if row.get("action") != "started" or not row.get("profile"):
+                continue
+            try:
+                got = tool.run("gateway.start", "-p", row["profile"], "--wait",
+                               "--timeout", "%g" % module.params["timeout"])
+            except TaskFailed as exc:
+                fail(module, exc, results=rows, stats=result["stats"], waited=waited,
+                     changed=result["changed"], commands=tool.commands)
+            waited += got.get("results", [])
+        result["waited"] = waited
+        result["changed"] = result["changed"] or changed(waited)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
