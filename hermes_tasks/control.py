@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from . import lock, profiles, state
+from . import lock, placement, profiles, state
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
@@ -36,19 +36,22 @@ def target(cfg: Settings, name: str) -> Gateway:
     if not profiles.profile_exists(cfg.hermes_home, name):
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles: create it with "
                          f"`hermes-tasks profile.create {name}`")
+    placement.require(name, cfg.gateway_profiles, cfg.host_id)
     slot = profiles.SLOT_PREFIX + name
     return Gateway(name, slot, os.path.join(cfg.scandir, slot))
 
 
 def registered(cfg: Settings) -> list[Gateway]:
-    """Every ``gateway-*`` slot in the scandir: default first, then by name."""
+    """Every ``gateway-*`` slot in the scandir of a profile placed here: default first,
+    then by name."""
     try:
         names = sorted(os.listdir(cfg.scandir), key=lambda n: (n != "gateway-default", n))
     except FileNotFoundError:
         raise TaskError(f"scandir {cfg.scandir} does not exist") from None
     return [Gateway(n[len(profiles.SLOT_PREFIX):], n, os.path.join(cfg.scandir, n))
             for n in names if n.startswith(profiles.SLOT_PREFIX)
-            and os.path.isdir(os.path.join(cfg.scandir, n))]
+            and os.path.isdir(os.path.join(cfg.scandir, n))
+            and placement.placed(n[len(profiles.SLOT_PREFIX):], cfg.gateway_profiles)]
 
 
 def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> Row:

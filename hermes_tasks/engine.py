@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import bootlog, fsops, lock, plan, profiles, slots
+from . import bootlog, fsops, lock, placement, plan, profiles, slots
 from .apply import Applier
 from .errors import TaskError
 from .inventory import Settings
@@ -44,9 +44,13 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         # desired_state under the same lock, so a plan never acts on a state read before
         # another task changed it (it would put back a down marker just removed).
         found, skipped = profiles.discover(settings.hermes_home, warn)
+        found, unplaced = placement.split(found, settings.gateway_profiles)
         if only is not None:
             found = [p for p in found if p.name in only]
+            unplaced = [p for p in unplaced if p.name in only]
             skipped = []
+        not_here = placement.reason(settings.host_id)
+        skipped += [profiles.Skipped(p.name, not_here) for p in unplaced]
         desired = [(p, renderer.gateway(p.name, p.autostart)) for p in found]
         if manage_registrar:
             desired.append((None, renderer.registrar()))
@@ -54,7 +58,11 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         if only is not None:
             existing = [n for n in existing if n[len(profiles.SLOT_PREFIX):] in only]
         facts = {spec.name: slots.read(scandir, spec, settings.service_gid) for _, spec in desired}
-        return plan.build(desired, facts, skipped, existing), stale
+        steps = plan.build(desired, facts, skipped, existing)
+        for step in steps:  # a slot of a profile placed elsewhere: say so, not "no profile"
+            if step.op == plan.REMOVE and step.profile in {p.name for p in unplaced}:
+                step.reason = not_here
+        return steps, stale
 
     if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
         steps, _ = make_plan()

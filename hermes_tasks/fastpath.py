@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 DISABLE_VAR = "HERMES_TASKS_NO_FASTPATH"
 # task -> (boolean flags, flags taking a value, flags that may repeat)
 TASKS = {
-    "reconcile": ({"check", "diff", "json"}, {"inventory"}, {"var"}),
-    "gateway.status": ({"json"}, {"profile", "inventory"}, {"var"}),
+    "reconcile": ({"check", "diff", "json"}, {"inventory", "host"}, {"var"}),
+    "gateway.status": ({"json"}, {"profile", "inventory", "host"}, {"var"}),
 }
 CONFIG_FILES = [f"{base}.{ext}" for base in ("/etc/invoke", "~/.invoke")
                 for ext in ("yaml", "yml", "json", "py")]
@@ -59,7 +59,8 @@ def runner(task: str, kwargs: dict) -> Callable[[], int]:
     from . import actions, inventory
 
     def run() -> int:
-        cfg = inventory.load(kwargs.get("inventory") or None, kwargs["var"])
+        cfg = inventory.load(kwargs.get("inventory") or None, kwargs["var"],
+                             host=kwargs.get("host") or None)
         if task == "reconcile":
             return actions.reconcile(cfg, kwargs.get("check", False), kwargs.get("diff", False),
                                      kwargs.get("json", False))

@@ -11,7 +11,7 @@ import datetime
 import os
 import shutil
 
-from . import control, fsops, profiles, registrar
+from . import control, fsops, placement, profiles, registrar
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
@@ -36,13 +36,17 @@ def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> li
     _check_name(name)
     slot = profiles.SLOT_PREFIX + name
     existed = profiles.profile_exists(cfg.hermes_home, name)
+    here = placement.placed(name, cfg.gateway_profiles)
+    if check and not here:
+        return [_unplaced_row(cfg, name, existed, check)]
     if check:
         if existed:
             return registrar.converge(cfg, {name}, check=True, diff=diff)
         return [Row(slot, name, None, "started" if start else "registered", "changed",
                     f"would create profiles/{name}/SOUL.md and publish {slot}")]
     what = f"publishing {slot}"
-    registrar.check_available(cfg, what)
+    if here:
+        registrar.check_available(cfg, what)
     if not existed:
         owner = (cfg.service_uid, cfg.service_gid)
         try:
@@ -54,6 +58,8 @@ def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> li
         except FileNotFoundError:  # a concurrent profile.delete took the directory away
             raise TaskError(f"no profile '{name}' left: it was deleted while being created; "
                             f"run `hermes-tasks profile.create {name}` again") from None
+    if not here:  # SPEC §13.3: the directory, but no slot on this host
+        return [_unplaced_row(cfg, name, existed, check)]
     rows = registrar.converge(cfg, {name}, diff=diff, what=what)
     if not rows and not profiles.profile_exists(cfg.hermes_home, name):
         raise TaskError(f"no profile '{name}' left: it was deleted while being created; "
@@ -74,6 +80,15 @@ def create(cfg: Settings, name: str, start: bool, check: bool, diff: bool) -> li
             row.message = started.message if started.result == "failed" else \
                 f"{row.message}; started"
     return [row]
+
+
+def _unplaced_row(cfg: Settings, name: str, existed: bool, check: bool) -> Row:
+    """profile.create's row on a host that does not supervise ``name``."""
+    why = f"{placement.reason(cfg.host_id)}: no slot registered here"
+    if existed:
+        return Row(None, name, None, "skipped", "skipped", why)
+    verb = "would create" if check else "created"
+    return Row(None, name, None, "skipped", "changed", f"{verb} profiles/{name}; {why}")
 
 
 def delete(cfg: Settings, name: str, purge: bool, check: bool) -> list[Row]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import task
+from invoke import Task, task
 
 from .. import inventory
 from ..inventory import Settings
@@ -11,21 +11,33 @@ INVENTORY_HELP = {
     "inventory": "inventory file or directory (default: $HERMES_TASKS_INVENTORY, else the "
                  "shipped container inventory)",
     "var": "override one setting, key=value (value parsed as YAML; repeatable)",
+    "host": "this machine's entry in a multi-host inventory (default: $HERMES_TASKS_HOST, "
+            "else 'localhost', else the only entry)",
 }
 
 
+class HermesTask(Task):
+    """A task whose ``--host`` has no short flag: ``-h`` keeps meaning help to a reader."""
+
+    def arg_opts(self, name, default, taken_names):
+        if name == "host":
+            taken_names = set(taken_names) | set(name)
+        return super().arg_opts(name, default, taken_names)
+
+
 def hermes_task(help: dict[str, str], **kwargs):
-    """``@task`` with the ``--inventory``/``--var`` flags and their help added."""
+    """``@task`` with the ``--inventory``/``--var``/``--host`` flags and their help added."""
     iterable = ["var", *kwargs.pop("iterable", [])]
 
     def wrap(fn):
-        return task(help={**help, **INVENTORY_HELP}, iterable=iterable, **kwargs)(fn)
+        return task(help={**help, **INVENTORY_HELP}, iterable=iterable, klass=HermesTask,
+                    **kwargs)(fn)
 
     return wrap
 
 
-def settings(inventory_path: str | None, var: list[str]) -> Settings:
-    return inventory.load(inventory_path or None, var or ())
+def settings(inventory_path: str | None, var: list[str], host: str | None = None) -> Settings:
+    return inventory.load(inventory_path or None, var or (), host=host or None)
 
 
 def check_mode(c, check: bool) -> bool:

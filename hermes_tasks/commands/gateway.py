@@ -17,8 +17,8 @@ ACTION_HELP = {
 ALL_HELP = {"all": "act on every gateway-* slot in the scandir"}
 
 
-def _run(c, action, profile, all_, wait, timeout, json, inventory, var):
-    cfg = settings(inventory, var)
+def _run(c, action, profile, all_, wait, timeout, json, inventory, var, host):
+    cfg = settings(inventory, var, host)
     if all_ and profile:
         raise UsageError("give either -p NAME or --all, not both")
     if all_:
@@ -37,27 +37,28 @@ def _run(c, action, profile, all_, wait, timeout, json, inventory, var):
 
 
 @hermes_task(help=ACTION_HELP)
-def start(c, profile=None, wait=False, timeout=30, json=False, inventory=None, var=None):
+def start(c, profile=None, wait=False, timeout=30, json=False, inventory=None, var=None,
+          host=None):
     """Start a gateway and record desired_state: running (registers a missing slot)."""
-    _run(c, control.START, profile, False, wait, timeout, json, inventory, var)
+    _run(c, control.START, profile, False, wait, timeout, json, inventory, var, host)
 
 
 @hermes_task(help={**ACTION_HELP, **ALL_HELP})
 def stop(c, profile=None, all_=False, wait=False, timeout=30, json=False, inventory=None,
-         var=None):
+         var=None, host=None):
     """Stop a gateway (or --all) and record desired_state: stopped."""
-    _run(c, control.STOP, profile, all_, wait, timeout, json, inventory, var)
+    _run(c, control.STOP, profile, all_, wait, timeout, json, inventory, var, host)
 
 
 @hermes_task(help={**ACTION_HELP, **ALL_HELP})
 def restart(c, profile=None, all_=False, wait=False, timeout=30, json=False, inventory=None,
-            var=None):
+            var=None, host=None):
     """Restart a gateway (or --all), bringing it up if it was down; records running."""
-    _run(c, control.RESTART, profile, all_, wait, timeout, json, inventory, var)
+    _run(c, control.RESTART, profile, all_, wait, timeout, json, inventory, var, host)
 
 
 @hermes_task(help={"profile": "only this profile's gateway",
                    "json": 'print {"gateways": [...]} as JSON'})
-def status(c, profile=None, json=False, inventory=None, var=None):
+def status(c, profile=None, json=False, inventory=None, var=None, host=None):
     """Show each gateway: registered, up, wanted up, normally up, pid, desired state."""
-    actions.status(settings(inventory, var), profile, json)
+    actions.status(settings(inventory, var, host), profile, json)

@@ -24,17 +24,19 @@ def _finish(rows, json, title, check):
 
 @hermes_task(help={"name": "the new profile's name", "start": "start its gateway too",
                    **COMMON})
-def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None):
+def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None,
+           host=None):
     """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
     check = check_mode(c, check)
-    rows = lifecycle.create(settings(inventory, var), name, start, check, diff)
+    rows = lifecycle.create(settings(inventory, var, host), name, start, check, diff)
     _finish(rows, json, "profile.create", check)
 
 
 @hermes_task(help={"name": "the profile to delete",
                    "purge": "delete its directory instead of moving it to .trash", **COMMON})
-def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None):
+def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None,
+           host=None):
     """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
     check = check_mode(c, check)
-    rows = lifecycle.delete(settings(inventory, var), name, purge, check)
+    rows = lifecycle.delete(settings(inventory, var, host), name, purge, check)
     _finish(rows, json, "profile.delete", check)

@@ -13,8 +13,8 @@ from .common import check_mode, hermes_task, settings
     "diff": "show a unified diff of every file that changes",
     "json": "print one JSON object instead of the human report",
 })
-def reconcile(c, check=False, diff=False, json=False, inventory=None, var=None):
+def reconcile(c, check=False, diff=False, json=False, inventory=None, var=None, host=None):
     """Bring every gateway slot in line with the profiles on disk (run at every boot)."""
-    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json)
+    code = actions.reconcile(settings(inventory, var, host), check_mode(c, check), diff, json)
     if code:
         raise Exit(code=code)

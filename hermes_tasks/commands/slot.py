@@ -18,12 +18,12 @@ from .common import hermes_task, settings
     "dest": "write the files with DEST as the slot directory instead of printing them",
     "down": "render it as registered down (a down marker) instead of started",
 })
-def render(c, name, dest=None, down=False, inventory=None, var=None):
+def render(c, name, dest=None, down=False, inventory=None, var=None, host=None):
     """Print every file of a profile's slot, or write them under --dest; touches nothing else."""
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
-    spec = Renderer(settings(inventory, var)).gateway(name, autostart=not down)
+    spec = Renderer(settings(inventory, var, host)).gateway(name, autostart=not down)
     files = dict(spec.files)
     if not dest:
         for rel, f in files.items():
@@ -46,9 +46,9 @@ def render(c, name, dest=None, down=False, inventory=None, var=None):
 
 
 @hermes_task(help={"json": "print {\"slots\": [...]} as JSON"})
-def list_(c, json=False, inventory=None, var=None):
+def list_(c, json=False, inventory=None, var=None, host=None):
     """List the gateway slots registered in the scandir."""
-    cfg = settings(inventory, var)
+    cfg = settings(inventory, var, host)
     if not os.path.isdir(cfg.scandir):
         raise TaskError(f"scandir {cfg.scandir} does not exist or is not a directory")
     names, _ = slots.managed_names(cfg.scandir)
