@@ -15,6 +15,25 @@ from .inventory import Settings
 from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
 from .report import Row
+from .s6 import S6
+
+# What a run needs from s6_bin_dir while a supervisor watches the scandir: the rescan
+# tool, and the shebang of every run script.
+NEEDED_TOOLS = ("s6-svscanctl", "with-contenv")
+
+
+def _require_tools(settings: Settings) -> None:
+    """Refuse, in check mode too, to publish slots a running s6-svscan could never be told of.
+
+    Without a supervisor (boot before stage 2, unit tests) the tools are not needed yet.
+    """
+    if not S6.scanner_running(settings.scandir):
+        return
+    missing = [t for t in NEEDED_TOOLS if not os.access(settings.tool(t), os.X_OK)]
+    if missing:
+        raise TaskError(f"s6 tools missing from s6_bin_dir {settings.s6_bin_dir} "
+                        f"({', '.join(missing)}) while s6-svscan runs on {settings.scandir}: "
+                        "set s6_bin_dir to the directory holding them (/command in the image)")
 
 
 def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
@@ -34,6 +53,7 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
     if not os.path.isdir(scandir):
         raise TaskError(f"scandir {scandir} does not exist or is not a directory "
                         "(is s6 set up? set scandir in the inventory or with --var)")
+    _require_tools(settings)
     if manage_registrar is None:
         manage_registrar = fsops.IS_ROOT and only is None
     cache = RenderCache.load(scandir)

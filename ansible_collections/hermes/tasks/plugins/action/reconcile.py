@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Action plugin of hermes.tasks.reconcile: fills in ``host`` (see plugin_utils/hostdefault)."""
 
 from __future__ import annotations

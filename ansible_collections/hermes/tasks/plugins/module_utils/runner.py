@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Running the ``hermes-tasks`` console script from a module and reading its ``--json`` report.
 
 Shared by the ``hermes.tasks`` modules. Only the standard library and ansible's own
@@ -51,13 +50,13 @@ class HermesTasks:
         exe = self.module.params["executable"]
         if os.path.sep in exe:
             if not os.access(exe, os.X_OK):
-                self.module.fail_json(msg="%s is not an executable file" % exe)
+                self.module.fail_json(msg=f"{exe} is not an executable file")
             return exe
         found = self.module.get_bin_path(exe)
         if not found:
             self.module.fail_json(
-                msg="%s not found on PATH: install hermes-tasks on this host or set the "
-                    "module's `executable` option to its console script" % exe)
+                msg=f"{exe} not found on PATH: install hermes-tasks on this host or set the "
+                    "module's `executable` option to its console script")
         return found
 
     def _inventory_file(self, content):
@@ -80,7 +79,7 @@ class HermesTasks:
             cmd += ["--inventory", p["inventory"]]
         for key in sorted(p.get("vars") or {}):
             # JSON is YAML flow syntax, so every value reaches hermes-tasks with its type.
-            cmd += ["--var", "%s=%s" % (key, json.dumps(p["vars"][key]))]
+            cmd += ["--var", f"{key}={json.dumps(p['vars'][key])}"]
         if p.get("host"):
             cmd += ["--host", p["host"]]
         return cmd
@@ -97,14 +96,14 @@ class HermesTasks:
         errors = [ln[len(ERROR_PREFIX):] for ln in err.splitlines() if ln.startswith(ERROR_PREFIX)]
         if doc is None:
             msg = "; ".join(errors) or err.strip() or out.strip() or \
-                "%s exited %d without a report" % (task, rc)
+                f"{task} exited {rc} without a report"
             raise TaskFailed(msg, rc=rc, stdout=out, stderr=err, cmd=cmd)
         rows = doc.get("results") or []
         failed = [r for r in rows if r.get("result") == "failed"]
         if rc != 0 or failed or doc.get("error"):
             msgs = [_row_label(r) + ": " + (r.get("message") or "failed") for r in failed]
             msg = "; ".join(msgs + errors + ([doc["error"]] if doc.get("error") else [])) or \
-                "%s exited %d" % (task, rc)
+                f"{task} exited {rc}"
             raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
                              changed=changed(rows), stderr=err, cmd=cmd)
         return doc

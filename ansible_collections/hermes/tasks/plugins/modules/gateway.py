@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # MIT License (see the hermes-tasks repository)
 
 from __future__ import annotations
@@ -55,9 +54,9 @@ options:
   inventory_content:
     description:
       - The text of a hermes-tasks inventory, written to a private temporary file on the
-        managed host for this one call (for example the controller's fleet inventory,
-        C("{{ lookup('ansible.builtin.file', inventory_file) }}")). Check mode then sees the
-        same inventory a run would use, even before the inventory is shipped anywhere.
+        managed host for this one call, for example the controller's fleet inventory read
+        with the C(ansible.builtin.file) lookup of C(inventory_file). Check mode then sees
+        the same inventory a run would use, even before the inventory is shipped anywhere.
       - Mutually exclusive with O(inventory).
     type: str
   vars:
@@ -136,6 +135,7 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.hermes.tasks.plugins.module_utils.runner import (
     COMMON_ARGS,
     EXCLUSIVE,
@@ -205,7 +205,7 @@ def main():
         else:
             args = ["-p", p["profile"]]
             if p["wait"]:
-                args += ["--wait", "--timeout", "%g" % p["timeout"]]
+                args += ["--wait", "--timeout", f"{p['timeout']:g}"]
             doc = tool.run(TASKS[p["state"]], *args)
             rows, stats = doc.get("results", []), doc.get("stats", {})
             after = status(tool, p["profile"]) if module._diff else None
@@ -217,8 +217,8 @@ def main():
     if module._diff and before is not None:
         shown = dict((k, before.get(k)) for k in SHOWN)
         result["diff"] = dict(before=shown, after=dict((k, (after or shown).get(k)) for k in SHOWN),
-                              before_header="gateway-%s" % p["profile"],
-                              after_header="gateway-%s" % p["profile"])
+                              before_header=f"gateway-{p['profile']}",
+                              after_header=f"gateway-{p['profile']}")
     module.exit_json(**result)
 
 

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # MIT License (see the hermes-tasks repository)
 
 from __future__ import annotations
@@ -9,10 +8,10 @@ DOCUMENTATION = r"""
 module: profile
 short_description: Create or delete a hermes profile and its gateway slot
 description:
-  - C(state=present) runs C(hermes-tasks profile.create NAME --json) on the managed host: it
+  - C(state=present) runs C(hermes-tasks profile.create NAME --json) on the managed host, which
     makes C(profiles/NAME/) with a C(SOUL.md) when missing (never overwriting one) and
     registers its gateway slot (down, or started with O(start=true)).
-  - C(state=absent) runs C(hermes-tasks profile.delete NAME --json): it stops and removes the
+  - C(state=absent) runs C(hermes-tasks profile.delete NAME --json), which stops and removes the
     slot and moves the profile directory to C(.trash/profiles/) (or deletes it with
     O(purge=true)). A profile that does not exist is already absent (C(ok)).
   - The module is C(changed) exactly when a row of the task's own report is C(changed). Check
@@ -49,9 +48,9 @@ options:
   inventory_content:
     description:
       - The text of a hermes-tasks inventory, written to a private temporary file on the
-        managed host for this one call (for example the controller's fleet inventory,
-        C("{{ lookup('ansible.builtin.file', inventory_file) }}")). Check mode then sees the
-        same inventory a run would use, even before the inventory is shipped anywhere.
+        managed host for this one call, for example the controller's fleet inventory read
+        with the C(ansible.builtin.file) lookup of C(inventory_file). Check mode then sees
+        the same inventory a run would use, even before the inventory is shipped anywhere.
       - Mutually exclusive with O(inventory).
     type: str
   vars:
@@ -120,6 +119,7 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.hermes.tasks.plugins.module_utils.runner import (
     COMMON_ARGS,
     EXCLUSIVE,
@@ -156,10 +156,10 @@ def main():
     except TaskFailed as exc:
         # profile.delete's one-line error for a profile that is not there: already absent.
         if p["state"] == "absent" and exc.facts.get("rc") == 1 and \
-                exc.msg.startswith("no profile '%s' under " % p["name"]):
+                exc.msg.startswith(f"no profile '{p['name']}' under "):
             module.exit_json(changed=False, results=[], commands=tool.commands,
                              stats=dict(ok=0, changed=0, skipped=0, failed=0),
-                             msg="profile %s is absent" % p["name"])
+                             msg=f"profile {p['name']} is absent")
         fail(module, exc, commands=tool.commands)
     rows = doc.get("results", [])
     result = dict(changed=changed(rows), results=rows, stats=doc.get("stats", {}),

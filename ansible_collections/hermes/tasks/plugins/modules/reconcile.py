@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # MIT License (see the hermes-tasks repository)
 
 from __future__ import annotations
@@ -30,9 +29,9 @@ options:
   inventory_content:
     description:
       - The text of a hermes-tasks inventory, written to a private temporary file on the
-        managed host for this one call (for example the controller's fleet inventory,
-        C("{{ lookup('ansible.builtin.file', inventory_file) }}")). Check mode then sees the
-        same inventory a run would use, even before the inventory is shipped anywhere.
+        managed host for this one call, for example the controller's fleet inventory read
+        with the C(ansible.builtin.file) lookup of C(inventory_file). Check mode then sees
+        the same inventory a run would use, even before the inventory is shipped anywhere.
       - Mutually exclusive with O(inventory).
     type: str
   vars:
@@ -128,6 +127,7 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.hermes.tasks.plugins.module_utils.runner import (
     COMMON_ARGS,
     EXCLUSIVE,
@@ -164,7 +164,7 @@ def main():
                 continue
             try:
                 got = tool.run("gateway.start", "-p", row["profile"], "--wait",
-                               "--timeout", "%g" % module.params["timeout"])
+                               "--timeout", f"{module.params['timeout']:g}")
             except TaskFailed as exc:
                 fail(module, exc, results=rows, stats=result["stats"], waited=waited,
                      changed=result["changed"], commands=tool.commands)

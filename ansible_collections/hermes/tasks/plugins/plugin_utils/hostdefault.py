@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The action plugin of every hermes.tasks module: ``host`` defaults to ``inventory_hostname``.
 
 A module cannot see the play's inventory name on the managed host, so this controller-side
