@@ -85,7 +85,11 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
             already = not (before["up"] or before["wantedup"] or before["normallyup"])
         if action != RESTART and already and prior == desired and not row.message:
             row.result = "ok"
-        if wait:
+        elsewhere = None if action == STOP else ownership.held_elsewhere(
+            cfg.hermes_home, gw.profile, cfg.host_id)
+        if elsewhere:  # SPEC §13.1: up here as a standby, never ready while the owner lives
+            row.result, row.message = "ok", f"standby: running on {elsewhere}"
+        elif wait:
             s6.svwait(gw.path, "-D" if action == STOP else "-u", wait_ms)
     except (TaskError, OSError) as exc:
         row.result, row.message = "failed", explain(exc, cfg, gw, action, timeout)

@@ -59,3 +59,16 @@ def lock_free(dfd: int) -> bool:
     finally:
         os.close(fd)  # closing the only descriptor of this open file releases the flock
     return True
+
+
+def held_elsewhere(home: str, profile: str, host_id: str) -> str | None:
+    """The host running the profile when that is not this one: its record names another
+    host and the lock is held. None otherwise (free, ours, or unknown)."""
+    record = read_owner(home, profile)
+    if record is None or record["host_id"] == host_id:
+        return None
+    try:
+        with fsops.opened_dir(home, profiles.profile_parts(profile)) as dfd:
+            return None if lock_free(dfd) else record["host_id"]
+    except OSError:
+        return None

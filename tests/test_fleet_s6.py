@@ -215,6 +215,15 @@ def test_two_hosts_one_volume_one_owner_each_and_handover(sandbox, second_sandbo
     assert "standby, owned by host-a" in text, text
     docs = {d["profile"]: d for d in json.loads(a.run("gateway.status", "--json").stdout)["gateways"]}
     assert docs["alice"]["standby"] is False and docs["alice"]["owner"]["host_id"] == "host-a"
+    res = b.run("gateway.start", "-p", "alice", "--wait", "--json")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout)["results"][0]
+    assert (row["result"], row["message"]) == ("ok", "standby: running on host-a")
+    res = b.run("profile.delete", "alice")
+    assert res.returncode == 1 and "running on host-a" in res.stderr
+    assert (home / "profiles" / "alice" / "SOUL.md").exists()
+    assert sample([a, b], ("default", "alice"), 0.5) == {"default": {"host-a"},
+                                                          "alice": {"host-a"}}
     # Host a goes away: its supervision tree ends. b takes over within 3 s.
     t0 = time.monotonic()
     a.sup.svscanctl("-t")
@@ -286,4 +295,28 @@ def test_another_hosts_pid_files_are_removed_before_the_gateway_starts(sandbox, 
     s6env.wait_for(lambda: len(standin.starts(home, "alice")) == 2 and a.gateway_pid("alice"),
                    10, what="alice restarted")
     assert (d / "gateway.pid").exists()
+    a.sup.stop()
+
+
+def test_ownership_as_the_service_user(root_sandbox):
+    """As root, data/own runs after the privilege drop: the lock and the record are the
+    service user's, and the gateway holding the lock runs as that user."""
+    sb = root_sandbox
+    d = make_profile(sb.home, "alice", {"desired_state": "running"})
+    own(sb, sb.home)
+    a = Host(sb, "host-a", sb.home, shared=False)
+    a.vars.append("gateway_profiles=[alice]")
+    a.boot()
+    s6env.wait_for(lambda: a.gateway_pid("alice") and standin.starts(sb.home, "alice"), 10,
+                   what="alice up")
+    assert standin.starts(sb.home, "alice")[-1]["uid"] == sb.user.uid
+    for name in (".gateway.lock", ".gateway-owner.json"):
+        st = (d / name).stat()
+        assert (st.st_uid, st.st_gid) == (sb.user.uid, sb.user.gid), name
+    assert owner_record(sb.home, "alice")["pid"] == a.gateway_pid("alice")
+    own_script = sb.slot("alice") / "data" / "own"
+    st = own_script.stat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755)
+    # Not shared: the logs keep their single-host place.
+    assert (sb.home / "logs" / "gateways" / "alice" / "current").exists()
     a.sup.stop()
