@@ -320,3 +320,24 @@ def test_ownership_as_the_service_user(root_sandbox):
     # Not shared: the logs keep their single-host place.
     assert (sb.home / "logs" / "gateways" / "alice" / "current").exists()
     a.sup.stop()
+
+
+def test_stale_pid_files_are_swept_only_while_the_ownership_lock_is_free(sandbox,
+                                                                         second_sandbox):
+    home = sandbox.home
+    d = make_profile(home, "alice", {"desired_state": "running"})
+    a = Host(sandbox, "host-a", home)
+    b = Host(second_sandbox, "host-b", home)
+    for h in (a, b):
+        h.vars.append("gateway_profiles=[alice]")
+    a.boot()
+    s6env.wait_for(lambda: a.gateway_pid("alice"), 10, what="alice on host-a")
+    (d / "gateway.pid").write_text('{"pid": 12345}')
+    # b has no supervisor yet: its slot is not up, but host a's gateway holds the lock.
+    res = b.run("reconcile")
+    assert res.returncode == 0, res.stderr
+    assert (d / "gateway.pid").exists()
+    a.sup.stop()
+    res = b.run("reconcile")
+    assert res.returncode == 0, res.stderr
+    assert not (d / "gateway.pid").exists()
