@@ -42,6 +42,7 @@ def status(cfg: Settings, profile: str | None, json: bool) -> int:
             line = "not registered"
         else:
             line = (f"up (pid {d['pid']})" if d["up"] else "down") + \
+                (f", standby, owned by {d['owner']['host_id']}" if d["standby"] else "") + \
                 (", wanted up" if d["wanted_up"] else ", wanted down") + \
                 (", normally up" if d["normally_up"] else ", normally down")
         print(f"{d['slot']}: {line}; desired_state={d['desired_state']}")

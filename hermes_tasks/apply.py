@@ -15,7 +15,7 @@ import contextlib
 import os
 import stat
 
-from . import fsops, slots
+from . import fsops, ownership, slots
 from .inventory import Settings
 from .plan import CREATE, REMOVE, SWAP, UPDATE, Step
 from .profiles import STALE_FILES
@@ -73,12 +73,15 @@ class Applier:
     # -- steps -----------------------------------------------------------------------
 
     def _sweep(self, step: Step) -> None:
-        """Delete the previous container's gateway.pid/processes.json if not up here."""
+        """Delete the previous container's gateway.pid/processes.json if not up here and
+        no host holds the profile's ownership lock (SPEC §13.2)."""
         home = self.settings.hermes_home
         try:
             with fsops.opened_dir(home, step.sweep) as dfd:
                 present = [n for n in STALE_FILES if fsops.lexists(dfd, n)]
                 if not present or self.s6.is_up(os.path.join(self.scandir, step.slot)):
+                    return
+                if not ownership.lock_free(dfd):  # a gateway runs it, here or on another host
                     return
                 for name in present:
                     fsops.unlink_if_present(dfd, name)

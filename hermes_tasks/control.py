@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from . import lock, placement, profiles, state
+from . import lock, ownership, placement, profiles, state
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
@@ -85,7 +85,11 @@ def act(cfg: Settings, gw: Gateway, action: str, wait: bool, timeout: float) -> 
             already = not (before["up"] or before["wantedup"] or before["normallyup"])
         if action != RESTART and already and prior == desired and not row.message:
             row.result = "ok"
-        if wait:
+        elsewhere = None if action == STOP else ownership.held_elsewhere(
+            cfg.hermes_home, gw.profile, cfg.host_id)
+        if elsewhere:  # SPEC §13.1: up here as a standby, never ready while the owner lives
+            row.result, row.message = "ok", f"standby: running on {elsewhere}"
+        elif wait:
             s6.svwait(gw.path, "-D" if action == STOP else "-u", wait_ms)
     except (TaskError, OSError) as exc:
         row.result, row.message = "failed", explain(exc, cfg, gw, action, timeout)
@@ -149,7 +153,8 @@ def explain(exc: Exception, cfg: Settings, gw: Gateway, action: str = "", timeou
                 "service user; `hermes-tasks reconcile` as root repairs the shared control FIFOs")
     if isinstance(exc, Timeout):
         goal = "down" if action == STOP else "up"
-        log = os.path.join(cfg.hermes_home, "logs", "gateways", gw.profile, "current")
+        log = os.path.join(cfg.hermes_home, "logs", "gateways", gw.profile,
+                           *([cfg.host_id] if cfg.shared_volume else []), "current")
         return (f"{gw.slot}: timed out after {timeout:g} s waiting for s6 to report it {goal} "
                 f"(it was told to {action or 'change'}); see {log}")
     if isinstance(exc, OSError) and not isinstance(exc, TaskError):
@@ -159,14 +164,17 @@ def explain(exc: Exception, cfg: Settings, gw: Gateway, action: str = "", timeou
 
 
 def status(cfg: Settings, gw: Gateway) -> dict:
-    """One gateway's status as read with ``s6-svstat -o`` and its state file.
+    """One gateway's status as read with ``s6-svstat -o``, its state file and its owner
+    record (``owner``: ``{host_id, pid, since}`` or None; ``standby``: up here, waiting
+    for the host that owns it).
 
     An unsupervised slot reads as down; a permission problem is an error naming the fix.
     """
     s6 = S6(cfg.s6_bin_dir)
     doc = {"profile": gw.profile, "slot": gw.slot, "registered": os.path.isdir(gw.path),
            "up": False, "wanted_up": False, "normally_up": False, "pid": None,
-           "desired_state": state.read_desired(cfg.hermes_home, gw.profile)}
+           "desired_state": state.read_desired(cfg.hermes_home, gw.profile),
+           "owner": ownership.read_owner(cfg.hermes_home, gw.profile), "standby": False}
     if not doc["registered"] or s6.supervised(gw.path) is False:
         return doc
     try:
@@ -177,4 +185,7 @@ def status(cfg: Settings, gw: Gateway) -> dict:
         raise TaskError(explain(exc, cfg, gw)) from None
     doc.update(up=st["up"], wanted_up=st["wantedup"], normally_up=st["normallyup"],
                pid=st["pid"] if st["up"] else None)
+    # Up here while another host's record holds the profile: data/own waits on its lock.
+    owner = doc["owner"]
+    doc["standby"] = bool(st["up"] and owner and owner["host_id"] != cfg.host_id)
     return doc

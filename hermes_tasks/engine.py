@@ -97,7 +97,8 @@ def reconcile(settings: Settings, *, check: bool = False, diff: bool = False,
         bootlog.append(settings.hermes_home,
                        [(r.profile, r.prior_state, r.action, r.result) for r in rows],
                        settings.boot_log_rotate_bytes,
-                       (settings.service_uid, settings.service_gid), warn)
+                       (settings.service_uid, settings.service_gid), warn,
+                       name=bootlog.file_name(settings.shared_volume and settings.host_id))
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)

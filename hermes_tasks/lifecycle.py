@@ -11,7 +11,7 @@ import datetime
 import os
 import shutil
 
-from . import control, fsops, placement, profiles, registrar
+from . import control, fsops, ownership, placement, profiles, registrar, state
 from .errors import TaskError, UsageError
 from .inventory import Settings
 from .report import Row
@@ -108,10 +108,16 @@ def delete(cfg: Settings, name: str, purge: bool, check: bool) -> list[Row]:
     if check:
         return [Row(slot, name, None, "removed", "changed",
                     f"would stop and retire {slot}; profile would be {where}")]
+    elsewhere = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+    if elsewhere:
+        raise TaskError(f"profile '{name}' is running on {elsewhere}: delete it there, or stop "
+                        "it there first")
     registered = os.path.isdir(path)
     what = f"removing {slot}"
     if registered:
         registrar.check_available(cfg, what)
+        # A standby on another host that takes the lock now must stay down (SPEC §13.1).
+        state.record_desired(cfg.hermes_home, name, "stopped", (cfg.service_uid, cfg.service_gid))
         _stop(cfg, control.Gateway(name, slot, path))
     moved = _dispose(cfg, name, purge)
     where = "deleted" if purge else f"moved to {cfg.hermes_home}/.trash/profiles/{moved}"
