@@ -151,9 +151,27 @@ def recap(res: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
 
 def task_results(res: subprocess.CompletedProcess, task: str) -> dict[str, str]:
     """``{host: ok|changed|fatal|…}`` for one task of a playbook's output."""
+    return {host: word for host, (word, _) in task_docs(res, task).items()}
+
+
+def task_docs(res: subprocess.CompletedProcess, task: str) -> dict[str, tuple[str, dict]]:
+    """``{host: (word, result)}`` for one task; the result is {} unless run with ``-v``."""
     section = res.stdout.split(f"TASK [{task}]", 1)[1].split("\nTASK [", 1)[0]
     section = section.split("PLAY RECAP", 1)[0]
-    return {m.group(2): m.group(1) for m in TASK_LINE.finditer(section)}
+    found = {}
+    for m in TASK_LINE.finditer(section):
+        rest = section[m.end():]
+        doc = {}
+        if rest.startswith(" => {") or rest.startswith(": FAILED! => {"):
+            doc = json.JSONDecoder().raw_decode(rest[rest.index("{"):])[0]
+        found[m.group(2)] = (m.group(1), doc)
+    return found
+
+
+def reconcile_counts(res: subprocess.CompletedProcess) -> dict[str, tuple]:
+    """Per host: (changed rows, failed rows, inventory copy changed), from ``-v`` output."""
+    return {host: (doc["stats"]["changed"], doc["stats"]["failed"], doc["inventory_saved"])
+            for host, (_, doc) in task_docs(res, "Reconcile").items()}
 
 
 def gateways_up(fleet: Fleet, expected: dict[str, list[str]]) -> None:
@@ -283,18 +301,21 @@ def test_playbook_converges_then_changes_nothing_and_check_diff_writes_nothing(m
     gamma.host_vars = {"gateway_profiles": ["default"]}
     fleet.write_inventory()
     before = snapshot(fleet)
-    check = fleet.playbook("--check", "--diff")
+    check = fleet.playbook("--check", "--diff", "-v")
     assert check.returncode == 0, check.stdout + check.stderr
     assert snapshot(fleet) == before, "--check --diff changed something on disk or in s6"
-    assert task_results(check, "Reconcile") == {"alpha": "changed", "beta": "ok",
-                                                "gamma": "changed"}
+    # alpha: albert's new slot; gamma: carol's slot retired; every host: the inventory copy
+    assert reconcile_counts(check) == {"alpha": (1, 0, True), "beta": (0, 0, True),
+                                       "gamma": (1, 0, True)}, check.stdout
     section = check.stdout.split("TASK [Reconcile]", 1)[1]
     assert "gateway-albert/run" in section, section  # the would-be slot file's diff
+    assert "gateway_profiles" not in section  # the inventory copy's text is never shown
     assert "DRY RUN" not in check.stderr
 
-    applied = fleet.playbook("--diff")
+    applied = fleet.playbook("--diff", "-v")
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert task_results(applied, "Reconcile") == task_results(check, "Reconcile")
+    assert reconcile_counts(applied) == reconcile_counts(check)  # check says what a run does
+    assert shipped.read_bytes() == fleet.inventory.read_bytes()
     assert alpha.slots() == ["gateway-albert", "gateway-alice", "gateway-default"]
     assert gamma.slots() == ["gateway-default"]
     gateways_up(fleet, {"alpha": ["albert"]})

@@ -109,6 +109,37 @@ class HermesTasks:
         return doc
 
 
+def save_inventory(module, path, content):
+    """Keep ``content`` at ``path`` (0600, written atomically) for the host's boot-time runs.
+
+    Returns whether the file is (or, in check mode, would be) changed. The text is never
+    shown: an inventory may hold secrets.
+    """
+    data = (content if content.endswith("\n") else content + "\n").encode()
+    try:
+        with open(path, "rb") as fh:
+            same = fh.read() == data and os.fstat(fh.fileno()).st_mode & 0o7777 == 0o600
+    except FileNotFoundError:
+        same = False
+    if same or module.check_mode:
+        return not same
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, 0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".inventory-", dir=parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
+
+
 def _json_object(text):
     """The one JSON object a ``--json`` run prints on stdout, or None."""
     try:

@@ -47,6 +47,14 @@ options:
         host. An empty string passes no C(--host) and lets hermes-tasks choose
         (C($HERMES_TASKS_HOST), C(localhost), or the only entry).
     type: str
+  save_inventory:
+    description:
+      - Also keep O(inventory_content) at this path on the managed host (mode 0600, written
+        atomically, only when it differs), for the host's boot-time reconcile
+        (C(HERMES_TASKS_INVENTORY)). Counts as a change; in check mode nothing is written.
+        The inventory's text is never shown in the diff (it may hold secrets).
+      - Requires O(inventory_content).
+    type: path
   wait:
     description:
       - After reconciling, wait until every gateway the run left started is ready (a
@@ -85,9 +93,10 @@ EXAMPLES = r"""
 - name: Reconcile with the host's own inventory
   hermes.tasks.reconcile:
 
-- name: Reconcile every host from one fleet inventory shipped to /etc/hermes-tasks
+- name: Reconcile every host from the controller's fleet inventory, and keep a copy
   hermes.tasks.reconcile:
-    inventory: /etc/hermes-tasks/inventory.yml
+    inventory_content: "{{ lookup('ansible.builtin.file', inventory_file) }}"
+    save_inventory: /etc/hermes-tasks/inventory.yml
     wait: true
 
 - name: Place only alice on this host for this run
@@ -114,6 +123,10 @@ stats:
   returned: always
   type: dict
   sample: {ok: 1, changed: 1, skipped: 0, failed: 0}
+inventory_saved:
+  description: Whether O(save_inventory) was (in check mode, would be) written.
+  returned: when save_inventory is set
+  type: bool
 waited:
   description: With O(wait=true), the C(gateway.start --wait) row of each started gateway.
   returned: when wait is true and not in check mode
@@ -136,27 +149,42 @@ from ansible_collections.hermes.tasks.plugins.module_utils.runner import (
     changed,
     diff_of,
     fail,
+    save_inventory,
 )
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(COMMON_ARGS, wait=dict(type="bool", default=False),
-                           timeout=dict(type="float", default=60)),
+                           timeout=dict(type="float", default=60),
+                           save_inventory=dict(type="path")),
         supports_check_mode=True,
         mutually_exclusive=EXCLUSIVE,
+        required_by={"save_inventory": "inventory_content"},
     )
     tool = HermesTasks(module)
+    saved = None
+    if module.params["save_inventory"]:
+        try:
+            saved = save_inventory(module, module.params["save_inventory"],
+                                   module.params["inventory_content"])
+        except OSError as exc:
+            module.fail_json(msg=f"cannot save the inventory: {exc}")
     args = (["--check"] if module.check_mode else []) + (["--diff"] if module._diff else [])
     try:
         doc = tool.run("reconcile", *args)
     except TaskFailed as exc:
         fail(module, exc, commands=tool.commands)
     rows = doc.get("results", [])
-    result = dict(changed=changed(rows), results=rows, stats=doc.get("stats", {}),
-                  commands=tool.commands)
+    result = dict(changed=changed(rows) or bool(saved), results=rows,
+                  stats=doc.get("stats", {}), commands=tool.commands)
+    if saved is not None:
+        result["inventory_saved"] = saved
     if module._diff:
         result["diff"] = diff_of(rows)
+        if saved:
+            result["diff"].insert(0, {"prepared": f"inventory {module.params['save_inventory']}: "
+                                                  "updated (content not shown)"})
     if module.params["wait"] and not module.check_mode:
         waited = []
         for row in rows:
