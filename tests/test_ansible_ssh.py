@@ -532,3 +532,24 @@ def test_sdist_carries_the_collection_and_the_wheel_only_the_package(tmp_path):
     [wheel] = tmp_path.glob("hermes_tasks-*.whl")
     tops = {n.split("/", 1)[0] for n in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"hermes_tasks", next(t for t in tops if t.endswith(".dist-info"))}
+
+
+def test_fleet_bench_section_and_the_main_bench_keep_each_other(tmp_path):
+    import importlib.util
+
+    loaded = {}
+    for name in ("fleet", "bench"):
+        spec = importlib.util.spec_from_file_location(f"hermes_bench_{name}", REPO / "bench" / f"{name}.py")
+        loaded[name] = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = loaded[name]
+        spec.loader.exec_module(loaded[name])
+    fleet, bench = loaded["fleet"], loaded["bench"]
+    report = tmp_path / "RESULTS.md"
+    report.write_text("# bench\n\n| N | ms |\n| 1 | 5 |\n\n## Targets\n\nall pass\n")
+    fleet.replace_section(report, f"{fleet.SECTION}\n\nfirst\n")
+    fleet.replace_section(report, f"{fleet.SECTION}\n\nsecond\n")
+    text = report.read_text()
+    assert text.startswith("# bench\n\n| N | ms |\n| 1 | 5 |\n\n## Targets\n\nall pass\n")
+    assert text.count(fleet.SECTION) == 1 and "second" in text and "first" not in text
+    # bench.py rewrites everything above and keeps the Fleet section at the end
+    assert bench.kept_sections(report) == f"\n{fleet.SECTION}\n\nsecond\n"
