@@ -486,6 +486,14 @@ def test_reconcile_module_takes_vars_and_fails_on_a_failed_row(make_fleet):
     word, out = fleet.adhoc("alpha", "hermes.tasks.reconcile",
                             {**inv, "vars": {"gateway_profiles": ["al*"]}})
     assert (word, out["changed"]) == ("SUCCESS", False), out
+    assert out["commands"][0][-2:] == ["--host", "alpha"]
+
+    # host "" lets hermes-tasks choose (here: the only entry); secret-ish --var values masked
+    word, out = fleet.adhoc("alpha", "hermes.tasks.reconcile",
+                            {**inv, "host": "", "vars": {"gateway_profiles": ["al*"],
+                                                         "extra_env": {"HT_X": "visible-or-not"}}})
+    assert word == "CHANGED" and "--host" not in out["commands"][0], out  # run scripts changed
+    assert "extra_env=********" in out["commands"][0] and "visible-or-not" not in out["_stdout"]
 
     # No s6 tools where the inventory says: the task fails, and so does the module.
     broken = alpha.sandbox.root / "no-s6"

@@ -87,7 +87,7 @@ class HermesTasks:
     def run(self, task, *args):
         """Run ``hermes-tasks TASK ARGS… --json``; return its JSON document."""
         cmd = self.argv(task, *(list(args) + ["--json"]))
-        self.commands.append(cmd)
+        self.commands.append(_shown(cmd))
         rc, out, err = self.module.run_command(cmd, environ_update={"LC_ALL": "C.UTF-8"})
         for line in err.splitlines():
             if line.startswith(WARNING_PREFIX):
@@ -138,6 +138,22 @@ def save_inventory(module, path, content):
             os.unlink(tmp)
         raise
     return True
+
+
+# --var settings whose values may hold secrets (SPEC §8's words, and the env maps).
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASS", "CREDENTIAL")
+ENV_SETTINGS = ("extra_env", "profile_vars")
+
+
+def _shown(cmd):
+    """``cmd`` as returned to the user: values of settings that may hold secrets masked."""
+    out = list(cmd)
+    for i in range(1, len(out)):
+        if out[i - 1] == "--var" and "=" in out[i]:
+            key = out[i].split("=", 1)[0]
+            if key in ENV_SETTINGS or any(w in key.upper() for w in SECRET_WORDS):
+                out[i] = key + "=********"
+    return out
 
 
 def _json_object(text):

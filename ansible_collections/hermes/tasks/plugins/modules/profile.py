@@ -56,6 +56,9 @@ options:
   vars:
     description:
       - Settings that override the inventory, each passed as C(--var key=value) (value as YAML).
+      - Values are part of the task's invocation; keep secrets in the inventory, or set
+        C(no_log) on the task. In the returned RV(commands) the values of C(extra_env),
+        C(profile_vars) and secret-looking keys are masked.
     type: dict
     default: {}
   host:
