@@ -587,3 +587,26 @@ def test_fleet_bench_section_and_the_main_bench_keep_each_other(tmp_path):
     assert text.count(fleet.SECTION) == 1 and "second" in text and "first" not in text
     # bench.py rewrites everything above and keeps the Fleet section at the end
     assert bench.kept_sections(report) == f"\n{fleet.SECTION}\n\nsecond\n"
+
+
+def test_reconcile_refuses_a_scandir_whose_supervisor_it_could_not_tell(sandbox, supervisor):
+    """s6_bin_dir without the s6 tools while s6-svscan runs: exit 1, one line, nothing written
+    (check mode too); without a supervisor the tools are not needed yet."""
+    s6env.make_profile(sandbox.home, "default", {"desired_state": "running"})
+    empty = sandbox.root / "no-s6"
+    empty.mkdir()
+    def reconcile(*flags):  # the last --var wins: after the sandbox's own
+        return s6env.run_tasks(sandbox, None, argv=[
+            "python", "-m", "hermes_tasks", "reconcile", *flags, *s6env.inventory_args(sandbox),
+            "--var", f"s6_bin_dir={empty}"])
+
+    for flags in (["--check"], []):
+        res = reconcile(*flags)
+        assert res.returncode == 1, res.stdout + res.stderr
+        [line] = res.stderr.splitlines()
+        assert line.startswith("hermes-tasks: error: s6 tools missing from s6_bin_dir") and \
+            "s6-svscanctl, with-contenv" in line, line
+        assert os.listdir(sandbox.scandir) == [".s6-svscan"], flags
+    supervisor.stop()
+    res = reconcile("--check")
+    assert res.returncode == 0 and "gateway-default" in res.stdout, res.stderr
