@@ -301,9 +301,9 @@ def test_gateways_need_the_images_global_path(root_sandbox):
         boot = ctr.boot()
         assert rcs(boot) == [(n, 0) for n in SCRIPTS]  # the cont-init scripts use full paths
         current = sb.home / "logs" / "gateways" / "alice" / "current"
-        # as root the privilege drop is what fails to exec it; restarted every second
+        # data/own (after the privilege drop) is what fails to exec it; restarted every second
         s6env.wait_for(lambda: current.exists() and current.read_text().count(
-            "unable to exec hermes: No such file or directory") >= 2, 10,
+            "exec: hermes: not found") >= 2, 10,
             what="two failed starts in alice's log")
         assert standin.starts(sb.home, "alice") == []
 
