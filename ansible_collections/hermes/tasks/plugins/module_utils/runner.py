@@ -97,15 +97,16 @@ class HermesTasks:
         if doc is None:
             msg = "; ".join(errors) or err.strip() or out.strip() or \
                 f"{task} exited {rc} without a report"
-            raise TaskFailed(msg, rc=rc, stdout=out, stderr=err, cmd=cmd)
+            raise TaskFailed(msg, rc=rc, stdout=out, stderr=err, cmd=_shown(cmd))
         rows = doc.get("results") or []
-        failed = [r for r in rows if r.get("result") == "failed"]
+        aside = doc.get("registrar") if isinstance(doc.get("registrar"), dict) else {}
+        failed = [r for r in rows + [aside] if r.get("result") == "failed"]
         if rc != 0 or failed or doc.get("error"):
             msgs = [_row_label(r) + ": " + (r.get("message") or "failed") for r in failed]
             msg = "; ".join(msgs + errors + ([doc["error"]] if doc.get("error") else [])) or \
                 f"{task} exited {rc}"
             raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
-                             changed=changed(rows), stderr=err, cmd=cmd)
+                             changed=changed(rows), stderr=err, cmd=_shown(cmd))
         return doc
 
 
