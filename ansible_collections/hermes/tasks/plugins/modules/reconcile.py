@@ -19,37 +19,6 @@ version_added: 0.1.0
 author:
   - hermes-tasks developers (@hermes-tasks)
 options:
-  inventory:
-    description:
-      - Path on the managed host of the hermes-tasks inventory (a file, or a directory holding
-        C(hosts.yml)), passed as C(--inventory).
-      - When omitted, hermes-tasks uses C($HERMES_TASKS_INVENTORY) or its shipped container
-        inventory.
-    type: path
-  inventory_content:
-    description:
-      - The text of a hermes-tasks inventory, written to a private temporary file on the
-        managed host for this one call, for example the controller's fleet inventory read
-        with the C(ansible.builtin.file) lookup of C(inventory_file). Check mode then sees
-        the same inventory a run would use, even before the inventory is shipped anywhere.
-      - Mutually exclusive with O(inventory).
-    type: str
-  vars:
-    description:
-      - Settings that override the inventory, each passed as C(--var key=value) with the
-        value written as YAML (so numbers, booleans, lists and mappings keep their type).
-      - Values are part of the task's invocation; keep secrets in the inventory, or set
-        C(no_log) on the task. In the returned RV(commands) the values of C(extra_env),
-        C(profile_vars) and secret-looking keys are masked.
-    type: dict
-    default: {}
-  host:
-    description:
-      - The inventory entry hermes-tasks uses on this host, passed as C(--host).
-      - Defaults to the play's C(inventory_hostname), so one fleet inventory serves every
-        host. An empty string passes no C(--host) and lets hermes-tasks choose
-        (C($HERMES_TASKS_HOST), C(localhost), or the only entry).
-    type: str
   save_inventory:
     description:
       - Also keep O(inventory_content) at this path on the managed host (mode 0600, written
@@ -70,12 +39,8 @@ options:
       - Seconds to wait for each gateway with O(wait=true).
     type: float
     default: 60
-  executable:
-    description:
-      - The C(hermes-tasks) console script on the managed host (a name on C(PATH) or a path).
-    type: str
-    default: hermes-tasks
 extends_documentation_fragment:
+  - hermes.tasks.common
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
