@@ -35,9 +35,9 @@ def write(path: str, data: bytes, mode: int) -> None:
     os.close(fd)
 
 
-def node(path: str, mode: int, make) -> None:
+def node(path: str, mode: int, make, shared: bool = True) -> None:
     make(path, mode)
-    if IS_ROOT:
+    if IS_ROOT and shared:
         os.chown(path, 0, GID)
     if mode & 0o7000:
         os.chmod(path, mode)  # mkdir drops setgid
@@ -46,7 +46,7 @@ def node(path: str, mode: int, make) -> None:
 def skeleton(base: str) -> None:
     node(base + "/supervise", 0o710, os.mkdir)
     node(base + "/supervise/control", 0o620, os.mkfifo)
-    node(base + "/event", 0o3730, os.mkdir)
+    node(base + "/event", 0o700, os.mkdir, shared=False)  # root's alone (SPEC §5)
 
 
 def autostart(profile_dir: str) -> bool:
@@ -71,7 +71,9 @@ def main(home: str, scandir: str) -> None:
         tmp = f"{scandir}/.{slot}.tmp"
         os.mkdir(tmp, 0o755)
         p = "" if name == "default" else " -p " + name
-        write(tmp + "/run", RUN.format(slot=slot, home=home, p=p).encode(), 0o755)
+        write(tmp + "/run", RUN.format(slot=slot, home=home, p=p).encode(), 0o750)
+        if IS_ROOT:
+            os.chown(tmp + "/run", 0, GID)  # it holds extra_env: the service group's to read
         write(tmp + "/finish", FINISH, 0o755)
         write(tmp + "/type", b"longrun\n", 0o644)
         os.mkdir(tmp + "/data", 0o755)

@@ -16,9 +16,10 @@ def reconcile(cfg: Settings, check: bool, diff: bool, json: bool) -> int:
     """``reconcile``: converge every slot, report, and return 0 or 2."""
     from . import engine, registrar  # not needed by gateway.status
 
-    if not (check or registrar.may_change_slots(cfg)):
-        # The service user may not change slots: the root registrar reconciles for it.
-        rows, aside = registrar.converge(cfg, None, what="reconcile"), None
+    if not registrar.may_change_slots(cfg):
+        # The service user may not change slots: the root registrar reconciles for it (and
+        # its --check is answered with the registrar's settings).
+        rows, aside = registrar.converge(cfg, None, check=check, diff=diff, what="reconcile"), None
     else:
         rows, aside = engine.reconcile(cfg, check=check, diff=diff)
     code = report.exit_code(rows + ([aside] if aside else []), multi=True)

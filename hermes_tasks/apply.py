@@ -36,7 +36,7 @@ class Applier:
         self.scandir = settings.scandir
         self.errors: dict[str, str] = {}
         self.notes: dict[str, list[str]] = {}  # slot -> what its handlers did
-        self.skel_owner = owner(settings.service_gid)
+        self.gid = settings.service_gid
         self.volume_owner = (settings.service_uid, settings.service_gid)
 
     # -- entry point -----------------------------------------------------------------
@@ -109,7 +109,8 @@ class Applier:
             os.makedirs(parent, 0o755, exist_ok=True)
             with fsops.opened_dir(parent) as dfd:
                 # fsync: a slot may live on a persistent disk in some setups; it is cheap.
-                fsops.write_atomic(dfd, name, f.content, f.mode)
+                fsops.write_atomic(dfd, name, f.content, f.mode,
+                                   owner=file_owner(f.mode, self.gid))
         if step.fix_skeleton:
             self._seed_skeleton(path, step.spec.logged)
         if step.set_down is not None:
@@ -185,11 +186,12 @@ class Applier:
                 if parent not in fds:
                     fds[parent] = _mkdir_at(fds[""], parent)
                 fsops.write_new(fds[parent], name, f.content, f.mode)
+                if owner := file_owner(f.mode, self.gid):
+                    os.chown(name, *owner, dir_fd=fds[parent], follow_symlinks=False)
             if spec.down:
                 fsops.write_new(fds[""], "down", b"", 0o644)
-            uid, gid = self.skel_owner
             for key in ("", "log") if spec.logged else ("",):
-                _seed_fresh(fds[key], uid, gid)
+                _seed_fresh(fds[key], self.gid)
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -200,15 +202,21 @@ class Applier:
         os.rename(staging, os.path.join(self.scandir, spec.name))
 
     def _seed_skeleton(self, path: str, logged: bool) -> None:
-        """Pre-create the shared control entries (layout g2a); repair them in place."""
-        uid, gid = self.skel_owner
+        """Pre-create the control entries (slots.SKELETON); repair them in place.
+
+        A repaired ``event/`` is also emptied of entries that are not ours: one planted
+        while it was open to the service group (a symlink named ``ftrig1*``) would still
+        make s6-supervise write through it as root.
+        """
+        shared, private = owner(self.gid), owner(self.gid, shared=False)
         for base in (path, os.path.join(path, "log")) if logged else (path,):
             sup = os.path.join(base, "supervise")
-            _ensure(sup, SUPERVISE_MODE, uid, gid, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
-            _ensure(os.path.join(sup, "control"), CONTROL_MODE, uid, gid,
+            _ensure(sup, SUPERVISE_MODE, *shared, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
+            _ensure(os.path.join(sup, "control"), CONTROL_MODE, *shared,
                     lambda p: os.mkfifo(p, 0o600), stat.S_ISFIFO)
-            _ensure(os.path.join(base, "event"), EVENT_MODE, uid, gid,
-                    lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
+            event = os.path.join(base, "event")
+            _ensure(event, EVENT_MODE, *private, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
+            _purge_foreign(event, private[0])
 
     def _retire(self, step: Step) -> str:
         """Take a slot out of the scan: down and wait, rename to a dot-name; return it."""
@@ -267,6 +275,11 @@ class Applier:
         fsops.remove_tree(path)
 
 
+def file_owner(mode: int, gid: int) -> tuple[int, int] | None:
+    """Root's file not readable by others (it holds extra_env) goes to the service group."""
+    return (0, gid) if fsops.IS_ROOT and not mode & 0o007 else None
+
+
 def _owed(step: Step) -> frozenset[str]:
     """The restarts ``step`` owes its slot, as recorded in :data:`slots.PENDING`."""
     owed = set(step.pending)
@@ -292,16 +305,30 @@ def _mkdir_at(dir_fd: int, rel: str) -> int:
     return fd
 
 
-def _seed_fresh(dir_fd: int, uid: int, gid: int) -> None:
-    """The shared control entries in a fresh staging dir (layout g2a; see slots.SKELETON)."""
+def _seed_fresh(dir_fd: int, gid: int) -> None:
+    """The control entries in a fresh staging dir (see slots.SKELETON)."""
     os.mkdir("supervise", 0o700, dir_fd=dir_fd)
     os.mkfifo("supervise/control", 0o600, dir_fd=dir_fd)
     os.mkdir("event", 0o700, dir_fd=dir_fd)
-    for rel, mode in (("supervise", SUPERVISE_MODE), ("supervise/control", CONTROL_MODE),
-                      ("event", EVENT_MODE)):
-        if fsops.IS_ROOT:  # otherwise we created them as (uid, gid) already
-            os.chown(rel, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    for rel, mode, _, shared in slots.SKELETON:
+        if fsops.IS_ROOT:  # otherwise we created them as our own already
+            os.chown(rel, *owner(gid, shared), dir_fd=dir_fd, follow_symlinks=False)
         os.chmod(rel, mode, dir_fd=dir_fd)  # after chown, which clears setgid bits
+
+
+def _purge_foreign(path: str, uid: int) -> None:
+    """Remove every entry of the directory ``path`` not owned by ``uid``, never following one."""
+    import shutil
+
+    with fsops.opened_dir(path) as dfd:
+        for name in os.listdir(dfd):
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if st.st_uid == uid:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dfd)
+            else:
+                os.unlink(name, dir_fd=dfd)
 
 
 def _ensure(path: str, mode: int, uid: int, gid: int, create, kind) -> None:

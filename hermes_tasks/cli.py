@@ -6,7 +6,7 @@ import gc
 import os
 import sys
 
-from . import errors, fastpath
+from . import errors, fastpath, workdir
 
 
 def main(fast_exit: bool = True) -> None:
@@ -14,6 +14,7 @@ def main(fast_exit: bool = True) -> None:
     # A short-lived process whose objects are mostly acyclic: the collector only costs time
     # (~10-20 ms at 1000 profiles, bench/RESULTS.md).
     gc.disable()
+    workdir.leave()  # a root process never runs from the volume (SPEC §10)
     parsed = fastpath.parse(sys.argv[1:], os.environ)
     if parsed is None:
         from .program import program

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 DISABLE_VAR = "HERMES_TASKS_NO_FASTPATH"
 # task -> (boolean flags, flags taking a value, flags that may repeat)
 TASKS = {
-    "reconcile": ({"check", "diff", "json"}, {"inventory", "host"}, {"var"}),
+    "reconcile": ({"check", "diff", "json", "show-secrets"}, {"inventory", "host"}, {"var"}),
     "gateway.status": ({"json"}, {"profile", "inventory", "host"}, {"var"}),
 }
 CONFIG_FILES = [f"{base}.{ext}" for base in ("/etc/invoke", "~/.invoke")
@@ -56,12 +56,13 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[str, dict] | Non
 
 def runner(task: str, kwargs: dict) -> Callable[[], int]:
     """A zero-argument callable running the task body; returns its exit code."""
-    from . import actions, inventory
+    from . import actions, inventory, redact
 
     def run() -> int:
         cfg = inventory.load(kwargs.get("inventory") or None, kwargs["var"],
                              host=kwargs.get("host") or None)
         if task == "reconcile":
+            redact.reveal(kwargs.get("show_secrets", False))
             return actions.reconcile(cfg, kwargs.get("check", False), kwargs.get("diff", False),
                                      kwargs.get("json", False))
         return actions.status(cfg, kwargs.get("profile"), kwargs.get("json", False))

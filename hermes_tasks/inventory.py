@@ -17,14 +17,23 @@ from collections.abc import Mapping
 
 import yaml
 
-from . import fsops
+from . import fsops, workdir
 from .errors import InventoryError
 
 ENV_VAR = "HERMES_TASKS_INVENTORY"
 HOST_ENV_VAR = "HERMES_TASKS_HOST"
 # Environment variables that override one setting each (the container's own knobs).
 ENV_OVERRIDES = {"HERMES_HOME": "hermes_home", "S6_PROFILE_GATEWAY_SCANDIR": "scandir"}
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch: no "FOO\n"
+# extra_env keys that decide how the run script itself runs or whom it runs as (SPEC §3),
+# plus the script's own privilege fact (templates/gateway/run.j2, step 3) and the slot path
+# it execs data/own from.
+RESERVED_ENV = frozenset({"PATH", "HOME", "HERMES_HOME", "IFS", "ENV", "BASH_ENV", "CDPATH",
+                          "SHELL", "HERMES_S6_SUPERVISED_CHILD", "HERMES_SUPERVISED_CHILD",
+                          "run_as_root", "service_dir"})
+# Control characters (tab allowed) and what str.splitlines() also breaks on: a value stays
+# one line in the run script, a diff and a report, so none of them can be forged or torn.
+_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 # A host's name in placement and ownership records: one safe word, short.
 HOST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_INVENTORY_BYTES = 1 << 20
@@ -52,6 +61,9 @@ class Settings:
     shared_volume: bool = False
     # Where the values came from, for messages and for the registrar's copy.
     source: str = dataclasses.field(default="<defaults>", compare=False)
+    # What the caller named itself (--inventory, $HERMES_TASKS_INVENTORY, --var KEY): what
+    # cannot reach root when a task goes through the registrar (SPEC §10).
+    named: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def tool(self, name: str) -> str:
         """Absolute path of an s6 tool (or ``with-contenv``) in ``s6_bin_dir``."""
@@ -59,13 +71,13 @@ class Settings:
 
     def as_vars(self) -> dict[str, object]:
         """The settings as inventory variables (what a YAML inventory would hold)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+        out = {name: getattr(self, name) for name in KNOWN}
         out["extra_env"] = dict(self.extra_env)
         out["gateway_profiles"] = list(self.gateway_profiles)
         return out
 
 
-KNOWN = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "source")
+KNOWN = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in ("source", "named"))
 
 
 def default_inventory_path() -> str:
@@ -92,7 +104,8 @@ def load(
     inventory (SPEC §13.4). Variables named ``ansible_*`` are Ansible's and are ignored.
     """
     environ = os.environ if environ is None else environ
-    chosen = path or environ.get(ENV_VAR) or default_inventory_path()
+    # Relative to where the command was typed, even after a root process left it for /.
+    chosen = workdir.resolve(path or environ.get(ENV_VAR) or default_inventory_path())
     layers, entry, several = _read_inventory(os.fspath(chosen),
                                              host or environ.get(HOST_ENV_VAR) or None)
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
@@ -111,7 +124,9 @@ def load(
         merged["host_id"] = (entry, f"{chosen} (host entry)") if several else (
             socket.gethostname(), "the hostname (set host_id in the inventory)")
     values = {key: _validate(key, value, origin) for key, (value, origin) in merged.items()}
-    return Settings(**values, source=str(chosen))
+    named = (("--inventory",) if path else (f"${ENV_VAR}",) if environ.get(ENV_VAR) else ()) + \
+        tuple(f"--var {key}" for key in layers[-1][1])
+    return Settings(**values, source=str(chosen), named=named)
 
 
 def _unknown_key(origin: str, key: str) -> str:
@@ -320,16 +335,27 @@ def _validate(key: str, value: object, origin: str) -> object:
             raise _fail(origin, key, f"must be a mapping of NAME: value, got {type(value).__name__}")
         env = {}
         for name, val in value.items():
-            if not isinstance(name, str) or not ENV_KEY_RE.match(name):
-                raise _fail(origin, key, f"has an invalid variable name {name!r}")
+            if not isinstance(name, str) or not ENV_KEY_RE.fullmatch(name):
+                raise _fail(origin, key, f"has an invalid variable name {name!r}: names "
+                                         "match [A-Za-z_][A-Za-z0-9_]*")
+            if name in RESERVED_ENV or name.startswith("LD_"):
+                raise _fail(origin, key, f"may not set {name}: it decides how the run script "
+                                         "runs or whom it runs as (to move the gateway's PATH, "
+                                         "use an absolute hermes_bin)")
             if isinstance(val, bool):
                 val = "true" if val else "false"
             elif isinstance(val, (int, float, str)):
                 val = str(val)
             else:
                 raise _fail(origin, f"{key}.{name}", "must be a string, number or boolean")
-            if "\0" in val:
-                raise _fail(origin, f"{key}.{name}", "must not contain a NUL byte")
+            bad = _VALUE_BAD.search(val)
+            if bad:
+                raise _fail(origin, f"{key}.{name}", "must not contain control characters "
+                                                     f"(found U+{ord(bad.group()):04X})")
+            try:
+                val.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _fail(origin, f"{key}.{name}", "must be valid UTF-8 text") from None
             env[name] = val
         return env
     if key == "gateway_profiles":

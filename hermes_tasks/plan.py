@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import redact
 from .profiles import SLOT_PREFIX, Profile, Skipped
 from .render import SlotSpec
 from .slots import SlotFacts
@@ -130,8 +131,12 @@ def build(desired: list[tuple[Profile | None, SlotSpec]], facts: dict[str, SlotF
     return steps
 
 
-def _lines(data: bytes | None) -> list[str]:
-    return [] if data is None else data.decode("utf-8", "replace").splitlines(True)
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def _lines(text: str | None) -> list[str]:
+    return [] if text is None else text.splitlines(True)
 
 
 def diff(step: Step) -> str:
@@ -139,7 +144,8 @@ def diff(step: Step) -> str:
 
     Files are labelled ``--- before: <slot>/<file>`` / ``+++ after: <slot>/<file>`` (as
     Ansible's ``--diff``); a mode change is shown in the labels, a ``down`` marker as an
-    absent/present pair, a retired slot as present/absent.
+    absent/present pair, a retired slot as present/absent. Secret-looking values are
+    masked (:mod:`redact`).
     """
     import difflib  # only for --diff: not on the boot path
 
@@ -157,8 +163,10 @@ def diff(step: Step) -> str:
         if old is not None and old[1] != new.mode:
             old_label += f" (mode {_mode(old[1])})"
             new_label += f" (mode {new.mode:04o})"
-        chunk = list(difflib.unified_diff(_lines(old and old[0]), _lines(new.content),
-                                          old_label, new_label))
+        old_text, new_text = _text(old and old[0]), _text(new.content)
+        chunk = list(difflib.unified_diff(
+            _lines(None if old_text is None else redact.text(old_text)),
+            _lines(redact.text(new_text, before=old_text)), old_label, new_label))
         if not chunk:  # same bytes: only the mode differs (or an empty file appears)
             chunk = [f"--- {old_label}\n", f"+++ {new_label}\n"]
         out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"

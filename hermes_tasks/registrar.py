@@ -2,20 +2,24 @@
 
 The service user can control gateways but not define what root runs (SPEC §10). When it
 needs a slot created or removed it restarts the root-owned ``hermes-tasks-registrar``
-slot (``s6-svc -wR -r``), whose run process (:func:`serve`) reconciles as root, records
+slot (``s6-svc -r``, then polls its status until it is ready again), whose run process
+(:func:`serve`) reconciles as root with root's settings (``data/inventory.yml``), records
 ``data/result.json`` and signals readiness; the task reports that run's rows as its own.
+So the caller's own ``--var``/``--inventory`` cannot reach root: a caller that names
+settings root does not have is refused, and its ``--check`` is answered with root's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
 
-from . import engine, fsops
-from .errors import TaskError
+from . import engine, fsops, inventory, slots
+from .errors import InventoryError, TaskError, UsageError
 from .inventory import Settings
 from .render import REGISTRAR
 from .report import Row, exit_code, stats
@@ -23,6 +27,7 @@ from .s6 import S6, S6Error
 
 DATA = "data"
 RESULT = os.path.join(DATA, "result.json")
+SETTINGS = os.path.join(DATA, "inventory.yml")
 NEEDS_ROOT = ("{what} needs root: run this task as root, or run `hermes-tasks reconcile` as root "
               "once so the registrar slot exists under a running s6-svscan")
 
@@ -37,10 +42,20 @@ def converge(settings: Settings, only: set[str] | None, check: bool = False, dif
     """Reconcile the slots of ``only`` (profile names; None = all); return their rows.
 
     Not allowed to change slots itself, it asks the registrar, whose run reconciles every
-    profile; only the rows of ``only`` are returned.
+    profile with root's settings; only the rows of ``only`` are returned. Its ``check``
+    is then answered with root's settings too, judged as root would, so check and run
+    agree; settings the caller named itself are refused (:func:`refuse_named`).
     """
-    if check or may_change_slots(settings):
+    if may_change_slots(settings):
         rows, _ = engine.reconcile(settings, check=check, diff=diff, only=only, warn=warn)
+        return rows
+    root = root_settings(settings)
+    refuse_named(settings, root, what)
+    if check:
+        judge = slots.judged_as_root() if root else contextlib.nullcontext()
+        with judge:
+            rows, _ = engine.reconcile(root or settings, check=True, diff=diff, only=only,
+                                       manage_registrar=False, warn=warn)
         return rows
     doc = request(settings, what)
     rows = [Row(r["slot"], r["profile"], r["prior_state"], r["action"], r["result"],
@@ -48,16 +63,56 @@ def converge(settings: Settings, only: set[str] | None, check: bool = False, dif
     return [r for r in rows if only is None or r.profile in only]
 
 
+def root_settings(settings: Settings) -> Settings | None:
+    """The settings the registrar reconciles with (its ``data/inventory.yml``, readable by
+    the service group); None when there is no registrar or its copy cannot be read."""
+    path = os.path.join(settings.scandir, REGISTRAR, SETTINGS)
+    try:
+        return inventory.load(path, (), environ={})
+    except InventoryError:
+        return None
+
+
+def refuse_named(settings: Settings, root: Settings | None, what: str) -> None:
+    """A UsageError when the caller named settings root does not have: they would be
+    dropped silently.
+
+    Named: a ``--var KEY`` (compared by its key), an ``--inventory`` or
+    ``$HERMES_TASKS_INVENTORY`` (every setting compared). Naming exactly root's values is
+    fine: nothing is lost.
+    """
+    if not settings.named:
+        return
+    mine = settings.as_vars()
+    whole = any(not n.startswith("--var ") for n in settings.named)
+    keys = list(mine) if whole else [n[len("--var "):] for n in settings.named]
+    if root is None:
+        differ = "root's settings are not readable here"
+    else:
+        theirs = root.as_vars()
+        keys = [k for k in keys if mine[k] != theirs.get(k)]
+        if not keys:
+            return
+        differ = f"root's {', '.join(keys)} differ"
+    given = list(dict.fromkeys(n for n in settings.named
+                               if not n.startswith("--var ") or n[6:] in keys))
+    raise UsageError(f"{what}: {', '.join(given)} cannot reach root: as a non-root user this "
+                     f"goes through the registrar, which uses root's own settings ({differ}); "
+                     "run it as root, or without them")
+
+
 def check_available(settings: Settings, what: str = "changing a slot") -> None:
     """Raise the one-line "``what`` needs root" error unless slot changes can happen now.
 
-    Call it before changing the volume, so a task that cannot finish does not start.
+    Call it before changing the volume, so a task that cannot finish does not start:
+    that includes refusing settings the caller named that cannot reach root.
     """
     if not os.path.isdir(settings.scandir):
         raise TaskError(f"scandir {settings.scandir} does not exist or is not a directory "
                         "(is s6 set up? set scandir in the inventory or with --var)")
     if may_change_slots(settings):
         return
+    refuse_named(settings, root_settings(settings), what)
     slot = os.path.join(settings.scandir, REGISTRAR)
     s6 = S6(settings.s6_bin_dir)
     if not os.path.isdir(slot) or s6.supervised(slot) is False:
@@ -74,8 +129,9 @@ def check_available(settings: Settings, what: str = "changing a slot") -> None:
 def request(settings: Settings, what: str = "changing a slot") -> dict:
     """Restart the registrar, wait until it is ready again, and return its recorded result.
 
-    Raises TaskError when there is no registrar, it does not answer within
-    ``lock_timeout`` + 60 s, or its reconcile failed as a whole.
+    The wait polls the registrar's status (the caller is not root: ``event/`` is closed to
+    it, see :mod:`s6`). Raises TaskError when there is no registrar, it does not answer
+    within ``lock_timeout`` + 60 s, or its reconcile failed as a whole.
     """
     check_available(settings, what)
     slot = os.path.join(settings.scandir, REGISTRAR)
@@ -108,6 +164,8 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
     a failing run must not become a restart loop.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    data = os.path.abspath(data)
+    os.chdir("/")  # a root process never runs from a directory others write (SPEC §10)
     marker = os.path.join(data, "published")
     if os.path.lexists(marker):
         os.unlink(marker)
@@ -115,6 +173,7 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
         doc = _reconcile(os.path.join(data, "inventory.yml"))
         try:
             with fsops.opened_dir(data) as dfd:
+                # Readable by all: rows and counts only, never a setting's value.
                 fsops.write_atomic(dfd, "result.json", json.dumps(doc).encode() + b"\n", 0o644,
                                    durable=False)
         except OSError as exc:
@@ -130,8 +189,6 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
 
 def _reconcile(inventory_path: str) -> dict:
     """Run reconcile with the slot's settings; the record of it, failures included."""
-    from . import inventory
-
     started, rows, error = time.time(), [], None
     try:
         settings = inventory.load(inventory_path, (), environ={})

@@ -22,6 +22,10 @@ REGISTRAR = "hermes-tasks-registrar"
 _SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 EXEC = 0o755
 DATA = 0o644
+# Files that hold extra_env values (possibly secrets, SPEC §8): not readable by others.
+# Root gives them to the service group (apply.file_owner), which may read them anyway.
+PRIVATE_EXEC = 0o750
+PRIVATE_DATA = 0o640
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +118,7 @@ class Renderer:
             run, log_run, own = self._render_scripts(name)
         files = {
             "type": File(b"longrun\n", DATA),
-            "run": File(run.encode(), EXEC),
+            "run": File(run.encode(), PRIVATE_EXEC),
             "finish": self._finish,
             "log/run": File(log_run.encode(), EXEC),
             # Ownership (SPEC §12): run execs the gateway through it, as the service user.
@@ -152,7 +156,7 @@ class Renderer:
             "data/inventory.yml": File(
                 b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
                 + self.cache.text("yaml", "", inventory, lambda: _yaml_dump(inventory)).encode(),
-                DATA),
+                PRIVATE_DATA),
         }
         # The reconcile that publishes the registrar has just run: its first start skips one.
         initial = {"data/published": File(b"", DATA)}
@@ -162,4 +166,5 @@ class Renderer:
 def _yaml_dump(doc) -> str:
     import yaml
 
-    return yaml.safe_dump(doc, sort_keys=True)
+    # One line per value, however long: a secret is masked line by line (redact).
+    return yaml.safe_dump(doc, sort_keys=True, width=float("inf"))

@@ -3,6 +3,10 @@
 Every tool is run from ``s6_bin_dir``. Exit codes are mapped as measured on real s6
 (reference/s6.md §6): 100 no supervisor listening, 111 system error (usually EACCES),
 99 a ``-w…`` wait timed out.
+
+Only root subscribes to s6's events (``s6-svc -w…``, ``s6-svwait``): a slot's ``event/``
+is root's alone (SPEC §5, reference/s6.md §7). Any other caller sends the plain command
+and then polls ``supervise/status`` (:func:`poll_until`), bounded by the same timeout.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import fsops
+from . import fsops, svstatus
 from .errors import TaskError
 
 STATUS_FIELDS = ("up", "wantedup", "normallyup", "pid")
@@ -83,8 +87,20 @@ class S6:
         raise S6Error(f"{tool} failed on {target}: {detail}")
 
     def svc(self, slot: str, *flags: str, wait_ms: int | None = None) -> None:
-        """``s6-svc`` with ``flags``; ``wait_ms`` adds ``-T`` for the ``-w…`` forms."""
+        """``s6-svc`` with ``flags``; ``wait_ms`` adds ``-T`` for the ``-w…`` forms.
+
+        Not root, a ``-w…`` flag is carried out by polling the status instead.
+        """
         _need_slot(slot)
+        waits = [f for f in flags if f.startswith("-w")]
+        if waits and not fsops.IS_ROOT:
+            goal = _GOALS[waits[0][2:]]
+            before = _status(slot)
+            self._run("s6-svc", [*(f for f in flags if f not in waits), slot], slot)
+            timeout = (wait_ms if wait_ms is not None else 10000) / 1000
+            poll_until(slot, lambda st: goal(st, before), timeout,
+                       f"s6-svc {' '.join(flags)}")
+            return
         args = list(flags)
         timeout = None
         if wait_ms is not None:
@@ -93,8 +109,15 @@ class S6:
         self._run("s6-svc", [*args, slot], slot, timeout)
 
     def svwait(self, slot: str, flag: str, wait_ms: int) -> None:
-        """``s6-svwait <flag> -t wait_ms``: until s6 reports the state (``-u``, ``-D``…)."""
+        """``s6-svwait <flag> -t wait_ms``: until s6 reports the state (``-u``, ``-D``…).
+
+        Not root, the status is polled instead (same states, same bound).
+        """
         _need_slot(slot)
+        if not fsops.IS_ROOT:
+            goal = _GOALS[flag[1:]]
+            poll_until(slot, lambda st: goal(st, None), wait_ms / 1000, f"s6-svwait {flag}")
+            return
         self._run("s6-svwait", [flag, "-t", str(wait_ms), slot], slot,
                   wait_ms / 1000 + self.call_timeout)
 
@@ -174,6 +197,51 @@ class S6:
         except Timeout:
             self.svc(slot, "-k")  # a daemon ignoring SIGTERM; the restart must still happen
         self.svc(slot, up_flag)
+
+
+def poll_until(slot: str, predicate, timeout: float, what: str = "the wait",
+               interval: float = 0.02) -> svstatus.Status:
+    """Read ``supervise/status`` until ``predicate(status)`` holds; return that status.
+
+    Raises :class:`Timeout` after ``timeout`` seconds, :class:`PermissionDenied` when the
+    record cannot be read, :class:`NotSupervised` when no supervisor is (or stays) there.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _status(slot)
+        if predicate(st):
+            return st
+        if time.monotonic() > deadline:
+            if st.supervised is False:
+                raise NotSupervised(f"{slot}: no s6-supervise is listening")
+            raise Timeout(f"{slot}: timed out waiting for s6 ({what}, {timeout:g} s)")
+        time.sleep(interval)
+
+
+def _status(slot: str) -> svstatus.Status:
+    try:
+        return svstatus.read(slot)
+    except PermissionError:
+        raise PermissionDenied(f"{slot}: permission denied reading supervise/status") from None
+    except ValueError as exc:
+        raise S6Error(f"{slot}: {exc}") from None
+
+
+def _changed(st: svstatus.Status, before: svstatus.Status | None) -> bool:
+    """A new instance since ``before`` (for -wr/-wR: the restart has happened)."""
+    return before is None or not before.up or st.pid != before.pid
+
+
+# What each -w… letter (and s6-svwait flag) waits for, judged from the status record:
+# u up, U up and ready, d down, D down with finish done, r/R restarted (then up / ready).
+_GOALS = {
+    "u": lambda st, before: st.up,
+    "U": lambda st, before: st.up and st.ready,
+    "d": lambda st, before: not st.up,
+    "D": lambda st, before: not st.up and not st.finishing,
+    "r": lambda st, before: st.up and _changed(st, before),
+    "R": lambda st, before: st.ready and _changed(st, before),
+}
 
 
 def _need_slot(slot: str) -> None:

@@ -5,6 +5,7 @@ Reading only; the planner compares these facts with rendered :class:`SlotSpec` o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import stat
@@ -13,12 +14,16 @@ from . import fsops, rendercache
 from .profiles import SLOT_PREFIX
 from .render import REGISTRAR, SlotSpec
 
-# Shared control entries pre-seeded before publication (reference/s6.md §7, layout g2a).
+# Control entries pre-seeded before publication (reference/s6.md §7): the service group
+# gets supervise/ 0710 + control 0620 (commands and status); event/ stays root's alone,
+# because s6-supervise writes through every ftrig1* entry in it, following symlinks.
 SUPERVISE_MODE = 0o710
 CONTROL_MODE = 0o620
-EVENT_MODE = 0o3730
-SKELETON = (("supervise", SUPERVISE_MODE, stat.S_ISDIR), ("supervise/control", CONTROL_MODE,
-            stat.S_ISFIFO), ("event", EVENT_MODE, stat.S_ISDIR))
+EVENT_MODE = 0o700
+# (slot-relative path, mode, type test, shared with the service group)
+SKELETON = (("supervise", SUPERVISE_MODE, stat.S_ISDIR, True),
+            ("supervise/control", CONTROL_MODE, stat.S_ISFIFO, True),
+            ("event", EVENT_MODE, stat.S_ISDIR, False))
 MAX_FILE = 1 << 20
 # Staging and retirement names we create; any left at the start of a run are stale.
 STAGING_SUFFIXES = (".tmp", ".new", ".old", ".removing")
@@ -54,9 +59,29 @@ class SlotFacts:
     litter: tuple[str, ...] = ()  # slot-relative temp files left by an interrupted run
 
 
-def owner(gid: int) -> tuple[int, int]:
-    """Owner of the shared skeleton entries: root and the service group when root."""
-    return (0, gid) if _EUID == 0 else (_EUID, os.getegid())
+def owner(gid: int, shared: bool = True) -> tuple[int, int]:
+    """Owner of a skeleton entry: root and the service group (``shared``) or root alone.
+
+    Not root, everything is the caller's own (a container run as one user).
+    """
+    if _EUID != 0:
+        return (_EUID, os.getegid())
+    return (0, gid) if shared else (0, 0)
+
+
+@contextlib.contextmanager
+def judged_as_root():
+    """Read slots as root would judge them (owners and modes root expects).
+
+    For the service user's ``--check`` of what the root registrar would do: root's files
+    are then as planned, not "foreign". Reading only; the caller still needs read access.
+    """
+    global _EUID
+    saved, _EUID = _EUID, 0
+    try:
+        yield
+    finally:
+        _EUID = saved
 
 
 def managed_names(scandir: str) -> tuple[list[str], list[str]]:
@@ -129,8 +154,8 @@ def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _EUID = os.geteuid()
-_SKELETON_LOGGED = tuple((prefix + rel, mode, kind) for prefix in ("", "log/")
-                         for rel, mode, kind in SKELETON)
+_SKELETON_LOGGED = tuple((prefix + rel, *rest) for prefix in ("", "log/")
+                         for rel, *rest in SKELETON)
 
 
 def _list_sub(dfd: int, name: str) -> list[str] | None:
@@ -156,9 +181,8 @@ def _skeleton_state(dfd: int, logged: bool, gid: int) -> tuple[bool, str | None]
     A missing entry or a wrong mode/owner is repaired in place; an entry of the wrong type
     (``supervise`` a file or symlink, ``control`` not a FIFO) needs a fresh slot.
     """
-    want = owner(gid)
     ok = True
-    for rel, mode, kind in _SKELETON_LOGGED if logged else SKELETON:
+    for rel, mode, kind, shared in _SKELETON_LOGGED if logged else SKELETON:
         try:
             st = os.stat(rel, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -168,7 +192,7 @@ def _skeleton_state(dfd: int, logged: bool, gid: int) -> tuple[bool, str | None]
             return False, rel.rpartition("/")[0]
         if not kind(st.st_mode):
             return False, rel
-        if stat.S_IMODE(st.st_mode) != mode or (st.st_uid, st.st_gid) != want:
+        if stat.S_IMODE(st.st_mode) != mode or (st.st_uid, st.st_gid) != owner(gid, shared):
             ok = False
     return ok, None
 

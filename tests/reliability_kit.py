@@ -173,9 +173,10 @@ class Expected:
                 self.contents.setdefault((name, rel), set()).add(f.content)
 
 
-MODES = {"type": 0o644, "run": 0o755, "finish": 0o755, "log/run": 0o755}
+MODES = {"type": 0o644, "run": 0o750, "finish": 0o755, "log/run": 0o755}
 SKELETON = {"supervise": (stat.S_ISDIR, 0o710), "supervise/control": (stat.S_ISFIFO, 0o620),
-            "event": (stat.S_ISDIR, 0o3730)}
+            "event": (stat.S_ISDIR, 0o700)}
+PRIVATE = {"event"}  # root:root, never the service group's (SPEC §5)
 
 
 def slot_problems(scandir: Path, gid: int | None, expected: Expected | None = None,
@@ -220,7 +221,8 @@ def slot_problems(scandir: Path, gid: int | None, expected: Expected | None = No
                     continue
                 if not kind(fst.st_mode) or stat.S_IMODE(fst.st_mode) != mode:
                     problems.append(f"{entry}/{base}{rel}: mode {oct(fst.st_mode)}")
-                if gid is not None and os.geteuid() == 0 and (fst.st_uid, fst.st_gid) != (0, gid):
+                want = (0, 0 if rel in PRIVATE else gid)
+                if gid is not None and os.geteuid() == 0 and (fst.st_uid, fst.st_gid) != want:
                     problems.append(f"{entry}/{base}{rel}: owner {fst.st_uid}:{fst.st_gid}")
     return problems
 

@@ -23,7 +23,8 @@ from pathlib import Path
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 DOC = REPO_ROOT / "RELIABILITY.md"
-MODULE_GLOBS = ("test_reliability_*.py", "test_security_*.py", "test_injection.py")
+MODULE_GLOBS = ("test_reliability_*.py", "test_security_*.py", "test_injection.py",
+                "test_privilege_audit.py")
 
 
 def results_dir() -> Path:

@@ -237,7 +237,7 @@ def test_template_change_restarts_each_running_gateway_once(sandbox, supervisor)
     assert {n: os.stat(sb.slot(n)).st_ino for n in inodes} == inodes
     assert {n: logger_pid(sb, n) for n in loggers} == loggers
     assert "HT_X=1" in (sb.slot("alice") / "run").read_text()
-    assert os.stat(sb.slot("alice") / "run").st_mode & 0o7777 == 0o755
+    assert os.stat(sb.slot("alice") / "run").st_mode & 0o7777 == 0o750
     assert [n for n in os.listdir(sb.slot("alice")) if n.startswith(".")] == []
     assert not (sb.slot("alice") / "data" / "restart-pending").exists()  # no restart left owed
 

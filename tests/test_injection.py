@@ -1,6 +1,7 @@
 """No injection (issue 6.4): rendered scripts, EXECUTED, pass every value through verbatim.
 
-Hypothesis generates ``extra_env`` values (any text without NUL), ``hermes_bin`` paths and
+Hypothesis generates ``extra_env`` values (any text without control characters but tab:
+the loader refuses those, tests/test_security_env.py), ``hermes_bin`` paths and
 bare names made of arbitrary characters, ``hermes_home`` paths with arbitrary characters and
 valid profile names. Each set goes through a YAML inventory file (the real loader and its
 validation), is rendered, and the ``run`` and ``log/run`` scripts are executed through a
@@ -65,6 +66,16 @@ def values(marker: str):
     free = st.text(TEXT, max_size=40)
     return st.one_of(free, payload(marker),
                      st.builds(lambda a, p, b: a + p + b, free, payload(marker), free))
+
+
+# extra_env values: no control character but tab, nothing splitlines() breaks on (SPEC §3)
+ENV_TEXT = st.one_of(st.just("\t"), st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")))
+
+
+def env_values(marker: str):
+    free = st.text(ENV_TEXT, max_size=40)
+    hostile = st.sampled_from([p.format(m=marker) for p in PAYLOADS if "\n" not in p])
+    return st.one_of(free, hostile, st.builds(lambda a, p, b: a + p + b, free, hostile, free))
 
 
 def components():
@@ -200,7 +211,7 @@ def check_gateway(scene: Scene, extra_env: dict, name: str, home_comp: str, bin_
 def prop_run_script(data):
     scene = Scene()
     try:
-        extra_env = data.draw(st.dictionaries(ENV_KEYS, values(scene.marker), max_size=5))
+        extra_env = data.draw(st.dictionaries(ENV_KEYS, env_values(scene.marker), max_size=5))
         check_gateway(scene, extra_env, data.draw(NAMES), data.draw(components()),
                       data.draw(st.sampled_from(["absolute", "bare"])),
                       data.draw(components().filter(lambda s: not s.startswith("-"))),
@@ -224,7 +235,7 @@ def prop_setuidgid(data):
     user = s6env.ensure_service_user()
     scene = Scene()
     try:
-        extra_env = data.draw(st.dictionaries(ENV_KEYS, values(scene.marker), max_size=3))
+        extra_env = data.draw(st.dictionaries(ENV_KEYS, env_values(scene.marker), max_size=3))
         check_gateway(scene, extra_env, data.draw(NAMES), data.draw(components()),
                       data.draw(st.sampled_from(["absolute", "bare"])),
                       data.draw(components().filter(lambda s: not s.startswith("-"))),
@@ -285,7 +296,7 @@ def prop_lint(data):
     assert shellcheck, "shellcheck must be installed"
     scene = Scene()
     try:
-        extra_env = data.draw(st.dictionaries(ENV_KEYS, values(scene.marker), max_size=4))
+        extra_env = data.draw(st.dictionaries(ENV_KEYS, env_values(scene.marker), max_size=4))
         cfg = settings_via_yaml(
             scene, hermes_bin=data.draw(st.one_of(
                 components().filter(lambda s: not s.startswith("-")),
@@ -314,8 +325,8 @@ def test_generated_scripts_lint_clean():
 
 
 HOSTILE_BIN = "gate way $(touch MARK)`touch MARK`'\"\\"
-HOSTILE_ENV = {"HT_Q": "it's \"$(touch MARK)\" `touch MARK`\nline2 $HOME ${X:-y} \\",
-               "HT_EMPTY": "", "HT_NUM": 5, "HT_BOOL": True, "HT_NL": "\n\n"}
+HOSTILE_ENV = {"HT_Q": "it's \"$(touch MARK)\" `touch MARK`\tline2 $HOME ${X:-y} \\",
+               "HT_EMPTY": "", "HT_NUM": 5, "HT_BOOL": True, "HT_TAB": "\t\t", "HT_UNI": "é ✓ 🙂"}
 
 
 def test_hostile_values_through_the_cli_reach_the_gateway(sandbox, supervisor):
@@ -343,7 +354,7 @@ def test_hostile_values_through_the_cli_reach_the_gateway(sandbox, supervisor):
             for k, v in HOSTILE_ENV.items()}
     assert {k: v for k, v in got["env"].items() if k.startswith("HT_")} == want
     assert not list(sb.root.rglob("MARK")), "an injected command ran"
-    assert stat.S_IMODE(os.stat(sb.slot("alice") / "run").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(sb.slot("alice") / "run").st_mode) == 0o750  # holds extra_env
     reliability_report.record(
         "injection.cli.reconcile", 1,
         "the supervised gateway received the hostile values verbatim; nothing injected ran")

@@ -6,6 +6,8 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
+import subprocess
 import threading
 import time
 
@@ -18,9 +20,9 @@ from hermes_tasks.errors import LockTimeout
 
 @contextlib.contextmanager
 def holding(directory, pid=None):
-    """Hold the lock as another process would: flock on the file, our pid written in it."""
+    """Hold the lock as another run would: flock on the private file, a pid written in it."""
     path = os.path.join(directory, lock.LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
@@ -41,8 +43,14 @@ def test_held_writes_the_holder_pid_and_releases(tmp_path):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
 
 
+def _reaped_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_timeout_names_the_lock_and_its_holder(tmp_path):
-    with holding(tmp_path, pid=4242) as path:
+    with holding(tmp_path, pid=os.getpid()) as path:
         start = time.monotonic()
         with pytest.raises(LockTimeout) as err, lock.held(str(tmp_path), 0.3, "reconcile"):
             pytest.fail("the lock was taken while held")
@@ -50,9 +58,44 @@ def test_timeout_names_the_lock_and_its_holder(tmp_path):
     assert 0.3 <= elapsed < 2
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"reconcile: lock {path} is held by pid 4242;")
+    assert message.startswith(f"reconcile: lock {path} is held by pid {os.getpid()};")
     assert "lock_timeout" in message
     assert err.value.code == 1
+
+
+def test_a_dead_pid_in_the_file_is_never_named(tmp_path):
+    """The message names the live holder the kernel reports, never a stale pid."""
+    gone = _reaped_pid()
+    with holding(tmp_path, pid=gone):
+        with pytest.raises(LockTimeout) as err, lock.held(str(tmp_path), 0.1):
+            pytest.fail("taken while held")
+    assert f"pid {gone}" not in str(err.value)
+    assert f"held by pid {os.getpid()};" in str(err.value)
+    # no holder in /proc/locks any more: the dead pid in the file names nobody
+    fd = os.open(tmp_path / lock.LOCK_NAME, os.O_RDONLY)
+    try:
+        assert lock._holder(str(tmp_path / lock.LOCK_NAME), fd) == ""
+    finally:
+        os.close(fd)
+
+
+def test_the_lock_file_is_private_and_a_lax_one_is_replaced(tmp_path):
+    """SPEC §10: flock works on a read-only descriptor, so others must not open the file."""
+    path = tmp_path / lock.LOCK_NAME
+    with lock.held(str(tmp_path), 1):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o644)  # as an older version left it; someone opened and locked it
+    squatter = os.open(path, os.O_RDONLY)
+    fcntl.flock(squatter, fcntl.LOCK_EX)
+    try:
+        start = time.monotonic()
+        with lock.held(str(tmp_path), 5):
+            assert time.monotonic() - start < 2  # not held off by the squatter
+            st = os.stat(path)
+            assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+            assert os.fstat(squatter).st_ino != st.st_ino
+    finally:
+        os.close(squatter)
 
 
 def test_waits_for_a_holder_that_lets_go(tmp_path):

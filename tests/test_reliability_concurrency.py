@@ -217,7 +217,7 @@ def test_parallel_tasks_as_the_service_user_through_the_registrar(root_sandbox, 
 def test_held_lock_times_out_with_a_clear_message(root_sandbox):
     sb = root_sandbox
     lock_path = sb.scandir / ".hermes-tasks.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)  # root's, as a root run makes it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)

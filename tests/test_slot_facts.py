@@ -21,14 +21,15 @@ def make_slot(scandir, skeleton=True):
         (slot / rel).write_bytes(f.content)
         os.chmod(slot / rel, f.mode)
     if skeleton:
-        uid, gid = slots.owner(os.getegid())
         for base in (slot, slot / "log"):
             (base / "supervise").mkdir(mode=0o700)
             os.mkfifo(base / "supervise" / "control")
             (base / "event").mkdir()
-            for rel, mode in (("supervise", 0o710), ("supervise/control", 0o620),
-                              ("event", 0o3730)):
-                os.chown(base / rel, uid, gid)
+            # event/ is root's alone (SPEC §5): root:root 0700, never the service group's
+            for rel, mode, shared in (("supervise", 0o710, True),
+                                      ("supervise/control", 0o620, True),
+                                      ("event", 0o700, False)):
+                os.chown(base / rel, *slots.owner(os.getegid(), shared))
                 os.chmod(base / rel, mode)
     return slot
 

@@ -40,7 +40,8 @@ def test_snapshot(profile, rel):
         snap.write_text(text)
     assert snap.exists(), f"missing snapshot {snap}; run with UPDATE_SNAPSHOTS=1"
     assert text == snap.read_text()
-    assert spec.files[rel].mode == 0o755
+    # run holds extra_env (maybe secrets): not readable by others (SPEC §8)
+    assert spec.files[rel].mode == (0o750 if rel == "run" else 0o755)
 
 
 def test_default_never_gets_dash_p_and_named_does():
@@ -67,7 +68,7 @@ def test_scripts_start_as_specified():
 
 HOSTILE = {
     "hermes_bin": "/opt/my bin/$(touch /tmp/pwned)`id`'\"\nhermes",
-    "extra_env": {"Q": "it's \"$(rm -rf /)\" `x`\n$HOME ${X:-y} \\", "EMPTY": "", "N": 5},
+    "extra_env": {"Q": "it's \"$(rm -rf /)\" `x`\t$HOME ${X:-y} \\", "EMPTY": "", "N": 5},
     "hermes_home": "/data/with space/'quote'",
 }
 

@@ -16,13 +16,21 @@ INVENTORY_HELP = {
 }
 
 
+SECRETS_HELP = {"show-secrets": "show secret-looking extra_env values (names holding KEY, TOKEN, "
+                                "SECRET, PASS…) instead of ******** (SPEC §8)"}
+
+
 class HermesTask(Task):
-    """A task whose ``--host`` has no short flag: ``-h`` keeps meaning help to a reader."""
+    """A task whose ``--show-secrets`` and ``--host`` have no short flag: a stray ``-h`` must
+    not print secrets, and keeps meaning help to a reader."""
 
     def arg_opts(self, name, default, taken_names):
         if name == "host":
             taken_names = set(taken_names) | set(name)
-        return super().arg_opts(name, default, taken_names)
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "show_secrets":
+            opts["names"] = [n for n in opts["names"] if len(n) > 1]
+        return opts
 
 
 def hermes_task(help: dict[str, str], **kwargs):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from .. import lifecycle, report
+from .. import lifecycle, redact, report
 from ..errors import TaskError
-from .common import check_mode, hermes_task, settings
+from .common import SECRETS_HELP, check_mode, hermes_task, settings
 
 COMMON = {
     "check": "change nothing; report what would change",
     "diff": "show a unified diff of every slot file that changes",
     "json": "print one JSON object instead of the human report",
+    **SECRETS_HELP,
 }
 
 
@@ -25,8 +26,9 @@ def _finish(rows, json, title, check):
 @hermes_task(help={"name": "the new profile's name", "start": "start its gateway too",
                    **COMMON})
 def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None,
-           host=None):
+           show_secrets=False, host=None):
     """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
+    redact.reveal(show_secrets)
     check = check_mode(c, check)
     rows = lifecycle.create(settings(inventory, var, host), name, start, check, diff)
     _finish(rows, json, "profile.create", check)
@@ -35,8 +37,9 @@ def create(c, name, start=False, check=False, diff=False, json=False, inventory=
 @hermes_task(help={"name": "the profile to delete",
                    "purge": "delete its directory instead of moving it to .trash", **COMMON})
 def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None,
-           host=None):
+           show_secrets=False, host=None):
     """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
+    redact.reveal(show_secrets)
     check = check_mode(c, check)
     rows = lifecycle.delete(settings(inventory, var, host), name, purge, check)
     _finish(rows, json, "profile.delete", check)

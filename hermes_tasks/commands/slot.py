@@ -6,20 +6,27 @@ import json as jsonlib
 import os
 import sys
 
-from .. import fsops, profiles, slots
+from .. import fsops, profiles, redact, slots, workdir
 from ..errors import TaskError, UsageError
 from ..render import Renderer
 from ..s6 import S6
-from .common import hermes_task, settings
+from .common import SECRETS_HELP, hermes_task, settings
 
 
 @hermes_task(help={
     "name": "profile name (`default` is the root profile)",
     "dest": "write the files with DEST as the slot directory instead of printing them",
     "down": "render it as registered down (a down marker) instead of started",
+    **SECRETS_HELP,
 })
-def render(c, name, dest=None, down=False, inventory=None, var=None, host=None):
-    """Print every file of a profile's slot, or write them under --dest; touches nothing else."""
+def render(c, name, dest=None, down=False, inventory=None, var=None, show_secrets=False,
+           host=None):
+    """Print every file of a profile's slot, or write them under --dest; touches nothing else.
+
+    Printed, secret-looking values are masked (unless --show-secrets); written under
+    --dest, files hold the real values and the modes a slot has (run 0750).
+    """
+    redact.reveal(show_secrets)
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
@@ -28,10 +35,11 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, host=None):
     if not dest:
         for rel, f in files.items():
             sys.stdout.write(f"==> {spec.name}/{rel} (mode {f.mode:04o}) <==\n")
-            sys.stdout.write(f.content.decode())
+            sys.stdout.write(redact.text(f.content.decode()))
         if spec.down:
             sys.stdout.write(f"==> {spec.name}/down (mode 0644) <==\n")
         return
+    dest = workdir.resolve(dest)  # as typed, though a root process now runs from /
     for rel, f in files.items():
         parent, base = os.path.split(os.path.join(dest, rel))
         os.makedirs(parent, 0o755, exist_ok=True)
