@@ -26,10 +26,11 @@ HOST_ENV_VAR = "HERMES_TASKS_HOST"
 ENV_OVERRIDES = {"HERMES_HOME": "hermes_home", "S6_PROFILE_GATEWAY_SCANDIR": "scandir"}
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch: no "FOO\n"
 # extra_env keys that decide how the run script itself runs or whom it runs as (SPEC §3),
-# plus the script's own privilege fact (templates/gateway/run.j2, step 3).
+# plus the script's own privilege fact (templates/gateway/run.j2, step 3) and the slot path
+# it execs data/own from.
 RESERVED_ENV = frozenset({"PATH", "HOME", "HERMES_HOME", "IFS", "ENV", "BASH_ENV", "CDPATH",
                           "SHELL", "HERMES_S6_SUPERVISED_CHILD", "HERMES_SUPERVISED_CHILD",
-                          "run_as_root"})
+                          "run_as_root", "service_dir"})
 # Control characters (tab allowed) and what str.splitlines() also breaks on: a value stays
 # one line in the run script, a diff and a report, so none of them can be forged or torn.
 _VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")

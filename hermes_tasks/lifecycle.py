@@ -117,7 +117,9 @@ def delete(cfg: Settings, name: str, purge: bool, check: bool) -> list[Row]:
     if registered:
         registrar.check_available(cfg, what)
         # A standby on another host that takes the lock now must stay down (SPEC §13.1).
-        state.record_desired(cfg.hermes_home, name, "stopped", (cfg.service_uid, cfg.service_gid))
+        if profiles.read_state(cfg.hermes_home, ("profiles", name), lambda _: None)[1]:
+            state.record_desired(cfg.hermes_home, name, "stopped",
+                                 (cfg.service_uid, cfg.service_gid))
         _stop(cfg, control.Gateway(name, slot, path))
     moved = _dispose(cfg, name, purge)
     where = "deleted" if purge else f"moved to {cfg.hermes_home}/.trash/profiles/{moved}"

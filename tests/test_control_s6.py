@@ -155,7 +155,8 @@ def test_status_json(sandbox, supervisor):
     assert list(gws) == ["default", "alice", "bob"]
     for name, doc in gws.items():
         assert list(doc) == ["profile", "slot", "registered", "up", "wanted_up", "normally_up",
-                             "pid", "desired_state"]
+                             "pid", "desired_state", "owner", "standby"]
+        assert doc["standby"] is False  # one host: every gateway up here is its owner
         assert doc["slot"] == f"gateway-{name}" and doc["registered"] is True
         for key in ("up", "wanted_up", "normally_up"):
             assert isinstance(doc[key], bool)
@@ -165,11 +166,12 @@ def test_status_json(sandbox, supervisor):
     assert gws["default"]["desired_state"] is None  # only gateway_state recorded
     assert gws["alice"] == {"profile": "alice", "slot": "gateway-alice", "registered": True,
                             "up": False, "wanted_up": False, "normally_up": False, "pid": None,
-                            "desired_state": "stopped"}
+                            "desired_state": "stopped", "owner": None, "standby": False}
     carol = status(sb, "-p", "carol")
     assert carol == {"carol": {"profile": "carol", "slot": "gateway-carol", "registered": False,
                                "up": False, "wanted_up": False, "normally_up": False,
-                               "pid": None, "desired_state": None}}
+                               "pid": None, "desired_state": None, "owner": None,
+                               "standby": False}}
     human = tasks(sb, "gateway.status").stdout
     assert f"gateway-bob: up (pid {gws['bob']['pid']})" in human
     assert "gateway-alice: down" in human

@@ -244,15 +244,21 @@ def test_two_hosts_one_volume_one_owner_each_and_handover(sandbox, second_sandbo
     b.sup.stop()
 
 
-def test_standby_stays_down_when_the_profile_was_stopped_meanwhile(sandbox, second_sandbox):
-    home = sandbox.home
-    make_profile(home, "alice", {"desired_state": "running"})
-    a = Host(sandbox, "host-a", home)
-    b = Host(second_sandbox, "host-b", home)
+def alice_on_host_a(sandbox, second_sandbox):
+    """Two hosts placing only alice on one volume; host a booted and running alice."""
+    make_profile(sandbox.home, "alice", {"desired_state": "running"})
+    a = Host(sandbox, "host-a", sandbox.home)
+    b = Host(second_sandbox, "host-b", sandbox.home)
     for h in (a, b):
         h.vars.append("gateway_profiles=[alice]")
     a.boot()
     s6env.wait_for(lambda: a.gateway_pid("alice"), 10, what="alice on host-a")
+    return a, b
+
+
+def test_standby_stays_down_when_the_profile_was_stopped_meanwhile(sandbox, second_sandbox):
+    home = sandbox.home
+    a, b = alice_on_host_a(sandbox, second_sandbox)
     b.boot()
     s6env.wait_up(b.sb.slot("alice"), 10)
     # The operator stops alice (on a); then host a goes away entirely.
@@ -324,14 +330,8 @@ def test_ownership_as_the_service_user(root_sandbox):
 
 def test_stale_pid_files_are_swept_only_while_the_ownership_lock_is_free(sandbox,
                                                                          second_sandbox):
-    home = sandbox.home
-    d = make_profile(home, "alice", {"desired_state": "running"})
-    a = Host(sandbox, "host-a", home)
-    b = Host(second_sandbox, "host-b", home)
-    for h in (a, b):
-        h.vars.append("gateway_profiles=[alice]")
-    a.boot()
-    s6env.wait_for(lambda: a.gateway_pid("alice"), 10, what="alice on host-a")
+    a, b = alice_on_host_a(sandbox, second_sandbox)
+    d = sandbox.home / "profiles" / "alice"
     (d / "gateway.pid").write_text('{"pid": 12345}')
     # b has no supervisor yet: its slot is not up, but host a's gateway holds the lock.
     res = b.run("reconcile")

@@ -21,8 +21,8 @@ SECRETS_HELP = {"show-secrets": "show secret-looking extra_env values (names hol
 
 
 class HermesTask(Task):
-    """A task whose ``--host`` and ``--show-secrets`` have no short flag: ``-h`` keeps meaning
-    help to a reader, and a stray ``-h`` must not print secrets."""
+    """A task whose ``--show-secrets`` and ``--host`` have no short flag: a stray ``-h`` must
+    not print secrets, and keeps meaning help to a reader."""
 
     def arg_opts(self, name, default, taken_names):
         if name == "host":

@@ -26,7 +26,7 @@ def _finish(rows, json, title, check):
 @hermes_task(help={"name": "the new profile's name", "start": "start its gateway too",
                    **COMMON})
 def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None,
-           host=None, show_secrets=False):
+           show_secrets=False, host=None):
     """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
     redact.reveal(show_secrets)
     check = check_mode(c, check)
@@ -37,7 +37,7 @@ def create(c, name, start=False, check=False, diff=False, json=False, inventory=
 @hermes_task(help={"name": "the profile to delete",
                    "purge": "delete its directory instead of moving it to .trash", **COMMON})
 def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None,
-           host=None, show_secrets=False):
+           show_secrets=False, host=None):
     """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
     redact.reveal(show_secrets)
     check = check_mode(c, check)

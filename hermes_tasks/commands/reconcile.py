@@ -14,8 +14,8 @@ from .common import SECRETS_HELP, check_mode, hermes_task, settings
     "json": "print one JSON object instead of the human report",
     **SECRETS_HELP,
 })
-def reconcile(c, check=False, diff=False, json=False, inventory=None, var=None, host=None,
-              show_secrets=False):
+def reconcile(c, check=False, diff=False, json=False, inventory=None, var=None,
+              show_secrets=False, host=None):
     """Bring every gateway slot in line with the profiles on disk (run at every boot)."""
     redact.reveal(show_secrets)
     code = actions.reconcile(settings(inventory, var, host), check_mode(c, check), diff, json)

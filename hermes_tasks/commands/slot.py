@@ -19,8 +19,8 @@ from .common import SECRETS_HELP, hermes_task, settings
     "down": "render it as registered down (a down marker) instead of started",
     **SECRETS_HELP,
 })
-def render(c, name, dest=None, down=False, inventory=None, var=None, host=None,
-           show_secrets=False):
+def render(c, name, dest=None, down=False, inventory=None, var=None, show_secrets=False,
+           host=None):
     """Print every file of a profile's slot, or write them under --dest; touches nothing else.
 
     Printed, secret-looking values are masked (unless --show-secrets); written under
