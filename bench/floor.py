@@ -3,9 +3,9 @@
 Usage: python bench/floor.py HERMES_HOME SCANDIR
 
 Lists the profiles (a directory with SOUL.md; ``gateway_state.json`` says whether it
-starts), then for each slot: mkdir a dot-staging dir, write run/finish/type (+down), mkdir
-log, write log/run, pre-seed supervise/ + supervise/control + event/ (and under log/),
-rename into place. No templates, no checks, no locking, no boot log. The slot has the same
+starts), then for each slot: mkdir a dot-staging dir, write run/finish/type (+down) and
+data/own, mkdir log, write log/run, pre-seed supervise/ + supervise/control + event/ (and
+under log/), rename into place. No templates, no checks, no locking, no boot log. The slot has the same
 shape and modes as the one hermes-tasks publishes (SPEC §5).
 """
 
@@ -24,6 +24,7 @@ LOG_RUN = ("#!/usr/bin/with-contenv sh\n# shellcheck shell=sh\nexec 2>&1\n"
            'if [ -z "${{HERMES_HOME:-}}" ]; then\n  HERMES_HOME={home}\nfi\n'
            'log_dir="$HERMES_HOME/logs/gateways/"{name}\nmkdir -p "$log_dir" || exit 111\n'
            'exec /usr/bin/s6-log 1 n10 s1000000 T "$log_dir"\n')
+OWN = b'#!/bin/sh\n# shellcheck shell=sh\n# the ownership wrapper, in short\nexec "$@"\n'
 FINISH = (b'#!/bin/sh\n# shellcheck shell=sh\ncase "${1:-}" in\n  78) exit 125 ;;\n'
           b"  0) exit 125 ;;\n  *) exit 0 ;;\nesac\n")
 
@@ -75,6 +76,8 @@ def main(home: str, scandir: str) -> None:
             os.chown(tmp + "/run", 0, GID)  # it holds extra_env: the service group's to read
         write(tmp + "/finish", FINISH, 0o755)
         write(tmp + "/type", b"longrun\n", 0o644)
+        os.mkdir(tmp + "/data", 0o755)
+        write(tmp + "/data/own", OWN, 0o755)
         if not autostart(pdir):
             write(tmp + "/down", b"", 0o644)
         os.mkdir(tmp + "/log", 0o755)

@@ -127,8 +127,10 @@ def _timeout(cfg: Settings, value) -> float:
 
 def status(cfg: Settings, profile: str | None, json: bool) -> int:
     """``gateway.status``: one gateway (or every registered one), read from supervise/status."""
-    from . import control
+    from . import control, placement
 
+    if profile:
+        placement.require(profile, cfg.gateway_profiles, cfg.host_id)
     names = [control.target(cfg, profile)] if profile else control.registered(cfg)
     docs = [control.status(cfg, name) for name in names]
     if json:
@@ -142,6 +144,7 @@ def status(cfg: Settings, profile: str | None, json: bool) -> int:
         else:
             line = (f"up (pid {d['pid']})" if d["up"] else "down") + \
                 (", ready" if d["ready"] else "") + \
+                (f", standby, owned by {d['owner']['host_id']}" if d["standby"] else "") + \
                 (", wanted up" if d["wanted_up"] else ", wanted down") + \
                 (", normally up" if d["normally_up"] else ", normally down")
             if not d["up"] and d["exit_code"] is not None:

@@ -19,7 +19,6 @@ from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
 from .report import Row
 
-
 @dataclasses.dataclass
 class Result:
     """What a run reports: its rows, and the registrar's row kept aside."""
@@ -71,7 +70,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
             bootlog.append(settings.hermes_home,
                            [(r.profile, r.prior_state, r.action, r.result) for r in result.rows],
                            settings.boot_log_rotate_bytes,
-                           (settings.service_uid, settings.service_gid), warn)
+                           (settings.service_uid, settings.service_gid), warn,
+                           name=bootlog.file_name(settings.shared_volume and settings.host_id))
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
@@ -107,7 +107,7 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
               warn) -> tuple[list[plan.Step], facts.Facts]:
     """Gather the facts and plan the intent against them."""
-    known = facts.gather(settings, warn)
+    known = facts.gather(settings, warn, intent.names or ())
     if intent.task != RECONCILE:
         known.skipped = []
     # Runtime of the targets first: scope() needs it for restart --all.

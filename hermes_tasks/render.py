@@ -103,7 +103,7 @@ class Renderer:
         # Jinja is imported and a template compiled only when the cache lacks a render.
         self.cache = cache or RenderCache()
         self._finish = File(self._render("gateway/finish.j2", self.context).encode(), EXEC)
-        self._named: tuple[str, str] | tuple[()] | None = None
+        self._named: tuple[str, str, str] | tuple[()] | None = None
 
     def _render(self, name: str, ctx: dict) -> str:
         return self.cache.text(name, source(name), ctx,
@@ -113,23 +113,26 @@ class Renderer:
         """The slot of profile ``name`` (``default`` runs the gateway without ``-p``)."""
         named = self._named_scripts() if name != DEFAULT and valid_name(name) else None
         if named:
-            run, log_run = (text.replace(_SENTINEL[0], name) for text in named)
+            run, log_run, own = (text.replace(_SENTINEL[0], name) for text in named)
         else:
-            run, log_run = self._render_scripts(name)
+            run, log_run, own = self._render_scripts(name)
         files = {
             "type": File(b"longrun\n", DATA),
             "run": File(run.encode(), PRIVATE_EXEC),
             "finish": self._finish,
             "log/run": File(log_run.encode(), EXEC),
+            # Ownership (SPEC §12): run execs the gateway through it, as the service user.
+            "data/own": File(own.encode(), EXEC),
         }
         return SlotSpec(SLOT_PREFIX + name, files, down=not autostart)
 
-    def _render_scripts(self, name: str) -> tuple[str, str]:
+    def _render_scripts(self, name: str) -> tuple[str, str, str]:
         ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
                "is_default": name == DEFAULT}
-        return self._render("gateway/run.j2", ctx), self._render("gateway/log/run.j2", ctx)
+        return (self._render("gateway/run.j2", ctx), self._render("gateway/log/run.j2", ctx),
+                self._render("gateway/own.j2", ctx))
 
-    def _named_scripts(self) -> tuple[str, str] | None:
+    def _named_scripts(self) -> tuple[str, str, str] | None:
         """Named profiles' scripts rendered once, with a placeholder for the name.
 
         A valid name is a bare shell word, so it may be substituted into the text; two

@@ -28,7 +28,7 @@ class Row:
         doc = {"slot": self.slot, "profile": escape(self.profile),
                "prior_state": self.prior_state, "action": self.action,
                "result": self.result, "message": self.message}
-        if self.diff:
+        if self.diff:  # only with --diff (SPEC §8: the diff goes into the item's row)
             doc["diff"] = self.diff
         return doc
 

@@ -31,7 +31,7 @@ import s6env  # noqa: E402
 
 # Files hermes-tasks may change in a profile directory (SPEC §4, §7); everything else there
 # is the user's and must stay byte-identical.
-OWNED_IN_PROFILE = {"gateway.pid", "processes.json"}
+OWNED_IN_PROFILE = {"gateway.pid", "processes.json", ".gateway.lock", ".gateway-owner.json"}
 OWNED_TOP = {"logs", ".trash", ".standin"}
 STATE = "gateway_state.json"
 TMP_SUFFIX = ".hermes-tasks.tmp"
@@ -94,8 +94,9 @@ def snapshot(home: Path) -> dict[str, tuple]:
     """The user's data under ``home``: relative path -> (kind, mode, uid, content digest).
 
     Left out: what hermes-tasks owns (``logs/``, ``.trash/``, the stand-in's ``.standin/``,
-    stale ``gateway.pid``/``processes.json``, our ``*.hermes-tasks.tmp`` temp files), and in
-    ``gateway_state.json`` the ``desired_state``/``updated_at`` keys.
+    stale ``gateway.pid``/``processes.json``, the ownership lock and record, our
+    ``*.hermes-tasks.tmp`` temp files), and in ``gateway_state.json`` the
+    ``desired_state``/``updated_at`` keys.
     """
     out: dict[str, tuple] = {}
     home = Path(home)

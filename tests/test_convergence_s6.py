@@ -239,7 +239,7 @@ def test_template_change_restarts_each_running_gateway_once(sandbox, supervisor)
     assert "HT_X=1" in (sb.slot("alice") / "run").read_text()
     assert os.stat(sb.slot("alice") / "run").st_mode & 0o7777 == 0o750
     assert [n for n in os.listdir(sb.slot("alice")) if n.startswith(".")] == []
-    assert not (sb.slot("alice") / "data").exists()  # no restart left owed
+    assert not (sb.slot("alice") / "data" / "restart-pending").exists()  # no restart left owed
 
     # converged: the same variables again change nothing and restart nothing
     res, rows, _ = reconcile(sb, vars=['extra_env={HT_X: "1"}'])
@@ -406,7 +406,7 @@ def test_failed_restart_fails_its_slot_alone_and_is_finished_next_run(sandbox, s
                                         "restarted the gateway")
     wait_running(sb, "alice", 2, old_pid=pids["alice"])
     assert standin.starts(sb.home, "alice")[-1]["env"]["HT_X"] == "1"
-    assert not (sb.slot("alice") / "data").exists()
+    assert not (sb.slot("alice") / "data" / "restart-pending").exists()
     res, rows, _ = reconcile(sb, *new_vars)
     assert {r["result"] for r in rows.values()} == {"ok"}
 
@@ -415,7 +415,7 @@ def test_gateway_left_down_by_an_interrupted_restart_is_brought_back(sandbox, su
     """The state a run killed between its restart's down and up leaves behind."""
     sb = sandbox
     pids = boot(sb, running=("alice",), stopped=())
-    (sb.slot("alice") / "data").mkdir()
+    (sb.slot("alice") / "data").mkdir(exist_ok=True)
     (sb.slot("alice") / "data" / "restart-pending").write_text("gateway\ngateway-up\n")
     s6env.subprocess.run(["s6-svc", "-wD", "-d", str(sb.slot("alice"))], check=True, timeout=10)
     assert s6env.svstat(sb.slot("alice"))["up"] is False
@@ -424,7 +424,7 @@ def test_gateway_left_down_by_an_interrupted_restart_is_brought_back(sandbox, su
     assert res.returncode == 0, res.stderr
     assert rows["alice"]["result"] == "changed"
     wait_running(sb, "alice", 2, old_pid=pids["alice"])
-    assert not (sb.slot("alice") / "data").exists()
+    assert not (sb.slot("alice") / "data" / "restart-pending").exists()
 
 
 # ---------------------------------------------------------------------------- structure

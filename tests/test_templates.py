@@ -15,7 +15,7 @@ from hermes_tasks import inventory
 from hermes_tasks.render import Renderer
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-SCRIPTS = ("run", "finish", "log/run")
+SCRIPTS = ("run", "finish", "log/run", "data/own")
 
 
 def shellcheck() -> str:
@@ -25,7 +25,8 @@ def shellcheck() -> str:
 
 
 def container_renderer():
-    return Renderer(inventory.load(None, [], environ={}))
+    # host_id defaults to the hostname: pinned, so snapshots do not depend on the machine.
+    return Renderer(inventory.load(None, ["host_id=host-1"], environ={}))
 
 
 @pytest.mark.parametrize("profile", ["default", "alice"])
@@ -48,9 +49,10 @@ def test_default_never_gets_dash_p_and_named_does():
     default_run = r.gateway("default", True).files["run"].content.decode()
     alice_run = r.gateway("alice", True).files["run"].content.decode()
     assert "-p" not in default_run.replace("mkdir -p", "")
-    assert "exec hermes gateway run --replace" in default_run
-    assert "exec hermes -p alice gateway run --replace" in alice_run
-    assert "s6-setuidgid hermes hermes -p alice gateway run --replace" in alice_run
+    assert 'exec "$service_dir/data/own" hermes gateway run --replace' in default_run
+    assert 'exec "$service_dir/data/own" hermes -p alice gateway run --replace' in alice_run
+    assert 's6-setuidgid hermes "$service_dir/data/own" hermes -p alice gateway run --replace' \
+        in alice_run
 
 
 def test_scripts_start_as_specified():
@@ -133,6 +135,7 @@ def test_substituted_names_equal_a_full_render(renderer):
     r = renderer()
     for name in ("a", "alice", "x-y_z", "0" * 64, "zq9sentinel9qz"):
         fast = r.gateway(name, True)
-        run, log_run = r._render_scripts(name)
+        run, log_run, own = r._render_scripts(name)
         assert fast.files["run"].content == run.encode()
         assert fast.files["log/run"].content == log_run.encode()
+        assert fast.files["data/own"].content == own.encode()

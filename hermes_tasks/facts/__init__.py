@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .. import profiles, slots
+from .. import placement, profiles, slots
 from ..errors import TaskError
 from ..inventory import Settings
 from ..profiles import SLOT_PREFIX, Profile, Skipped
@@ -67,12 +67,21 @@ def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
     return existing, stale, S6.scanner_running(settings.scandir)
 
 
-def gather(settings: Settings, warn) -> Facts:
-    """Volume and scandir facts; slot files and runtime are added by :func:`read_slots`."""
+def gather(settings: Settings, warn, names=()) -> Facts:
+    """Volume and scandir facts; slot files and runtime are added by :func:`read_slots`.
+
+    ``names`` are the intent's named targets: one placed elsewhere is unplaced even before
+    its profile exists (profile.create makes only the directory then, SPEC §13.3).
+    """
     require_scandir(settings)
     found, skipped = volume(settings, warn)
     existing, stale, scanner = scandir(settings)
-    return Facts(settings, found, skipped, existing, stale, scanner)
+    known = Facts(settings, found, skipped, existing, stale, scanner)
+    why = placement.reason(settings.host_id)
+    for name in [*(p.name for p in found), *names]:
+        if not placement.placed(name, settings.gateway_profiles):
+            known.unplaced[name] = why
+    return known
 
 
 def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
