@@ -93,6 +93,12 @@ def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: boo
         raise UsageError("the default profile is the root hermes_home and cannot be deleted")
     if not profiles.profile_exists(cfg.hermes_home, name):
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles")
+    from . import ownership
+
+    elsewhere = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+    if elsewhere:
+        raise TaskError(f"profile '{name}' is running on {elsewhere}: delete it there, or stop "
+                        "it there first")
     return _finish(cfg, Intent(DELETE, frozenset({name}), purge=purge), "profile.delete",
                    check, diff, json)
 

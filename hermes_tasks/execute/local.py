@@ -18,7 +18,7 @@ import contextlib
 import os
 import stat
 
-from .. import fsops, slots
+from .. import fsops, ownership, slots
 from ..errors import TaskError
 from ..inventory import Settings
 from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
@@ -202,6 +202,11 @@ class Applier:
                     or step.op == REMOVE or not step.slot.startswith("gateway-")):
                 continue
             goal = "down" if step.spec.down else "up"
+            elsewhere = goal == "up" and ownership.held_elsewhere(
+                self.settings.hermes_home, step.profile, self.settings.host_id)
+            if elsewhere:  # SPEC §13.1: a standby here is never ready while the owner lives
+                self.notes.setdefault(step.slot, []).append(f"standby: running on {elsewhere}")
+                continue
             if goal == "up" and scanner is False:
                 self.errors.setdefault(step.slot, f"{step.slot} cannot be ready: no s6-svscan "
                                        f"runs on {self.scandir}")
