@@ -19,6 +19,7 @@ from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
 from .report import Row
 
+
 @dataclasses.dataclass
 class Result:
     """What a run reports: its rows, and the registrar's row kept aside."""
