@@ -18,6 +18,7 @@ from .inventory import Settings
 from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
 from .report import Row
+from .s6 import S6
 
 
 @dataclasses.dataclass
@@ -47,7 +48,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
 
     if not may_change_slots(settings):
         return _through_registrar(settings, intent, check, diff, warn)
-    if not check:
+    if not check or S6.scanner_running(settings.scandir):
+        # --check too while a supervisor runs: its run would be refused, so is the plan
         preflight.check(settings)
     cache = RenderCache.load(settings.scandir)
     renderer = Renderer(settings, cache)

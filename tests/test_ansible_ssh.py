@@ -590,8 +590,8 @@ def test_fleet_bench_section_and_the_main_bench_keep_each_other(tmp_path):
 
 
 def test_reconcile_refuses_a_scandir_whose_supervisor_it_could_not_tell(sandbox, supervisor):
-    """s6_bin_dir without the s6 tools while s6-svscan runs: exit 1, one line, nothing written
-    (check mode too); without a supervisor the tools are not needed yet."""
+    """s6_bin_dir without the s6 tools while s6-svscan runs: the engine's preflight, exit 1,
+    one line, nothing written (check mode too); without a supervisor --check still plans."""
     s6env.make_profile(sandbox.home, "default", {"desired_state": "running"})
     empty = sandbox.root / "no-s6"
     empty.mkdir()
@@ -604,8 +604,8 @@ def test_reconcile_refuses_a_scandir_whose_supervisor_it_could_not_tell(sandbox,
         res = reconcile(*flags)
         assert res.returncode == 1, res.stdout + res.stderr
         [line] = res.stderr.splitlines()
-        assert line.startswith("hermes-tasks: error: s6 tools missing from s6_bin_dir") and \
-            "s6-svscanctl, with-contenv" in line, line
+        assert line.startswith("hermes-tasks: error: preflight: s6_bin_dir") and \
+            "with-contenv" in line and "s6-svscanctl" in line, line
         assert os.listdir(sandbox.scandir) == [".s6-svscan"], flags
     supervisor.stop()
     res = reconcile("--check")
