@@ -371,6 +371,16 @@ def report(results: dict[int, dict[str, Case]], status: list[Case], runs: dict[i
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(path: Path) -> str:
+    """The report's sections written by other bench scripts (bench/fleet.py's), kept as is."""
+    try:
+        old = path.read_text()
+    except FileNotFoundError:
+        return ""
+    start = old.find("\n## Fleet")
+    return old[start:] if start >= 0 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: N=1,10 with 2 runs")
@@ -402,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, status, runs, [os.path.relpath(sys.executable, ROOT),
                                           os.path.relpath(__file__, ROOT), *sys.argv[1:]],
                   load_at_start)
-    Path(args.out).write_text(text)
+    Path(args.out).write_text(text + kept_sections(Path(args.out)))
     print(text)
     return 0
 

@@ -4,10 +4,10 @@ Usage: python bench/floor.py HERMES_HOME SCANDIR
 
 Lists the profiles (a directory with SOUL.md; ``gateway_state.json`` says whether it
 starts), then for each slot: mkdir a dot-staging dir, write run/finish/type (+down),
-notification-fd, mkdir data, write data/check, mkdir log, write log/run, pre-seed
-supervise/ + supervise/control + event/ (and under log/), rename into place. No templates,
-no checks, no locking, no boot log. The slot has the same shape and modes as the one
-hermes-tasks publishes (SPEC §5).
+notification-fd, mkdir data, write data/check and data/own, mkdir log, write log/run,
+pre-seed supervise/ + supervise/control + event/ (and under log/), rename into place. No
+templates, no checks, no locking, no boot log. The slot has the same shape and modes as the
+one hermes-tasks publishes (SPEC §5).
 """
 
 import json
@@ -27,6 +27,7 @@ LOG_RUN = ("#!/usr/bin/with-contenv sh\n# shellcheck shell=sh\nexec 2>&1\n"
            'exec /usr/bin/s6-log 1 n10 s1000000 T "$log_dir"\n')
 # Readiness check (SPEC §5): the real one's size, so the floor writes as many bytes.
 CHECK = ("#!/bin/sh\n# shellcheck shell=sh\n# {slot}/data/check\n" + "#" * 71 + "\n") * 16
+OWN = b'#!/bin/sh\n# shellcheck shell=sh\n# the ownership wrapper, in short\nexec "$@"\n'
 FINISH = (b'#!/bin/sh\n# shellcheck shell=sh\ncase "${1:-}" in\n  78) exit 125 ;;\n'
           b"  0) exit 125 ;;\n  *) exit 0 ;;\nesac\n")
 
@@ -81,6 +82,7 @@ def main(home: str, scandir: str) -> None:
         write(tmp + "/notification-fd", b"3\n", 0o644)
         os.mkdir(tmp + "/data", 0o755)
         write(tmp + "/data/check", CHECK.format(slot=slot).encode(), 0o755)
+        write(tmp + "/data/own", OWN, 0o755)
         if not autostart(pdir):
             write(tmp + "/down", b"", 0o644)
         os.mkdir(tmp + "/log", 0o755)

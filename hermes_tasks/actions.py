@@ -93,6 +93,12 @@ def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: boo
         raise UsageError("the default profile is the root hermes_home and cannot be deleted")
     if not profiles.profile_exists(cfg.hermes_home, name):
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles")
+    from . import ownership
+
+    elsewhere = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+    if elsewhere:
+        raise TaskError(f"profile '{name}' is running on {elsewhere}: delete it there, or stop "
+                        "it there first")
     return _finish(cfg, Intent(DELETE, frozenset({name}), purge=purge), "profile.delete",
                    check, diff, json)
 
@@ -127,8 +133,10 @@ def _timeout(cfg: Settings, value) -> float:
 
 def status(cfg: Settings, profile: str | None, json: bool) -> int:
     """``gateway.status``: one gateway (or every registered one), read from supervise/status."""
-    from . import control
+    from . import control, placement
 
+    if profile:
+        placement.require(profile, cfg.gateway_profiles, cfg.host_id)
     names = [control.target(cfg, profile)] if profile else control.registered(cfg)
     docs = [control.status(cfg, name) for name in names]
     _add_ports(cfg, docs)
@@ -143,6 +151,7 @@ def status(cfg: Settings, profile: str | None, json: bool) -> int:
         else:
             line = (f"up (pid {d['pid']})" if d["up"] else "down") + \
                 (", ready" if d["ready"] else "") + \
+                (f", standby, owned by {d['owner']['host_id']}" if d["standby"] else "") + \
                 (", wanted up" if d["wanted_up"] else ", wanted down") + \
                 (", normally up" if d["normally_up"] else ", normally down")
             if not d["up"] and d["exit_code"] is not None:

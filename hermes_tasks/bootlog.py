@@ -13,6 +13,12 @@ from .profiles import escape
 NAME = "container-boot.log"
 
 
+def file_name(host_id: str | None = None) -> str:
+    """``container-boot.log``, or ``container-boot.<host_id>.log`` for one host of several
+    sharing the volume (SPEC §13.2)."""
+    return f"container-boot.{host_id}.log" if host_id else NAME
+
+
 def format_line(when: str, profile: str, prior_state: str | None, action: str, result: str) -> str:
     prior = "None" if prior_state is None else escape(prior_state)
     return (f"{when} profile={escape(profile)} prior_state={prior} "
@@ -20,7 +26,7 @@ def format_line(when: str, profile: str, prior_state: str | None, action: str, r
 
 
 def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes: int,
-           owner: tuple[int, int], warn, durable: bool = True) -> None:
+           owner: tuple[int, int], warn, durable: bool = True, name: str = NAME) -> None:
     """Append ``(profile, prior_state, action, result)`` rows, rotating first if needed.
 
     Never follows a symlink on the volume; ``logs/`` and the file are created owned by
@@ -34,15 +40,15 @@ def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes
     """
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     data = "".join(format_line(when, *row) for row in rows).encode()
-    where = escape(os.path.join(home, "logs", NAME))
+    where = escape(os.path.join(home, "logs", name))
     try:
         dfd = fsops.open_dir(home, ("logs",), create_mode=0o755, owner=owner)
     except OSError as exc:
         warn(f"cannot write {where}: {exc.strerror or exc}")
         return
     try:
-        _rotate(dfd, rotate_bytes, len(data), where, warn)
-        fd, created = _open(dfd)
+        _rotate(dfd, name, rotate_bytes, len(data), where, warn)
+        fd, created = _open(dfd, name)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -53,9 +59,9 @@ def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes
                 # shared inode: move this name aside as the rotated log, start a new one.
                 os.close(fd)
                 fd = -1
-                os.rename(NAME, NAME + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
-                warn(f"{where} had {st.st_nlink} hard links; moved to {NAME}.1, not written to")
-                fd, created = _open(dfd, exclusive=True)
+                os.rename(name, name + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
+                warn(f"{where} had {st.st_nlink} hard links; moved to {name}.1, not written to")
+                fd, created = _open(dfd, name, exclusive=True)
                 st = os.fstat(fd)
             if created and fsops.IS_ROOT:
                 os.fchown(fd, *owner)
@@ -75,7 +81,7 @@ def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes
         os.close(dfd)
 
 
-def _open(dfd: int, exclusive: bool = False) -> tuple[int, bool]:
+def _open(dfd: int, name: str, exclusive: bool = False) -> tuple[int, bool]:
     """Open (or create) the log for appending; return (fd, whether this call created it).
 
     O_RDWR to look at the last byte; O_NONBLOCK so a planted FIFO cannot hang us;
@@ -84,21 +90,21 @@ def _open(dfd: int, exclusive: bool = False) -> tuple[int, bool]:
     """
     flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        return os.open(NAME, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd), True
+        return os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd), True
     except FileExistsError:
         if exclusive:
             raise
-    return os.open(NAME, flags, dir_fd=dfd), False
+    return os.open(name, flags, dir_fd=dfd), False
 
 
-def _rotate(dfd: int, limit: int, incoming: int, where: str, warn) -> None:
+def _rotate(dfd: int, name: str, limit: int, incoming: int, where: str, warn) -> None:
     try:
-        st = os.stat(NAME, dir_fd=dfd, follow_symlinks=False)
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return
     if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_size + incoming <= limit:
         return
     try:
-        os.rename(NAME, NAME + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.rename(name, name + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
     except OSError as exc:
         warn(f"could not rotate {where}: {exc.strerror}")

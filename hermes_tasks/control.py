@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import facts, profiles, state
+from . import facts, ownership, placement, profiles, state
 from .errors import UsageError
 from .facts import runtime
 from .inventory import Settings
@@ -31,24 +31,29 @@ def target(cfg: Settings, name: str) -> str:
 
 
 def registered(cfg: Settings) -> list[str]:
-    """The profile of every ``gateway-*`` slot in the scandir: default first, then by name."""
+    """The profile of every ``gateway-*`` slot in the scandir of a profile placed here:
+    default first, then by name."""
     facts.require_scandir(cfg)
     names = sorted(os.listdir(cfg.scandir), key=lambda n: (n != "gateway-default", n))
     return [n[len(profiles.SLOT_PREFIX):] for n in names if n.startswith(profiles.SLOT_PREFIX)
-            and os.path.isdir(os.path.join(cfg.scandir, n))]
+            and os.path.isdir(os.path.join(cfg.scandir, n))
+            and placement.placed(n[len(profiles.SLOT_PREFIX):], cfg.gateway_profiles)]
 
 
 def status(cfg: Settings, name: str) -> dict:
-    """One gateway's status from ``supervise/status`` and its state files.
+    """One gateway's status from ``supervise/status``, its state files and its owner record.
 
     An unsupervised slot reads as down (``supervised`` false), never "wanted down".
+    ``owner``: ``{host_id, pid, since}`` or None; ``standby``: up here, waiting for the
+    host that owns it (SPEC §13.1).
     """
     slot = profiles.SLOT_PREFIX + name
     path = os.path.join(cfg.scandir, slot)
     doc = {"profile": name, "slot": slot, "registered": os.path.isdir(path),
            "up": False, "wanted_up": False, "normally_up": False, "pid": None,
            "desired_state": state.read_desired(cfg.hermes_home, name),
-           "supervised": False, "ready": False, "exit_code": None, "reason": None}
+           "supervised": False, "ready": False, "exit_code": None, "reason": None,
+           "owner": ownership.read_owner(cfg.hermes_home, name), "standby": False}
     if not doc["registered"]:
         return doc
     rt = runtime.read(path, cfg.hermes_home, name)
@@ -61,4 +66,7 @@ def status(cfg: Settings, name: str) -> dict:
                # a slot with a down marker that never ran reads "exit 0": not an exit
                exit_code=None if st.up or not st.normally_up else st.exit_code,
                reason=rt.reason or None)
+    # Up here while another host's record holds the profile: data/own waits on its lock.
+    owner = doc["owner"]
+    doc["standby"] = bool(st.up and owner and owner["host_id"] != cfg.host_id)
     return doc

@@ -18,6 +18,7 @@ from .inventory import Settings
 from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
 from .report import Row
+from .s6 import S6
 
 
 @dataclasses.dataclass
@@ -47,7 +48,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
 
     if not may_change_slots(settings):
         return _through_registrar(settings, intent, check, diff, warn)
-    if not check:
+    if not check or S6.scanner_running(settings.scandir):
+        # --check too while a supervisor runs: its run would be refused, so is the plan
         preflight.check(settings)
     cache = RenderCache.load(settings.scandir)
     renderer = Renderer(settings, cache)
@@ -72,7 +74,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
             bootlog.append(settings.hermes_home,
                            [(r.profile, r.prior_state, r.action, r.result) for r in result.rows],
                            settings.boot_log_rotate_bytes,
-                           (settings.service_uid, settings.service_gid), warn)
+                           (settings.service_uid, settings.service_gid), warn,
+                           name=bootlog.file_name(settings.shared_volume and settings.host_id))
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
@@ -108,7 +111,7 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
               warn, *, write: bool = False) -> tuple[list[plan.Step], facts.Facts]:
     """Gather the facts and plan the intent against them (``write``: under the lock, for real)."""
-    known = facts.gather(settings, warn, write=write)
+    known = facts.gather(settings, warn, intent.names or (), write=write)
     if intent.task != RECONCILE:
         known.skipped = []
     # Runtime of the targets first: scope() needs it for restart --all.

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+import socket
 import stat
 from collections.abc import Mapping
 
@@ -20,17 +21,21 @@ from . import fsops, workdir
 from .errors import InventoryError
 
 ENV_VAR = "HERMES_TASKS_INVENTORY"
+HOST_ENV_VAR = "HERMES_TASKS_HOST"
 # Environment variables that override one setting each (the container's own knobs).
 ENV_OVERRIDES = {"HERMES_HOME": "hermes_home", "S6_PROFILE_GATEWAY_SCANDIR": "scandir"}
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch: no "FOO\n"
 # extra_env keys that decide how the run script itself runs or whom it runs as (SPEC §3),
-# plus the script's own privilege fact (templates/gateway/run.j2, step 3).
+# plus the script's own privilege fact (templates/gateway/run.j2, step 3) and the slot path
+# it execs data/own from.
 RESERVED_ENV = frozenset({"PATH", "HOME", "HERMES_HOME", "IFS", "ENV", "BASH_ENV", "CDPATH",
                           "SHELL", "HERMES_S6_SUPERVISED_CHILD", "HERMES_SUPERVISED_CHILD",
-                          "run_as_root"})
+                          "run_as_root", "service_dir"})
 # Control characters (tab allowed) and what str.splitlines() also breaks on: a value stays
 # one line in the run script, a diff and a report, so none of them can be forged or torn.
 _VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# A host's name in placement and ownership records: one safe word, short.
+HOST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_INVENTORY_BYTES = 1 << 20
 
 
@@ -59,6 +64,10 @@ class Settings:
     boot_log_rotate_bytes: int = 262144
     gateway_log_archives: int = 10
     gateway_log_max_bytes: int = 1000000
+    # Placement and ownership (SPEC §12, §13.1-13.4). ``host_id`` is resolved by load().
+    gateway_profiles: tuple[str, ...] = ("*",)
+    host_id: str = ""
+    shared_volume: bool = False
     # Where the values came from, for messages and for the registrar's copy.
     source: str = dataclasses.field(default="<defaults>", compare=False)
     # What the caller named itself (--inventory, $HERMES_TASKS_INVENTORY, --var KEY): what
@@ -77,6 +86,7 @@ class Settings:
                                       for k, v in pv.items()}
                                for name, pv in self.profile_vars.items()}
         out["profile_scoped_env"] = list(self.profile_scoped_env)
+        out["gateway_profiles"] = list(self.gateway_profiles)
         return out
 
     def profile_env(self, name: str) -> dict[str, str]:
@@ -101,17 +111,21 @@ def load(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     environ: Mapping[str, str] | None = None,
+    host: str | None = None,
 ) -> Settings:
     """Resolve and validate settings.
 
     ``path`` (the ``--inventory`` flag) wins over ``$HERMES_TASKS_INVENTORY``, which wins
     over the shipped inventory. ``overrides`` are ``key=value`` strings whose value is
-    parsed as a YAML scalar (``null``, numbers, ``{A: b}`` for ``extra_env``).
+    parsed as a YAML scalar (``null``, numbers, ``{A: b}`` for ``extra_env``). ``host``
+    (``--host``, else ``$HERMES_TASKS_HOST``) names this machine's entry of a multi-host
+    inventory (SPEC §13.4). Variables named ``ansible_*`` are Ansible's and are ignored.
     """
     environ = os.environ if environ is None else environ
     # Relative to where the command was typed, even after a root process left it for /.
     chosen = workdir.resolve(path or environ.get(ENV_VAR) or default_inventory_path())
-    layers = _read_inventory(os.fspath(chosen))
+    layers, entry, several = _read_inventory(os.fspath(chosen),
+                                             host or environ.get(HOST_ENV_VAR) or None)
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
     layers.append(("environment", env_layer))
     layers.append(("--var", _parse_overrides(overrides)))
@@ -119,9 +133,14 @@ def load(
     merged: dict[str, tuple[object, str]] = {}
     for origin, values in layers:
         for key, value in values.items():
+            if str(key).startswith("ansible_"):
+                continue  # connection settings for Ansible, not ours (SPEC §13.4)
             if key not in KNOWN:
                 raise InventoryError(_unknown_key(origin, key))
             merged[key] = (value, origin)
+    if "host_id" not in merged:
+        merged["host_id"] = (entry, f"{chosen} (host entry)") if several else (
+            socket.gethostname(), "the hostname (set host_id in the inventory)")
     values = {key: _validate(key, value, origin) for key, (value, origin) in merged.items()}
     named = (("--inventory",) if path else (f"${ENV_VAR}",) if environ.get(ENV_VAR) else ()) + \
         tuple(f"--var {key}" for key in layers[-1][1])
@@ -136,8 +155,9 @@ def _unknown_key(origin: str, key: str) -> str:
     return f"{origin}: unknown variable '{key}'{tail}"
 
 
-def _read_inventory(path: str) -> list[tuple[str, dict]]:
-    """Return the inventory's variable layers, lowest precedence first."""
+def _read_inventory(path: str, want: str | None) -> tuple[list[tuple[str, dict]], str, bool]:
+    """The inventory's variable layers, lowest precedence first; the chosen host entry's
+    name; and whether the inventory lists several hosts."""
     if os.path.isdir(path):
         hosts_file = next((os.path.join(path, n) for n in ("hosts.yml", "hosts.yaml")
                            if os.path.isfile(os.path.join(path, n))), None)
@@ -151,13 +171,61 @@ def _read_inventory(path: str) -> list[tuple[str, dict]]:
         raise InventoryError(f"{hosts_file}: expected a mapping with a top-level 'all' group")
     group = doc["all"]
     all_vars = _mapping(group.get("vars"), hosts_file, "all.vars")
-    host, host_vars = _pick_host(group, hosts_file)
+    hosts = _collect_hosts(group, hosts_file)
+    host, host_vars, groups = _pick_host(hosts, want, hosts_file)
+    # Ansible's order: all < child groups (outermost first) < the host itself.
+    group_layers = []
+    for label, name, gvars in groups:
+        group_layers.append((f"{hosts_file} ({label}.vars)", gvars))
+        group_layers.extend(_vars_file(os.path.join(base, "group_vars", name)))
     return [
         (f"{hosts_file} (all.vars)", all_vars),
         *_vars_file(os.path.join(base, "group_vars", "all")),
+        *group_layers,
         (f"{hosts_file} (hosts.{host})", host_vars),
         *_vars_file(os.path.join(base, "host_vars", host)),
-    ]
+    ], host, len(hosts) > 1
+
+
+def _collect_hosts(group: dict, where: str) -> dict[str, tuple[object, list]]:
+    """Every host of the tree: name -> (its vars, the child groups holding it, outermost
+    first, as (label, name, vars)). A host listed twice keeps its first entry's vars."""
+    hosts: dict[str, tuple[object, list]] = {}
+
+    def collect(g: dict, label: str, chain: list) -> None:
+        for name, hv in _mapping(g.get("hosts"), where, f"{label}.hosts").items():
+            entry = hosts.setdefault(str(name), (hv or {}, []))
+            entry[1].extend(c for c in chain if c not in entry[1])
+        for child, cg in _mapping(g.get("children"), where, f"{label}.children").items():
+            clabel = f"{label}.children.{child}"
+            cg = _mapping(cg, where, clabel)
+            gvars = _mapping(cg.get("vars"), where, f"{clabel}.vars")
+            collect(cg, clabel, [*chain, (clabel, str(child), gvars)])
+
+    collect(group, "all", [])
+    return hosts
+
+
+def _pick_host(hosts: dict[str, tuple[object, list]], want: str | None,
+               where: str) -> tuple[str, dict, list]:
+    """This machine's entry (SPEC §13.4): ``want`` (``--host``/``$HERMES_TASKS_HOST``),
+    else ``localhost``, else the only one; anything else is a usage error naming them."""
+    names = ", ".join(sorted(hosts)) or "(none)"
+    if want is not None:
+        if want not in hosts:
+            raise InventoryError(f"{where}: no host '{want}' in the inventory; its hosts: {names}")
+        name = want
+    elif not hosts:
+        return "localhost", {}, []
+    elif "localhost" in hosts:
+        name = "localhost"
+    elif len(hosts) == 1:
+        name = next(iter(hosts))
+    else:
+        raise InventoryError(f"{where}: the inventory lists several hosts; choose one with "
+                             f"--host NAME or ${HOST_ENV_VAR}: {names}")
+    hv, groups = hosts[name]
+    return name, _mapping(hv, where, f"hosts.{name}"), groups
 
 
 def _vars_file(stem: str) -> list[tuple[str, dict]]:
@@ -167,23 +235,6 @@ def _vars_file(stem: str) -> list[tuple[str, dict]]:
         if os.path.isfile(path):
             return [(path, _mapping(_read_yaml(path), path, "top level"))]
     return []
-
-
-def _pick_host(group: dict, where: str) -> tuple[str, dict]:
-    """The host whose variables apply: ``localhost`` if listed, else the first one."""
-    hosts: dict[str, object] = {}
-
-    def collect(g: dict, label: str) -> None:
-        for name, hv in _mapping(g.get("hosts"), where, f"{label}.hosts").items():
-            hosts.setdefault(str(name), hv or {})
-        for child, cg in _mapping(g.get("children"), where, f"{label}.children").items():
-            collect(_mapping(cg, where, f"{label}.children.{child}"), f"{label}.children.{child}")
-
-    collect(group, "all")
-    if not hosts:
-        return "localhost", {}
-    name = "localhost" if "localhost" in hosts else next(iter(hosts))
-    return name, _mapping(hosts[name], where, f"hosts.{name}")
 
 
 def _read_yaml(path: str) -> object:
@@ -242,7 +293,7 @@ def _parse_overrides(items) -> dict[str, object]:
     return out
 
 
-_STRINGS = {"hermes_home", "scandir", "s6_bin_dir", "hermes_bin"}
+_STRINGS = {"hermes_home", "scandir", "s6_bin_dir", "hermes_bin", "host_id"}
 
 
 def _fail(origin: str, key: str, message: str) -> InventoryError:
@@ -313,6 +364,22 @@ def _validate(key: str, value: object, origin: str) -> object:
         return tuple(value)
     if key == "profile_vars":
         return _profile_vars(value, origin)
+    if key == "gateway_profiles":
+        if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+            raise _fail(origin, key, f"must be a list of name patterns (e.g. ['*'] or []), "
+                                     f"got {value!r}")
+        if any("\0" in p or "/" in p for p in value):
+            raise _fail(origin, key, "patterns must not contain '/' or a NUL byte")
+        return tuple(value)
+    if key == "host_id":
+        if not isinstance(value, str) or not HOST_ID_RE.fullmatch(value):
+            raise _fail(origin, key, f"must be a short name matching "
+                                     f"[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}, got {value!r}")
+        return value
+    if key == "shared_volume":
+        if not isinstance(value, bool):
+            raise _fail(origin, key, f"must be true or false, got {value!r}")
+        return value
     raise _fail(origin, key, "is not a known variable")  # unreachable: checked by caller
 
 

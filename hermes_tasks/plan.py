@@ -188,8 +188,9 @@ def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
     if intent.task == intents.RECONCILE:
         for skip in facts.skipped:
             steps.append(Step(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
-        for name in sorted(set(facts.unplaced) - {n[len(SLOT_PREFIX):] for n in facts.existing}):
-            steps.append(Step(None, name, None, "skipped", SKIP, reason=facts.unplaced[name]))
+        # §12: placed elsewhere → a skipped row, even when its slot here is retired below
+        for name, why in facts.unplaced.items():
+            steps.append(Step(None, name, None, "skipped", SKIP, reason=why))
         for name in facts.existing:
             if name.startswith(SLOT_PREFIX) and name not in wanted:
                 profile = name[len(SLOT_PREFIX):]
@@ -202,8 +203,12 @@ def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
                 steps.append(Step(SLOT_PREFIX + name, name, None, _word(intent, None), SKIP,
                                   failure=why))
             elif intent.task == intents.CREATE:  # the profile, but no slot here
-                steps.append(Step(None, name, None, "skipped", OK, note=why,
-                                  create_profile=facts.profile(name) is None))
+                why = f"{why}: no slot registered here"
+                if facts.profile(name) is None:
+                    steps.append(Step(None, name, None, "skipped", OK, note=why,
+                                      create_profile=True))
+                else:
+                    steps.append(Step(None, name, None, "skipped", SKIP, reason=why))
     if intent.task == intents.DELETE:
         for name in sorted(intent.names or ()):
             slot = SLOT_PREFIX + name

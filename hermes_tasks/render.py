@@ -29,7 +29,7 @@ DATA = 0o644
 PRIVATE_EXEC = 0o750
 PRIVATE_DATA = 0o640
 # The per-profile scripts, in the order _render_scripts returns them.
-GATEWAY_SCRIPTS = ("run", "log/run", "check")
+GATEWAY_SCRIPTS = ("run", "log/run", "check", "own")
 NOTIFICATION_FD = b"3\n"
 
 
@@ -135,10 +135,10 @@ class Renderer:
             texts = list(named)
             for old, new in subs:
                 texts = [t.replace(old, new) for t in texts]
-            run, log_run, check = texts
+            run, log_run, check, own = texts
         else:
-            run, log_run, check = self._render_scripts(name, ports.get("api_server"),
-                                                       ports.get("webhook"))
+            run, log_run, check, own = self._render_scripts(name, ports.get("api_server"),
+                                                            ports.get("webhook"))
         files = {
             "type": File(b"longrun\n", DATA),
             "run": File(run.encode(), PRIVATE_EXEC),
@@ -147,10 +147,12 @@ class Renderer:
             # Readiness (SPEC §5): s6-notifyoncheck in run polls data/check.
             "notification-fd": File(NOTIFICATION_FD, DATA),
             "data/check": File(check.encode(), EXEC),
+            # Ownership (SPEC §12): run execs the gateway through it, as the service user.
+            "data/own": File(own.encode(), EXEC),
         }
         return SlotSpec(SLOT_PREFIX + name, files, down=not autostart)
 
-    def _render_scripts(self, name: str, api_port, webhook_port) -> tuple[str, str, str]:
+    def _render_scripts(self, name: str, api_port, webhook_port) -> tuple[str, ...]:
         default = name == DEFAULT
         ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
                "is_default": default,
@@ -159,7 +161,7 @@ class Renderer:
                "api_server_port": api_port, "webhook_port": webhook_port}
         return tuple(self._render(f"gateway/{t}.j2", ctx) for t in GATEWAY_SCRIPTS)
 
-    def _named_scripts(self) -> tuple[str, str, str] | None:
+    def _named_scripts(self) -> tuple[str, ...] | None:
         """Named profiles' scripts rendered once, with placeholders for name and ports.
 
         A valid name and a port are bare shell words, so they may be substituted into the

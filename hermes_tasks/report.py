@@ -28,7 +28,7 @@ class Row:
         doc = {"slot": self.slot, "profile": escape(self.profile),
                "prior_state": self.prior_state, "action": self.action,
                "result": self.result, "message": self.message}
-        if self.diff:
+        if self.diff:  # only with --diff (SPEC §8: the diff goes into the item's row)
             doc["diff"] = self.diff
         return doc
 
@@ -160,4 +160,6 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
         parts.extend(done)
     if step.note and (not parts or step.record):
         return step.note
+    if step.note and step.create_profile:  # a profile made on a host not placing it (§13.3)
+        parts.append(step.note)
     return "; ".join(parts)

@@ -31,7 +31,7 @@ import s6env  # noqa: E402
 
 # Files hermes-tasks may change in a profile directory (SPEC §4, §7); everything else there
 # is the user's and must stay byte-identical.
-OWNED_IN_PROFILE = {"gateway.pid", "processes.json"}
+OWNED_IN_PROFILE = {"gateway.pid", "processes.json", ".gateway.lock", ".gateway-owner.json"}
 OWNED_TOP = {"logs", ".trash", ".standin", "gateway-ports.json", "gateway-ports.json.corrupt"}
 STATE = "gateway_state.json"
 TMP_SUFFIX = ".hermes-tasks.tmp"
@@ -97,9 +97,10 @@ def snapshot(home: Path) -> dict[str, tuple]:
     """The user's data under ``home``: relative path -> (kind, mode, uid, content digest).
 
     Left out: what hermes-tasks owns (``logs/``, ``.trash/``, the stand-in's ``.standin/``,
-    stale ``gateway.pid``/``processes.json``, our ``*.hermes-tasks.tmp`` temp files, the
-    stand-in's own temp files), and in ``gateway_state.json`` the keys we write
-    (``desired_state``/``updated_at``) and those a running gateway rewrites itself.
+    stale ``gateway.pid``/``processes.json``, the ownership lock and record, our
+    ``*.hermes-tasks.tmp`` temp files, the stand-in's own temp files), and in
+    ``gateway_state.json`` the keys we write (``desired_state``/``updated_at``) and those a
+    running gateway rewrites itself.
     """
     out: dict[str, tuple] = {}
     home = Path(home)

@@ -173,6 +173,7 @@ def test_status_json(sandbox, supervisor):
                                  "normally_up", "pid", "desired_state"]  # then new keys
         assert list(doc)[-len(PORT_KEYS):] == list(PORT_KEYS)
         assert doc["supervised"] is True
+        assert doc["standby"] is False  # one host: every gateway up here is its owner
         assert doc["slot"] == f"gateway-{name}" and doc["registered"] is True
         for key in ("up", "wanted_up", "normally_up"):
             assert isinstance(doc[key], bool)
@@ -188,13 +189,14 @@ def test_status_json(sandbox, supervisor):
     assert gws["alice"] == {"profile": "alice", "slot": "gateway-alice", "registered": True,
                             "up": False, "wanted_up": False, "normally_up": False, "pid": None,
                             "desired_state": "stopped", "supervised": True, "ready": False,
-                            "exit_code": None, "reason": None}
+                            "exit_code": None, "reason": None, "owner": None, "standby": False}
     carol = {n: {k: v for k, v in d.items() if k not in PORT_KEYS}
              for n, d in status(sb, "-p", "carol").items()}
     assert carol == {"carol": {"profile": "carol", "slot": "gateway-carol", "registered": False,
                                "up": False, "wanted_up": False, "normally_up": False,
                                "pid": None, "desired_state": None, "supervised": False,
-                               "ready": False, "exit_code": None, "reason": None}}
+                               "ready": False, "exit_code": None, "reason": None,
+                               "owner": None, "standby": False}}
     human = tasks(sb, "gateway.status").stdout
     assert f"gateway-bob: up (pid {gws['bob']['pid']})" in human
     assert "gateway-alice: down" in human

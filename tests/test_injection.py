@@ -134,12 +134,17 @@ def settings_via_yaml(scene: Scene, **vars_) -> inventory.Settings:
     return inventory.load(path, environ={})
 
 
-def run_script(scene: Scene, content: bytes, slot: str, env: dict, user=None) -> dict:
+def run_script(scene: Scene, content: bytes, slot: str, env: dict, user=None,
+               own: bytes | None = None) -> dict:
     slot_dir = scene.root / "slot"
     slot_dir.mkdir(exist_ok=True)
     script = slot_dir / "run"
     script.write_bytes(content)
     script.chmod(0o755)
+    if own is not None:  # the ownership wrapper run execs the gateway through
+        (slot_dir / "data").mkdir(exist_ok=True)
+        (slot_dir / "data" / "own").write_bytes(own)
+        (slot_dir / "data" / "own").chmod(0o755)
     for old in scene.out.iterdir():
         old.unlink()
     res = subprocess.run([str(script), slot], env=env, cwd=slot_dir, capture_output=True,
@@ -194,7 +199,12 @@ def check_gateway(scene: Scene, extra_env: dict, name: str, home_comp: str, bin_
            "LC_ALL": "C.UTF-8"}
     if home_from_env:
         env["HERMES_HOME"] = str(home)
-    got = run_script(scene, spec.files["run"].content, spec.name, env)
+    if name != "default":  # data/own locks the profile's directory, which exists
+        (home / "profiles" / name).mkdir(parents=True, exist_ok=True)
+        for d in (home / "profiles", home / "profiles" / name):
+            os.chmod(d, 0o777)
+    got = run_script(scene, spec.files["run"].content, spec.name, env,
+                     own=spec.files["data/own"].content)
     assert got["argv"] == expected_argv(name)
     assert got["argv0"] == exec_path
     assert got["cwd"] == str(home)

@@ -347,6 +347,11 @@ def test_run_script_scopes_the_container_environment(tmp_path):
         "#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in -d) shift ;; -[nswtTc3]) shift 2 ;;"
         " *) break ;; esac; done\nexec \"$@\"\n")
     (bindir / "s6-notifyoncheck").chmod(0o755)
+    # Likewise the ownership wrapper the chain execs from the service directory.
+    svc = tmp_path / "svc"
+    (svc / "data").mkdir(parents=True)
+    (svc / "data" / "own").write_text('#!/bin/sh\nexec "$@"\n')
+    (svc / "data" / "own").chmod(0o755)
     s = inventory.load(None, [f"hermes_home={tmp_path}", "service_user=null", f"s6_bin_dir={bindir}",
                               f"hermes_bin={gateway}", "extra_env={G: global}",
                               "profile_vars={alice: {extra_env: {WEBHOOK_SECRET: mine}}}"],
@@ -362,7 +367,7 @@ def test_run_script_scopes_the_container_environment(tmp_path):
         script = tmp_path / f"run-{name}"
         script.write_bytes(r.gateway(name, True, {"api_server": 8650, "webhook": 8750})
                            .files["run"].content)
-        subprocess.run(["sh", str(script)], env=env, check=True, timeout=30)
+        subprocess.run(["sh", str(script)], env=env, check=True, timeout=30, cwd=svc)
         got = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line
                    and line.split("=", 1)[0].isidentifier())
         for k, v in want.items():

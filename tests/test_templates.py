@@ -15,7 +15,7 @@ from hermes_tasks import inventory
 from hermes_tasks.render import Renderer
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-SCRIPTS = ("run", "finish", "log/run", "data/check")
+SCRIPTS = ("run", "finish", "log/run", "data/check", "data/own")
 PORTS = {"api_server": 8650, "webhook": 8750}
 
 
@@ -26,7 +26,8 @@ def shellcheck() -> str:
 
 
 def container_renderer():
-    return Renderer(inventory.load(None, [], environ={}))
+    # host_id defaults to the hostname: pinned, so snapshots do not depend on the machine.
+    return Renderer(inventory.load(None, ["host_id=host-1"], environ={}))
 
 
 @pytest.mark.parametrize("profile", ["default", "alice"])
@@ -49,9 +50,10 @@ def test_default_never_gets_dash_p_and_named_does():
     default_run = r.gateway("default", True).files["run"].content.decode()
     alice_run = r.gateway("alice", True).files["run"].content.decode()
     assert "-p" not in default_run.replace("mkdir -p", "")
-    assert default_run.rstrip().endswith(" hermes gateway run --replace")
-    assert alice_run.rstrip().endswith(" hermes -p alice gateway run --replace")
-    assert "s6-setuidgid hermes hermes -p alice gateway run --replace" in alice_run
+    assert '"$service_dir/data/own" hermes gateway run --replace' in default_run
+    assert '"$service_dir/data/own" hermes -p alice gateway run --replace' in alice_run
+    assert 's6-setuidgid hermes "$service_dir/data/own" hermes -p alice gateway run --replace' \
+        in alice_run
 
 
 def test_scripts_start_as_specified():
@@ -137,7 +139,8 @@ def test_substituted_names_equal_a_full_render(renderer):
     r = renderer()
     for name in ("a", "alice", "x-y_z", "0" * 64, "zq9sentinel9qz"):
         fast = r.gateway(name, True, {"api_server": 1024, "webhook": 65535})
-        run, log_run, check = r._render_scripts(name, 1024, 65535)
+        run, log_run, check, own = r._render_scripts(name, 1024, 65535)
         assert fast.files["run"].content == run.encode()
         assert fast.files["log/run"].content == log_run.encode()
         assert fast.files["data/check"].content == check.encode()
+        assert fast.files["data/own"].content == own.encode()

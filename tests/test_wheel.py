@@ -32,8 +32,10 @@ def test_wheel_ships_templates_and_inventory_and_runs(tmp_path):
     render = subprocess.run([venv / "bin" / "hermes-tasks", "slot.render", "alice"], cwd=outside,
                             env=env, capture_output=True, text=True)
     assert render.returncode == 0, render.stderr
-    assert "/command/s6-setuidgid hermes hermes -p alice gateway run --replace" in render.stdout
+    assert ('/command/s6-setuidgid hermes "$service_dir/data/own" hermes -p alice gateway '
+            "run --replace") in render.stdout
     assert "==> gateway-alice/data/check (mode 0755) <==" in render.stdout
+    assert "==> gateway-alice/data/own (mode 0755) <==" in render.stdout
     where = subprocess.run([venv / "bin" / "python", "-c",
                             "import hermes_tasks.render as r; print(r.templates_dir())"],
                            cwd=outside, env=env, capture_output=True, text=True)

@@ -11,6 +11,8 @@ INVENTORY_HELP = {
     "inventory": "inventory file or directory (default: $HERMES_TASKS_INVENTORY, else the "
                  "shipped container inventory)",
     "var": "override one setting, key=value (value parsed as YAML; repeatable)",
+    "host": "this machine's entry in a multi-host inventory (default: $HERMES_TASKS_HOST, "
+            "else 'localhost', else the only entry)",
 }
 
 
@@ -19,9 +21,12 @@ SECRETS_HELP = {"show-secrets": "show secret-looking extra_env values (names hol
 
 
 class HermesTask(Task):
-    """A task whose ``--show-secrets`` has no short flag: a stray ``-h`` must not print them."""
+    """A task whose ``--show-secrets`` and ``--host`` have no short flag: a stray ``-h`` must
+    not print secrets, and keeps meaning help to a reader."""
 
     def arg_opts(self, name, default, taken_names):
+        if name == "host":
+            taken_names = set(taken_names) | set(name)
         opts = super().arg_opts(name, default, taken_names)
         if name == "show_secrets":
             opts["names"] = [n for n in opts["names"] if len(n) > 1]
@@ -29,7 +34,7 @@ class HermesTask(Task):
 
 
 def hermes_task(help: dict[str, str], **kwargs):
-    """``@task`` with the ``--inventory``/``--var`` flags and their help added."""
+    """``@task`` with the ``--inventory``/``--var``/``--host`` flags and their help added."""
     iterable = ["var", *kwargs.pop("iterable", [])]
 
     def wrap(fn):
@@ -39,8 +44,8 @@ def hermes_task(help: dict[str, str], **kwargs):
     return wrap
 
 
-def settings(inventory_path: str | None, var: list[str]) -> Settings:
-    return inventory.load(inventory_path or None, var or ())
+def settings(inventory_path: str | None, var: list[str], host: str | None = None) -> Settings:
+    return inventory.load(inventory_path or None, var or (), host=host or None)
 
 
 def check_mode(c, check: bool) -> bool:

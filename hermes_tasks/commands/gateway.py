@@ -17,8 +17,8 @@ ACTION_HELP = {
 ALL_HELP = {"all": "act on every gateway-* slot in the scandir"}
 
 
-def _run(c, action, profile, all_, wait, timeout, json, check, inventory, var):
-    code = actions.gateway(settings(inventory, var), action, profile, all_, wait, timeout,
+def _run(c, action, profile, all_, wait, timeout, json, check, inventory, var, host):
+    code = actions.gateway(settings(inventory, var, host), action, profile, all_, wait, timeout,
                            json=json, check=check_mode(c, check))
     if code:
         raise Exit(code=code)
@@ -26,27 +26,28 @@ def _run(c, action, profile, all_, wait, timeout, json, check, inventory, var):
 
 @hermes_task(help=ACTION_HELP)
 def start(c, profile=None, wait=False, timeout=None, json=False, check=False, inventory=None,
-          var=None):
+          var=None, host=None):
     """Start a gateway and record desired_state: running (registers a missing slot)."""
-    _run(c, "start", profile, False, wait, timeout, json, check, inventory, var)
+    _run(c, "start", profile, False, wait, timeout, json, check, inventory, var, host)
 
 
 @hermes_task(help={**ACTION_HELP, **ALL_HELP})
 def stop(c, profile=None, all_=False, wait=False, timeout=None, json=False, check=False,
-         inventory=None, var=None):
+         inventory=None, var=None, host=None):
     """Stop a gateway (or --all) and record desired_state: stopped."""
-    _run(c, "stop", profile, all_, wait, timeout, json, check, inventory, var)
+    _run(c, "stop", profile, all_, wait, timeout, json, check, inventory, var, host)
 
 
 @hermes_task(help={**ACTION_HELP, **ALL_HELP})
 def restart(c, profile=None, all_=False, wait=False, timeout=None, json=False, check=False,
-            inventory=None, var=None):
+            inventory=None, var=None, host=None):
     """Restart a gateway (or --all: those up or desired running); records running."""
-    _run(c, "restart", profile, all_, wait, timeout, json, check, inventory, var)
+    _run(c, "restart", profile, all_, wait, timeout, json, check, inventory, var, host)
 
 
 @hermes_task(help={"profile": "only this profile's gateway",
                    "json": 'print {"gateways": [...]} as JSON'})
-def status(c, profile=None, json=False, inventory=None, var=None):
-    """Show each gateway: registered, supervised, up, ready, pid, last exit, desired state."""
-    actions.status(settings(inventory, var), profile, json)
+def status(c, profile=None, json=False, inventory=None, var=None, host=None):
+    """Show each gateway: registered, supervised, up, ready, pid, last exit, desired state,
+    owner."""
+    actions.status(settings(inventory, var, host), profile, json)

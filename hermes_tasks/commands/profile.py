@@ -18,11 +18,11 @@ COMMON = {
 @hermes_task(help={"name": "the new profile's name", "start": "start its gateway too",
                    **COMMON})
 def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None,
-           show_secrets=False):
+           show_secrets=False, host=None):
     """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
     redact.reveal(show_secrets)
-    code = actions.profile_create(settings(inventory, var), name, start, check_mode(c, check),
-                                  diff, json=json)
+    code = actions.profile_create(settings(inventory, var, host), name, start,
+                                  check_mode(c, check), diff, json=json)
     if code:
         raise Exit(code=code)
 
@@ -30,10 +30,10 @@ def create(c, name, start=False, check=False, diff=False, json=False, inventory=
 @hermes_task(help={"name": "the profile to delete",
                    "purge": "delete its directory instead of moving it to .trash", **COMMON})
 def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None,
-           show_secrets=False):
+           show_secrets=False, host=None):
     """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
     redact.reveal(show_secrets)
-    code = actions.profile_delete(settings(inventory, var), name, purge, check_mode(c, check),
-                                  diff, json=json)
+    code = actions.profile_delete(settings(inventory, var, host), name, purge,
+                                  check_mode(c, check), diff, json=json)
     if code:
         raise Exit(code=code)

@@ -17,10 +17,10 @@ from .common import SECRETS_HELP, check_mode, hermes_task, settings
     **SECRETS_HELP,
 })
 def reconcile(c, check=False, diff=False, json=False, wait=False, timeout=None, inventory=None,
-              var=None, show_secrets=False):
+              var=None, show_secrets=False, host=None):
     """Bring every gateway slot and process in line with the profiles on disk (run at boot)."""
     redact.reveal(show_secrets)
-    code = actions.reconcile(settings(inventory, var), check_mode(c, check), diff, json=json,
-                             wait=wait, timeout=timeout)
+    code = actions.reconcile(settings(inventory, var, host), check_mode(c, check), diff,
+                             json=json, wait=wait, timeout=timeout)
     if code:
         raise Exit(code=code)

@@ -19,7 +19,8 @@ from .common import SECRETS_HELP, hermes_task, settings
     "down": "render it as registered down (a down marker) instead of started",
     **SECRETS_HELP,
 })
-def render(c, name, dest=None, down=False, inventory=None, var=None, show_secrets=False):
+def render(c, name, dest=None, down=False, inventory=None, var=None, show_secrets=False,
+           host=None):
     """Print every file of a profile's slot, or write them under --dest; touches nothing else.
 
     Printed, secret-looking values are masked (unless --show-secrets); written under
@@ -29,7 +30,7 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
-    spec = Renderer(settings(inventory, var)).gateway(name, autostart=not down)
+    spec = Renderer(settings(inventory, var, host)).gateway(name, autostart=not down)
     files = dict(spec.files)
     if dest and c.config.run.dry:  # --dry means check mode for every task: write nothing
         for rel in files:
@@ -57,9 +58,9 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
 
 
 @hermes_task(help={"json": "print {\"slots\": [...]} as JSON"})
-def list_(c, json=False, inventory=None, var=None):
+def list_(c, json=False, inventory=None, var=None, host=None):
     """List the gateway slots registered in the scandir."""
-    cfg = settings(inventory, var)
+    cfg = settings(inventory, var, host)
     facts.require_scandir(cfg)
     names, _ = slots.managed_names(cfg.scandir)
     s6 = S6(cfg.s6_bin_dir)

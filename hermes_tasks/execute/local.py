@@ -18,7 +18,7 @@ import contextlib
 import os
 import stat
 
-from .. import fsops, readiness, slots
+from .. import fsops, ownership, readiness, slots
 from ..errors import TaskError
 from ..inventory import Settings
 from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
@@ -206,6 +206,11 @@ class Applier:
             goal = "down" if step.spec.down else "up"
             if goal == "down" and scanner is False:
                 continue  # nothing supervises it, so nothing can be up
+            elsewhere = goal == "up" and ownership.held_elsewhere(
+                self.settings.hermes_home, step.profile, self.settings.host_id)
+            if elsewhere:  # SPEC §13.1: a standby here is never ready while the owner lives
+                self.notes.setdefault(step.slot, []).append(f"standby: running on {elsewhere}")
+                continue
             if goal == "up" and scanner is False:
                 self.errors.setdefault(step.slot, f"{step.slot} cannot be ready: no s6-svscan "
                                        f"runs on {self.scandir}")

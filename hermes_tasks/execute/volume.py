@@ -62,8 +62,9 @@ def dispose(cfg: Settings, name: str, purge: bool) -> str:
 
 def sweep(cfg: Settings, parts: tuple[str, ...], slot_path: str) -> list[str]:
     """Delete the previous container's gateway.pid/processes.json unless the gateway is up
-    here (SPEC §4); return the names removed. Never follows a symlink."""
-    from .. import svstatus
+    here (SPEC §4) or any host holds the profile's ownership lock (SPEC §13.2); return the
+    names removed. Never follows a symlink."""
+    from .. import ownership, svstatus
     from ..profiles import STALE_FILES
 
     try:
@@ -74,6 +75,8 @@ def sweep(cfg: Settings, parts: tuple[str, ...], slot_path: str) -> list[str]:
             except (OSError, ValueError):
                 up = False
             if not present or up:
+                return []
+            if not ownership.lock_free(dfd):  # a gateway runs it, here or on another host
                 return []
             for name in present:
                 fsops.unlink_if_present(dfd, name)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from .. import placement, profiles, slots
 from .. import ports as portsmod
-from .. import profiles, slots
 from ..errors import TaskError
 from ..inventory import Settings
 from ..profiles import SLOT_PREFIX, Profile, Skipped
@@ -72,9 +72,11 @@ def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
     return existing, stale, S6.scanner_running(settings.scandir)
 
 
-def gather(settings: Settings, warn, *, write: bool = False) -> Facts:
-    """Volume, scandir and port facts; slot files and runtime are added by :func:`read_slots`.
+def gather(settings: Settings, warn, names=(), *, write: bool = False) -> Facts:
+    """Volume, scandir, placement and port facts; slot files and runtime come from :func:`read_slots`.
 
+    ``names`` are the intent's named targets: one placed elsewhere is unplaced even before
+    its profile exists (profile.create makes only the directory then, SPEC §13.3).
     ``write`` lets the port allocation file be locked and updated (a real run, never
     ``--check``).
     """
@@ -82,6 +84,10 @@ def gather(settings: Settings, warn, *, write: bool = False) -> Facts:
     found, skipped = volume(settings, warn)
     existing, stale, scanner = scandir(settings)
     known = Facts(settings, found, skipped, existing, stale, scanner)
+    why = placement.reason(settings.host_id)
+    for name in [*(p.name for p in found), *names]:
+        if not placement.placed(name, settings.gateway_profiles):
+            known.unplaced[name] = why
     ports(known, warn, write=write)
     return known
 

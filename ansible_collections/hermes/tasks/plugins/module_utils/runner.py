@@ -1,0 +1,188 @@
+"""Running the ``hermes-tasks`` console script from a module and reading its ``--json`` report.
+
+Shared by the ``hermes.tasks`` modules. Only the standard library and ansible's own
+module_utils: it runs on the managed host, where ``hermes_tasks`` is a separate program.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+# Options every module takes (documented in each module's DOCUMENTATION).
+COMMON_ARGS = dict(
+    inventory=dict(type="path"),
+    inventory_content=dict(type="str", no_log=True),
+    vars=dict(type="dict", default={}),
+    host=dict(type="str"),
+    executable=dict(type="str", default="hermes-tasks"),
+)
+
+EXCLUSIVE = [("inventory", "inventory_content")]
+
+WARNING_PREFIX = "hermes-tasks: warning: "
+ERROR_PREFIX = "hermes-tasks: error: "
+
+
+class TaskFailed(Exception):
+    """A hermes-tasks call that failed: its message and whatever it reported."""
+
+    def __init__(self, msg, **facts):
+        super().__init__(msg)
+        self.msg = msg
+        self.facts = facts
+
+
+class HermesTasks:
+    """One module's view of ``hermes-tasks`` on this host: the argv and the reports.
+
+    ``run()`` returns the parsed JSON document of a task; a failure (an error exit, a
+    failed row, output that is not JSON) raises :class:`TaskFailed` with one line saying
+    what went wrong, taken from the tool's own message.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.commands = []  # every argv run, returned to the user as `commands`
+
+    def executable(self):
+        exe = self.module.params["executable"]
+        if os.path.sep in exe:
+            if not os.access(exe, os.X_OK):
+                self.module.fail_json(msg=f"{exe} is not an executable file")
+            return exe
+        found = self.module.get_bin_path(exe)
+        if not found:
+            self.module.fail_json(
+                msg=f"{exe} not found on PATH: install hermes-tasks on this host or set the "
+                    "module's `executable` option to its console script")
+        return found
+
+    def _inventory_file(self, content):
+        """``inventory_content`` as a private file in the module's temp dir (removed with it)."""
+        if getattr(self, "_inventory_path", None) is None:
+            fd, path = tempfile.mkstemp(prefix="hermes-tasks-inventory-", suffix=".yml",
+                                        dir=self.module.tmpdir)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(content if content.endswith("\n") else content + "\n")
+            self._inventory_path = path
+        return self._inventory_path
+
+    def argv(self, task, *args):
+        """The full command: task and its arguments, then the shared flags."""
+        p = self.module.params
+        cmd = [self.executable(), task] + list(args)
+        if p.get("inventory_content") is not None:
+            cmd += ["--inventory", self._inventory_file(p["inventory_content"])]
+        elif p.get("inventory"):
+            cmd += ["--inventory", p["inventory"]]
+        for key in sorted(p.get("vars") or {}):
+            # JSON is YAML flow syntax, so every value reaches hermes-tasks with its type.
+            cmd += ["--var", f"{key}={json.dumps(p['vars'][key])}"]
+        if p.get("host"):
+            cmd += ["--host", p["host"]]
+        return cmd
+
+    def run(self, task, *args):
+        """Run ``hermes-tasks TASK ARGS… --json``; return its JSON document."""
+        cmd = self.argv(task, *(list(args) + ["--json"]))
+        self.commands.append(_shown(cmd))
+        rc, out, err = self.module.run_command(cmd, environ_update={"LC_ALL": "C.UTF-8"})
+        for line in err.splitlines():
+            if line.startswith(WARNING_PREFIX):
+                self.module.warn(line[len(WARNING_PREFIX):])
+        doc = _json_object(out)
+        errors = [ln[len(ERROR_PREFIX):] for ln in err.splitlines() if ln.startswith(ERROR_PREFIX)]
+        if doc is None:
+            msg = "; ".join(errors) or err.strip() or out.strip() or \
+                f"{task} exited {rc} without a report"
+            raise TaskFailed(msg, rc=rc, stdout=out, stderr=err, cmd=_shown(cmd))
+        rows = doc.get("results") or []
+        aside = doc.get("registrar") if isinstance(doc.get("registrar"), dict) else {}
+        failed = [r for r in rows + [aside] if r.get("result") == "failed"]
+        if rc != 0 or failed or doc.get("error"):
+            msgs = [_row_label(r) + ": " + (r.get("message") or "failed") for r in failed]
+            msg = "; ".join(msgs + errors + ([doc["error"]] if doc.get("error") else [])) or \
+                f"{task} exited {rc}"
+            raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
+                             changed=changed(rows), stderr=err, cmd=_shown(cmd))
+        return doc
+
+
+def save_inventory(module, path, content):
+    """Keep ``content`` at ``path`` (0600, written atomically) for the host's boot-time runs.
+
+    Returns whether the file is (or, in check mode, would be) changed. The text is never
+    shown: an inventory may hold secrets.
+    """
+    data = (content if content.endswith("\n") else content + "\n").encode()
+    try:
+        with open(path, "rb") as fh:
+            same = fh.read() == data and os.fstat(fh.fileno()).st_mode & 0o7777 == 0o600
+    except FileNotFoundError:
+        same = False
+    if same or module.check_mode:
+        return not same
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, 0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".inventory-", dir=parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+# --var settings whose values may hold secrets (SPEC §8's words, and the env maps).
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASS", "CREDENTIAL")
+ENV_SETTINGS = ("extra_env", "profile_vars")
+
+
+def _shown(cmd):
+    """``cmd`` as returned to the user: values of settings that may hold secrets masked."""
+    out = list(cmd)
+    for i in range(1, len(out)):
+        if out[i - 1] == "--var" and "=" in out[i]:
+            key = out[i].split("=", 1)[0]
+            if key in ENV_SETTINGS or any(w in key.upper() for w in SECRET_WORDS):
+                out[i] = key + "=********"
+    return out
+
+
+def _json_object(text):
+    """The one JSON object a ``--json`` run prints on stdout, or None."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _row_label(row):
+    return row.get("slot") or row.get("profile") or "?"
+
+
+def changed(rows):
+    """Truthful `changed`: some row of the task's own report says it changed something."""
+    return any(r.get("result") == "changed" for r in rows)
+
+
+def diff_of(rows):
+    """Ansible diff entries from the rows' unified diffs (``--diff`` puts one in each row)."""
+    return [{"prepared": r["diff"]} for r in rows if r.get("diff")]
+
+
+def fail(module, exc, **extra):
+    """End the module with a TaskFailed's message and facts."""
+    facts = dict(exc.facts)
+    facts.update(extra)
+    facts.setdefault("changed", False)
+    module.fail_json(msg=exc.msg, **facts)

@@ -1,0 +1,612 @@
+"""The hermes.tasks Ansible collection and ansible/site.yml over real SSH (SPEC §12, §13.4).
+
+Each "host" is a Debian sshd on its own loopback port (tests/sshenv.py) with its own
+sandbox scandir and s6-svscan (tests/s6env.py); alpha and beta share one hermes_home. The
+hosts run this checkout's ``hermes-tasks`` (the venv's console script) with the stand-in
+gateway. Ansible reads the same inventory file hermes-tasks reads (its ``ansible_*``
+variables are ignored by hermes-tasks); every host picks its own entry with ``--host``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import s6env
+import sshenv
+import standin
+import yaml
+
+REPO = s6env.REPO_ROOT
+VENV_BIN = Path(sys.executable).parent
+HERMES_TASKS = VENV_BIN / "hermes-tasks"
+SITE = REPO / "ansible" / "site.yml"
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
+                   r"\s+skipped=(\d+)\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
+COUNTERS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
+TASK_LINE = re.compile(r"^(ok|changed|fatal|failed|skipping): \[(\S+)\]", re.M)
+ADHOC = re.compile(r"^(\S+) \| (SUCCESS|CHANGED|FAILED!)(?: \| rc=\d+)? => ", re.M)
+
+
+class Host:
+    """One SSH host: its sshd, its sandbox (scandir, /command) and its s6-svscan."""
+
+    def __init__(self, name: str, ssh: sshenv.SshHost, home: Path | None):
+        self.name = name
+        self.ssh = ssh
+        self.sandbox = s6env.make_sandbox(service_user=True)
+        self.home = home or self.sandbox.home
+        self.supervisor = s6env.Supervisor(self.sandbox).start()
+        self.host_vars: dict = {}
+
+    def slots(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.sandbox.scandir) if n.startswith("gateway-"))
+
+    def slot(self, profile: str) -> Path:
+        return self.sandbox.slot(profile)
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.sandbox.cleanup()
+
+
+class Fleet:
+    """sshd + supervisor per host, one inventory file, and ways to run Ansible on them."""
+
+    def __init__(self, names: list[str], shared: dict[str, str] = None):
+        shared = shared or {}
+        self.ssh = sshenv.SshFleet(names).start()
+        self.hosts: dict[str, Host] = {}
+        try:
+            for name in names:
+                home = self.hosts[shared[name]].home if name in shared else None
+                self.hosts[name] = Host(name, self.ssh.hosts[name], home)
+        except BaseException:
+            self.stop()
+            raise
+        self.inventory = self.ssh.dir / "fleet" / "hosts.yml"
+        self.inventory.parent.mkdir()
+        self.shipped = self.ssh.dir / "shipped"
+
+    @property
+    def user(self) -> s6env.ServiceUser:
+        return next(iter(self.hosts.values())).sandbox.user
+
+    def write_inventory(self) -> None:
+        """The one inventory both Ansible and hermes-tasks read."""
+        first = next(iter(self.hosts))
+        common = {k: v for k, v in self.ssh.ssh_vars(first, sys.executable).items()
+                  if k != "ansible_port"}
+        doc = {"all": {
+            "vars": {"service_user": self.user.name, "service_uid": self.user.uid,
+                     "service_gid": self.user.gid, "hermes_bin": str(s6env.FAKE_GATEWAY),
+                     **common},
+            "hosts": {name: {"ansible_port": h.ssh.port, "hermes_home": str(h.home),
+                             "scandir": str(h.sandbox.scandir),
+                             "s6_bin_dir": str(h.sandbox.cmd_dir), **h.host_vars}
+                      for name, h in self.hosts.items()},
+        }}
+        self.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def profile(self, host: str, name: str, state: str | None = "running") -> Path:
+        h = self.hosts[host]
+        d = s6env.make_profile(h.home, name, None if state is None else {"desired_state": state})
+        s6env.own(h.sandbox, h.home)
+        return d
+
+    def run(self, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), env=self.ssh.env(REPO), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.ssh.dir)
+
+    def playbook(self, *flags: str) -> subprocess.CompletedProcess:
+        extra = {"hermes_tasks_executable": str(HERMES_TASKS),
+                 # one machine plays every host: each keeps its copy in its own place
+                 "hermes_inventory_dest": f"{self.shipped}/{{{{ inventory_hostname }}}}/inventory.yml"}
+        return self.run(str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory),
+                        "-e", json.dumps(extra), str(SITE), *flags)
+
+    def adhoc(self, host: str, module: str, args: dict, *flags: str) -> tuple[str, dict]:
+        """One module on one host (``ansible HOST -m MODULE``): its status word and result."""
+        res = self.run(str(VENV_BIN / "ansible"), host, "-i", str(self.inventory), "-m", module,
+                       "-a", json.dumps({"executable": str(HERMES_TASKS), **args}), *flags)
+        m = ADHOC.search(res.stdout)
+        assert m and m.group(1) == host, res.stdout + res.stderr
+        out = json.JSONDecoder().raw_decode(res.stdout[m.end():])[0]
+        out["_stdout"] = res.stdout + res.stderr  # a diff is printed, not returned
+        return m.group(2), out
+
+    def stop(self) -> None:
+        for h in self.hosts.values():
+            h.stop()
+        self.ssh.stop()
+
+
+@pytest.fixture
+def make_fleet():
+    made: list[Fleet] = []
+
+    def make(names, shared=None):
+        made.append(Fleet(names, shared))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+def recap(res: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    found = {m.group(1): dict(zip(COUNTERS, map(int, m.groups()[1:])))
+             for m in RECAP.finditer(res.stdout)}
+    assert found, res.stdout + res.stderr
+    return found
+
+
+def task_results(res: subprocess.CompletedProcess, task: str) -> dict[str, str]:
+    """``{host: ok|changed|fatal|…}`` for one task of a playbook's output."""
+    return {host: word for host, (word, _) in task_docs(res, task).items()}
+
+
+def task_docs(res: subprocess.CompletedProcess, task: str) -> dict[str, tuple[str, dict]]:
+    """``{host: (word, result)}`` for one task; the result is {} unless run with ``-v``."""
+    section = res.stdout.split(f"TASK [{task}]", 1)[1].split("\nTASK [", 1)[0]
+    section = section.split("PLAY RECAP", 1)[0]
+    found = {}
+    for m in TASK_LINE.finditer(section):
+        rest = section[m.end():]
+        doc = {}
+        if rest.startswith(" => {") or rest.startswith(": FAILED! => {"):
+            doc = json.JSONDecoder().raw_decode(rest[rest.index("{"):])[0]
+        found[m.group(2)] = (m.group(1), doc)
+    return found
+
+
+def reconcile_counts(res: subprocess.CompletedProcess) -> dict[str, tuple]:
+    """Per host: (changed rows, failed rows, inventory copy changed), from ``-v`` output."""
+    return {host: (doc["stats"]["changed"], doc["stats"]["failed"], doc["inventory_saved"])
+            for host, (_, doc) in task_docs(res, "Reconcile").items()}
+
+
+def gateways_up(fleet: Fleet, expected: dict[str, list[str]]) -> None:
+    """Wait until each host's listed profiles have a live stand-in gateway."""
+    for host, profiles in expected.items():
+        h = fleet.hosts[host]
+        for p in profiles:
+            s6env.wait_up(h.slot(p), 15)
+            s6env.wait_for(lambda h=h, p=p: standin.live_pids(h.home, p), 15,
+                           what=f"{p} running on {host}")
+
+
+def snapshot(fleet: Fleet) -> dict:
+    """Every file and directory the tool writes, with mode and content, plus live gateways.
+
+    Left out: what s6 and the gateways themselves write while running (``supervise/``,
+    ``event/``, logs, the stand-in's event files).
+    """
+    out: dict = {}
+    skip_dirs = {"supervise", "event", ".standin", "logs", ".s6-svscan"}
+    roots = {str(h.sandbox.scandir) for h in fleet.hosts.values()} | \
+        {str(h.home) for h in fleet.hosts.values()} | {str(fleet.shipped)}
+    for root in sorted(roots):
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if d not in skip_dirs]
+            for n in dirs + files:
+                p = os.path.join(dirpath, n)
+                st = os.lstat(p)
+                data = open(p, "rb").read() if os.path.isfile(p) and not os.path.islink(p) else None
+                out[p] = (st.st_mode, st.st_uid, data)
+    for host, h in fleet.hosts.items():
+        log = h.home / "logs" / "container-boot.log"
+        out[f"{host}:bootlog"] = log.read_bytes() if log.exists() else None
+        for slot in h.slots():
+            out[f"{host}:{slot}:pid"] = s6env.svstat(h.sandbox.scandir / slot)["pid"]
+    return out
+
+
+def supervising_scandir(pid: int) -> str | None:
+    """The scandir whose s6-supervise is an ancestor of ``pid``."""
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat[stat.index("(") + 1:stat.rindex(")")] == "s6-supervise":
+                return os.path.dirname(os.readlink(f"/proc/{pid}/cwd"))
+            pid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+# ----------------------------------------------------------------------------- documentation
+
+
+@pytest.mark.parametrize("module", ["reconcile", "gateway", "profile"])
+def test_ansible_doc_renders_each_module(module):
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+           "LC_ALL": "C.UTF-8", "ANSIBLE_COLLECTIONS_PATH": str(REPO), "ANSIBLE_NOCOLOR": "1"}
+    res = subprocess.run([str(VENV_BIN / "ansible-doc"), "-t", "module", f"hermes.tasks.{module}"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert f"hermes.tasks.{module}" in text
+    for section in ("OPTIONS", "EXAMPLES", "RETURN VALUES"):
+        assert section in text, f"{section} missing from ansible-doc {module}"
+    for option in ("host", "inventory", "inventory_content", "vars", "executable"):
+        assert re.search(rf"^-?\s*{option}\s", text, re.M), f"{module}: option {option} undocumented"
+    assert "check_mode" in text and "diff_mode" in text
+    assert "[WARNING]" not in res.stderr, res.stderr
+
+
+def test_ansible_doc_lists_the_collection():
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+           "LC_ALL": "C.UTF-8", "ANSIBLE_COLLECTIONS_PATH": str(REPO), "ANSIBLE_NOCOLOR": "1"}
+    res = subprocess.run([str(VENV_BIN / "ansible-doc"), "-l", "hermes.tasks"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert sorted(re.findall(r"^(hermes\.tasks\.\w+)", res.stdout, re.M)) == [
+        "hermes.tasks.gateway", "hermes.tasks.profile", "hermes.tasks.reconcile"]
+
+
+# ansible-test fetches its pip bootstrap from a host that is not a package registry; this
+# stand-in installs pip with ensurepip and then from the configured index (PyPI).
+GET_PIP = """\
+import subprocess, sys
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade"])
+if args:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--upgrade", *args])
+"""
+
+
+def test_modules_pass_ansible_test_validate_modules(tmp_path):
+    """The documentation schema, argument spec and check-mode claims agree (ansible-test)."""
+    cache = tmp_path / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True)
+    (cache / "get_pip_24_2.py").write_text(GET_PIP)
+    env = {"PATH": f"{VENV_BIN}:{os.environ['PATH']}", "HOME": str(tmp_path), "LC_ALL": "C.UTF-8",
+           "ANSIBLE_NOCOLOR": "1"}
+    res = subprocess.run([str(VENV_BIN / "ansible-test"), "sanity", "--test", "validate-modules",
+                          "--python", f"{sys.version_info.major}.{sys.version_info.minor}"],
+                         cwd=REPO / "ansible_collections" / "hermes" / "tasks", env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert 'Running sanity test "validate-modules"' in res.stdout + res.stderr
+
+
+# ----------------------------------------------------------------------------- the playbook
+
+
+def three_hosts(make_fleet) -> Fleet:
+    """alpha and beta share one hermes_home (alpha: default + al*, beta: b*); gamma has its own."""
+    fleet = make_fleet(["alpha", "beta", "gamma"], shared={"beta": "alpha"})
+    fleet.hosts["alpha"].host_vars = {"gateway_profiles": ["default", "al*"]}
+    fleet.hosts["beta"].host_vars = {"gateway_profiles": ["b*"]}
+    fleet.hosts["gamma"].host_vars = {"gateway_profiles": ["*"]}
+    for name in ("default", "alice", "bob"):
+        fleet.profile("alpha", name)
+    fleet.profile("gamma", "default", "stopped")
+    fleet.profile("gamma", "carol")
+    fleet.write_inventory()
+    return fleet
+
+
+def test_playbook_converges_then_changes_nothing_and_check_diff_writes_nothing(make_fleet):
+    fleet = three_hosts(make_fleet)
+    alpha, beta, gamma = (fleet.hosts[n] for n in ("alpha", "beta", "gamma"))
+
+    first = fleet.playbook()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert {h: c["changed"] > 0 and c["failed"] == 0 for h, c in recap(first).items()} == \
+        {"alpha": True, "beta": True, "gamma": True}
+    assert task_results(first, "Reconcile") == {"alpha": "changed", "beta": "changed",
+                                                "gamma": "changed"}
+    # Each host picked its own entry: placement and paths are per host.
+    assert alpha.slots() == ["gateway-alice", "gateway-default"]
+    assert beta.slots() == ["gateway-bob"]
+    assert gamma.slots() == ["gateway-carol", "gateway-default"]
+    gateways_up(fleet, {"alpha": ["default", "alice"], "beta": ["bob"], "gamma": ["carol"]})
+    assert s6env.svstat(gamma.slot("default"))["up"] is False  # desired stopped
+    shipped = fleet.shipped / "gamma" / "inventory.yml"
+    assert shipped.read_bytes() == fleet.inventory.read_bytes()
+    assert shipped.stat().st_mode & 0o777 == 0o600
+
+    second = fleet.playbook()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert {h: (c["changed"], c["failed"]) for h, c in recap(second).items()} == \
+        {"alpha": (0, 0), "beta": (0, 0), "gamma": (0, 0)}
+
+    # Something to do: a new profile on the shared volume (alpha's) and carol no longer
+    # placed on gamma (an inventory edit not shipped yet: check mode must still see it).
+    fleet.profile("alpha", "albert")
+    gamma.host_vars = {"gateway_profiles": ["default"]}
+    fleet.write_inventory()
+    before = snapshot(fleet)
+    check = fleet.playbook("--check", "--diff", "-v")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert snapshot(fleet) == before, "--check --diff changed something on disk or in s6"
+    # alpha: albert's new slot; gamma: carol's slot retired; every host: the inventory copy
+    assert reconcile_counts(check) == {"alpha": (1, 0, True), "beta": (0, 0, True),
+                                       "gamma": (1, 0, True)}, check.stdout
+    section = check.stdout.split("TASK [Reconcile]", 1)[1]
+    assert "gateway-albert/run" in section, section  # the would-be slot file's diff
+    assert "gateway_profiles" not in section  # the inventory copy's text is never shown
+    assert "DRY RUN" not in check.stderr
+
+    applied = fleet.playbook("--diff", "-v")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert reconcile_counts(applied) == reconcile_counts(check)  # check says what a run does
+    assert shipped.read_bytes() == fleet.inventory.read_bytes()
+    assert alpha.slots() == ["gateway-albert", "gateway-alice", "gateway-default"]
+    assert gamma.slots() == ["gateway-default"]
+    gateways_up(fleet, {"alpha": ["albert"]})
+    s6env.wait_for(lambda: not standin.live_pids(gamma.home, "carol"), 15, what="carol stopped")
+
+    again = fleet.playbook("--check")
+    assert {h: (c["changed"], c["failed"]) for h, c in recap(again).items()} == \
+        {"alpha": (0, 0), "beta": (0, 0), "gamma": (0, 0)}
+
+
+def test_a_host_without_s6_tools_fails_alone(make_fleet):
+    fleet = make_fleet(["alpha", "beta", "gamma"], shared={"beta": "alpha"})
+    empty = fleet.hosts["gamma"].sandbox.root / "no-s6"
+    empty.mkdir()
+    fleet.hosts["alpha"].host_vars = {"gateway_profiles": ["default"]}
+    fleet.hosts["beta"].host_vars = {"gateway_profiles": ["alice"]}
+    fleet.hosts["gamma"].host_vars = {"s6_bin_dir": str(empty)}
+    for name in ("default", "alice"):
+        fleet.profile("alpha", name)
+    fleet.profile("gamma", "carol")
+    fleet.write_inventory()
+
+    res = fleet.playbook()
+    assert res.returncode == 2, res.stdout + res.stderr  # 2: some host failed
+    counts = recap(res)
+    assert (counts["gamma"]["failed"], counts["alpha"]["failed"], counts["beta"]["failed"]) == \
+        (1, 0, 0), res.stdout
+    fatal = res.stdout.split("fatal: [gamma]: FAILED! => ", 1)[1]
+    msg = json.JSONDecoder().raw_decode(fatal)[0]["msg"]
+    assert str(empty) in msg or "s6" in msg, msg
+    assert fleet.hosts["alpha"].slots() == ["gateway-default"]
+    assert fleet.hosts["beta"].slots() == ["gateway-alice"]
+    gateways_up(fleet, {"alpha": ["default"], "beta": ["alice"]})
+    assert standin.live_pids(fleet.hosts["gamma"].home, "carol") == []
+
+
+def test_moving_a_profile_between_hosts_never_runs_it_twice(make_fleet):
+    fleet = make_fleet(["alpha", "beta", "gamma"], shared={"beta": "alpha"})
+    alpha, beta = fleet.hosts["alpha"], fleet.hosts["beta"]
+    alpha.host_vars = {"gateway_profiles": ["default", "alice"]}
+    beta.host_vars = {"gateway_profiles": ["bob"]}
+    for name in ("default", "alice", "bob"):
+        fleet.profile("alpha", name)
+    fleet.profile("gamma", "default")
+    fleet.write_inventory()
+    first = fleet.playbook()
+    assert first.returncode == 0, first.stdout + first.stderr
+    gateways_up(fleet, {"alpha": ["alice"], "beta": ["bob"]})
+    [old] = standin.live_pids(alpha.home, "alice")
+    assert supervising_scandir(old) == str(alpha.sandbox.scandir)
+
+    # Move alice from alpha to beta: an inventory edit and one playbook run.
+    alpha.host_vars = {"gateway_profiles": ["default"]}
+    beta.host_vars = {"gateway_profiles": ["bob", "alice"]}
+    fleet.write_inventory()
+    samples: list[list[int]] = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(standin.live_pids(alpha.home, "alice"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        moved = fleet.playbook()
+        # keep sampling until the new owner runs it (the handover may finish after the play)
+        s6env.wait_for(lambda: standin.live_pids(alpha.home, "alice") not in ([], [old]), 20,
+                       what="alice running again after the move")
+        time.sleep(0.5)
+    finally:
+        done.set()
+        sampler.join()
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert len(samples) > 20, "too few samples to show anything"
+    assert max(map(len, samples)) <= 1, [s for s in samples if len(s) > 1][:5]
+    assert alpha.slots() == ["gateway-default"]
+    assert beta.slots() == ["gateway-alice", "gateway-bob"]
+    [new] = standin.live_pids(alpha.home, "alice")
+    assert supervising_scandir(new) == str(beta.sandbox.scandir)
+
+
+# ----------------------------------------------------------------------------- the modules
+
+
+def test_profile_and_gateway_modules_report_changed_truthfully(make_fleet):
+    fleet = make_fleet(["alpha"])
+    alpha = fleet.hosts["alpha"]
+    fleet.profile("alpha", "default", "stopped")
+    fleet.write_inventory()
+    inv = {"inventory": str(fleet.inventory)}
+    erin = alpha.home / "profiles" / "erin"
+
+    word, out = fleet.adhoc("alpha", "hermes.tasks.profile", {"name": "erin", **inv}, "--check")
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    assert not erin.exists() and not alpha.slot("erin").exists()
+    word, out = fleet.adhoc("alpha", "hermes.tasks.profile", {"name": "erin", **inv})
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    assert (erin / "SOUL.md").is_file() and (alpha.slot("erin") / "down").exists()
+    assert out["commands"][0][-2:] == ["--host", "alpha"]  # host defaults to inventory_hostname
+    word, out = fleet.adhoc("alpha", "hermes.tasks.profile", {"name": "erin", **inv})
+    assert (word, out["changed"], out["stats"]["ok"]) == ("SUCCESS", False, 1), out
+
+    gw = {"profile": "erin", **inv}
+    word, out = fleet.adhoc("alpha", "hermes.tasks.gateway", {**gw, "state": "started"},
+                            "--check", "--diff")
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    shown = out["_stdout"]
+    assert "--- before: gateway-erin" in shown and '-    "up": false' in shown, shown
+    assert '+    "up": true' in shown and '+    "desired_state": "running"' in shown, shown
+    s6env.wait_status_file(alpha.slot("erin"))
+    assert s6env.svstat(alpha.slot("erin"))["up"] is False  # check mode started nothing
+    word, out = fleet.adhoc("alpha", "hermes.tasks.gateway",
+                            {**gw, "state": "started", "wait": True, "timeout": 20})
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    assert standin.live_pids(alpha.home, "erin")
+    for flags in (("--check",), ()):
+        word, out = fleet.adhoc("alpha", "hermes.tasks.gateway", {**gw, "state": "started"}, *flags)
+        assert (word, out["changed"]) == ("SUCCESS", False), (flags, out)
+    word, out = fleet.adhoc("alpha", "hermes.tasks.gateway", {**gw, "state": "stopped",
+                                                              "wait": True})
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    assert standin.live_pids(alpha.home, "erin") == []
+    word, out = fleet.adhoc("alpha", "hermes.tasks.gateway", {**gw, "state": "stopped"}, "--check")
+    assert (word, out["changed"]) == ("SUCCESS", False), out
+    word, out = fleet.adhoc("alpha", "hermes.tasks.gateway", {**gw, "state": "restarted"})
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    s6env.wait_for(lambda: standin.live_pids(alpha.home, "erin"), 15, what="erin restarted")
+
+    word, out = fleet.adhoc("alpha", "hermes.tasks.gateway", {"profile": "ghost", **inv})
+    assert word == "FAILED!" and "no profile 'ghost'" in out["msg"], out
+
+    word, out = fleet.adhoc("alpha", "hermes.tasks.profile",
+                            {"name": "erin", "state": "absent", **inv}, "--check")
+    assert (word, out["changed"]) == ("CHANGED", True) and erin.exists(), out
+    word, out = fleet.adhoc("alpha", "hermes.tasks.profile", {"name": "erin", "state": "absent", **inv})
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    assert not erin.exists() and not alpha.slot("erin").exists()
+    assert list((alpha.home / ".trash" / "profiles").iterdir())
+    word, out = fleet.adhoc("alpha", "hermes.tasks.profile", {"name": "erin", "state": "absent", **inv})
+    assert (word, out["changed"]) == ("SUCCESS", False), out
+
+
+def test_reconcile_module_takes_vars_and_fails_on_a_failed_row(make_fleet):
+    fleet = make_fleet(["alpha"])
+    alpha = fleet.hosts["alpha"]
+    for name in ("default", "alice", "bob"):
+        fleet.profile("alpha", name)
+    alpha.host_vars = {"extra_env": {"HT_API_TOKEN": "s3cr3t-token-value"}}
+    fleet.write_inventory()
+    inv = {"inventory_content": fleet.inventory.read_text()}
+
+    # vars reach hermes-tasks with their YAML types (a list here)
+    word, out = fleet.adhoc("alpha", "hermes.tasks.reconcile",
+                            {**inv, "vars": {"gateway_profiles": ["al*"]}, "wait": True}, "-vvv")
+    assert (word, out["changed"]) == ("CHANGED", True), out
+    assert alpha.slots() == ["gateway-alice"]
+    assert [r["profile"] for r in out["waited"]] == ["alice"]
+    assert standin.live_pids(alpha.home, "alice")
+    rows = {r["profile"]: (r["action"], r["result"]) for r in out["results"]}
+    assert rows["bob"] == ("skipped", "skipped") and rows["alice"] == ("started", "changed")
+    assert out["stats"]["changed"] == 1
+    # the inventory text may hold secrets (extra_env): never echoed back, even with -vvv
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in json.dumps(out["invocation"])
+    assert "s3cr3t-token-value" not in out["_stdout"]
+
+    word, out = fleet.adhoc("alpha", "hermes.tasks.reconcile",
+                            {**inv, "vars": {"gateway_profiles": ["al*"]}})
+    assert (word, out["changed"]) == ("SUCCESS", False), out
+    assert out["commands"][0][-2:] == ["--host", "alpha"]
+
+    # host "" lets hermes-tasks choose (here: the only entry); secret-ish --var values masked
+    word, out = fleet.adhoc("alpha", "hermes.tasks.reconcile",
+                            {**inv, "host": "", "vars": {"gateway_profiles": ["al*"],
+                                                         "extra_env": {"HT_X": "visible-or-not"}}})
+    assert word == "CHANGED" and "--host" not in out["commands"][0], out  # run scripts changed
+    assert "extra_env=********" in out["commands"][0] and "visible-or-not" not in out["_stdout"]
+
+    # No s6 tools where the inventory says: the task fails, and so does the module.
+    broken = alpha.sandbox.root / "no-s6"
+    broken.mkdir()
+    word, out = fleet.adhoc("alpha", "hermes.tasks.reconcile",
+                            {**inv, "vars": {"s6_bin_dir": str(broken)}})
+    assert word == "FAILED!" and out["msg"], out
+    assert "Traceback" not in json.dumps(out)
+
+
+def test_shipped_example_inventory_is_one_both_tools_read():
+    example = REPO / "ansible" / "inventory.example.yml"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LC_ALL": "C.UTF-8"}
+    listed = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(example), "--list"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    hosts = json.loads(listed.stdout)["_meta"]["hostvars"]
+    assert len(hosts) >= 3
+    sys.path.insert(0, str(REPO))
+    from hermes_tasks import inventory
+
+    placed = {}
+    for name in hosts:
+        cfg = inventory.load(str(example), (), host=name)
+        assert cfg.host_id == name
+        placed[name] = list(cfg.gateway_profiles)
+    assert [] in placed.values()  # the example shows a host that runs no gateway
+    assert shutil.which("ansible-playbook", path=str(VENV_BIN))
+
+
+def test_sdist_carries_the_collection_and_the_wheel_only_the_package(tmp_path):
+    subprocess.run([sys.executable, "-m", "build", "-q", "--sdist", "--wheel", "-o", str(tmp_path),
+                    str(REPO)], check=True, capture_output=True, timeout=300)
+    import tarfile
+    import zipfile
+
+    [sdist] = tmp_path.glob("hermes_tasks-*.tar.gz")
+    names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+    for needed in ("ansible/site.yml", "ansible/inventory.example.yml",
+                   "ansible_collections/hermes/tasks/galaxy.yml",
+                   "ansible_collections/hermes/tasks/plugins/modules/reconcile.py",
+                   "tests/test_ansible_ssh.py", "tests/sshenv.py", "hermes_tasks/cli.py"):
+        assert needed in names, needed
+    [wheel] = tmp_path.glob("hermes_tasks-*.whl")
+    tops = {n.split("/", 1)[0] for n in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"hermes_tasks", next(t for t in tops if t.endswith(".dist-info"))}
+
+
+def test_fleet_bench_section_and_the_main_bench_keep_each_other(tmp_path):
+    import importlib.util
+
+    loaded = {}
+    for name in ("fleet", "bench"):
+        spec = importlib.util.spec_from_file_location(f"hermes_bench_{name}", REPO / "bench" / f"{name}.py")
+        loaded[name] = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = loaded[name]
+        spec.loader.exec_module(loaded[name])
+    fleet, bench = loaded["fleet"], loaded["bench"]
+    report = tmp_path / "RESULTS.md"
+    report.write_text("# bench\n\n| N | ms |\n| 1 | 5 |\n\n## Targets\n\nall pass\n")
+    fleet.replace_section(report, f"{fleet.SECTION}\n\nfirst\n")
+    fleet.replace_section(report, f"{fleet.SECTION}\n\nsecond\n")
+    text = report.read_text()
+    assert text.startswith("# bench\n\n| N | ms |\n| 1 | 5 |\n\n## Targets\n\nall pass\n")
+    assert text.count(fleet.SECTION) == 1 and "second" in text and "first" not in text
+    # bench.py rewrites everything above and keeps the Fleet section at the end
+    assert bench.kept_sections(report) == f"\n{fleet.SECTION}\n\nsecond\n"
+
+
+def test_reconcile_refuses_a_scandir_whose_supervisor_it_could_not_tell(sandbox, supervisor):
+    """s6_bin_dir without the s6 tools while s6-svscan runs: the engine's preflight, exit 1,
+    one line, nothing written (check mode too); without a supervisor --check still plans."""
+    s6env.make_profile(sandbox.home, "default", {"desired_state": "running"})
+    empty = sandbox.root / "no-s6"
+    empty.mkdir()
+    def reconcile(*flags):  # the last --var wins: after the sandbox's own
+        return s6env.run_tasks(sandbox, None, argv=[
+            "python", "-m", "hermes_tasks", "reconcile", *flags, *s6env.inventory_args(sandbox),
+            "--var", f"s6_bin_dir={empty}"])
+
+    for flags in (["--check"], []):
+        res = reconcile(*flags)
+        assert res.returncode == 1, res.stdout + res.stderr
+        [line] = res.stderr.splitlines()
+        assert line.startswith("hermes-tasks: error: preflight: s6_bin_dir") and \
+            "with-contenv" in line and "s6-svscanctl" in line, line
+        assert os.listdir(sandbox.scandir) == [".s6-svscan"], flags
+    supervisor.stop()
+    res = reconcile("--check")
+    assert res.returncode == 0 and "gateway-default" in res.stdout, res.stderr
