@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 
 from .. import ports as portsmod
 from .. import profiles, slots
@@ -72,29 +73,31 @@ def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
     return existing, stale, S6.scanner_running(settings.scandir)
 
 
-def gather(settings: Settings, warn, *, write: bool = False) -> Facts:
+def gather(settings: Settings, warn, *, write: bool = False, new: Iterable[str] = ()) -> Facts:
     """Volume, scandir and port facts; slot files and runtime are added by :func:`read_slots`.
 
     ``write`` lets the port allocation file be locked and updated (a real run, never
-    ``--check``).
+    ``--check``); ``new`` names profiles about to be created, which get ports too.
     """
     require_scandir(settings)
     found, skipped = volume(settings, warn)
     existing, stale, scanner = scandir(settings)
     known = Facts(settings, found, skipped, existing, stale, scanner)
-    ports(known, warn, write=write)
+    ports(known, warn, write=write, new=new)
     return known
 
 
-def ports(known: Facts, warn, *, write: bool) -> None:
+def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = ()) -> None:
     """Fill ``known.ports`` and ``known.blocked``: of two gateways that would bind one port
     the later is registered down and failed, never started (SPEC §11).
 
     Ports cover every profile on the volume, whatever the intent's scope, so a profile's
     ports do not depend on which task ran last.
     """
-    known.ports = portsmod.for_settings(known.settings, [p.name for p in known.profiles[1:]],
-                                        warn, write=write)
+    names = [p.name for p in known.profiles[1:]]
+    names += sorted(n for n in set(new) if n not in names and n != profiles.DEFAULT
+                    and profiles.valid_name(n))
+    known.ports = portsmod.for_settings(known.settings, names, warn, write=write)
     order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
     known.blocked.update(portsmod.collisions(order, known.ports))
 
