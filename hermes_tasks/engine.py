@@ -13,7 +13,7 @@ import dataclasses
 
 from . import bootlog, facts, lock, plan, preflight
 from .errors import TaskError
-from .intent import RECONCILE, Intent
+from .intent import CREATE, RECONCILE, Intent
 from .inventory import Settings
 from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
@@ -111,7 +111,8 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
               warn, *, write: bool = False) -> tuple[list[plan.Step], facts.Facts]:
     """Gather the facts and plan the intent against them (``write``: under the lock, for real)."""
-    known = facts.gather(settings, warn, intent.names or (), write=write)
+    new = intent.names or () if intent.task == CREATE else ()
+    known = facts.gather(settings, warn, intent.names or (), write=write, new=new)
     if intent.task != RECONCILE:
         known.skipped = []
     # Runtime of the targets first: scope() needs it for restart --all.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 
 from .. import placement, profiles, slots
 from .. import ports as portsmod
@@ -72,13 +73,14 @@ def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
     return existing, stale, S6.scanner_running(settings.scandir)
 
 
-def gather(settings: Settings, warn, names=(), *, write: bool = False) -> Facts:
+def gather(settings: Settings, warn, names=(), *, write: bool = False,
+           new: Iterable[str] = ()) -> Facts:
     """Volume, scandir, placement and port facts; slot files and runtime come from :func:`read_slots`.
 
     ``names`` are the intent's named targets: one placed elsewhere is unplaced even before
     its profile exists (profile.create makes only the directory then, SPEC §13.3).
     ``write`` lets the port allocation file be locked and updated (a real run, never
-    ``--check``).
+    ``--check``); ``new`` names profiles about to be created, which get ports too.
     """
     require_scandir(settings)
     found, skipped = volume(settings, warn)
@@ -88,19 +90,21 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False) -> Facts:
     for name in [*(p.name for p in found), *names]:
         if not placement.placed(name, settings.gateway_profiles):
             known.unplaced[name] = why
-    ports(known, warn, write=write)
+    ports(known, warn, write=write, new=new)
     return known
 
 
-def ports(known: Facts, warn, *, write: bool) -> None:
+def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = ()) -> None:
     """Fill ``known.ports`` and ``known.blocked``: of two gateways that would bind one port
     the later is registered down and failed, never started (SPEC §11).
 
     Ports cover every profile on the volume, whatever the intent's scope, so a profile's
     ports do not depend on which task ran last.
     """
-    known.ports = portsmod.for_settings(known.settings, [p.name for p in known.profiles[1:]],
-                                        warn, write=write)
+    names = [p.name for p in known.profiles[1:]]
+    names += sorted(n for n in set(new) if n not in names and n != profiles.DEFAULT
+                    and profiles.valid_name(n))
+    known.ports = portsmod.for_settings(known.settings, names, warn, write=write)
     order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
     known.blocked.update(portsmod.collisions(order, known.ports))
 
