@@ -214,6 +214,11 @@ def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
             slot = SLOT_PREFIX + name
             step = Step(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
                         dispose=True, reason="its profile is deleted")
+            known = facts.profile(name)
+            if step.op == REMOVE and known and known.autostart:
+                # §13.1: a standby on another host that takes the lock once this gateway
+                # stops re-reads desired_state, and must find it stopped
+                step.record = "stopped"
             steps.append(step)
     elif intent.all:
         for name in facts.existing:  # gateway slots whose profile is gone: runtime only
