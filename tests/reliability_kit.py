@@ -397,16 +397,29 @@ CRASH_OPS = ("rename", "replace", "mkdir", "mkfifo", "unlink", "rmdir", "write",
              "truncate", "pwrite")
 
 
-def _install_crash_hooks(crash_at: int, log_path: str | None) -> None:
+def _install_crash_hooks(crash_at: int | tuple[str, str], log_path: str | None) -> None:
+    """Die just before op number ``crash_at``, or, given ``(prefix, after)``, before the first
+    op starting with ``prefix`` once an op naming ``after`` was seen (independent of how many
+    other ops a run makes first)."""
     import signal as _signal
 
     counter = {"n": 0}
     trace = []
+    seen = {"after": False}
+
+    def due(what: str) -> bool:
+        if isinstance(crash_at, int):
+            return counter["n"] == crash_at
+        prefix, after = crash_at
+        if seen["after"] and what.startswith(prefix):
+            return True
+        seen["after"] = seen["after"] or after in what
+        return False
 
     def bump(what: str) -> None:
         counter["n"] += 1
         trace.append(what)
-        if counter["n"] == crash_at:
+        if due(what):
             if log_path:
                 with open(log_path, "w") as fh:
                     json.dump({"ops": counter["n"], "trace": trace, "crashed": True}, fh)
@@ -451,7 +464,8 @@ def _install_crash_hooks(crash_at: int, log_path: str | None) -> None:
 
 def crash_main(argv: list[str]) -> None:
     """``crash K [--log FILE] -- <hermes-tasks args>``: run the CLI, dying before op K."""
-    crash_at = int(argv[0])
+    # K, or PREFIX@AFTER: before the first op starting with PREFIX after one naming AFTER.
+    crash_at = int(argv[0]) if argv[0].isdigit() else tuple(argv[0].split("@", 1))
     log_path = None
     rest = argv[1:]
     if rest[:1] == ["--log"]:
