@@ -86,8 +86,15 @@ def sweep(cfg: Settings, parts: tuple[str, ...], slot_path: str) -> list[str]:
 
 
 def record(cfg: Settings, name: str, desired: str | None) -> None:
-    """Record ``desired_state`` (None removes it) in the profile's gateway_state.json."""
-    state.record_desired(cfg.hermes_home, name, desired, owner(cfg))
+    """Record ``desired_state`` (None removes it) in the profile's gateway_state.json.
+
+    A profile deleted meanwhile (its directory gone) is a one-line error naming it.
+    """
+    try:
+        state.record_desired(cfg.hermes_home, name, desired, owner(cfg))
+    except FileNotFoundError:
+        raise TaskError(f"no profile '{name}' left under {cfg.hermes_home}/profiles: it was "
+                        "deleted meanwhile") from None
 
 
 def recorded(cfg: Settings, name: str) -> str | None:
