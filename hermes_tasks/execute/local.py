@@ -157,6 +157,8 @@ class Applier:
         The live gateway rewrites gateway_state.json as it shuts down (read, modify, write);
         a write of ours between its read and its write is lost to it (SPEC §7).
         """
+        if step.dispose:
+            return  # the profile is gone (moved to .trash): nothing left to record in
         if volume.recorded(self.settings, step.profile) != step.record:
             volume.record(self.settings, step.profile, step.record)
             self.notes.setdefault(step.slot, []).append(
@@ -234,7 +236,7 @@ class Applier:
     def _guard(self, slot: str | None, fn, *args) -> None:
         try:
             fn(*args)
-        except (OSError, S6Error) as exc:
+        except (OSError, TaskError) as exc:  # S6Error is a TaskError
             self.errors.setdefault(slot or "?", _message(exc))
 
     # -- steps -----------------------------------------------------------------------

@@ -74,6 +74,8 @@ def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
                                        before).items():
                 errors.setdefault(_slot(p), f"{_slot(p)}: {why}")
     for step in live:
+        if step.dispose and step.slot not in errors:
+            continue  # the profile is gone (moved to .trash): nothing left to record in
         if step.slot in errors and step.slot in previous:
             volume.record(settings, step.profile, previous[step.slot])
         elif step.record and volume.recorded(settings, step.profile) != step.record:
