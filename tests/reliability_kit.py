@@ -138,7 +138,10 @@ def snapshot(home: Path) -> dict[str, tuple]:
                             mode = -1  # rewritten by gateway.* with our mode: not user data
                     except (ValueError, RecursionError):
                         pass
-                out[rel] = ("file", mode, st.st_uid, _digest(data))
+                # A live gateway (the service user) rewrites its state file by rename, so
+                # that file's owner says who wrote last, not whether user data was kept.
+                uid = -1 if name == STATE and mode == -1 else st.st_uid
+                out[rel] = ("file", mode, uid, _digest(data))
             else:
                 out[rel] = ("other", mode, st.st_uid, "")
 
