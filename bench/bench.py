@@ -289,7 +289,8 @@ def machine_facts(load_at_start: float) -> list[str]:
                             check=True, capture_output=True, text=True).stdout.strip()
     return [f"nproc: {len(os.sched_getaffinity(0))} (cpu_count {os.cpu_count()}), CPU: {cpu}",
             f"kernel: {platform.release()}; homes and scandirs on tmpfs ({TMPFS})",
-            f"python: ours {platform.python_version()} ({sys.executable}); reference {ref_py}",
+            f"python: ours {platform.python_version()} ({os.path.relpath(sys.executable, ROOT)}); "
+            f"reference {ref_py}",
             f"uid: {os.geteuid()} (as root both implementations chown the supervise skeleton)",
             (f"load average (1 min) at start / end: {load_at_start:.2f} / "
              f"{os.getloadavg()[0]:.2f} (other work on the machine inflates wall times; "
@@ -330,7 +331,7 @@ def report(results: dict[int, dict[str, Case]], status: list[Case], runs: dict[i
            argv: list[str], load_at_start: float) -> str:
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     lines = ["# hermes-tasks benchmark (issue 7)", "",
-             f"Produced by `{shlex.join(argv)}` (run from `{ROOT}`) on {now}.", ""]
+             f"Produced by `{shlex.join(argv)}` (run from the repository root) on {now}.", ""]
     lines += [f"- {fact}" for fact in machine_facts(load_at_start)]
     lines += ["", ("Medians of wall time per child process (spawn to reap), in ms; ratios are "
                    "ours / reference; RSS is the largest peak RSS over the runs, in MiB. N counts "
