@@ -453,8 +453,14 @@ def state_a(world: World) -> None:
             if src.exists() and src.parent != where:
                 os.rename(src, where / name)
     world.converge()
+    running = len(standin.events(sb.home, "e", ("running",)))
     plant_legacy(world)
     s6env.wait_for(lambda: kit.supervision(sb.scandir).get("gateway-e"), 5, what="legacy e")
+    # Let the legacy gateway finish its start-up writes first: one that finds no profile
+    # directory when it reads its state file, but finds one when it writes, would replace
+    # the recorded desired_state with a fresh file (a race of this test, not of the tool).
+    s6env.wait_for(lambda: len(standin.events(sb.home, "e", ("running",))) > running, 10,
+                   what="legacy e running")
     os.rename(world.hold / "e", sb.home / "profiles" / "e")
     world.ignore = {"gateway-e"}
 
