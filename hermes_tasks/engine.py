@@ -19,6 +19,7 @@ from .render import REGISTRAR, Renderer
 from .rendercache import RenderCache
 from .report import Row
 from .s6 import S6
+from .slotcache import SlotCache
 
 
 @dataclasses.dataclass
@@ -69,6 +70,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
         if intent.task == RECONCILE:  # a partial run's renders would evict the others'
             cache.save()
+        known.slot_cache.save({*known.existing, *(s.slot for s in steps)})
         result = _result(steps, applier.errors, applier.notes, diff, check=False)
         if intent.task == RECONCILE:
             bootlog.append(settings.hermes_home,
@@ -116,13 +118,15 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
     if intent.task != RECONCILE:
         known.skipped = []
     # Runtime of the targets first: scope() needs it for restart --all.
+    known.slot_cache = SlotCache.load(settings.scandir)
     targets = [n for n in known.existing if n != REGISTRAR]
-    facts.read_slots(known, [], targets)
+    if plan.scope_needs_runtime(intent):
+        facts.read_slots(known, [], targets)
     desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name)))
                for p in plan.scope(intent, known)]
     if manage_registrar:
         desired.append((None, renderer.registrar()))
-    facts.read_slots(known, [spec for _, spec in desired])
+    facts.read_slots(known, [spec for _, spec in desired], targets)
     return plan.build(intent, known, desired, settings.max_slots), known
 
 

@@ -25,6 +25,20 @@ def umask_keeps(mode: int) -> bool:
     return not (mode & UMASK) and not (mode & 0o7000)
 
 
+@contextlib.contextmanager
+def exact_modes():
+    """Create with exactly the modes given (umask 0) inside the block, saving a chmod
+    per entry. Only for code that names every mode it creates with."""
+    global UMASK
+    saved = os.umask(0)
+    UMASK = 0
+    try:
+        yield
+    finally:
+        os.umask(saved)
+        UMASK = saved
+
+
 class SymlinkRefused(OSError):
     """A path component below the trusted root is a symlink (or not a directory)."""
 
@@ -257,13 +271,13 @@ def remove_tree(path: str) -> None:
         os.unlink(path)
 
 
-def fifo_has_reader(path: str) -> bool | None:
+def fifo_has_reader(path: str, dir_fd: int | None = None) -> bool | None:
     """True if a process holds ``path`` (a FIFO) open for reading; None if we may not tell.
 
     This is how ``s6-svok`` decides that a supervisor listens, without spawning it.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ENXIO, errno.ENOENT, errno.ENOTDIR):
             return False

@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import re
-import socket
 import stat
 from collections.abc import Mapping
 
@@ -140,7 +139,7 @@ def load(
             merged[key] = (value, origin)
     if "host_id" not in merged:
         merged["host_id"] = (entry, f"{chosen} (host entry)") if several else (
-            socket.gethostname(), "the hostname (set host_id in the inventory)")
+            os.uname().nodename, "the hostname (set host_id in the inventory)")
     values = {key: _validate(key, value, origin) for key, (value, origin) in merged.items()}
     named = (("--inventory",) if path else (f"${ENV_VAR}",) if environ.get(ENV_VAR) else ()) + \
         tuple(f"--var {key}" for key in layers[-1][1])

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
 
 from .errors import TaskError
-
-T = TypeVar("T")
 
 
 def placed(name: str, patterns: Sequence[str]) -> bool:
@@ -25,11 +22,11 @@ def reason(host_id: str) -> str:
     return f"not placed on {host_id}"
 
 
-def split(items: Iterable[T], patterns: Sequence[str], name=lambda item: item.name
-          ) -> tuple[list[T], list[T]]:
+def split(items: Iterable, patterns: Sequence[str], name=lambda item: item.name
+          ) -> tuple[list, list]:
     """``(placed here, not placed here)``, each in the given order."""
-    here: list[T] = []
-    elsewhere: list[T] = []
+    here: list = []
+    elsewhere: list = []
     for item in items:
         (here if placed(name(item), patterns) else elsewhere).append(item)
     return here, elsewhere

@@ -161,6 +161,11 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
             for p in chosen]
 
 
+def scope_needs_runtime(intent: Intent) -> bool:
+    """True when :func:`scope` reads runtime facts (restart --all: what is up now)."""
+    return intent.task == intents.RESTART and bool(intent.all)
+
+
 def _restartable(profile: Profile, facts: Facts) -> bool:
     rt = facts.runtime.get(profile.slot)
     return profile.autostart or bool(rt and rt.up)

@@ -109,14 +109,20 @@ class Gateway:
 def read_profile(home: str, name: str, warn) -> ProfileFacts:
     """Read a profile's ``.env`` and ``config.yaml``; problems are warnings, never fatal."""
     parts = profile_parts(name)
-    env: dict[str, str] = {}
-    config: dict[str, PlatformConfig] = {}
     try:
         with fsops.opened_dir(home, parts) as dfd:
-            raw_env = _read(dfd, ".env", ENV_LIMIT, home, parts, warn)
-            raw_cfg = _read(dfd, "config.yaml", CONFIG_LIMIT, home, parts, warn)
+            return read_profile_at(dfd, home, name, warn)
     except OSError:
         return ProfileFacts(name)
+
+
+def read_profile_at(dfd: int, home: str, name: str, warn) -> ProfileFacts:
+    """:func:`read_profile` through the profile's directory, already open as ``dfd``."""
+    parts = profile_parts(name)
+    env: dict[str, str] = {}
+    config: dict[str, PlatformConfig] = {}
+    raw_env = _read(dfd, ".env", ENV_LIMIT, home, parts, warn)
+    raw_cfg = _read(dfd, "config.yaml", CONFIG_LIMIT, home, parts, warn)
     if raw_env:
         env = parse_dotenv(raw_env)
     if raw_cfg and b"platforms" in raw_cfg:  # both platforms live under a `platforms:` key
@@ -559,17 +565,20 @@ class PortsFile:
 
 
 def for_settings(settings, names: list[str], warn, *, write: bool,
-                 environ: Mapping[str, str] | None = None) -> dict[str, Gateway]:
+                 environ: Mapping[str, str] | None = None,
+                 facts: Mapping[str, ProfileFacts] | None = None) -> dict[str, Gateway]:
     """:func:`layout` with an inventory's settings and this process's environment.
 
     The container environment is this process's: reconcile runs under ``with-contenv``
-    (cont-init, the registrar), ``gateway.status`` through ``docker exec``.
+    (cont-init, the registrar), ``gateway.status`` through ``docker exec``. ``facts``
+    holds profiles' files already read (the rest are read here).
     """
     return layout(settings.hermes_home, names, settings.profile_vars,
                   os.environ if environ is None else environ, settings.profile_scoped_env,
                   {n: settings.profile_env(n) for n in [DEFAULT, *names]},
                   {API: settings.api_port_base, WEBHOOK: settings.webhook_port_base},
-                  warn, write=write, owner=(settings.service_uid, settings.service_gid))
+                  warn, write=write, owner=(settings.service_uid, settings.service_gid),
+                  facts=facts)
 
 
 def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, object]],

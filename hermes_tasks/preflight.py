@@ -7,7 +7,6 @@ stops first, with exit 1, and no slot is rewritten.
 from __future__ import annotations
 
 import os
-import shutil
 
 from .errors import TaskError
 from .inventory import Settings
@@ -39,4 +38,6 @@ def check(settings: Settings) -> None:
 def _resolves(program: str) -> bool:
     if "/" in program:
         return os.path.isfile(program) and os.access(program, os.X_OK)
+    import shutil  # only for a bare command name: the image names a path
+
     return shutil.which(program) is not None

@@ -108,15 +108,19 @@ def read_state(home: str, parts: tuple[str, ...], warn,
     return doc.prior_state, doc.autostart, None if doc.problem else doc.desired_state
 
 
-def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
+def discover(home: str, warn, each=None) -> tuple[list[Profile], list[Skipped]]:
     """All profiles (``default`` first, then named ones by name) and skipped entries.
 
     ``warn(message)`` receives one line per skipped or unreadable thing. Entries of
-    ``profiles/`` without a ``SOUL.md`` are ignored silently.
+    ``profiles/`` without a ``SOUL.md`` are ignored silently. ``each(name, dfd)``, when
+    given, is called for every profile with its directory open, to read more of it
+    without opening it again.
     """
     try:
         with fsops.opened_dir(home) as hfd:
             profiles = [_profile(home, DEFAULT, (), hfd, warn)]
+            if each:
+                each(DEFAULT, hfd)
     except FileNotFoundError:  # no volume yet: the default slot still registers, down
         return [Profile(DEFAULT, (), None, False)], []
     skipped: list[Skipped] = []
@@ -145,6 +149,8 @@ def discover(home: str, warn) -> tuple[list[Profile], list[Skipped]]:
                     skipped.append(Skipped(name, reason))
                     continue
                 profiles.append(_profile(home, name, ("profiles", name), dfd, warn))
+                if each:
+                    each(name, dfd)
             finally:
                 if dfd is not None:
                     os.close(dfd)

@@ -69,7 +69,7 @@ class RenderCache:
         cache = cls(scandir, code_stamp())
         with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
             with fsops.opened_dir(scandir) as dfd:
-                raw = _read_trusted(dfd)
+                raw = read_trusted(dfd, NAME, LIMIT)
             doc = json.loads(raw) if raw else {}
             if isinstance(doc, dict) and doc.get("stamp") == cache.stamp:
                 entries = doc.get("renders")
@@ -103,18 +103,18 @@ class RenderCache:
                 fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
 
 
-def _read_trusted(dfd: int) -> bytes | None:
-    """The cache file's bytes if it is ours alone to write, else None."""
+def read_trusted(dfd: int, name: str, limit: int) -> bytes | None:
+    """The bytes of ``name`` in ``dfd`` if it is ours alone to write, else None."""
     try:
-        fd = os.open(NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=dfd)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
         if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
-                or st.st_mode & 0o022 or st.st_size > LIMIT):
+                or st.st_mode & 0o022 or st.st_size > limit):
             return None
-        return fsops.read_fd(fd, LIMIT, st.st_size)
+        return fsops.read_fd(fd, limit, st.st_size)
     finally:
         os.close(fd)

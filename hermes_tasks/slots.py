@@ -9,10 +9,12 @@ import contextlib
 import dataclasses
 import os
 import stat
+import time
 
-from . import fsops, rendercache
+from . import fsops, rendercache, slotcache
 from .profiles import SLOT_PREFIX
 from .render import REGISTRAR, SlotSpec
+from .slotcache import SlotCache
 
 # Control entries pre-seeded before publication (reference/s6.md §7): the service group
 # gets supervise/ 0710 + control 0620 (commands and status); event/ stays root's alone,
@@ -106,50 +108,78 @@ def managed_names(scandir: str) -> tuple[list[str], list[str]]:
     return sorted(slots), sorted(stale)
 
 
-def read(scandir: str, spec: SlotSpec, gid: int) -> SlotFacts | None:
+def read(scandir: str, spec: SlotSpec, gid: int, cache: SlotCache | None = None) -> SlotFacts | None:
     """Facts about the slot ``spec.name`` (None when absent), read for comparison.
 
-    Everything is read relative to the slot's directory fd: at 1000 slots, path joins
-    and lookups from the root were a third of an unchanged re-run.
+    See :func:`read_at`, which this calls with the slot's directory opened.
     """
     path = os.path.join(scandir, spec.name)
-    facts = SlotFacts(spec.name, path, {}, False, False)
     try:
-        dfd = os.open(path, _DIR)
+        dfd = open_slot(path)
     except FileNotFoundError:
         return None
-    except OSError:  # ELOOP, ENOTDIR: a symlink or a file where a slot should be
-        facts.structural = "is not a real directory"
-        return facts
+    except OSError:
+        return not_a_directory(spec, path)
     try:
-        # One listing answers "down?", "log/?", "data/?" and where litter may lie.
-        names = os.listdir(dfd)
-        log_names = _list_sub(dfd, "log") if "log" in names else None
-        if spec.logged and log_names is None:
-            facts.structural = "has no log/ directory"
-            return facts
+        return read_at(dfd, path, spec, gid, cache)
+    finally:
+        os.close(dfd)
+
+
+def open_slot(path: str) -> int:
+    """The slot directory's fd; FileNotFoundError when absent, OSError when not a real
+    directory (a symlink, a file): see :func:`not_a_directory`."""
+    return os.open(path, _DIR)
+
+
+def not_a_directory(spec: SlotSpec, path: str) -> SlotFacts:
+    """The facts of a slot name that is a symlink or a file (ELOOP, ENOTDIR)."""
+    return SlotFacts(spec.name, path, {}, False, False, structural="is not a real directory")
+
+
+def read_at(dfd: int, path: str, spec: SlotSpec, gid: int,
+            cache: SlotCache | None = None) -> SlotFacts:
+    """Facts about the slot open as ``dfd`` (at ``path``), read for comparison.
+
+    Everything is read relative to the slot's directory fd: at 1000 slots, path joins
+    and lookups from the root were a third of an unchanged re-run. With ``cache``, files
+    whose stat shows them unchanged since a run found them as rendered are not read again
+    (:mod:`.slotcache`); a slot read in full and found as rendered is recorded there.
+    """
+    facts = SlotFacts(spec.name, path, {}, False, False)
+    # One listing answers "down?", "log/?", "data/?" and where litter may lie.
+    names = os.listdir(dfd)
+    log_names = _list_sub(dfd, "log") if "log" in names else None
+    if spec.logged and log_names is None:
+        facts.structural = "has no log/ directory"
+        return facts
+    if not _files_from_cache(dfd, spec, facts, cache):
+        now = time.time_ns()
+        stats: dict[str, os.stat_result] = {}
         for rel in spec.files:
             try:
-                facts.files[rel] = _read_file(dfd, rel)
+                facts.files[rel] = _read_file(dfd, rel, stats)
             except IsADirectoryError:
                 facts.structural = f"{rel} is not a regular file"
                 return facts
             except NotADirectoryError:
                 facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
                 return facts
-        facts.down = "down" in names
-        facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
-        if wrong:
-            facts.structural = f"{wrong} has the wrong type"
-            return facts
-        data_names = (_list_sub(dfd, "data") if "data" in names else None) or []
-        if PENDING_NAME in data_names:
-            facts.pending = _read_pending(dfd)
-        facts.litter = tuple(sorted(_litter("", names) + _litter("log/", log_names or [])
-                                    + _litter("data/", data_names)))
+        if (cache is not None and len(stats) == len(spec.files)
+                and all(facts.files[r] == (f.content, f.mode) for r, f in spec.files.items())
+                and slotcache.settled(stats, now)):
+            cache.confirm(spec.name, slotcache.signature(spec, stats))
+    facts.down = "down" in names
+    facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
+    if wrong:
+        facts.structural = f"{wrong} has the wrong type"
         return facts
-    finally:
-        os.close(dfd)
+    data_names = (_list_sub(dfd, "data") if "data" in names else None) or []
+    if PENDING_NAME in data_names:
+        facts.pending = _read_pending(dfd)
+    facts.litter = tuple(sorted(_litter("", names) + _litter("log/", log_names or [])
+                                + _litter("data/", data_names)))
+    return facts
 
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -207,7 +237,31 @@ def _read_pending(dfd: int) -> frozenset[str]:
     return frozenset(w for w in words if w in PENDING_TOKENS)
 
 
-def _read_file(dfd: int, rel: str) -> tuple[bytes, int] | None:
+def _files_from_cache(dfd: int, spec: SlotSpec, facts: SlotFacts,
+                      cache: SlotCache | None) -> bool:
+    """Fill ``facts.files`` from ``spec`` when the cache vouches for every file; else False."""
+    if cache is None or not cache.known(spec.name):
+        return False
+    stats = {}
+    for rel in spec.files:
+        try:
+            st = os.stat(rel, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return False  # missing or worse: the full read says what it is
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != _EUID:
+            return False
+        stats[rel] = st
+    if not cache.matches(spec.name, slotcache.signature(spec, stats)):
+        return False
+    facts.files = {rel: (f.content, f.mode) for rel, f in spec.files.items()}
+    return True
+
+
+def _read_file(dfd: int, rel: str, stats: dict | None = None) -> tuple[bytes, int] | None:
+    """``(bytes, mode)`` of our regular file ``rel``; ``(b"", -1)`` for anything else.
+
+    ``stats`` collects the ``fstat`` of each of our regular files read.
+    """
     try:
         fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
     except FileNotFoundError:
@@ -222,6 +276,9 @@ def _read_file(dfd: int, rel: str) -> tuple[bytes, int] | None:
             raise IsADirectoryError(rel)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != _EUID:
             return (b"", -1)  # foreign owner or type: rewrite it as ours
-        return fsops.read_fd(fd, MAX_FILE, st.st_size), stat.S_IMODE(st.st_mode)
+        content = fsops.read_fd(fd, MAX_FILE, st.st_size)
+        if stats is not None:
+            stats[rel] = st
+        return content, stat.S_IMODE(st.st_mode)
     finally:
         os.close(fd)

@@ -23,6 +23,7 @@ from ..errors import TaskError
 from ..inventory import Settings
 from ..profiles import SLOT_PREFIX, Profile, Skipped
 from ..s6 import S6
+from ..slotcache import SlotCache
 from ..slots import SlotFacts
 from . import runtime
 from .runtime import Runtime
@@ -50,6 +51,8 @@ class Facts:
     blocked: dict[str, str] = dataclasses.field(default_factory=dict)
     # Every gateway's ports (default and each profile on the volume), for the run scripts.
     ports: dict[str, portsmod.Gateway] = dataclasses.field(default_factory=dict)
+    # Slots found as rendered by earlier runs (:mod:`..slotcache`); None reads every file.
+    slot_cache: SlotCache | None = None
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -62,9 +65,18 @@ def require_scandir(settings: Settings) -> None:
                         "(is s6 set up? set scandir in the inventory or with --var)")
 
 
-def volume(settings: Settings, warn) -> tuple[list[Profile], list[Skipped]]:
-    """Profiles (default first, then by name) and the directories skipped with a warning."""
-    return profiles.discover(settings.hermes_home, warn)
+def volume(settings: Settings, warn, files=None) -> tuple[list[Profile], list[Skipped]]:
+    """Profiles (default first, then by name) and the directories skipped with a warning.
+
+    ``files``, a dict, receives each profile's port-relevant files (``.env``,
+    ``config.yaml``), read through the directory discovery has open anyway.
+    """
+    home = settings.hermes_home
+    each = None
+    if files is not None:
+        def each(name, dfd):
+            files[name] = portsmod.read_profile_at(dfd, home, name, warn)
+    return profiles.discover(home, warn, each)
 
 
 def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
@@ -83,18 +95,19 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False,
     ``--check``); ``new`` names profiles about to be created, which get ports too.
     """
     require_scandir(settings)
-    found, skipped = volume(settings, warn)
+    files: dict = {}
+    found, skipped = volume(settings, warn, files)
     existing, stale, scanner = scandir(settings)
     known = Facts(settings, found, skipped, existing, stale, scanner)
     why = placement.reason(settings.host_id)
     for name in [*(p.name for p in found), *names]:
         if not placement.placed(name, settings.gateway_profiles):
             known.unplaced[name] = why
-    ports(known, warn, write=write, new=new)
+    ports(known, warn, write=write, new=new, files=files)
     return known
 
 
-def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = ()) -> None:
+def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=None) -> None:
     """Fill ``known.ports`` and ``known.blocked``: of two gateways that would bind one port
     the later is registered down and failed, never started (SPEC §11).
 
@@ -104,7 +117,7 @@ def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = ()) -> None:
     names = [p.name for p in known.profiles[1:]]
     names += sorted(n for n in set(new) if n not in names and n != profiles.DEFAULT
                     and profiles.valid_name(n))
-    known.ports = portsmod.for_settings(known.settings, names, warn, write=write)
+    known.ports = portsmod.for_settings(known.settings, names, warn, write=write, facts=files)
     order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
     known.blocked.update(portsmod.collisions(order, known.ports))
 
@@ -113,13 +126,32 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
     """Read the files of each desired slot (``specs``) and the runtime of every slot that exists.
 
     ``extra`` names more existing slots whose runtime matters (those about to be retired).
+    A slot's files and runtime are read through one directory fd (the hot path at 1000).
     """
     cfg = facts.settings
-    for spec in specs:
-        facts.slots[spec.name] = slots.read(cfg.scandir, spec, cfg.service_gid)
     present = set(facts.existing)
+    for spec in specs:
+        path = os.path.join(cfg.scandir, spec.name)
+        try:
+            dfd = slots.open_slot(path)
+        except FileNotFoundError:
+            facts.slots[spec.name] = None
+            continue
+        except OSError:
+            facts.slots[spec.name] = slots.not_a_directory(spec, path)
+            continue
+        try:
+            facts.slots[spec.name] = slots.read_at(dfd, path, spec, cfg.service_gid,
+                                                   facts.slot_cache)
+            if spec.name in present and spec.name not in facts.runtime:
+                facts.runtime[spec.name] = _runtime(cfg, spec.name, dfd)
+        finally:
+            os.close(dfd)
     for name in [*(s.name for s in specs), *extra]:
         if name in present and name not in facts.runtime:
-            profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
-            facts.runtime[name] = runtime.read(os.path.join(cfg.scandir, name),
-                                               cfg.hermes_home, profile)
+            facts.runtime[name] = _runtime(cfg, name)
+
+
+def _runtime(cfg: Settings, name: str, dfd: int | None = None) -> Runtime:
+    profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
+    return runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd)

@@ -49,14 +49,14 @@ class Runtime:
 NOT_SUPERVISED = Runtime(svstatus.Status(supervised=False))
 
 
-def read(slot_path: str, home: str, profile: str | None) -> Runtime:
+def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = None) -> Runtime:
     """The runtime facts of the slot at ``slot_path``; ``profile`` (below ``home``) for the
-    gateway's reason.
+    gateway's reason. ``dir_fd``: the slot's directory, already open.
 
     A status the caller may not read counts as "cannot tell" (supervised None).
     """
     try:
-        status = svstatus.read(slot_path)
+        status = svstatus.read(slot_path, dir_fd)
     except (PermissionError, ValueError):
         status = svstatus.Status(supervised=None)
     except FileNotFoundError:

@@ -1,0 +1,168 @@
+"""The slot cache: files a run found as rendered are stat-checked, not re-read, and any
+change to them (content, mode, owner, replacement) is still seen (no s6 needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import pytest
+import reliability_kit as kit
+from test_slot_facts import SPEC, make_slot
+
+from hermes_tasks import engine, slotcache, slots
+from hermes_tasks.intent import Intent
+from hermes_tasks.slotcache import SlotCache
+
+
+@pytest.fixture
+def no_margin(monkeypatch):
+    """Files just written count as settled (the margin is tested on its own below)."""
+    monkeypatch.setattr(slotcache, "MARGIN", 0)
+
+
+def read(scandir, cache=None, spec=SPEC):
+    return slots.read(str(scandir), spec, os.getegid(), cache)
+
+
+def confirmed(scandir, spec=SPEC) -> SlotCache:
+    """Read once with a fresh cache, save it, and load it back as the next run would."""
+    cache = SlotCache.load(str(scandir))
+    read(scandir, cache, spec)
+    cache.save({spec.name})
+    return SlotCache.load(str(scandir))
+
+
+def counting_reads(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    real = slots._read_file
+
+    def spy(dfd, rel, stats=None):
+        seen.append(rel)
+        return real(dfd, rel, stats)
+
+    monkeypatch.setattr(slots, "_read_file", spy)
+    return seen
+
+
+def as_spec(spec=SPEC):
+    return {rel: (f.content, f.mode) for rel, f in spec.files.items()}
+
+
+def test_a_confirmed_slot_is_not_read_again(tmp_path, no_margin, monkeypatch):
+    make_slot(tmp_path)
+    cache = confirmed(tmp_path)
+    assert cache.known(SPEC.name)
+    reads = counting_reads(monkeypatch)
+    facts = read(tmp_path, cache)
+    assert reads == [] and facts.files == as_spec() and facts.structural is None
+
+
+@pytest.mark.parametrize("change", [
+    "same size, same mtime", "mode", "owner", "replaced by rename", "removed"])
+def test_any_change_to_a_file_is_seen_through_the_cache(tmp_path, no_margin, change):
+    slot = make_slot(tmp_path)
+    cache = confirmed(tmp_path)
+    run = slot / "run"
+    before = os.stat(run)
+    if change == "same size, same mtime":
+        with open(run, "r+b") as fh:  # in place: the inode stays
+            fh.write(b"#!/bin/sh\nexec z\n"[:before.st_size])
+        os.utime(run, ns=(before.st_atime_ns, before.st_mtime_ns))
+    elif change == "mode":
+        os.chmod(run, 0o700)
+    elif change == "owner":
+        os.chown(run, os.geteuid(), os.getegid() ^ 1)
+        os.chown(run, os.geteuid(), os.getegid())  # back again: only ctime tells
+    elif change == "replaced by rename":
+        (slot / "new").write_bytes(SPEC.files["run"].content)
+        os.chmod(slot / "new", 0o755)
+        os.rename(slot / "new", run)
+    else:
+        run.unlink()
+    facts = read(tmp_path, cache)
+    got = facts.files["run"]
+    if change == "same size, same mtime":
+        assert got[0] == b"#!/bin/sh\nexec z\n"[:before.st_size] != SPEC.files["run"].content
+    elif change == "mode":
+        assert got == (SPEC.files["run"].content, 0o700)
+    elif change == "removed":
+        assert got is None
+    else:  # same bytes and mode, but read again rather than taken on trust
+        assert got == (SPEC.files["run"].content, 0o755)
+
+
+def test_a_changed_render_is_compared_in_full(tmp_path, no_margin, monkeypatch):
+    make_slot(tmp_path)
+    cache = confirmed(tmp_path)
+    other = dataclasses.replace(SPEC, files={**SPEC.files, "run": dataclasses.replace(
+        SPEC.files["run"], content=b"#!/bin/sh\nexec w\n")})
+    reads = counting_reads(monkeypatch)
+    facts = read(tmp_path, cache, other)
+    assert "run" in reads
+    assert facts.files["run"] == (SPEC.files["run"].content, 0o755)  # what is on disk
+
+
+def test_a_slot_that_differs_from_its_render_is_never_recorded(tmp_path, no_margin):
+    slot = make_slot(tmp_path)
+    (slot / "run").write_bytes(b"#!/bin/sh\nexec other\n")
+    assert not confirmed(tmp_path).known(SPEC.name)
+
+
+def test_files_changed_within_the_margin_are_not_recorded(tmp_path):
+    """Git's racy-entry rule: a write in the clock tick of the read could hide behind an
+    unchanged ctime, so a file younger than the margin is read again next time."""
+    make_slot(tmp_path)
+    assert not confirmed(tmp_path).known(SPEC.name)
+    stats = {rel: os.stat(tmp_path / SPEC.name / rel) for rel in SPEC.files}
+    assert slotcache.settled(stats, time.time_ns()) is False
+    assert slotcache.settled(stats, time.time_ns() + 2 * slotcache.MARGIN) is True
+
+
+@pytest.mark.parametrize("how", ["group-writable", "symlink", "not JSON", "other format"])
+def test_an_untrusted_cache_file_is_ignored(tmp_path, no_margin, how):
+    make_slot(tmp_path)
+    assert confirmed(tmp_path).known(SPEC.name)
+    path = tmp_path / slotcache.NAME
+    if how == "group-writable":
+        os.chmod(path, 0o620)
+    elif how == "symlink":
+        real = tmp_path / "elsewhere"
+        os.rename(path, real)
+        os.symlink(real, path)
+    elif how == "not JSON":
+        path.write_bytes(b"{")
+    else:
+        path.write_bytes(b'{"format": 0, "slots": {}}')
+    assert not SlotCache.load(str(tmp_path)).known(SPEC.name)
+
+
+def test_save_keeps_unread_present_slots_and_drops_gone_ones(tmp_path, no_margin):
+    make_slot(tmp_path)
+    cache = confirmed(tmp_path)
+    cache.save({SPEC.name})  # nothing read this run: kept as it is
+    assert SlotCache.load(str(tmp_path)).known(SPEC.name)
+    SlotCache.load(str(tmp_path)).save(set())  # the slot is gone
+    assert not SlotCache.load(str(tmp_path)).known(SPEC.name)
+
+
+def test_reconcile_repairs_a_file_changed_after_the_cache_vouched_for_it(sandbox, no_margin):
+    """End to end through the engine: an unchanged re-run uses the cache, and an in-place
+    edit of a run script (same size, mtime put back) is still found and rewritten."""
+    settings = kit.settings_for(sandbox)
+    quiet = [].append
+    engine.run(settings, Intent("reconcile"), warn=quiet)
+    rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows  # confirms the slots
+    assert {r.result for r in rows} == {"ok"}
+    assert SlotCache.load(settings.scandir).known("gateway-default")
+    run = os.path.join(settings.scandir, "gateway-default", "run")
+    before = os.stat(run)
+    with open(run, "r+b") as fh:
+        fh.seek(before.st_size - 2)
+        fh.write(b"#\n")
+    os.utime(run, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
+    assert [r.result for r in rows if r.slot == "gateway-default"] == ["changed"]
+    rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
+    assert {r.result for r in rows} == {"ok"}
