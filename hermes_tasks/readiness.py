@@ -31,6 +31,8 @@ class Target:
     profile: str
     # supervise/status as read before the command was sent: a later change is the command's
     before: svstatus.Status | None = None
+    # On a shared volume: ready also needs this host's ownership record for that pid (§5).
+    host_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +111,7 @@ def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, s
         if st.ready:
             return Outcome(READY, pid=st.pid), True, ""
         doc = state.read(t.home, t.profile)
-        if doc.is_running_pid(st.pid, proc_start_time(st.pid)):
+        if doc.is_running_pid(st.pid, proc_start_time(st.pid)) and _owns(t, st.pid):
             return Outcome(READY, pid=st.pid), True, ""
         said = doc.gateway_state if doc.pid == st.pid else None
         return None, True, f"up (pid {st.pid}) but not ready" + (
@@ -125,6 +127,16 @@ def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, s
         return None, seen_up, f"down, restarting; it last {how}" + (
             f": {doc.reason}" if doc.reason else "")
     return None, seen_up, "down, not started yet" if st.wanted_up else "down"
+
+
+def _owns(t: Target, pid: int | None) -> bool:
+    """On a shared volume, whether this host's record owns the profile for ``pid``."""
+    if t.host_id is None:
+        return True
+    from .ownership import read_owner
+
+    record = read_owner(t.home, t.profile)
+    return bool(record and record["host_id"] == t.host_id and record["pid"] == pid)
 
 
 def wait(targets: Iterable[Target], goal: str, timeout: float,

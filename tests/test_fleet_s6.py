@@ -244,6 +244,33 @@ def test_two_hosts_one_volume_one_owner_each_and_handover(sandbox, second_sandbo
     b.sup.stop()
 
 
+def test_check_on_a_shared_volume_needs_this_hosts_owner_record(sandbox):
+    """SPEC §5: on a shared volume, ready also means this host holds the ownership record
+    for the supervised pid (pids of other hosts' containers may repeat ours)."""
+    home = sandbox.home
+    make_profile(home, "alice", {"desired_state": "running"})
+    a = Host(sandbox, "host-a", home)
+    a.boot()
+    pid = s6env.wait_for(lambda: a.gateway_pid("alice"), 10, what="alice on host-a")
+    d = profile_dir(home, "alice")
+    env = {"HERMES_TASKS_SUPERVISED_PID": str(pid), "HERMES_HOME": str(home),
+           "PATH": "/usr/bin:/bin"}
+
+    def check() -> int:
+        return subprocess.run(["/bin/sh", "./data/check"], cwd=a.sb.slot("alice"),
+                              env=env).returncode
+
+    s6env.wait_for(lambda: check() == 0, 10, what="alice ready by data/check")
+    record = owner_record(home, "alice")
+    assert record["pid"] == pid
+    for forged in ({**record, "host_id": "host-b"}, {**record, "pid": pid + 1}, {}):
+        (d / ".gateway-owner.json").write_text(json.dumps(forged))
+        assert check() == 1, forged
+    (d / ".gateway-owner.json").write_text(json.dumps(record))
+    assert check() == 0
+    a.sup.stop()
+
+
 def alice_on_host_a(sandbox, second_sandbox):
     """Two hosts placing only alice on one volume; host a booted and running alice."""
     make_profile(sandbox.home, "alice", {"desired_state": "running"})

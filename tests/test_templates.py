@@ -85,8 +85,13 @@ def hostile_renderer(service_user="hermes"):
     return Renderer(inventory.load(None, vars_, environ={}))
 
 
+def shared_renderer():
+    """A host on a volume other hosts share (SPEC §12): per-host logs, owner-aware check."""
+    return Renderer(inventory.load(None, ["host_id=host-1", "shared_volume=true"], environ={}))
+
+
 @pytest.mark.parametrize("renderer", [container_renderer, hostile_renderer,
-                                      lambda: hostile_renderer(None)])
+                                      lambda: hostile_renderer(None), shared_renderer])
 @pytest.mark.parametrize("profile", ["default", "alice"])
 def test_every_script_passes_sh_n_and_shellcheck(tmp_path, renderer, profile):
     spec = renderer().gateway(profile, autostart=True, ports=PORTS)

@@ -18,7 +18,7 @@ import contextlib
 import os
 import stat
 
-from .. import fsops, ownership, readiness, slots
+from .. import fsops, readiness, slots
 from ..errors import TaskError
 from ..inventory import Settings
 from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
@@ -208,11 +208,6 @@ class Applier:
             goal = "down" if step.spec.down else "up"
             if goal == "down" and scanner is False:
                 continue  # nothing supervises it, so nothing can be up
-            elsewhere = goal == "up" and ownership.held_elsewhere(
-                self.settings.hermes_home, step.profile, self.settings.host_id)
-            if elsewhere:  # SPEC §13.1: a standby here is never ready while the owner lives
-                self.notes.setdefault(step.slot, []).append(f"standby: running on {elsewhere}")
-                continue
             if goal == "up" and scanner is False:
                 self.errors.setdefault(step.slot, f"{step.slot} cannot be ready: no s6-svscan "
                                        f"runs on {self.scandir}")
@@ -220,10 +215,12 @@ class Applier:
             goals[os.path.join(self.scandir, step.slot)] = (goal, step)
         for goal in ("up", "down"):
             paths = [p for p, (g, _) in goals.items() if g == goal]
-            for path, why in signals.wait(paths, goal, timeout, self.settings.hermes_home,
-                                          self.before).items():
+            failures, notes = signals.wait(paths, goal, timeout, self.settings, self.before)
+            for path, why in failures.items():
                 step = goals[path][1]
                 self.errors.setdefault(step.slot, f"{step.slot}: {why}")
+            for path, note in notes.items():
+                self.notes.setdefault(goals[path][1].slot, []).append(note)
 
     def _dispose(self, step: Step) -> None:
         moved = volume.dispose(self.settings, step.profile, self.purge)

@@ -6,10 +6,11 @@ Works for root and for the service user alike: it only writes control FIFOs thro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
-from .. import readiness, svstatus
+from .. import ownership, readiness, svstatus
 from ..profiles import SLOT_PREFIX
 from ..s6 import S6, NotSupervised, PermissionDenied, S6Error
 
@@ -97,23 +98,43 @@ def snapshot(paths: list[str], home: str) -> dict[str, readiness.Target]:
     return {path: readiness.target(path, home, _profile(path)) for path in paths}
 
 
-def wait(paths: list[str], goal: str, timeout: float, home: str,
-         before: dict[str, readiness.Target]) -> dict[str, str]:
-    """``--wait``: until each gateway is ready (``goal`` "up") or down; {path: why not}.
+def wait(paths: list[str], goal: str, timeout: float, settings,
+         before: dict[str, readiness.Target]) -> tuple[dict[str, str], dict[str, str]]:
+    """``--wait``: until each gateway is ready (``goal`` "up") or down.
 
-    Ready is :mod:`readiness`'s (SPEC §5): s6 has it up and the gateway says ``running`` as
-    that process. A gateway that exits after it was told to come up (a change since its
-    :func:`snapshot`) and stays down fails at once with its exit code and its own reason.
+    Returns ``({path: why not}, {path: note})``. Ready is :mod:`readiness`'s (SPEC §5): s6
+    has it up and the gateway says ``running`` as that process (on a shared volume, with
+    this host's ownership record). A gateway that exits after it was told to come up (a
+    change since its :func:`snapshot`) and stays down fails at once with its exit code and
+    its own reason. One whose profile another host runs is a standby, never ready while
+    that owner lives (SPEC §13.1): noted "standby: running on <host>", not waited for.
     """
-    targets = [before.get(p) or readiness.target(p, home, _profile(p)) for p in paths]
+    home = settings.hermes_home
+    notes = {}
+    if goal == "up":
+        for p in paths:
+            elsewhere = ownership.held_elsewhere(home, _profile(p), settings.host_id)
+            if elsewhere:
+                notes[p] = f"standby: running on {elsewhere}"
+        paths = [p for p in paths if p not in notes]
+    owner = settings.host_id if settings.shared_volume else None
+    targets = [dataclasses.replace(before.get(p) or readiness.target(p, home, _profile(p)),
+                                   host_id=owner) for p in paths]
     outcomes = readiness.wait(targets, readiness.READY if goal == "up" else readiness.DOWN,
                               timeout)
     failures = {}
     for path, outcome in zip(paths, outcomes, strict=True):
         if not outcome.ok:
-            log = os.path.join(home, "logs", "gateways", _profile(path), "current")
-            failures[path] = f"{outcome.describe()} (see {log})"
-    return failures
+            failures[path] = f"{outcome.describe()} (see {log_file(settings, _profile(path))})"
+    return failures, notes
+
+
+def log_file(settings, profile: str) -> str:
+    """Where the gateway's logger writes (templates/gateway/log/run.j2)."""
+    parts = [settings.hermes_home, "logs", "gateways", profile]
+    if settings.shared_volume:
+        parts.append(settings.host_id)
+    return os.path.join(*parts, "current")
 
 
 def _profile(path: str) -> str:
