@@ -114,7 +114,9 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
               warn, *, write: bool = False) -> tuple[list[plan.Step], facts.Facts]:
     """Gather the facts and plan the intent against them (``write``: under the lock, for real)."""
     new = intent.names or () if intent.task == CREATE else ()
-    known = facts.gather(settings, warn, intent.names or (), write=write, new=new)
+    starting = intent.names or () if intent.desired == "running" else ()
+    known = facts.gather(settings, warn, intent.names or (), write=write, new=new,
+                         starting=starting)
     if intent.task != RECONCILE:
         known.skipped = []
     # Runtime of the targets first: scope() needs it for restart --all.
@@ -122,8 +124,11 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
     targets = [n for n in known.existing if n != REGISTRAR]
     if plan.scope_needs_runtime(intent):
         facts.read_slots(known, [], targets)
+    scoped = plan.scope(intent, known)
+    if intent.wait:
+        facts.owners(known, [p.name for p in scoped if p.autostart])
     desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name)))
-               for p in plan.scope(intent, known)]
+               for p in scoped]
     if manage_registrar:
         desired.append((None, renderer.registrar()))
     facts.read_slots(known, [spec for _, spec in desired], targets)

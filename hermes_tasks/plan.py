@@ -68,6 +68,8 @@ class Step:
     first: bool = False  # default/registrar: published and supervised before the rest
     rescan: bool = False  # an existing slot nobody supervises under a running scanner
     note: str = ""  # message of a row with nothing to do (e.g. "profile already exists")
+    # --wait for a gateway another host runs: a standby here, never ready (SPEC §13.1)
+    standby: str | None = None
 
     @property
     def changes(self) -> bool:
@@ -268,6 +270,8 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     if intent.desired and profile and profile.recorded != intent.desired:
         step.record = intent.desired
     _runtime(step, intent, facts, spec, profile)
+    if intent.wait and not spec.down and profile and profile.name in facts.elsewhere:
+        step.standby = facts.elsewhere[profile.name]
     if profile and profile.name in facts.blocked:
         # registered down and failed before it is started; brought down if up (by hand)
         step.failure = facts.blocked[profile.name]

@@ -147,6 +147,8 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
         parts.append(("would record" if check else "recorded") + f" {step.record}")
     if step.rescan:
         parts.append("not supervised: would rescan" if check else "not supervised: rescanned")
+    if step.standby:
+        parts.append(f"standby: running on {step.standby}")
     if check:
         if step.sweep is not None:
             parts.append("would remove stale runtime files")

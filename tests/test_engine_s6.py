@@ -320,3 +320,26 @@ def test_intent_lost_to_the_gateways_own_write_is_recorded_again(sandbox, superv
     doc = state_file(sb.home, "alice")
     assert doc["desired_state"] == "stopped" and doc["keep"] == 1
     assert doc["gateway_state"] == "stopped"  # the gateway's own write is kept too
+
+
+def test_start_may_not_take_a_port_a_running_gateway_holds(sandbox, supervisor):
+    """SPEC §11: an explicit gateway.start is checked for ports after every gateway that
+    runs, whatever the names' order: "alice" may not take the port "bob" serves on."""
+    sb = sandbox
+    api = "API_SERVER_ENABLED=true\nAPI_SERVER_KEY=k\nAPI_SERVER_PORT=8799\n"
+    make_profile(sb.home, "bob", {"desired_state": "running"})
+    make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    for name in ("alice", "bob"):
+        (sb.home / "profiles" / name / ".env").write_text(api)
+    reconcile_json(sb)
+    wait_ready(sb, "bob")
+    starts = len(standin.starts(sb.home, "alice"))
+    for extra in (["--check"], []):
+        res = tasks(sb, "gateway.start", "-p", "alice", "--json", *extra, ok=False)
+        assert res.returncode == 1, (extra, res.stdout, res.stderr)
+        row = rows_of(res)["alice"]
+        assert row["result"] == "failed" and "port 8799" in row["message"], row
+        assert "bob" in row["message"], row
+    assert state_file(sb.home, "alice")["desired_state"] == "stopped"
+    assert len(standin.starts(sb.home, "alice")) == starts  # never started
+    assert status(sb)["bob"]["up"] is True

@@ -215,10 +215,12 @@ def test_two_hosts_one_volume_one_owner_each_and_handover(sandbox, second_sandbo
     assert "standby, owned by host-a" in text, text
     docs = {d["profile"]: d for d in json.loads(a.run("gateway.status", "--json").stdout)["gateways"]}
     assert docs["alice"]["standby"] is False and docs["alice"]["owner"]["host_id"] == "host-a"
-    res = b.run("gateway.start", "-p", "alice", "--wait", "--json")
-    assert res.returncode == 0, res.stderr
-    row = json.loads(res.stdout)["results"][0]
-    assert (row["result"], row["message"]) == ("ok", "standby: running on host-a")
+    # --check says exactly what the run then does (SPEC §7)
+    for extra in (["--check"], []):
+        res = b.run("gateway.start", "-p", "alice", "--wait", "--json", *extra)
+        assert res.returncode == 0, res.stderr
+        row = json.loads(res.stdout)["results"][0]
+        assert (row["result"], row["message"]) == ("ok", "standby: running on host-a"), extra
     res = b.run("profile.delete", "alice")
     assert res.returncode == 1 and "running on host-a" in res.stderr
     assert (home / "profiles" / "alice" / "SOUL.md").exists()

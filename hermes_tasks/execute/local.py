@@ -203,7 +203,8 @@ class Applier:
         goals = {}
         for step in steps:
             if (step.slot in self.errors or not step.slot or step.dispose or step.spec is None
-                    or step.op == REMOVE or not step.slot.startswith("gateway-")):
+                    or step.op == REMOVE or not step.slot.startswith("gateway-")
+                    or step.standby):
                 continue
             goal = "down" if step.spec.down else "up"
             if goal == "down" and scanner is False:

@@ -67,7 +67,7 @@ def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
     _signal(s6, marker, path, errors, notes, before, settings.hermes_home)
     if intent.wait:
         targets = [s for s in steps if s.spec is not None and s.slot not in errors
-                   and not s.failure and s.slot.startswith("gateway-")]
+                   and not s.failure and s.slot.startswith("gateway-") and not s.standby]
         for goal in ("up", "down"):
             chosen = [path[s.slot] for s in targets if (goal == "down") == s.spec.down]
             failures, standby = signals.wait(chosen, goal, intent.timeout, settings, before)

@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import placement, profiles, slots
+from .. import ownership, placement, profiles, slots
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -53,6 +53,9 @@ class Facts:
     ports: dict[str, portsmod.Gateway] = dataclasses.field(default_factory=dict)
     # Slots found as rendered by earlier runs (:mod:`..slotcache`); None reads every file.
     slot_cache: SlotCache | None = None
+    # Profiles whose gateway another host runs (it holds the ownership lock): name -> host.
+    # Read only for --wait (see :func:`owners`).
+    elsewhere: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -86,13 +89,14 @@ def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
 
 
 def gather(settings: Settings, warn, names=(), *, write: bool = False,
-           new: Iterable[str] = ()) -> Facts:
+           new: Iterable[str] = (), starting: Iterable[str] = ()) -> Facts:
     """Volume, scandir, placement and port facts; slot files and runtime come from :func:`read_slots`.
 
     ``names`` are the intent's named targets: one placed elsewhere is unplaced even before
     its profile exists (profile.create makes only the directory then, SPEC §13.3).
     ``write`` lets the port allocation file be locked and updated (a real run, never
-    ``--check``); ``new`` names profiles about to be created, which get ports too.
+    ``--check``); ``new`` names profiles about to be created, which get ports too;
+    ``starting`` the ones the task starts (checked for ports after all the others).
     """
     require_scandir(settings)
     files: dict = {}
@@ -103,11 +107,12 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False,
     for name in [*(p.name for p in found), *names]:
         if not placement.placed(name, settings.gateway_profiles):
             known.unplaced[name] = why
-    ports(known, warn, write=write, new=new, files=files)
+    ports(known, warn, write=write, new=new, files=files, starting=starting)
     return known
 
 
-def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=None) -> None:
+def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=None,
+          starting: Iterable[str] = ()) -> None:
     """Fill ``known.ports`` and ``known.blocked``: of two gateways that would bind one port
     the later is registered down and failed, never started (SPEC §11).
 
@@ -118,7 +123,12 @@ def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=Non
     names += sorted(n for n in set(new) if n not in names and n != profiles.DEFAULT
                     and profiles.valid_name(n))
     known.ports = portsmod.for_settings(known.settings, names, warn, write=write, facts=files)
-    order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
+    # An explicit start comes after every gateway that runs or would: it may not take a
+    # port one of them holds, whatever the names' order.
+    starting = set(starting)
+    order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles
+             if p.name not in starting]
+    order += [(n, n not in known.unplaced) for n in sorted(starting)]
     known.blocked.update(portsmod.collisions(order, known.ports))
 
 
@@ -155,3 +165,16 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
 def _runtime(cfg: Settings, name: str, dfd: int | None = None) -> Runtime:
     profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
     return runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd)
+
+
+def owners(facts: Facts, names: Iterable[str]) -> None:
+    """Fill ``facts.elsewhere`` for ``names``: which another host runs (SPEC §12, §13.1).
+
+    A probe of each profile's ownership lock (taken and released at once): only for
+    ``--wait``, where a standby is reported rather than waited for.
+    """
+    cfg = facts.settings
+    for name in names:
+        host = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+        if host:
+            facts.elsewhere[name] = host
