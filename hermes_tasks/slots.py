@@ -38,7 +38,8 @@ PENDING_TOKENS = frozenset({"gateway", "gateway-up", "logger"})
 # fsops.write_atomic's temp files (".<name>.hermes-tasks.tmp"): one left in a slot by an
 # interrupted run is litter for the next run to remove, even when its target is right.
 TMP_SUFFIX = ".hermes-tasks.tmp"
-CACHE_LITTER = f".{rendercache.NAME}{TMP_SUFFIX}"  # an interrupted write of the render cache
+# An interrupted write of the render cache or the slot cache.
+CACHE_LITTER = (f".{rendercache.NAME}{TMP_SUFFIX}", f".{slotcache.NAME}{TMP_SUFFIX}")
 
 
 @dataclasses.dataclass
@@ -98,7 +99,7 @@ def managed_names(scandir: str) -> tuple[list[str], list[str]]:
     except FileNotFoundError:
         return [], []
     for name in names:
-        if name == CACHE_LITTER:
+        if name in CACHE_LITTER:
             stale.append(name)
         elif name.startswith(("." + SLOT_PREFIX, "." + REGISTRAR)):
             if name.endswith(STAGING_SUFFIXES):

@@ -33,7 +33,10 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 SERVICE_USER_NAME = "hermestest"
 SANDBOX_PREFIX = "hermes-tasks-test-"
 # Dot-entries that belong in a scandir: s6-svscan's control dir, our lock, our render cache.
-OWN_DOT_ENTRIES = (".s6-svscan", ".hermes-tasks.lock", ".hermes-tasks.cache")
+# s6-svscan's, and ours: the lock, the render cache, the slot cache (which appears once a
+# run finds slots written more than a second earlier unchanged, so it may or may not be
+# there after a given run).
+OWN_DOT_ENTRIES = (".s6-svscan", ".hermes-tasks.lock", ".hermes-tasks.cache", ".hermes-tasks.slots")
 
 T = TypeVar("T")
 

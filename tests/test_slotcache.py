@@ -166,3 +166,8 @@ def test_reconcile_repairs_a_file_changed_after_the_cache_vouched_for_it(sandbox
     assert [r.result for r in rows if r.slot == "gateway-default"] == ["changed"]
     rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
     assert {r.result for r in rows} == {"ok"}
+
+
+def test_an_interrupted_cache_write_is_stale_litter(tmp_path):
+    (tmp_path / f".{slotcache.NAME}.hermes-tasks.tmp").write_bytes(b"{")
+    assert slots.managed_names(str(tmp_path)) == ([], [f".{slotcache.NAME}.hermes-tasks.tmp"])
