@@ -102,11 +102,14 @@ ENV S6_BEHAVIOUR_IF_STAGE2_FAILS=1 \
 
 # --- service user and data volume ------------------------------------------------------------
 # uid/gid 10000 match the inventory's service_uid/service_gid. No -m: the home is the data
-# volume, and the image must not seed dotfiles into it.
+# volume, and the image must not seed dotfiles into it. /var/cache/hermes-tasks (root's, 0700,
+# the inventory's render_cache_dir) keeps rendered scripts across container restarts, so a
+# restarted container's boot does not import Jinja; /run/service is wiped every time.
 RUN groupadd -g 10000 hermes \
     && useradd -u 10000 -g 10000 -M -d /opt/data -s /bin/sh hermes \
     && mkdir -p /opt/data \
-    && chown 10000:10000 /opt/data
+    && chown 10000:10000 /opt/data \
+    && install -d -m 0700 /var/cache/hermes-tasks
 
 # --- hermes-agent and hermes-tasks ------------------------------------------------------------
 # One venv holds the gateway (hermes-agent with its `messaging` extra, pinned: without it there

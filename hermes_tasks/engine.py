@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import bootlog, facts, lock, plan, preflight
+from . import bootlog, facts, lock, plan, preflight, rendercache
 from .errors import TaskError
 from .intent import CREATE, RECONCILE, Intent
 from .inventory import Settings
@@ -52,7 +52,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
     if not check or S6.scanner_running(settings.scandir):
         # --check too while a supervisor runs: its run would be refused, so is the plan
         preflight.check(settings)
-    cache = RenderCache.load(settings.scandir)
+    cache = RenderCache.load(rendercache.location(settings))
     renderer = Renderer(settings, cache)
     if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
         steps, _ = make_plan(settings, intent, renderer, manage_registrar, warn)
@@ -101,7 +101,8 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
         registrar.refuse_named(settings, root, intent.task)
     if check:
         with slots.judged_as_root() if root else contextlib.nullcontext():
-            renderer = Renderer(root or settings, RenderCache.load(settings.scandir))
+            renderer = Renderer(root or settings, RenderCache.load(
+                rendercache.location(root or settings)))
             steps, _ = make_plan(root or settings, intent, renderer, False, warn)
         return _result(steps, {}, {}, diff, check=True)
     preflight.check(settings)

@@ -67,6 +67,9 @@ class Settings:
     gateway_profiles: tuple[str, ...] = ("*",)
     host_id: str = ""
     shared_volume: bool = False
+    # A root-only directory that keeps rendered text across container restarts (the
+    # scandir is a tmpfs wiped with them), or None: the cache lives in the scandir.
+    render_cache_dir: str | None = None
     # Where the values came from, for messages and for the registrar's copy.
     source: str = dataclasses.field(default="<defaults>", compare=False)
     # What the caller named itself (--inventory, $HERMES_TASKS_INVENTORY, --var KEY): what
@@ -374,6 +377,12 @@ def _validate(key: str, value: object, origin: str) -> object:
         if not isinstance(value, str) or not HOST_ID_RE.fullmatch(value):
             raise _fail(origin, key, f"must be a short name matching "
                                      f"[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}, got {value!r}")
+        return value
+    if key == "render_cache_dir":
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+            raise _fail(origin, key, f"must be an absolute path or null, got {value!r}")
         return value
     if key == "shared_volume":
         if not isinstance(value, bool):

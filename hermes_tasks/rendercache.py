@@ -64,11 +64,17 @@ class RenderCache:
         self._used: dict[str, str] = {}
 
     @classmethod
-    def load(cls, scandir: str) -> RenderCache:
-        """The cache of ``scandir`` (empty when missing, untrusted, or for other code)."""
-        cache = cls(scandir, code_stamp())
+    def load(cls, directory: str) -> RenderCache:
+        """The cache kept in ``directory`` (empty when missing, untrusted, or for other code).
+
+        ``directory``: see :func:`location`.
+        """
+        cache = cls(directory, code_stamp())
         with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
-            with fsops.opened_dir(scandir) as dfd:
+            with fsops.opened_dir(directory) as dfd:
+                if not _trusted_dir(dfd):
+                    cache.scandir = None  # never written either
+                    return cache
                 raw = read_trusted(dfd, NAME, LIMIT)
             doc = json.loads(raw) if raw else {}
             if isinstance(doc, dict) and doc.get("stamp") == cache.stamp:
@@ -100,7 +106,27 @@ class RenderCache:
                           sort_keys=True).encode()
         with contextlib.suppress(OSError):
             with fsops.opened_dir(self.scandir) as dfd:
-                fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+                if _trusted_dir(dfd):
+                    fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+
+
+def location(settings) -> str:
+    """Where the cache lives: ``render_cache_dir`` when that directory exists, else the
+    scandir (wiped with the slots at every container start, so a boot renders afresh).
+
+    The image creates ``/var/cache/hermes-tasks`` (root's, 0700) and names it in its
+    inventory: a restarted container keeps its renders and its boot never imports Jinja.
+    A directory that is missing is never created here (a test or a host without one).
+    """
+    if settings.render_cache_dir and os.path.isdir(settings.render_cache_dir):
+        return settings.render_cache_dir
+    return settings.scandir
+
+
+def _trusted_dir(dfd: int) -> bool:
+    """The directory is ours and nobody else may create, rename or remove entries in it."""
+    st = os.fstat(dfd)
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def read_trusted(dfd: int, name: str, limit: int) -> bytes | None:

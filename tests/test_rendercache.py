@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import s6env
@@ -192,3 +193,59 @@ def test_a_one_profile_run_keeps_the_full_cache(sandbox):
     assert (sb.slot("carol") / "run").is_file()
     assert cache_path(sb).read_bytes() == before
     assert probe(sb) == (False, 0)  # the next full run still needs no Jinja
+
+
+# --------------------------------------------------------------------------- render_cache_dir
+
+
+def probe_with(sb, cache_dir) -> tuple[bool, int]:
+    res = s6env.run_tasks(sb, None, argv=["python", "-c", PROBE, "reconcile", "--json",
+                                          *s6env.inventory_args(sb),
+                                          "--var", f"render_cache_dir={cache_dir}"])
+    last = res.stderr.strip().splitlines()[-1].split()
+    assert last[0] == "jinja2-imported", res.stderr
+    return last[1] == "True", int(last[3])
+
+
+def wipe_scandir(sb) -> None:
+    """What a container restart does to /run/service (a tmpfs)."""
+    for entry in sb.scandir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def test_a_render_cache_dir_outlives_the_scandir(sandbox):
+    """The image's /var/cache/hermes-tasks: a restarted container's boot never imports Jinja."""
+    sb = sandbox
+    s6env.make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    keep = sb.root / "cache"
+    keep.mkdir(mode=0o700)
+    assert probe_with(sb, keep) == (True, 0)
+    assert (keep / rendercache.NAME).is_file() and not cache_path(sb).exists()
+    before = slot_texts(sb)
+    wipe_scandir(sb)
+    assert probe_with(sb, keep) == (False, 0)
+    assert slot_texts(sb) == before
+
+
+@pytest.mark.parametrize("how", ["group-writable", "missing"])
+def test_an_unusable_render_cache_dir_is_never_trusted_nor_written(sandbox, how):
+    sb = sandbox
+    keep = sb.root / "cache"
+    if how == "group-writable":
+        keep.mkdir()
+        os.chmod(keep, 0o770)
+    assert probe_with(sb, keep)[1] == 0
+    if how == "missing":  # never created: the scandir keeps it, as without the setting
+        assert not keep.exists() and cache_path(sb).is_file()
+    else:
+        assert os.listdir(keep) == [] and not cache_path(sb).exists()
+        assert probe_with(sb, keep) == (True, 0)  # and so never read either
+
+
+def test_render_cache_dir_must_be_absolute():
+    with pytest.raises(inventory.InventoryError, match="render_cache_dir"):
+        inventory.load(None, ["render_cache_dir=cache"], environ={})
+    assert inventory.load(None, ["render_cache_dir=null"], environ={}).render_cache_dir is None

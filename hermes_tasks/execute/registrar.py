@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from .. import engine, facts, plan, readiness, registrar
+from .. import engine, facts, plan, readiness, registrar, rendercache
 from ..errors import TaskError
 from ..intent import RECONCILE, Intent
 from ..inventory import Settings
@@ -29,7 +29,7 @@ def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
     if intent.task == RECONCILE:
         doc = registrar.request(settings, "reconcile")
         return [_row(r) for r in doc.get("results", [])]
-    renderer = Renderer(settings, RenderCache.load(settings.scandir))
+    renderer = Renderer(settings, RenderCache.load(rendercache.location(settings)))
     steps, known = engine.make_plan(settings, intent, renderer, False, warn)
     errors: dict[str, str] = {}
     notes: dict[str, list[str]] = {}
