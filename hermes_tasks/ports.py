@@ -407,10 +407,13 @@ def allocate(current: Mapping[str, Mapping[str, int]], names: Iterable[str],
     return table
 
 
+def to_doc(table: Mapping[str, Mapping[str, int]]) -> dict:
+    return {"profiles": {n: {SETTING[p]: port for p, port in sorted(e.items())}
+                         for n, e in sorted(table.items())}}
+
+
 def to_json(table: Mapping[str, Mapping[str, int]]) -> bytes:
-    doc = {"profiles": {n: {SETTING[p]: port for p, port in sorted(e.items())}
-                        for n, e in sorted(table.items())}}
-    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    return (json.dumps(to_doc(table), indent=1, sort_keys=True) + "\n").encode()
 
 
 # --------------------------------------------------------------------------- the file
@@ -433,6 +436,7 @@ class PortsFile:
         self.locked = False
         self.table: dict[str, dict[str, int]] = {}
         self.raw = b""
+        self.doc = None  # the file as parsed, when it was JSON
         try:
             self.dfd = fsops.open_dir(home)
         except OSError:
@@ -535,6 +539,7 @@ class PortsFile:
                 self.warn(f"{self.home}/{FILE} is unusable ({why}); ports are allocated "
                           "afresh (they may move)")
             return {}
+        self.doc = doc
         return validate_file(doc, self.warn)
 
     def _relock(self) -> None:
@@ -546,8 +551,10 @@ class PortsFile:
 
     def save(self, table: Mapping[str, Mapping[str, int]]) -> bool:
         """Write ``table`` atomically if it changed; only while holding the lock."""
+        if not self.locked or self.doc == to_doc(table):  # (a dict compare: no dump)
+            return False
         data = to_json(table)
-        if not self.locked or data == self.raw:
+        if data == self.raw:
             return False
         fsops.write_atomic(self.dfd, FILE, data, 0o644, owner=self.owner)
         return True

@@ -9,12 +9,15 @@ content, they still hold that content. This is git's index rule, "racy" entries 
 a file is recorded only if its ``ctime`` is older than the read by :data:`MARGIN`, so a
 write in the same clock tick as the read can never hide behind an unchanged ``ctime``.
 
-One record per slot: a hash of its rendered files (path, mode, content) and of each file's
-stat at that read. The cache is ``.hermes-tasks.slots`` in the scandir (a dot-name
-s6-svscan ignores, on the tmpfs wiped at every start), trusted under the render cache's
-rule: a regular file owned by the euid, writable by nobody else, opened without following
-symlinks. Anything else is ignored and every slot is read in full; losing it costs speed
-only.
+One record per slot: a hash of its rendered files (path, mode, content), its down marker,
+and the stat of each file and of the directories holding them at that read. A directory's
+``ctime`` moves when an entry is added, removed or renamed in it, so an unchanged one also
+vouches for its listing: no litter appeared, the down marker is as recorded.
+
+The cache is ``.hermes-tasks.slots`` in the scandir (a dot-name s6-svscan ignores, on the
+tmpfs wiped at every start), trusted under the render cache's rule: a regular file owned by
+the euid, writable by nobody else, opened without following symlinks. Anything else is
+ignored and every slot is read in full; losing it costs speed only.
 """
 
 from __future__ import annotations
@@ -94,17 +97,21 @@ class SlotCache:
 
 
 def signature(spec, stats) -> str:
-    """The hash of ``spec``'s rendered files and the stat of each as found.
+    """The hash of ``spec`` (its files and down marker) and the stat of each file and
+    directory as found (``stats``: slot-relative file paths, and directories as ``"log/"``).
 
     A spec's ``key``, when set, stands for its files' content (hashing 7 KiB per slot
     would cost a fifth of what the cache saves).
     """
-    head = "\0".join(f"{rel}:{f.mode}:{len(f.content)}:{st.st_ino}:{st.st_ctime_ns}:"
-                      f"{st.st_size}:{st.st_mode}:{st.st_uid}"
-                      for rel, st, f in ((rel, stats[rel], f) for rel, f in spec.files.items()))
+    files = spec.files
+    head = "\0".join(
+        f"{rel}:{f.mode if f else ''}:{len(f.content) if f else ''}:{st.st_ino}:"
+        f"{st.st_ctime_ns}:{st.st_size}:{st.st_mode}:{st.st_uid}:{st.st_gid}"
+        for rel, st, f in ((rel, st, files.get(rel)) for rel, st in sorted(stats.items())))
+    head += f"\0down:{spec.down}"
     if spec.key is not None:
         return blake2b(f"{head}\0{spec.key}".encode(), digest_size=16).hexdigest()
-    return blake2b(b"\0".join([head.encode(), *(f.content for f in spec.files.values())]),
+    return blake2b(b"\0".join([head.encode(), *(f.content for f in files.values())]),
                    digest_size=16).hexdigest()
 
 

@@ -143,44 +143,75 @@ def read_at(dfd: int, path: str, spec: SlotSpec, gid: int,
     """Facts about the slot open as ``dfd`` (at ``path``), read for comparison.
 
     Everything is read relative to the slot's directory fd: at 1000 slots, path joins
-    and lookups from the root were a third of an unchanged re-run. With ``cache``, files
-    whose stat shows them unchanged since a run found them as rendered are not read again
-    (:mod:`.slotcache`); a slot read in full and found as rendered is recorded there.
+    and lookups from the root were a third of an unchanged re-run. With ``cache``, a slot
+    whose files and directories show by their stat that nothing changed since a run found
+    it exactly as rendered is not listed or read again (:mod:`.slotcache`); a slot read in
+    full and found as rendered is recorded there. The skeleton is checked every time.
     """
     facts = SlotFacts(spec.name, path, {}, False, False)
+    if not _from_cache(dfd, spec, facts, cache):
+        now = time.time_ns()
+        stats = _dir_stats(dfd, spec) if cache is not None else None
+        if not _read_listed(dfd, spec, facts, stats):
+            return facts
+        if (stats is not None and not facts.litter and not facts.pending
+                and facts.down == spec.down and len(stats) == len(spec.files) + len(_dirs(spec))
+                and all(facts.files[r] == (f.content, f.mode) for r, f in spec.files.items())
+                and slotcache.settled(stats, now)):
+            cache.confirm(spec.name, slotcache.signature(spec, stats))
+    facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
+    if wrong:
+        facts.structural = f"{wrong} has the wrong type"
+    return facts
+
+
+def _read_listed(dfd: int, spec: SlotSpec, facts: SlotFacts, stats: dict | None) -> bool:
+    """List the slot and read every file of ``spec`` into ``facts``; False when it is
+    structurally wrong (``facts.structural`` says how). ``stats`` collects files' stats."""
     # One listing answers "down?", "log/?", "data/?" and where litter may lie.
     names = os.listdir(dfd)
     log_names = _list_sub(dfd, "log") if "log" in names else None
     if spec.logged and log_names is None:
         facts.structural = "has no log/ directory"
-        return facts
-    if not _files_from_cache(dfd, spec, facts, cache):
-        now = time.time_ns()
-        stats: dict[str, os.stat_result] = {}
-        for rel in spec.files:
-            try:
-                facts.files[rel] = _read_file(dfd, rel, stats)
-            except IsADirectoryError:
-                facts.structural = f"{rel} is not a regular file"
-                return facts
-            except NotADirectoryError:
-                facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
-                return facts
-        if (cache is not None and len(stats) == len(spec.files)
-                and all(facts.files[r] == (f.content, f.mode) for r, f in spec.files.items())
-                and slotcache.settled(stats, now)):
-            cache.confirm(spec.name, slotcache.signature(spec, stats))
+        return False
+    for rel in spec.files:
+        try:
+            facts.files[rel] = _read_file(dfd, rel, stats)
+        except IsADirectoryError:
+            facts.structural = f"{rel} is not a regular file"
+            return False
+        except NotADirectoryError:
+            facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
+            return False
     facts.down = "down" in names
-    facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
-    if wrong:
-        facts.structural = f"{wrong} has the wrong type"
-        return facts
     data_names = (_list_sub(dfd, "data") if "data" in names else None) or []
     if PENDING_NAME in data_names:
         facts.pending = _read_pending(dfd)
     facts.litter = tuple(sorted(_litter("", names) + _litter("log/", log_names or [])
                                 + _litter("data/", data_names)))
-    return facts
+    return True
+
+
+def _dirs(spec: SlotSpec) -> list[str]:
+    """The slot's directories that hold ``spec``'s files (and ``log/``), slot first."""
+    found = {rel.rpartition("/")[0] for rel in spec.files} | ({"log"} if spec.logged else set())
+    return sorted(found)
+
+
+def _dir_stats(dfd: int, spec: SlotSpec) -> dict[str, os.stat_result] | None:
+    """The stat of each of :func:`_dirs` (keyed ``"<dir>/"``), or None when one is not a
+    real directory. Taken before listing them: an entry added or removed later moves
+    their ``ctime``."""
+    out = {}
+    for rel in _dirs(spec):
+        try:
+            st = os.stat(rel, dir_fd=dfd, follow_symlinks=False) if rel else os.fstat(dfd)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        out[rel + "/"] = st
+    return out
 
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -238,12 +269,18 @@ def _read_pending(dfd: int) -> frozenset[str]:
     return frozenset(w for w in words if w in PENDING_TOKENS)
 
 
-def _files_from_cache(dfd: int, spec: SlotSpec, facts: SlotFacts,
-                      cache: SlotCache | None) -> bool:
-    """Fill ``facts.files`` from ``spec`` when the cache vouches for every file; else False."""
+def _from_cache(dfd: int, spec: SlotSpec, facts: SlotFacts, cache: SlotCache | None) -> bool:
+    """Fill ``facts`` from ``spec`` when the cache vouches for the slot; else False.
+
+    Vouched: every file and directory has the stat it had when a run found the slot exactly
+    as ``spec`` (files, down marker, no litter, nothing pending), so the listings and bytes
+    are still those.
+    """
     if cache is None or not cache.known(spec.name):
         return False
-    stats = {}
+    stats = _dir_stats(dfd, spec)
+    if stats is None:
+        return False
     for rel in spec.files:
         try:
             st = os.stat(rel, dir_fd=dfd, follow_symlinks=False)
@@ -255,6 +292,7 @@ def _files_from_cache(dfd: int, spec: SlotSpec, facts: SlotFacts,
     if not cache.matches(spec.name, slotcache.signature(spec, stats)):
         return False
     facts.files = {rel: (f.content, f.mode) for rel, f in spec.files.items()}
+    facts.down = spec.down
     return True
 
 

@@ -72,6 +72,9 @@ def parse(raw: bytes, supervised: bool | None, normally_up: bool) -> Status:
         signal=sig, since=_unix(stamp, nanos), ready_since=_unix(ready_stamp, ready_nanos))
 
 
+_RELATIVE = ("supervise/control", "down", "supervise/status")
+
+
 def read(slot: str, dir_fd: int | None = None) -> Status:
     """The slot's status; ``Status(supervised=False)`` when no supervisor ever wrote one.
 
@@ -82,16 +85,18 @@ def read(slot: str, dir_fd: int | None = None) -> Status:
     are resolved from it, which is cheaper for many slots.
     """
     if dir_fd is not None:
-        slot = ""
-    supervised = fsops.fifo_has_reader(os.path.join(slot, "supervise", "control"), dir_fd)
+        control, down, status = _RELATIVE
+    else:
+        control, down, status = (os.path.join(slot, rel) for rel in _RELATIVE)
+    supervised = fsops.fifo_has_reader(control, dir_fd)
     try:
-        os.stat(os.path.join(slot, "down"), dir_fd=dir_fd, follow_symlinks=False)
+        os.stat(down, dir_fd=dir_fd, follow_symlinks=False)
         normally_up = False
     except OSError:  # as os.path.lexists: absent, or may not look
         normally_up = True
     try:
-        fd = os.open(os.path.join(slot, "supervise", "status"),
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+        fd = os.open(status, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
     except FileNotFoundError:
         return Status(supervised=False if supervised is None else supervised,
                       normally_up=normally_up)

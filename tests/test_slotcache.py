@@ -171,3 +171,28 @@ def test_reconcile_repairs_a_file_changed_after_the_cache_vouched_for_it(sandbox
 def test_an_interrupted_cache_write_is_stale_litter(tmp_path):
     (tmp_path / f".{slotcache.NAME}.hermes-tasks.tmp").write_bytes(b"{")
     assert slots.managed_names(str(tmp_path)) == ([], [f".{slotcache.NAME}.hermes-tasks.tmp"])
+
+
+@pytest.mark.parametrize("change", ["litter in log/", "litter in the slot", "down marker",
+                                    "restart pending"])
+def test_a_changed_listing_is_seen_through_the_cache(tmp_path, no_margin, change):
+    """A directory's ctime vouches for its listing: any entry added shows."""
+    slot = make_slot(tmp_path)
+    cache = confirmed(tmp_path)
+    if change == "litter in log/":
+        (slot / "log" / ".run.hermes-tasks.tmp").write_bytes(b"x")
+    elif change == "litter in the slot":
+        (slot / ".run.hermes-tasks.tmp").write_bytes(b"x")
+    elif change == "down marker":
+        (slot / "down").touch()
+    else:
+        (slot / "data").mkdir()
+        (slot / "data" / "restart-pending").write_text("gateway\n")
+    facts = read(tmp_path, cache)
+    assert facts.files == as_spec()
+    if change.startswith("litter"):
+        assert facts.litter and facts.litter[0].endswith(".run.hermes-tasks.tmp")
+    elif change == "down marker":
+        assert facts.down is True
+    else:
+        assert facts.pending == frozenset({"gateway"})

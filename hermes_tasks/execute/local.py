@@ -18,7 +18,7 @@ import contextlib
 import os
 import stat
 
-from .. import fsops, readiness, slots
+from .. import fsops, slots
 from ..errors import TaskError
 from ..inventory import Settings
 from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
@@ -46,7 +46,7 @@ class Applier:
         self.previous: dict[str, str | None] = {}  # slot -> desired_state before this run
         self.verified: set[str] = set()
         self.purge = False
-        self.before: dict[str, readiness.Target] = {}  # slot path -> status before "up"
+        self.before: dict = {}  # slot path -> readiness.Target: the status before "up"
 
     # -- entry point -----------------------------------------------------------------
 

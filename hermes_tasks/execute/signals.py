@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 
-from .. import ownership, readiness, svstatus
+from .. import ownership, svstatus
 from ..profiles import SLOT_PREFIX
 from ..s6 import S6, NotSupervised, PermissionDenied, S6Error
 
@@ -93,13 +93,16 @@ def supervised(paths: list[str], timeout: float) -> list[str]:
     return _wait(paths, ok, timeout)
 
 
-def snapshot(paths: list[str], home: str) -> dict[str, readiness.Target]:
-    """Each gateway slot's readiness target, taken just before it is signalled (see :func:`wait`)."""
+def snapshot(paths: list[str], home: str) -> dict:
+    """Each gateway slot's readiness target (path -> readiness.Target), taken just before it
+    is signalled (see :func:`wait`)."""
+    from .. import readiness  # only when something comes up: not on an unchanged run
+
     return {path: readiness.target(path, home, _profile(path)) for path in paths}
 
 
 def wait(paths: list[str], goal: str, timeout: float, settings,
-         before: dict[str, readiness.Target]) -> tuple[dict[str, str], dict[str, str]]:
+         before: dict) -> tuple[dict[str, str], dict[str, str]]:
     """``--wait``: until each gateway is ready (``goal`` "up") or down.
 
     Returns ``({path: why not}, {path: note})``. Ready is :mod:`readiness`'s (SPEC §5): s6
@@ -109,6 +112,8 @@ def wait(paths: list[str], goal: str, timeout: float, settings,
     its own reason. One whose profile another host runs is a standby, never ready while
     that owner lives (SPEC §13.1): noted "standby: running on <host>", not waited for.
     """
+    from .. import readiness
+
     home = settings.hermes_home
     notes = {}
     if goal == "up":

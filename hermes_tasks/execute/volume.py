@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import shutil
 
 from .. import fsops, state
 from ..errors import TaskError, UsageError
@@ -36,6 +35,8 @@ def create_profile(cfg: Settings, name: str) -> None:
 def remove_new_profile(cfg: Settings, name: str) -> None:
     """Undo :func:`create_profile` after a failure: a failed create leaves nothing behind."""
     with contextlib.suppress(OSError), fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd:
+        import shutil  # (only when a profile is deleted: not on a reconcile's path)
+
         shutil.rmtree(name, dir_fd=pfd)
 
 
@@ -56,6 +57,8 @@ def dispose(cfg: Settings, name: str, purge: bool) -> str:
             raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles "
                              "(deleted meanwhile)") from None
         if purge:
+            import shutil
+
             shutil.rmtree(target, dir_fd=tfd)
     return target
 
