@@ -412,6 +412,17 @@ def to_doc(table: Mapping[str, Mapping[str, int]]) -> dict:
                          for n, e in sorted(table.items())}}
 
 
+def _identical(a, b) -> bool:
+    """Equal with equal types all the way down (``8650.0 == 8650``, but is not written so)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def to_json(table: Mapping[str, Mapping[str, int]]) -> bytes:
     return (json.dumps(to_doc(table), indent=1, sort_keys=True) + "\n").encode()
 
@@ -551,7 +562,7 @@ class PortsFile:
 
     def save(self, table: Mapping[str, Mapping[str, int]]) -> bool:
         """Write ``table`` atomically if it changed; only while holding the lock."""
-        if not self.locked or self.doc == to_doc(table):  # (a dict compare: no dump)
+        if not self.locked or _identical(self.doc, to_doc(table)):  # (no dump needed)
             return False
         data = to_json(table)
         if data == self.raw:

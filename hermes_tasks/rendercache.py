@@ -72,7 +72,7 @@ class RenderCache:
         cache = cls(directory, code_stamp())
         with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
             with fsops.opened_dir(directory) as dfd:
-                if not _trusted_dir(dfd):
+                if not trusted_dir(dfd):
                     cache.scandir = None  # never written either
                     return cache
                 raw = read_trusted(dfd, NAME, LIMIT)
@@ -106,24 +106,29 @@ class RenderCache:
                           sort_keys=True).encode()
         with contextlib.suppress(OSError):
             with fsops.opened_dir(self.scandir) as dfd:
-                if _trusted_dir(dfd):
+                if trusted_dir(dfd):
                     fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
 
 
 def location(settings) -> str:
-    """Where the cache lives: ``render_cache_dir`` when that directory exists, else the
-    scandir (wiped with the slots at every container start, so a boot renders afresh).
+    """Where the cache lives: ``render_cache_dir`` when that directory exists and is ours
+    alone (:func:`trusted_dir`), else the scandir (wiped with the slots at every container
+    start, so a boot renders afresh; also what an unprivileged caller uses).
 
     The image creates ``/var/cache/hermes-tasks`` (root's, 0700) and names it in its
     inventory: a restarted container keeps its renders and its boot never imports Jinja.
     A directory that is missing is never created here (a test or a host without one).
     """
-    if settings.render_cache_dir and os.path.isdir(settings.render_cache_dir):
-        return settings.render_cache_dir
+    wanted = settings.render_cache_dir
+    if wanted:
+        with contextlib.suppress(OSError):
+            with fsops.opened_dir(wanted) as dfd:
+                if trusted_dir(dfd):
+                    return wanted
     return settings.scandir
 
 
-def _trusted_dir(dfd: int) -> bool:
+def trusted_dir(dfd: int) -> bool:
     """The directory is ours and nobody else may create, rename or remove entries in it."""
     st = os.fstat(dfd)
     return st.st_uid == os.geteuid() and not st.st_mode & 0o022

@@ -32,7 +32,7 @@ except ImportError:  # another Python
     from hashlib import blake2b
 
 from . import fsops
-from .rendercache import read_trusted
+from .rendercache import read_trusted, trusted_dir
 
 NAME = ".hermes-tasks.slots"
 FORMAT = 1
@@ -55,6 +55,8 @@ class SlotCache:
         cache = cls(scandir)
         with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
             with fsops.opened_dir(scandir) as dfd:
+                if not trusted_dir(dfd):
+                    return cache
                 raw = read_trusted(dfd, NAME, LIMIT)
             doc = json.loads(raw) if raw else {}
             if isinstance(doc, dict) and doc.get("format") == FORMAT:

@@ -152,9 +152,10 @@ def read_at(dfd: int, path: str, spec: SlotSpec, gid: int,
     if not _from_cache(dfd, spec, facts, cache):
         now = time.time_ns()
         stats = _dir_stats(dfd, spec) if cache is not None else None
-        if not _read_listed(dfd, spec, facts, stats):
+        listed = _read_listed(dfd, spec, facts, stats)
+        if listed is None:
             return facts
-        if (stats is not None and not facts.litter and not facts.pending
+        if (stats is not None and listed and not facts.litter
                 and facts.down == spec.down and len(stats) == len(spec.files) + len(_dirs(spec))
                 and all(facts.files[r] == (f.content, f.mode) for r, f in spec.files.items())
                 and slotcache.settled(stats, now)):
@@ -165,31 +166,33 @@ def read_at(dfd: int, path: str, spec: SlotSpec, gid: int,
     return facts
 
 
-def _read_listed(dfd: int, spec: SlotSpec, facts: SlotFacts, stats: dict | None) -> bool:
-    """List the slot and read every file of ``spec`` into ``facts``; False when it is
-    structurally wrong (``facts.structural`` says how). ``stats`` collects files' stats."""
+def _read_listed(dfd: int, spec: SlotSpec, facts: SlotFacts, stats: dict | None) -> bool | None:
+    """List the slot and read every file of ``spec`` into ``facts``; None when it is
+    structurally wrong (``facts.structural`` says how), else whether no restart-pending
+    file is there at all (one with no valid token reads as nothing pending, yet it could
+    be rewritten in place unseen). ``stats`` collects files' stats."""
     # One listing answers "down?", "log/?", "data/?" and where litter may lie.
     names = os.listdir(dfd)
     log_names = _list_sub(dfd, "log") if "log" in names else None
     if spec.logged and log_names is None:
         facts.structural = "has no log/ directory"
-        return False
+        return None
     for rel in spec.files:
         try:
             facts.files[rel] = _read_file(dfd, rel, stats)
         except IsADirectoryError:
             facts.structural = f"{rel} is not a regular file"
-            return False
+            return None
         except NotADirectoryError:
             facts.structural = f"{rel.rpartition('/')[0]} is not a directory"
-            return False
+            return None
     facts.down = "down" in names
     data_names = (_list_sub(dfd, "data") if "data" in names else None) or []
     if PENDING_NAME in data_names:
         facts.pending = _read_pending(dfd)
     facts.litter = tuple(sorted(_litter("", names) + _litter("log/", log_names or [])
                                 + _litter("data/", data_names)))
-    return True
+    return PENDING_NAME not in data_names
 
 
 def _dirs(spec: SlotSpec) -> list[str]:

@@ -343,3 +343,20 @@ def test_start_may_not_take_a_port_a_running_gateway_holds(sandbox, supervisor):
     assert state_file(sb.home, "alice")["desired_state"] == "stopped"
     assert len(standin.starts(sb.home, "alice")) == starts  # never started
     assert status(sb)["bob"]["up"] is True
+
+
+def test_starting_the_gateway_that_holds_a_port_leaves_it_up(sandbox, supervisor):
+    """The other side of the rule above: "alice" holds 8799 and "bob" is blocked by it;
+    gateway.start and gateway.restart of alice must not hand the port to bob."""
+    sb = sandbox
+    api = "API_SERVER_ENABLED=true\nAPI_SERVER_KEY=k\nAPI_SERVER_PORT=8799\n"
+    for name in ("alice", "bob"):
+        make_profile(sb.home, name, {"desired_state": "running"})
+        (sb.home / "profiles" / name / ".env").write_text(api)
+    res, rows = reconcile_json(sb, ok_codes=(2,))
+    assert rows["bob"]["result"] == "failed" and "port 8799" in rows["bob"]["message"]
+    wait_ready(sb, "alice")
+    for task in ("gateway.start", "gateway.restart"):
+        res = tasks(sb, task, "-p", "alice", "--wait", "--json")
+        assert rows_of(res)["alice"]["result"] in ("ok", "changed"), res.stdout
+        assert status(sb)["alice"]["up"] is True and status(sb)["bob"]["up"] is False

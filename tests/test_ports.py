@@ -413,3 +413,19 @@ def test_cutting_out_the_top_level_blocks_equals_parsing_everything(raw):
         return merged
 
     assert ports.parse_config(raw, lambda m: None) == full(raw.removeprefix(b"\xef\xbb\xbf"))
+
+
+def test_an_entry_dropped_with_a_warning_is_rewritten_once(tmp_path):
+    """8650.0 equals 8650 in Python but is not a port we accept: the file is rewritten
+    clean, so the warning is not repeated by every run."""
+    _seed(tmp_path)
+    (tmp_path / ports.FILE).write_text(json.dumps({"profiles": {
+        "a": {"api_server_port": 8650.0, "webhook_port": 8750}}}))
+    first: list[str] = []
+    lay(tmp_path, ["a"], warnings=first)
+    assert any("dropped" in w for w in first), first
+    assert saved(tmp_path)["a"] == {"api_server_port": 8650, "webhook_port": 8750}
+    assert '8650.0' not in (tmp_path / ports.FILE).read_text()
+    again: list[str] = []
+    lay(tmp_path, ["a"], warnings=again)
+    assert not any("dropped" in w for w in again), again

@@ -238,11 +238,21 @@ def test_an_unusable_render_cache_dir_is_never_trusted_nor_written(sandbox, how)
         keep.mkdir()
         os.chmod(keep, 0o770)
     assert probe_with(sb, keep)[1] == 0
-    if how == "missing":  # never created: the scandir keeps it, as without the setting
-        assert not keep.exists() and cache_path(sb).is_file()
+    # Never created, never written: the scandir keeps the cache, as without the setting.
+    assert cache_path(sb).is_file()
+    if how == "missing":
+        assert not keep.exists()
     else:
-        assert os.listdir(keep) == [] and not cache_path(sb).exists()
-        assert probe_with(sb, keep) == (True, 0)  # and so never read either
+        assert os.listdir(keep) == []
+        (keep / rendercache.NAME).write_bytes(cache_path(sb).read_bytes())
+        os.chmod(keep / rendercache.NAME, 0o600)
+        poison_at = keep / rendercache.NAME  # a cache there is never read either
+        doc = json.loads(poison_at.read_text())
+        doc["renders"] = {k: "#!/bin/sh\necho POISON\n" for k in doc["renders"]}
+        poison_at.write_text(json.dumps(doc))
+        os.remove(cache_path(sb))
+        assert probe_with(sb, keep) == (True, 0)
+        assert "POISON" not in (sb.slot("default") / "run").read_text()
 
 
 def test_render_cache_dir_must_be_absolute():

@@ -11,9 +11,11 @@ import pytest
 import reliability_kit as kit
 from test_slot_facts import SPEC, make_slot
 
-from hermes_tasks import engine, slotcache, slots
+from hermes_tasks import engine, fsops, slotcache, slots
 from hermes_tasks.intent import Intent
 from hermes_tasks.slotcache import SlotCache
+
+START_UMASK = fsops.UMASK
 
 
 @pytest.fixture
@@ -196,3 +198,37 @@ def test_a_changed_listing_is_seen_through_the_cache(tmp_path, no_margin, change
         assert facts.down is True
     else:
         assert facts.pending == frozenset({"gateway"})
+
+
+def test_a_restart_pending_file_without_tokens_keeps_the_slot_unrecorded(tmp_path, no_margin):
+    """It reads as nothing pending, but a later in-place rewrite would not move data/'s
+    ctime: such a slot is read in full every time instead."""
+    slot = make_slot(tmp_path)
+    (slot / "data").mkdir()
+    (slot / "data" / "restart-pending").write_text("nonsense\n")
+    facts = read(tmp_path)
+    assert facts.pending == frozenset()
+    assert not confirmed(tmp_path).known(SPEC.name)
+
+
+def test_staging_over_a_left_over_staging_dir_starts_clean(sandbox):
+    """A staging dir left by an interrupted run is removed (outside the zero-umask window)
+    and built again: nothing of the old one survives, every mode is exact."""
+    from hermes_tasks.execute.local import Applier
+    from hermes_tasks.render import Renderer
+
+    settings = kit.settings_for(sandbox)
+    spec = Renderer(settings).gateway("alice", True, {"api_server": 8650, "webhook": 8750})
+    old = sandbox.scandir / f".{spec.name}.tmp"
+    (old / "log").mkdir(parents=True)
+    (old / "junk").write_text("x")
+    (old / "log" / "run").write_text("#!/bin/sh\nold\n")
+    path = Applier(settings)._staging(spec, "tmp")
+    assert path == str(old) and not (old / "junk").exists()
+    for rel, f in spec.files.items():
+        assert (old / rel).read_bytes() == f.content
+        assert os.stat(old / rel).st_mode & 0o7777 == f.mode, rel
+    assert os.stat(old / "event").st_mode & 0o7777 == 0o700
+    now = os.umask(0)
+    os.umask(now)
+    assert now == fsops.UMASK == START_UMASK  # restored, and what fsops believes

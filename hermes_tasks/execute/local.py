@@ -325,18 +325,22 @@ class Applier:
         power cut loses nothing worth keeping.
         """
         staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
-        with fsops.exact_modes():
-            self._build(staging, spec)
+        for attempt in (1, 2):
+            try:
+                with fsops.exact_modes():
+                    self._build(staging, spec)
+                return staging
+            except FileExistsError as exc:
+                if attempt == 2 or exc.filename != staging:
+                    raise
+            # Left by an interrupted run. Removed outside the zero-umask window: nothing
+            # but our own explicit-mode creations may happen inside it (not even a lazy
+            # import, which could create a world-writable __pycache__).
+            fsops.remove_tree(staging)
         return staging
 
     def _build(self, staging: str, spec: SlotSpec) -> None:
-        try:
-            os.mkdir(staging, 0o755)
-        except FileExistsError:  # left by an interrupted run
-            fsops.remove_tree(staging)
-            os.mkdir(staging, 0o755)
-        if not fsops.umask_keeps(0o755):
-            os.chmod(staging, 0o755)
+        os.mkdir(staging, 0o755)  # FileExistsError: see _staging
         dfd = os.open(staging, fsops.DIR_FLAGS)
         try:
             made = {""}

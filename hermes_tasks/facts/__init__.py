@@ -123,13 +123,17 @@ def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=Non
     names += sorted(n for n in set(new) if n not in names and n != profiles.DEFAULT
                     and profiles.valid_name(n))
     known.ports = portsmod.for_settings(known.settings, names, warn, write=write, facts=files)
-    # An explicit start comes after every gateway that runs or would: it may not take a
-    # port one of them holds, whatever the names' order.
-    starting = set(starting)
-    order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles
-             if p.name not in starting]
-    order += [(n, n not in known.unplaced) for n in sorted(starting)]
-    known.blocked.update(portsmod.collisions(order, known.ports))
+    order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
+    blocked = portsmod.collisions(order, known.ports)
+    # An explicit start of a gateway that would not run anyway (stopped, or blocked) comes
+    # after every gateway that does: it may not take a port one of them holds, whatever the
+    # names' order. One that already wins its ports keeps its place (nothing changes).
+    wins = {n for n, runs in order if runs and n not in blocked}
+    late = [n for n in sorted(set(starting)) if n not in wins and n not in known.unplaced]
+    if late:
+        order = [(n, runs) for n, runs in order if n not in late] + [(n, True) for n in late]
+        blocked = portsmod.collisions(order, known.ports)
+    known.blocked.update(blocked)
 
 
 def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
