@@ -3,9 +3,9 @@
 Reading every file of 1000 slots (7 files each: open, fstat, read, close) was the largest
 part of an unchanged re-run (bench/PROFILE.md). A file's inode number and ``ctime`` change
 with any write, truncate, chmod, chown, rename or replacement, and no one but the clock's
-owner can set ``ctime``; so when a slot's files still have the (inode, ctime, size, mode,
-owner) they had when a run read them and found them identical to the same rendered
-content, they still hold that content. This is git's index rule, "racy" entries included:
+owner can set ``ctime``; so when a slot's files still have the (inode, ctime) they had
+when a run read them and found them identical to the same rendered content (and mode),
+they still hold that content. This is git's index rule, "racy" entries included:
 a file is recorded only if its ``ctime`` is older than the read by :data:`MARGIN`, so a
 write in the same clock tick as the read can never hide behind an unchanged ``ctime``.
 
@@ -35,7 +35,7 @@ from . import fsops
 from .rendercache import read_trusted, trusted_dir
 
 NAME = ".hermes-tasks.slots"
-FORMAT = 1
+FORMAT = 2
 LIMIT = 4 << 20
 MARGIN = 1_000_000_000  # ns; far above any filesystem's timestamp granularity
 
@@ -99,17 +99,18 @@ class SlotCache:
 
 
 def signature(spec, stats) -> str:
-    """The hash of ``spec`` (its files and down marker) and the stat of each file and
-    directory as found (``stats``: slot-relative file paths, and directories as ``"log/"``).
+    """The hash of ``spec`` (its files' modes and content, its down marker) and of each file's
+    and directory's (inode, ctime) as found (``stats``: slot-relative file paths, and
+    directories as ``"log/"``).
 
-    A spec's ``key``, when set, stands for its files' content (hashing 7 KiB per slot
-    would cost a fifth of what the cache saves).
+    ``ctime`` moves with every change of content, size, mode or owner, and the inode with
+    every replacement, so these two stand for the rest of the stat. A spec's ``key``, when
+    set, stands for its files' content (hashing 7 KiB per slot would cost a fifth of what
+    the cache saves).
     """
     files = spec.files
-    head = "\0".join(
-        f"{rel}:{f.mode if f else ''}:{len(f.content) if f else ''}:{st.st_ino}:"
-        f"{st.st_ctime_ns}:{st.st_size}:{st.st_mode}:{st.st_uid}:{st.st_gid}"
-        for rel, st, f in ((rel, st, files.get(rel)) for rel, st in sorted(stats.items())))
+    head = "\0".join([f"{rel}:{st.st_ino}:{st.st_ctime_ns}" for rel, st in stats.items()]
+                     + [f"{rel}:{f.mode}" for rel, f in files.items()])
     head += f"\0down:{spec.down}"
     if spec.key is not None:
         return blake2b(f"{head}\0{spec.key}".encode(), digest_size=16).hexdigest()
