@@ -75,25 +75,29 @@ def parse(raw: bytes, supervised: bool | None, normally_up: bool) -> Status:
 _RELATIVE = ("supervise/control", "down", "supervise/status")
 
 
-def read(slot: str, dir_fd: int | None = None) -> Status:
+def read(slot: str, dir_fd: int | None = None, down: bool | None = None) -> Status:
     """The slot's status; ``Status(supervised=False)`` when no supervisor ever wrote one.
 
     A record left by a supervisor that has since died is returned with
     ``supervised=False`` (its ``up`` is then history, not fact: see :attr:`Status.running`).
     Raises PermissionError when the record cannot be read (a supervisor's umask of 077).
     With ``dir_fd`` (the slot's directory, open), ``slot`` is not used: the paths below
-    are resolved from it, which is cheaper for many slots.
+    are resolved from it, which is cheaper for many slots. ``down``: whether the slot has a
+    ``down`` marker, when the caller has just seen (None: look).
     """
     if dir_fd is not None:
-        control, down, status = _RELATIVE
+        control, marker, status = _RELATIVE
     else:
-        control, down, status = (os.path.join(slot, rel) for rel in _RELATIVE)
+        control, marker, status = (os.path.join(slot, rel) for rel in _RELATIVE)
     supervised = fsops.fifo_has_reader(control, dir_fd)
-    try:
-        os.stat(down, dir_fd=dir_fd, follow_symlinks=False)
-        normally_up = False
-    except OSError:  # as os.path.lexists: absent, or may not look
-        normally_up = True
+    if down is not None:
+        normally_up = not down
+    else:
+        try:
+            os.stat(marker, dir_fd=dir_fd, follow_symlinks=False)
+            normally_up = False
+        except OSError:  # as os.path.lexists: absent, or may not look
+            normally_up = True
     try:
         fd = os.open(status, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                      dir_fd=dir_fd)

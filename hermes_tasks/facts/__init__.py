@@ -155,10 +155,11 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
             facts.slots[spec.name] = slots.not_a_directory(spec, path)
             continue
         try:
-            facts.slots[spec.name] = slots.read_at(dfd, path, spec, cfg.service_gid,
-                                                   facts.slot_cache)
+            found = slots.read_at(dfd, path, spec, cfg.service_gid, facts.slot_cache)
+            facts.slots[spec.name] = found
             if spec.name in present and spec.name not in facts.runtime:
-                facts.runtime[spec.name] = _runtime(cfg, spec.name, dfd)
+                seen = found.down if found.structural is None else None
+                facts.runtime[spec.name] = _runtime(cfg, spec.name, dfd, seen)
         finally:
             os.close(dfd)
     for name in [*(s.name for s in specs), *extra]:
@@ -166,9 +167,10 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
             facts.runtime[name] = _runtime(cfg, name)
 
 
-def _runtime(cfg: Settings, name: str, dfd: int | None = None) -> Runtime:
+def _runtime(cfg: Settings, name: str, dfd: int | None = None,
+             down: bool | None = None) -> Runtime:
     profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
-    return runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd)
+    return runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
 
 
 def owners(facts: Facts, names: Iterable[str]) -> None:

@@ -49,14 +49,16 @@ class Runtime:
 NOT_SUPERVISED = Runtime(svstatus.Status(supervised=False))
 
 
-def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = None) -> Runtime:
+def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = None,
+         down: bool | None = None) -> Runtime:
     """The runtime facts of the slot at ``slot_path``; ``profile`` (below ``home``) for the
-    gateway's reason. ``dir_fd``: the slot's directory, already open.
+    gateway's reason. ``dir_fd``: the slot's directory, already open; ``down``: whether
+    it has a down marker, when just seen.
 
     A status the caller may not read counts as "cannot tell" (supervised None).
     """
     try:
-        status = svstatus.read(slot_path, dir_fd)
+        status = svstatus.read(slot_path, dir_fd, down)
     except (PermissionError, ValueError):
         status = svstatus.Status(supervised=None)
     except FileNotFoundError:
