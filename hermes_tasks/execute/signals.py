@@ -29,15 +29,31 @@ def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEO
          ) -> dict[str, str]:
     """Tell every slot to go down, wait for all of them once; SIGKILL what ignores SIGTERM.
 
-    Returns {path: error} for the slots s6 refused or that never went down.
+    Returns {path: error} for the slots s6 refused or that never went down. A slot that
+    another task retired and replaced meanwhile (a new directory at the same path) is not
+    ours to wait for, nor to kill: the one we told is gone.
     """
+    told = {p: _identity(p) for p in paths}
+
+    def done(path: str) -> bool:
+        return _identity(path) != told[path] or _is_down(path)
+
     errors = tell(s6, paths, flag)
-    pending = _wait([p for p in paths if p not in errors], _is_down, timeout)
+    pending = _wait([p for p in paths if p not in errors], done, timeout)
     # a daemon ignoring SIGTERM: the change must still happen
-    errors.update(tell(s6, pending, "-k"))
-    for path in _wait([p for p in pending if p not in errors], _is_down, timeout):
+    errors.update(tell(s6, [p for p in pending if not done(p)], "-k"))
+    for path in _wait([p for p in pending if p not in errors], done, timeout):
         errors[path] = f"{path}: still up {2 * timeout:g} s after it was told to stop"
     return errors
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """Which directory ``path`` is now (s6 follows a symlinked slot, so do we)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def up(s6: S6, paths: list[str], flag: str = "-u") -> dict[str, str]:

@@ -1,0 +1,59 @@
+"""signals.down when another task replaces the slot meanwhile (no s6 needed: a fake s6)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+from hermes_tasks import svstatus
+from hermes_tasks.execute import signals
+
+TAI = svstatus.TAI_OFFSET
+
+
+def up_slot(path) -> None:
+    """A slot directory whose supervise/status says up (pid of this process), wanted up."""
+    (path / "supervise").mkdir(parents=True)
+    record = struct.pack(">QLQLQHB", int(time.time()) + TAI, 0, 0, 0, os.getpid(), 0,
+                         svstatus._FLAG_WANT_UP)
+    (path / "supervise" / "status").write_bytes(record)
+
+
+class ReplacingS6:
+    """Told to bring the slot down, another task retires it and publishes a new one, up."""
+
+    def __init__(self):
+        self.calls = []
+
+    def svc(self, path, flag, **_):
+        self.calls.append((os.path.basename(path), flag))
+        if flag in ("-d", "-D"):
+            os.rename(path, path + ".old")
+            up_slot(type(self).root / os.path.basename(path))
+
+
+def test_a_slot_replaced_meanwhile_is_neither_waited_for_nor_killed(tmp_path):
+    slot = tmp_path / "gateway-c3"
+    up_slot(slot)
+    ReplacingS6.root = tmp_path
+    s6 = ReplacingS6()
+    t = time.monotonic()
+    assert signals.down(s6, [str(slot)], "-D", timeout=2) == {}
+    assert time.monotonic() - t < 1.5
+    assert s6.calls == [("gateway-c3", "-D")]  # no -k for the new gateway
+
+
+def test_a_slot_that_stays_up_still_fails_after_the_kill(tmp_path):
+    slot = tmp_path / "gateway-c3"
+    up_slot(slot)
+
+    class Deaf:
+        calls = []
+
+        def svc(self, path, flag, **_):
+            self.calls.append(flag)
+
+    s6 = Deaf()
+    errors = signals.down(s6, [str(slot)], "-d", timeout=0.2)
+    assert s6.calls == ["-d", "-k"] and "still up" in errors[str(slot)]
