@@ -12,10 +12,10 @@ from hermes_tasks.execute import signals
 TAI = svstatus.TAI_OFFSET
 
 
-def up_slot(path) -> None:
-    """A slot directory whose supervise/status says up (pid of this process), wanted up."""
-    (path / "supervise").mkdir(parents=True)
-    record = struct.pack(">QLQLQHB", int(time.time()) + TAI, 0, 0, 0, os.getpid(), 0,
+def up_slot(path, pid=None) -> None:
+    """A slot directory whose supervise/status says up (``pid``, default this process)."""
+    (path / "supervise").mkdir(parents=True, exist_ok=True)
+    record = struct.pack(">QLQLQHB", int(time.time()) + TAI, 0, 0, 0, pid or os.getpid(), 0,
                          svstatus._FLAG_WANT_UP)
     (path / "supervise" / "status").write_bytes(record)
 
@@ -57,3 +57,21 @@ def test_a_slot_that_stays_up_still_fails_after_the_kill(tmp_path):
     s6 = Deaf()
     errors = signals.down(s6, [str(slot)], "-d", timeout=0.2)
     assert s6.calls == ["-d", "-k"] and "still up" in errors[str(slot)]
+
+
+def test_a_gateway_started_again_by_another_task_counts_as_stopped(tmp_path):
+    """The process told to stop is gone; the new one (another task's start) is not ours."""
+    slot = tmp_path / "gateway-p2"
+    up_slot(slot, pid=os.getpid())
+
+    class Restarted:
+        calls = []
+
+        def svc(self, path, flag, **_):
+            self.calls.append(flag)
+            if flag == "-d":
+                up_slot(slot, pid=os.getppid())
+
+    s6 = Restarted()
+    assert signals.down(s6, [str(slot)], "-d", timeout=2) == {}
+    assert s6.calls == ["-d"]

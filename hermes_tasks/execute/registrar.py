@@ -17,6 +17,7 @@ from .. import engine, facts, plan, readiness, registrar, rendercache
 from ..errors import TaskError
 from ..intent import RECONCILE, Intent
 from ..inventory import Settings
+from ..profiles import profile_exists
 from ..render import Renderer
 from ..rendercache import RenderCache
 from ..report import Row, rows_from
@@ -114,7 +115,8 @@ def _ask(settings: Settings, steps: list[plan.Step], errors: dict[str, str],
         if row and row.get("result") == "failed":
             errors[step.slot] = f"could not register {step.slot}: {row.get('message', '')}"
         elif step.op == plan.REMOVE:
-            if os.path.lexists(path):
+            # A profile created again meanwhile (another task) keeps its new slot.
+            if os.path.lexists(path) and not profile_exists(settings.hermes_home, step.profile):
                 errors[step.slot] = f"the registrar did not remove {step.slot}"
         elif not os.path.isdir(path):
             errors[step.slot] = f"could not register {step.slot}"

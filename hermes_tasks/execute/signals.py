@@ -29,14 +29,21 @@ def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEO
          ) -> dict[str, str]:
     """Tell every slot to go down, wait for all of them once; SIGKILL what ignores SIGTERM.
 
-    Returns {path: error} for the slots s6 refused or that never went down. A slot that
-    another task retired and replaced meanwhile (a new directory at the same path) is not
-    ours to wait for, nor to kill: the one we told is gone.
+    Returns {path: error} for the slots s6 refused or that never went down. What is waited
+    for is the process that ran when it was told: one that another task replaced meanwhile
+    (a new slot directory at the same path, or a new gateway process that another task
+    started again) is not ours to wait for, nor to kill.
     """
-    told = {p: _identity(p) for p in paths}
+    told = {p: (_identity(p), _pid(p)) for p in paths}
 
     def done(path: str) -> bool:
-        return _identity(path) != told[path] or _is_down(path)
+        ident, pid = told[path]
+        if _identity(path) != ident:
+            return True
+        st = _status(path)
+        if st is None or not (st.up or st.finishing):
+            return True
+        return pid is not None and st.up and st.pid != pid
 
     errors = tell(s6, paths, flag)
     pending = _wait([p for p in paths if p not in errors], done, timeout)
@@ -45,6 +52,11 @@ def down(s6: S6, paths: list[str], flag: str = "-d", timeout: float = DOWN_TIMEO
     for path in _wait([p for p in pending if p not in errors], done, timeout):
         errors[path] = f"{path}: still up {2 * timeout:g} s after it was told to stop"
     return errors
+
+
+def _pid(path: str) -> int | None:
+    st = _status(path)
+    return st.pid if st is not None and st.up else None
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -82,11 +94,6 @@ def explain(exc: S6Error, path: str) -> str:
         return (f"{slot} is not supervised: no s6-supervise listens on it (is s6-svscan "
                 "running? run `hermes-tasks reconcile` as root, then retry)")
     return f"{slot}: {exc}" if slot not in str(exc) else str(exc)
-
-
-def _is_down(path: str) -> bool:
-    st = _status(path)
-    return st is None or not (st.up or st.finishing)
 
 
 def _wait(paths: list[str], done, timeout: float) -> list[str]:
