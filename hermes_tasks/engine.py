@@ -120,10 +120,9 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
                          starting=starting)
     if intent.task != RECONCILE:
         known.skipped = []
-    # Runtime of the targets first: scope() needs it for restart --all.
     known.slot_cache = SlotCache.load(settings.scandir)
     targets = [n for n in known.existing if n != REGISTRAR]
-    if plan.scope_needs_runtime(intent):
+    if plan.scope_needs_runtime(intent):  # restart --all: the runtime decides the scope
         facts.read_slots(known, [], targets)
     scoped = plan.scope(intent, known)
     if intent.wait:

@@ -57,8 +57,8 @@ class RenderCache:
     :meth:`save` writes what this run used, only if that differs from what was loaded.
     """
 
-    def __init__(self, scandir: str | None = None, stamp: list | None = None):
-        self.scandir = scandir
+    def __init__(self, directory: str | None = None, stamp: list | None = None):
+        self.directory = directory
         self.stamp = stamp
         self._loaded: dict[str, str] = {}
         self._used: dict[str, str] = {}
@@ -73,7 +73,7 @@ class RenderCache:
         with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
             with fsops.opened_dir(directory) as dfd:
                 if not trusted_dir(dfd):
-                    cache.scandir = None  # never written either
+                    cache.directory = None  # never written either
                     return cache
                 raw = read_trusted(dfd, NAME, LIMIT)
             doc = json.loads(raw) if raw else {}
@@ -100,12 +100,12 @@ class RenderCache:
 
     def save(self) -> None:
         """Keep this run's renders for the next run (best effort: a failure costs speed)."""
-        if self.scandir is None or not self._used or self._used == self._loaded:
+        if self.directory is None or not self._used or self._used == self._loaded:
             return
         data = json.dumps({"stamp": self.stamp, "renders": self._used},
                           sort_keys=True).encode()
         with contextlib.suppress(OSError):
-            with fsops.opened_dir(self.scandir) as dfd:
+            with fsops.opened_dir(self.directory) as dfd:
                 if trusted_dir(dfd):
                     fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
 

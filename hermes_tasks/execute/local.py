@@ -216,12 +216,10 @@ class Applier:
             goals[os.path.join(self.scandir, step.slot)] = (goal, step)
         for goal in ("up", "down"):
             paths = [p for p, (g, _) in goals.items() if g == goal]
-            failures, notes = signals.wait(paths, goal, timeout, self.settings, self.before)
-            for path, why in failures.items():
+            for path, why in signals.wait(paths, goal, timeout, self.settings,
+                                          self.before).items():
                 step = goals[path][1]
                 self.errors.setdefault(step.slot, f"{step.slot}: {why}")
-            for path, note in notes.items():
-                self.notes.setdefault(goals[path][1].slot, []).append(note)
 
     def _dispose(self, step: Step) -> None:
         moved = volume.dispose(self.settings, step.profile, self.purge)
@@ -325,18 +323,18 @@ class Applier:
         power cut loses nothing worth keeping.
         """
         staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
-        for attempt in (1, 2):
-            try:
-                with fsops.exact_modes():
-                    self._build(staging, spec)
-                return staging
-            except FileExistsError as exc:
-                if attempt == 2 or exc.filename != staging:
-                    raise
+        try:
+            with fsops.exact_modes():
+                self._build(staging, spec)
+        except FileExistsError as exc:
+            if exc.filename != staging:
+                raise
             # Left by an interrupted run. Removed outside the zero-umask window: nothing
             # but our own explicit-mode creations may happen inside it (not even a lazy
             # import, which could create a world-writable __pycache__).
             fsops.remove_tree(staging)
+            with fsops.exact_modes():
+                self._build(staging, spec)
         return staging
 
     def _build(self, staging: str, spec: SlotSpec) -> None:

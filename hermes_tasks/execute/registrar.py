@@ -71,11 +71,9 @@ def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
                    and not s.failure and s.slot.startswith("gateway-") and not s.standby]
         for goal in ("up", "down"):
             chosen = [path[s.slot] for s in targets if (goal == "down") == s.spec.down]
-            failures, standby = signals.wait(chosen, goal, intent.timeout, settings, before)
-            for p, why in failures.items():
+            for p, why in signals.wait(chosen, goal, intent.timeout, settings,
+                                       before).items():
                 errors.setdefault(_slot(p), f"{_slot(p)}: {why}")
-            for p, note in standby.items():
-                notes.setdefault(_slot(p), []).append(note)
     for step in live:
         if step.dispose and step.slot not in errors:
             continue  # the profile is gone (moved to .trash): nothing left to record in

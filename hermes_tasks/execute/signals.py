@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 
-from .. import ownership, svstatus
+from .. import svstatus
 from ..profiles import SLOT_PREFIX
 from ..s6 import S6, NotSupervised, PermissionDenied, S6Error
 
@@ -125,26 +125,18 @@ def snapshot(paths: list[str], home: str) -> dict:
 
 
 def wait(paths: list[str], goal: str, timeout: float, settings,
-         before: dict) -> tuple[dict[str, str], dict[str, str]]:
-    """``--wait``: until each gateway is ready (``goal`` "up") or down.
+         before: dict) -> dict[str, str]:
+    """``--wait``: until each gateway is ready (``goal`` "up") or down; {path: why not}.
 
-    Returns ``({path: why not}, {path: note})``. Ready is :mod:`readiness`'s (SPEC §5): s6
-    has it up and the gateway says ``running`` as that process (on a shared volume, with
-    this host's ownership record). A gateway that exits after it was told to come up (a
-    change since its :func:`snapshot`) and stays down fails at once with its exit code and
-    its own reason. One whose profile another host runs is a standby, never ready while
-    that owner lives (SPEC §13.1): noted "standby: running on <host>", not waited for.
+    Ready is :mod:`readiness`'s (SPEC §5): s6 has it up and the gateway says ``running`` as
+    that process (on a shared volume, with this host's ownership record). A gateway that
+    exits after it was told to come up (a change since its :func:`snapshot`) and stays down
+    fails at once with its exit code and its own reason. Standbys (SPEC §13.1) are not
+    passed here: the plan marks them (``Step.standby``, from ``facts.owners``).
     """
     from .. import readiness
 
     home = settings.hermes_home
-    notes = {}
-    if goal == "up":
-        for p in paths:
-            elsewhere = ownership.held_elsewhere(home, _profile(p), settings.host_id)
-            if elsewhere:
-                notes[p] = f"standby: running on {elsewhere}"
-        paths = [p for p in paths if p not in notes]
     owner = settings.host_id if settings.shared_volume else None
     targets = [dataclasses.replace(before.get(p) or readiness.target(p, home, _profile(p)),
                                    host_id=owner) for p in paths]
@@ -154,7 +146,7 @@ def wait(paths: list[str], goal: str, timeout: float, settings,
     for path, outcome in zip(paths, outcomes, strict=True):
         if not outcome.ok:
             failures[path] = f"{outcome.describe()} (see {log_file(settings, _profile(path))})"
-    return failures, notes
+    return failures
 
 
 def log_file(settings, profile: str) -> str:
