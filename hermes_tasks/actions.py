@@ -8,6 +8,7 @@ The Invoke tasks in ``commands/`` call these; so does the boot entry point.
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import sys
 
 from . import engine, report
@@ -43,6 +44,8 @@ def reconcile(cfg: Settings, check: bool, diff: bool, json: bool, wait: bool = F
     """``reconcile``: converge every slot and what runs, report, and return 0 or 2."""
     intent = Intent(RECONCILE, wait=wait, timeout=_timeout(cfg, timeout))
     result = engine.run(cfg, intent, check=check, diff=diff)
+    if not check and os.geteuid() == 0:
+        write_metrics(cfg)  # metrics_textfile (SPEC §14): fresh after every root reconcile
     aside = result.registrar
     rows = result.rows
     report.emit(rows, json, "reconcile", check=check,
@@ -131,57 +134,84 @@ def _timeout(cfg: Settings, value) -> float:
     return seconds
 
 
-def status(cfg: Settings, profile: str | None, json: bool) -> int:
-    """``gateway.status``: one gateway (or every registered one), read from supervise/status."""
-    from . import control, placement
+def status(cfg: Settings, profile: str | None, json: bool, health: bool = False,
+           format: str | None = None) -> int:
+    """``gateway.status``: every profile on the volume (or one), explained (SPEC §14.8).
 
-    if profile:
-        placement.require(profile, cfg.gateway_profiles, cfg.host_id)
-    names = [control.target(cfg, profile)] if profile else control.registered(cfg)
-    docs = [control.status(cfg, name) for name in names]
-    _add_ports(cfg, docs)
-    if json:
-        print(jsonlib.dumps({"gateways": docs}))
-        return 0
-    for d in docs:
-        if not d["registered"]:
-            line = "not registered"
-        elif d["supervised"] is False:
-            line = "not supervised"
-        else:
-            line = (f"up (pid {d['pid']})" if d["up"] else "down") + \
-                (", ready" if d["ready"] else "") + \
-                (f", standby, owned by {d['owner']['host_id']}" if d["standby"] else "") + \
-                (", wanted up" if d["wanted_up"] else ", wanted down") + \
-                (", normally up" if d["normally_up"] else ", normally down")
-            if not d["up"] and d["exit_code"] is not None:
-                line += f", exited {d['exit_code']}" + (f": {d['reason']}" if d["reason"] else "")
-        print(f"{d['slot']}: {line}; desired_state={d['desired_state']}; "
-              f"ports: {_ports_text(d)}")
-    if not docs:
-        print(f"no gateway slots registered in {cfg.scandir}")
-    return 0
-
-
-def _add_ports(cfg: Settings, docs: list[dict]) -> None:
-    """Each gateway's API server and webhook ports (SPEC §11), read like reconcile does.
-
-    ``api_server_port``/``webhook_port`` are the ports each would bind (null when
-    unknown); ``*_enabled`` whether hermes would turn that platform on.
+    0 normally; with ``health``, 1 unless every gateway that should run here is ready and
+    the supervision tree is sound (one line per problem on stderr).
     """
-    from . import ports, profiles, report
+    from . import control, metrics
+    from . import status as model
 
-    found, _ = profiles.discover(cfg.hermes_home, lambda _msg: None)
-    names = [p.name for p in found[1:]]
-    gws = ports.for_settings(cfg, names, lambda msg: report.warn(msg), write=False)
-    for d in docs:
-        gw = gws.get(d["profile"])
-        for plat in ports.PLATFORMS:
-            d[f"{plat}_port"] = gw.ports.get(plat) if gw else None
-            d[f"{plat}_enabled"] = bool(gw and plat in gw.bound)
+    fmt = (format or ("json" if json else "text")).lower()
+    if fmt not in ("text", "json", "prometheus", "openmetrics"):
+        raise UsageError(f"--format: expected text, json or prometheus, got {format!r}")
+    docs = model.collect(cfg, control.target(cfg, profile) if profile else None,
+                         lambda msg: report.warn(msg))
+    if fmt == "json":
+        print(jsonlib.dumps({"gateways": docs}))
+    elif fmt in ("prometheus", "openmetrics"):
+        sys.stdout.write(metrics.text(docs, cfg.host_id))
+    else:
+        sys.stdout.write(model.human(docs) if docs else
+                         f"no profiles under {cfg.hermes_home}\n")
+    if not health:
+        return 0
+    found = model.problems(cfg, docs)
+    for line in found:
+        sys.stderr.write(f"hermes-tasks: unhealthy: {line}\n")
+    return 1 if found else 0
 
 
-def _ports_text(d: dict) -> str:
-    return ", ".join(f"{plat} {d.get(plat + '_port') or '-'} "
-                     f"({'on' if d.get(plat + '_enabled') else 'off'})"
-                     for plat in ("api_server", "webhook"))
+def write_metrics(cfg: Settings) -> None:
+    """Write the Prometheus text to ``metrics_textfile`` when set (never fails the caller:
+    a problem is a warning). Called at the end of every root reconcile; the agent's
+    watch pass calls it too."""
+    path = getattr(cfg, "metrics_textfile", None)
+    if not path:
+        return
+    from . import metrics
+    from . import status as model
+
+    try:
+        metrics.write_textfile(path, metrics.text(model.collect(cfg), cfg.host_id))
+    except (OSError, TaskError) as exc:
+        report.warn(f"metrics_textfile {path}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def logs(cfg: Settings, profile: str | None, lines, follow: bool, host: str) -> int:
+    """``gateway.logs``: the last ``lines`` lines of a gateway's log, readable (SPEC §14.8)."""
+    from . import control
+    from . import logs as logview
+    from .inventory import HOST_ID_RE
+
+    name = control.target(cfg, profile or "default")
+    try:
+        count = int(lines)
+    except (TypeError, ValueError):
+        raise UsageError(f"--lines: expected a whole number, got {lines!r}") from None
+    if count < 0:
+        raise UsageError(f"--lines: expected a whole number, got {lines!r}")
+    if not HOST_ID_RE.fullmatch(host):
+        raise UsageError(f"--host: not a host name: {host!r}")
+    parts = logview.directory(name, host, cfg.shared_volume)
+    where = "/".join((cfg.hermes_home, *parts, logview.CURRENT))
+    if follow:
+        try:
+            logview.follow(cfg.hermes_home, parts, count, sys.stdout)
+        except KeyboardInterrupt:
+            return 0
+        except OSError as exc:
+            raise TaskError(f"cannot read {where}: {exc.strerror or exc}") from None
+        return 0
+    try:
+        fd = logview.open_current(cfg.hermes_home, parts)
+    except OSError as exc:
+        raise TaskError(f"cannot read {where}: {exc.strerror or exc}") from None
+    try:
+        got, _ = logview.tail_fd(fd, count)
+    finally:
+        os.close(fd)
+    sys.stdout.write("".join(logview.readable(raw) + "\n" for raw in got))
+    return 0

@@ -70,6 +70,9 @@ class Settings:
     # A root-only directory that keeps rendered text across container restarts (the
     # scandir is a tmpfs wiped with them), or None: the cache lives in the scandir.
     render_cache_dir: str | None = None
+    # Where the Prometheus text of gateway.status goes after every root reconcile and
+    # agent pass (node-exporter's textfile collector), or None (SPEC §14).
+    metrics_textfile: str | None = None
     # Where the values came from, for messages and for the registrar's copy.
     source: str = dataclasses.field(default="<defaults>", compare=False)
     # What the caller named itself (--inventory, $HERMES_TASKS_INVENTORY, --var KEY): what
@@ -378,7 +381,7 @@ def _validate(key: str, value: object, origin: str) -> object:
             raise _fail(origin, key, f"must be a short name matching "
                                      f"[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}, got {value!r}")
         return value
-    if key == "render_cache_dir":
+    if key in ("render_cache_dir", "metrics_textfile"):
         if value is None:
             return None
         if not isinstance(value, str) or not value.startswith("/") or "\0" in value:

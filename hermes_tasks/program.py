@@ -12,7 +12,7 @@ def namespace() -> Collection:
     ns = Collection()
     ns.add_task(reconcile.reconcile)
     ns.add_collection(Collection("gateway", gateway.start, gateway.stop, gateway.restart,
-                                 gateway.status))
+                                 gateway.status, gateway.logs))
     ns.add_collection(Collection("profile", profile.create, profile.delete))
     ns.add_collection(Collection("slot", slot.render, list=slot.list_))
     return ns

@@ -108,10 +108,8 @@ def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, s
             return Outcome(DOWN, exit_code=st.exit_code, signal=st.signal), seen_up, ""
         return None, seen_up, f"still up (pid {st.pid})" if st.up else "finishing"
     if st.up:
-        if st.ready:
-            return Outcome(READY, pid=st.pid), True, ""
-        doc = state.read(t.home, t.profile)
-        if doc.is_running_pid(st.pid, proc_start_time(st.pid)) and _owns(t, st.pid):
+        doc = None if st.ready else state.read(t.home, t.profile)
+        if is_ready(st, t.home, t.profile, t.host_id, doc):
             return Outcome(READY, pid=st.pid), True, ""
         said = doc.gateway_state if doc.pid == st.pid else None
         return None, True, f"up (pid {st.pid}) but not ready" + (
@@ -129,14 +127,32 @@ def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, s
     return None, seen_up, "down, not started yet" if st.wanted_up else "down"
 
 
-def _owns(t: Target, pid: int | None) -> bool:
+def is_ready(st: svstatus.Status, home: str, profile: str, host_id: str | None = None,
+             doc: state.GatewayState | None = None) -> bool:
+    """The one definition of "ready", for ``--wait`` and ``gateway.status`` (SPEC §14.8).
+
+    Up, and either s6's ready flag (``data/check`` passed) or, since that flag lags by up
+    to a check interval, the gateway's own state file saying ``running`` as the supervised
+    process (``doc``: that file, when already read). ``host_id`` (shared volume only):
+    this host's owner record must hold the profile for that pid too.
+    """
+    if not st.up or st.pid is None:
+        return False
+    if st.ready:
+        return True
+    doc = state.read(home, profile) if doc is None else doc
+    return doc.is_running_pid(st.pid, proc_start_time(st.pid)) and _owns(
+        home, profile, host_id, st.pid)
+
+
+def _owns(home: str, profile: str, host_id: str | None, pid: int | None) -> bool:
     """On a shared volume, whether this host's record owns the profile for ``pid``."""
-    if t.host_id is None:
+    if host_id is None:
         return True
     from .ownership import read_owner
 
-    record = read_owner(t.home, t.profile)
-    return bool(record and record["host_id"] == t.host_id and record["pid"] == pid)
+    record = read_owner(home, profile)
+    return bool(record and record["host_id"] == host_id and record["pid"] == pid)
 
 
 def wait(targets: Iterable[Target], goal: str, timeout: float,

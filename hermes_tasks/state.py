@@ -108,7 +108,8 @@ def parse(raw: bytes) -> GatewayState:
         for name, plat in doc["platforms"].items():
             if isinstance(plat, dict):
                 platforms[printable(name, STATE_VALUE_LIMIT)] = {
-                    "state": _text(plat.get("state")), "error": _text(plat.get("error_message"))}
+                    "state": _text(plat.get("state")), "error": _text(plat.get("error_message")),
+                    "error_code": _text(plat.get("error_code"))}
     facts = {"desired_state": _state_value(doc.get("desired_state")),
              "gateway_state": _state_value(doc.get("gateway_state")),
              "pid": _int(doc.get("pid")), "start_time": _int(doc.get("start_time")),

@@ -221,13 +221,14 @@ def test_parse_reads_the_real_format():
     raw = json.dumps({"pid": 4242, "kind": "hermes-gateway", "argv": ["hermes"],
                       "start_time": 99, "gateway_state": "startup_failed",
                       "exit_reason": "x" * 300, "platforms": {"telegram": {
-                          "state": "fatal", "error_message": "bad\ttoken"}}},
+                          "state": "fatal", "error_message": "bad\ttoken",
+                          "error_code": "telegram_token_invalid"}}},
                      separators=(",", ":")).encode()
     doc = state.parse(b"\xef\xbb\xbf" + raw)
     assert (doc.prior_state, doc.autostart, doc.pid, doc.start_time) == (
         "startup_failed", False, 4242, 99)
     assert len(doc.exit_reason) == 200 and doc.platforms["telegram"] == {
-        "state": "fatal", "error": "bad\\ttoken"}
+        "state": "fatal", "error": "bad\\ttoken", "error_code": "telegram_token_invalid"}
     assert doc.is_running_pid(4242) is False
     run = state.parse(b'{"gateway_state":"degraded","pid":1}')
     assert run.autostart and run.is_running_pid(1) is False

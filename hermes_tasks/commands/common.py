@@ -30,6 +30,8 @@ class HermesTask(Task):
         opts = super().arg_opts(name, default, taken_names)
         if name == "show_secrets":
             opts["names"] = [n for n in opts["names"] if len(n) > 1]
+        if name == "lines":  # `gateway.logs -n 5`, as tail says it
+            opts["names"] = ["lines", "n"]
         return opts
 
 

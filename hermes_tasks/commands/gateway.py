@@ -46,8 +46,33 @@ def restart(c, profile=None, all_=False, wait=False, timeout=None, json=False, c
 
 
 @hermes_task(help={"profile": "only this profile's gateway",
-                   "json": 'print {"gateways": [...]} as JSON'})
-def status(c, profile=None, json=False, inventory=None, var=None, host=None):
-    """Show each gateway: registered, supervised, up, ready, pid, last exit, desired state,
-    owner."""
-    actions.status(settings(inventory, var, host), profile, json)
+                   "json": 'print {"gateways": [...]} as JSON (same as --format json)',
+                   "health": "exit 1 unless every gateway that should run here is ready and "
+                             "the supervision tree is sound (one stderr line per problem)",
+                   "format": "text (default), json, or prometheus (OpenMetrics text)"})
+def status(c, profile=None, json=False, health=False, format=None, inventory=None, var=None,
+           host=None):
+    """Explain each gateway on the volume: desired and observed state, ready, pid, uptime,
+    host, ports, platforms, restarts, last exit, and why it is not running as desired."""
+    code = actions.status(settings(inventory, var, host), profile, json, health=health,
+                          format=format)
+    if code:
+        raise Exit(code=code)
+
+
+@hermes_task(help={"profile": "the profile whose gateway log to show (default: default)",
+                   "lines": "how many of the last lines to print (default 20)",
+                   "follow": "keep printing lines as they are written (Ctrl-C ends)",
+                   "host": "the host whose log to read on a shared volume (default: this "
+                           "host; also this machine's entry in a multi-host inventory)"})
+def logs(c, profile=None, lines=20, follow=False, inventory=None, var=None, host=None):
+    """Print a gateway's log with readable UTC times (logs/gateways/<name>[/<host>])."""
+    from ..errors import InventoryError
+
+    try:
+        cfg = settings(inventory, var, host)
+    except InventoryError:
+        if not host:
+            raise
+        cfg = settings(inventory, var, None)  # a host of the shared volume, not of this inventory
+    actions.logs(cfg, profile, lines, follow, host or cfg.host_id)
