@@ -160,6 +160,9 @@ def test_all_with_no_slots_is_a_clean_error(sandbox, supervisor):
 
 
 PORT_KEYS = ["api_server_port", "api_server_enabled", "webhook_port", "webhook_enabled"]
+# The keys of the first gateway.status JSON (SPEC §7); §14.8 added more (tests/test_status_s6.py)
+OLD_KEYS = {"profile", "slot", "registered", "up", "wanted_up", "normally_up", "pid",
+            "desired_state", "supervised", "ready", "exit_code", "reason", "owner", "standby"}
 
 
 def test_status_json(sandbox, supervisor):
@@ -167,7 +170,10 @@ def test_status_json(sandbox, supervisor):
     setup_home(sb, supervisor)
     make_profile(sb.home, "carol")  # a profile without a slot yet
     gws = status(sb)
-    assert list(gws) == ["default", "alice", "bob"]
+    # every profile on the volume appears (SPEC §14.7), carol with no slot yet
+    assert list(gws) == ["default", "alice", "bob", "carol"]
+    assert gws["carol"]["registered"] is False and gws["carol"]["why_kind"] == "stopped"
+    gws.pop("carol")
     for name, doc in gws.items():
         assert list(doc)[:8] == ["profile", "slot", "registered", "up", "wanted_up",
                                  "normally_up", "pid", "desired_state"]  # then new keys
@@ -185,12 +191,12 @@ def test_status_json(sandbox, supervisor):
     assert [gws[n]["api_server_port"] for n in gws] == [8642, 8650, 8651]
     assert [gws[n]["webhook_port"] for n in gws] == [8644, 8750, 8751]
     assert not any(gws[n][k] for n in gws for k in ("api_server_enabled", "webhook_enabled"))
-    gws = {n: {k: v for k, v in d.items() if k not in PORT_KEYS} for n, d in gws.items()}
+    gws = {n: {k: v for k, v in d.items() if k in OLD_KEYS} for n, d in gws.items()}
     assert gws["alice"] == {"profile": "alice", "slot": "gateway-alice", "registered": True,
                             "up": False, "wanted_up": False, "normally_up": False, "pid": None,
                             "desired_state": "stopped", "supervised": True, "ready": False,
                             "exit_code": None, "reason": None, "owner": None, "standby": False}
-    carol = {n: {k: v for k, v in d.items() if k not in PORT_KEYS}
+    carol = {n: {k: v for k, v in d.items() if k in OLD_KEYS}
              for n, d in status(sb, "-p", "carol").items()}
     assert carol == {"carol": {"profile": "carol", "slot": "gateway-carol", "registered": False,
                                "up": False, "wanted_up": False, "normally_up": False,
