@@ -17,7 +17,9 @@ from prometheus_client.openmetrics.parser import \
     text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ")
+# s6-log's T (what the logger writes, in its time zone: UTC in the image) or a TAI64N
+# label turned into UTC
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6,9} ")
 
 
 def gateway(sb, name, *extra):
@@ -288,7 +290,7 @@ def test_logs_print_the_last_lines_readably(root_sandbox):
     make_profile(sb.home, "alice", {"desired_state": "stopped"})
     d = sb.home / "logs" / "gateways" / "alice"
     d.mkdir(parents=True)
-    base = 1796659200.25  # 2026-12-07 00:00:00.25 UTC
+    base = 1796601600.25  # 2026-12-07 00:00:00.25 UTC
     (d / "current").write_text("".join(f"{tai64n(base + i)} line {i}\n" for i in range(50)))
     s6env.own(sb, sb.home)
     for user in (None, sb.user):
@@ -315,7 +317,7 @@ def test_logs_of_another_host_on_a_shared_volume(sandbox):
     for host in ("host-a", "host-b"):
         d = sb.home / "logs" / "gateways" / "alice" / host
         d.mkdir(parents=True)
-        (d / "current").write_text(f"{tai64n(1796659200)} written on {host}\n")
+        (d / "current").write_text(f"{tai64n(1796601600)} written on {host}\n")
     shared = ("--var", "shared_volume=true", "--var", "host_id=host-a")
     res = tasks(sb, "gateway.logs", "-p", "alice", *shared)
     assert res.stdout == "2026-12-07 00:00:00.000000 written on host-a\n"
@@ -328,7 +330,7 @@ def test_logs_follow_prints_appended_lines(sandbox):
     make_profile(sb.home, "alice")
     d = sb.home / "logs" / "gateways" / "alice"
     d.mkdir(parents=True)
-    (d / "current").write_text(f"{tai64n(1796659200)} first\n")
+    (d / "current").write_text(f"{tai64n(1796601600)} first\n")
     cmd = [s6env.python_for(None)[0], "-m", "hermes_tasks", "gateway.logs", "-p", "alice",
            "--follow", *s6env.inventory_args(sb)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=s6env.tool_env(sb),
@@ -338,7 +340,7 @@ def test_logs_follow_prints_appended_lines(sandbox):
     try:
         assert proc.stdout.readline().endswith(" first\n")
         with open(d / "current", "a") as fh:
-            fh.write(f"{tai64n(1796659201)} second\n")
+            fh.write(f"{tai64n(1796601601)} second\n")
         assert proc.stdout.readline() == "2026-12-07 00:00:01.000000 second\n"
     finally:
         watchdog.cancel()
