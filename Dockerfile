@@ -146,6 +146,14 @@ COPY --chmod=0755 docker/cont-init.d/ /etc/cont-init.d/
 VOLUME /opt/data
 WORKDIR /opt/data
 
+# Healthy when every gateway that should run here is ready and s6-svscan supervises them
+# (`gateway.status --health`: one line per problem, exit 1). A gateway starts in 1.2-1.8 s and
+# s6 restarts a crashed one after 1 s, so a 15 s interval with 3 retries reports a real
+# failure within a minute without flapping on a restart; the start period covers a first boot
+# that publishes and starts hundreds of gateways (checked every 2 s meanwhile, Docker 25+).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=120s --start-interval=2s --retries=3 \
+    CMD ["/opt/hermes-tasks/venv/bin/hermes-tasks", "gateway.status", "--health"]
+
 ENTRYPOINT ["/init"]
 # No command: /init runs stage 2, then supervises the gateways until the container is stopped.
 # (A new ENTRYPOINT already drops the base image's CMD ["python3"], which as s6-overlay's CMD

@@ -149,7 +149,9 @@ def status(cfg: Settings, profile: str | None, json: bool, health: bool = False,
         raise UsageError(f"--format: expected text, json or prometheus, got {format!r}")
     docs = model.collect(cfg, control.target(cfg, profile) if profile else None,
                          lambda msg: report.warn(msg))
-    if fmt == "json":
+    if health and format is None and not json:
+        pass  # the health check's output is its problem lines (Docker keeps the last 4 KiB)
+    elif fmt == "json":
         print(jsonlib.dumps({"gateways": docs}))
     elif fmt in ("prometheus", "openmetrics"):
         sys.stdout.write(metrics.text(docs, cfg.host_id))

@@ -44,6 +44,7 @@ would be. Nothing here signals a process by name.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -173,6 +174,14 @@ def image_env() -> dict[str, str]:
             env[key] = re.sub(r"\$\{(\w+)\}|\$(\w+)",
                               lambda m: env.get(m.group(1) or m.group(2), ""), value)
     return env
+
+
+def healthcheck_argv() -> list[str]:
+    """The command of the image's ``HEALTHCHECK`` (exec form), as the Dockerfile says it."""
+    for ins in dockerfile_instructions():
+        if ins.upper().startswith("HEALTHCHECK "):
+            return json.loads(ins.split(" CMD ", 1)[1])
+    raise ValueError("Dockerfile: no HEALTHCHECK")
 
 
 def dockerfile_stage2_behaviour() -> int:
@@ -480,6 +489,14 @@ class Container:
         full_env.update(env or {})
         return s6env.run_tasks(self.sb, task, *args, user=user, env=full_env,
                                inventory_vars=False)
+
+    def health(self) -> subprocess.CompletedProcess:
+        """What Docker's health check runs: the image's own ``HEALTHCHECK`` command, paths
+        mapped, as the container's user (root) with the image's environment."""
+        argv = [map_path(a, self.paths) for a in healthcheck_argv()]
+        return subprocess.run(argv, check=False, env=dict(self.env), cwd=self.sb.root,
+                              capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL, **s6env.user_kwargs(self.boot_user))
 
     def run_as(self, user: ServiceUser | None, argv: list[str],
                timeout: float = 30) -> subprocess.CompletedProcess:

@@ -191,6 +191,28 @@ def test_boot_with_running_and_stopped_profiles(root_sandbox):
         assert boot.script("01-hermes-volume").stderr == ""
 
 
+def test_health_check_fails_before_the_gateways_are_ready_and_passes_after(root_sandbox):
+    """The image's HEALTHCHECK command, as Docker runs it, during and after a boot."""
+    sb = root_sandbox
+    populate(sb)
+    standin.write_behaviour(sb.home, profiles={"alice": {"running_delay": 4}})
+    give_volume_to(sb, sb.user)
+    with bootsim.Container(sb) as ctr:
+        before = ctr.health()  # the stand-in for alice takes 4 s to say running
+        check_populated_boot(ctr, ctr.boots[-1] if ctr.boots else ctr.boot())
+        res = ctr.health()
+        assert "Traceback" not in res.stderr + before.stderr
+        assert before.returncode == 1, (before.stdout, before.stderr)
+        assert res.returncode == 1 and "gateway-alice: starting" in res.stderr, res.stderr
+        for slot in UP:  # the same "ready" as --wait
+            s6env.wait_for(lambda slot=slot: ctr.exec_tasks(
+                "gateway.status", "--json", "-p", profile_of(slot)).stdout.count(
+                '"ready": true'), 20, what=f"{slot} ready")
+        res = ctr.health()
+        assert (res.returncode, res.stdout) == (0, ""), res.stderr
+        assert "unhealthy" not in res.stderr  # only the warning about Bad.Name
+
+
 def test_second_boot_after_a_restart_gives_the_same_result(root_sandbox):
     sb = root_sandbox
     populate(sb)

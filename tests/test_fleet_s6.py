@@ -81,10 +81,13 @@ def test_patterns_place_only_matching_profiles_and_retire_the_rest(sandbox, supe
 def test_gateway_tasks_refuse_a_profile_placed_elsewhere(sandbox, supervisor):
     make_profile(sandbox.home, "bob", {"desired_state": "stopped"})
     place = ["host_id=h1", "gateway_profiles=[al*]"]
-    for task in ("gateway.start", "gateway.stop", "gateway.restart", "gateway.status"):
+    for task in ("gateway.start", "gateway.stop", "gateway.restart"):
         res = run(sandbox, task, "-p", "bob", host_vars=place)
         assert res.returncode == 1, (task, res.stdout, res.stderr)
         assert "not placed on h1" in res.stderr and "Traceback" not in res.stderr
+    # gateway.status lists it with the reason instead (SPEC §14.7, §14.8)
+    res = run(sandbox, "gateway.status", "-p", "bob", host_vars=place)
+    assert res.returncode == 0 and "why: not placed here: not placed on h1" in res.stdout
     assert gateway_slots(sandbox) == []
     assert json.loads((sandbox.home / "profiles/bob/gateway_state.json").read_text()) == {
         "desired_state": "stopped"}
