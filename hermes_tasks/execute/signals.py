@@ -145,8 +145,21 @@ def wait(paths: list[str], goal: str, timeout: float, settings,
     failures = {}
     for path, outcome in zip(paths, outcomes, strict=True):
         if not outcome.ok:
-            failures[path] = f"{outcome.describe()} (see {log_file(settings, _profile(path))})"
+            failures[path] = f"{outcome.describe()} (see {log_file(settings, _profile(path))})" \
+                + _quoted_log(settings, _profile(path))
     return failures
+
+
+QUOTED_LINES = 3
+
+
+def _quoted_log(settings, profile: str) -> str:
+    """The log's last lines, for a failed ``--wait`` row (one line: `` | `` between them)."""
+    from .. import logs
+
+    parts = logs.directory(profile, settings.host_id, settings.shared_volume)
+    lines = logs.tail(settings.hermes_home, parts, QUOTED_LINES)
+    return f"; last log lines: {' | '.join(lines)}" if lines else ""
 
 
 def log_file(settings, profile: str) -> str:
