@@ -112,9 +112,14 @@ class _PortFacts:
 def deaths(slot: str) -> list[dict] | None:
     """s6's death tally of a slot, oldest first: ``{at, code, signal}`` each (as s6-svdt
     prints them); [] when none, None when it cannot be read."""
+    # By path: supervise/ is root's and may be search-only for the service user (0710).
     try:
-        with fsops.opened_dir(slot, ("supervise",)) as dfd:
-            raw = fsops.read_bounded(dfd, "death_tally", TALLY_LIMIT)
+        fd = os.open(os.path.join(slot, TALLY), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+        try:
+            raw = fsops.read_fd(fd, TALLY_LIMIT, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return []
     except OSError:
@@ -359,6 +364,26 @@ def _logger_down(view: View, doc: dict) -> str | None:
     return f"logger cannot start: {how}"
 
 
+# Platform states a gateway records for an adapter that gave up (hermes 0.19.0 writes
+# "fatal", e.g. api_server_port_in_use); "retrying"/"connecting" are not failures yet.
+PLATFORM_FAILED = frozenset({"fatal", "failed", "error", "startup_failed"})
+
+
+def _failed_platforms(doc: dict) -> list[str]:
+    return [plat for plat, p in doc["platforms"].items()
+            if (p.get("state") or "") in PLATFORM_FAILED]
+
+
+def _platform(view: View, doc: dict) -> str | None:
+    failed = _failed_platforms(doc) if doc["up"] else []
+    if not failed:
+        return None
+    p = doc["platforms"][failed[0]]
+    code = f" ({p['error_code']})" if p.get("error_code") else ""
+    return f"platform {failed[0]} {p['state']}{code}" + (f": {p['error']}" if p.get("error")
+                                                         else "")
+
+
 def _unregistered(view: View, doc: dict) -> str | None:
     if not doc["registered"]:
         return "no slot registered here: run reconcile"
@@ -398,6 +423,7 @@ REASONS: dict[str, Provider] = {
     "crash_loop": _crash_loop,
     "exited": _exited,
     "logger": _logger_down,
+    "platform": _platform,
     "unregistered": _unregistered,
     "up_unwanted": _up_unwanted,
     "starting": _starting,
@@ -419,7 +445,8 @@ def _as_desired(doc: dict) -> bool:
     if not doc["placed"] or doc["standby"]:
         return True
     if doc["desired"] == "running":
-        return doc["ready"] and doc["logger"] is not None and bool(doc["logger"]["up"])
+        return doc["ready"] and doc["logger"] is not None and bool(doc["logger"]["up"]) \
+            and not _failed_platforms(doc)
     return not doc["up"]
 
 

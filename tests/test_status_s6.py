@@ -201,6 +201,11 @@ def test_platform_error_is_shown_and_fails_health(sandbox, supervisor):
     human = tasks(sb, "gateway.status", "-p", "beta").stdout
     assert "  platform api_server: fatal (api_server_port_in_use): Port 8651 already in use" \
         in human
+    why = "platform api_server fatal (api_server_port_in_use): Port 8651 already in use"
+    assert (doc["ready"], doc["healthy"], doc["why_kind"], doc["why"]) == (
+        True, False, "platform", why)
+    res = health(sb)
+    assert res.returncode == 1 and f"gateway-beta: {why}" in res.stderr, res.stderr
 
 
 # --------------------------------------------------------------------------- health
