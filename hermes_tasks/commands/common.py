@@ -28,7 +28,7 @@ class HermesTask(Task):
         if name == "host":
             taken_names = set(taken_names) | set(name)
         opts = super().arg_opts(name, default, taken_names)
-        if name == "show_secrets":
+        if name in ("show_secrets", "health"):  # -h keeps meaning help
             opts["names"] = [n for n in opts["names"] if len(n) > 1]
         if name == "lines":  # `gateway.logs -n 5`, as tail says it
             opts["names"] = ["lines", "n"]

@@ -62,11 +62,12 @@ def status(c, profile=None, json=False, health=False, format=None, inventory=Non
 
 @hermes_task(help={"profile": "the profile whose gateway log to show (default: default)",
                    "lines": "how many of the last lines to print (default 20)",
-                   "follow": "keep printing lines as they are written (Ctrl-C ends)",
-                   "host": "the host whose log to read on a shared volume (default: this "
-                           "host; also this machine's entry in a multi-host inventory)"})
+                   "follow": "keep printing lines as they are written (Ctrl-C ends)"})
 def logs(c, profile=None, lines=20, follow=False, inventory=None, var=None, host=None):
-    """Print a gateway's log with readable UTC times (logs/gateways/<name>[/<host>])."""
+    """Print a gateway's log with readable UTC times (logs/gateways/<name>[/<host>]).
+
+    On a shared volume, --host H reads host H's log (H need not be in the inventory).
+    """
     from ..errors import InventoryError
 
     try:
