@@ -36,6 +36,7 @@ TALLY = "supervise/death_tally"
 TALLY_RECORD = 14  # TAI64N (12 bytes), exit code, signal (s6 2.11; what s6-svdt prints)
 TALLY_LIMIT = 4096 * TALLY_RECORD  # max-death-tally is at most 4096
 LOG_LINES = 5  # quoted with a crash loop or an exit
+FD_LIMIT = 4096  # descriptors of one gateway looked at for its listening sockets
 CRASH_LIMIT, CRASH_WINDOW = 5, 60  # SPEC §14 defaults, when the inventory has none
 
 
@@ -168,15 +169,18 @@ def _served(view: View, pid: int | None, bound: dict[str, int]) -> dict[str, boo
         return {plat: (False if table is not None else None) for plat in bound}
     mine = set()
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inode = int(link[8:-1])
-                if inode in table:
-                    mine.add(table[inode])
+        with os.scandir(f"/proc/{pid}/fd") as it:
+            for n, entry in enumerate(it):
+                if n >= FD_LIMIT:  # a process holding a million fds must not stall status
+                    return {plat: None for plat in bound}
+                try:
+                    link = os.readlink(entry.path)
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1].isdigit():
+                    inode = int(link[8:-1])
+                    if inode in table:
+                        mine.add(table[inode])
     except OSError:
         return {plat: None for plat in bound}
     return {plat: port in mine for plat, port in bound.items()}

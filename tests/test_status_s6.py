@@ -272,10 +272,10 @@ def test_prometheus_output_parses_and_matches_s6(sandbox, supervisor):
     assert labels["port"] == "8650" and labels["enabled"] == "false"
 
 
-def test_metrics_textfile_is_written_by_a_root_reconcile(sandbox, supervisor, tmp_path):
+def test_metrics_textfile_is_written_by_a_root_reconcile(sandbox, supervisor):
     sb = sandbox
     running_set(sb)
-    target = tmp_path / "hermes_tasks.prom"
+    target = sb.root / "hermes_tasks.prom"
     tasks(sb, "reconcile", "--var", f"metrics_textfile={target}")
     text = target.read_text()
     assert text.endswith("# EOF\n") and 'hermes_tasks_up{profile="default"' in text
