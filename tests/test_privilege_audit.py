@@ -194,6 +194,13 @@ def drive_every_root_path(sb, sup) -> list[subprocess.CompletedProcess]:
     respawn_supervisor(sb, sb.slot("alice"))
     run("gateway.start", "-p", "alice", "--wait", user=sb.user)
     run("reconcile")
+    # status, health, metrics and logs read the volume as root too (SPEC §14.8)
+    run("gateway.status", "--json")
+    run("gateway.status", "--format", "prometheus")
+    run("gateway.logs", "-p", "alice", "-n", "5")
+    res = s6env.run_tasks(sb, "gateway.status", "--health")
+    assert res.returncode in (0, 1) and "Traceback" not in res.stderr, res.stderr
+    outs.append(res)
     sup.rescan()
     return outs
 
