@@ -530,10 +530,22 @@ def problems(cfg: Settings, docs: list[dict]) -> list[str]:
     that should run here and is not ready (or runs though it should not)."""
     from .s6 import S6
 
+    from .render import REGISTRAR
+
     out = []
     scanner = S6.scanner_running(cfg.scandir)
     if scanner is False:
         out.append(f"{cfg.scandir}: no s6-svscan listens on it")
+    registrar = os.path.join(cfg.scandir, REGISTRAR)
+    if scanner is not False and os.path.isdir(registrar):
+        # the root agent that serves the service user's requests (SPEC §14.1); it restarts
+        # briefly for requests, so only a missing supervisor is a problem
+        try:
+            st = svstatus.read(registrar)
+        except (OSError, ValueError):
+            st = None
+        if st is not None and st.supervised is False:
+            out.append(f"{REGISTRAR}: not supervised")
     for doc in docs:
         if not doc["healthy"]:
             out.append(f"{doc['slot']}: {doc['why'] or doc['observed']}")
