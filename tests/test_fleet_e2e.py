@@ -74,8 +74,9 @@ def test_real_gateway_runs_on_one_host_and_hands_over(root_sandbox, second_root_
             assert gateways(hermes_bin, home) == [owner_pid]
             time.sleep(0.05)
         doc = json.loads(run(b_sb, hermes_bin, home, "host-b", "gateway.status", "--json").stdout)
-        assert doc["gateways"][0]["standby"] is True
-        assert doc["gateways"][0]["owner"]["host_id"] == "host-a"
+        alice = {g["profile"]: g for g in doc["gateways"]}["alice"]  # default: not placed
+        assert alice["standby"] is True and alice["owner"]["host_id"] == "host-a"
+        assert (alice["why_kind"], alice["host"]) == ("standby", "host-a")
 
         a.svscanctl("-t")  # host a goes away
 
