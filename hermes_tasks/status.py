@@ -299,7 +299,7 @@ def _not_placed(view: View, doc: dict) -> str | None:
 
 def _standby(view: View, doc: dict) -> str | None:
     if doc["standby"]:
-        return f"standby on {view.cfg.host_id}: {doc['owner']['host_id']} runs it"
+        return f"standby: running on {doc['owner']['host_id']}"  # the rows' wording
     return None
 
 

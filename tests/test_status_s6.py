@@ -116,7 +116,7 @@ def test_standby_names_the_owner(sandbox, supervisor):
             {"host_id": "host-b", "pid": 4242, "since": "2026-12-07T00:00:00Z"}))
         tasks(sb, "reconcile", *shared)
         doc = wait_why(sb, "alice", "standby", *shared)
-        assert doc["why"] == "standby on host-a: host-b runs it"
+        assert doc["why"] == "standby: running on host-b"
         assert (doc["host"], doc["observed"], doc["ready"]) == ("host-b", "standby", False)
         assert doc["healthy"] is True
         assert health(sb, *shared).returncode == 0
