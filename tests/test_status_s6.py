@@ -364,3 +364,19 @@ def test_json_keys_are_stable(sandbox, supervisor):
                         "why_kind", "log_tail", "healthy"}
     assert doc["observed"] == "ready" and doc["why"] is None and doc["healthy"] is True
     assert doc["uptime"] >= 0 and doc["host"] == os.uname().nodename  # runs here
+
+
+def test_one_profile_reads_only_that_profile(sandbox, supervisor):
+    """``-p NAME`` touches that profile (and default's ports), not the others' files."""
+    sb = sandbox
+    running_set(sb, "alice")
+    bob = make_profile(sb.home, "bob", {"desired_state": "stopped"})
+    tasks(sb, "reconcile")
+    os.symlink("/etc/hostname", bob / ".env")  # read by a full status: a warning names it
+    full = s6env.run_tasks(sb, "gateway.status")
+    assert full.returncode == 0 and "profiles/bob/.env" in full.stderr, full.stderr
+    one = s6env.run_tasks(sb, "gateway.status", "-p", "alice")
+    assert one.returncode == 0 and "bob" not in one.stderr + one.stdout, one.stderr
+    assert one.stdout.startswith("gateway-alice: ")
+    bad = s6env.run_tasks(sb, "gateway.status", "--format", "yaml")
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "--format" in bad.stderr
