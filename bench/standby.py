@@ -422,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="before,after")
     parser.add_argument("--quick", action="store_true", help="smoke: 20/10 slots, 10 s")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    parser.add_argument("--json", action="store_true",
+                        help="print the measurements as JSON instead of writing the report")
     args = parser.parse_args(argv)
     if args.quick:
         args.slots, args.before_slots, args.seconds, args.settle, args.takeover = 20, 10, 10, 3, 5
@@ -434,11 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         n = args.slots if variant == "after" else args.before_slots
         costs[variant] = measure_cost(variant, n, args.seconds, args.settle)
-        print(f"cost {variant}: {costs[variant]}", flush=True)
+        print(f"cost {variant}: {costs[variant]}", file=sys.stderr, flush=True)
     for variant in variants:
         if args.takeover:
             takeovers[variant] = measure_takeover(variant, args.takeover, args.rounds)
-            print(f"takeover {variant}: {takeovers[variant]}", flush=True)
+            print(f"takeover {variant}: {takeovers[variant]}", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps({"target_slots": args.slots, "costs": costs, "takeovers": takeovers}))
+        return 0
     text = report(costs, takeovers, args.slots,
                   [os.path.relpath(sys.executable, ROOT), os.path.relpath(__file__, ROOT),
                    *sys.argv[1:]], load)
