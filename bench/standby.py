@@ -168,26 +168,32 @@ def standby_waiting(slot: Path, variant: str) -> bool:
 
 # -- the process tree ------------------------------------------------------------------------
 
-def descendants() -> dict[int, list[int]]:
-    """Every live descendant of this process: pid -> [utime, stime, cutime, cstime]."""
+def descendants() -> dict[int, tuple[int, int, int]]:
+    """Every live descendant of this process: pid -> (ns on a CPU, times scheduled, ticks of
+    its reaped children: cutime + cstime). /proc/<pid>/schedstat counts in ns; stat's
+    utime/stime only in ticks (10 ms), too coarse for processes that barely run."""
     children: dict[int, list[int]] = {}
-    ticks: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        pid = int(entry)
-        children.setdefault(int(fields[1]), []).append(pid)
-        ticks[pid] = [int(f) for f in fields[11:15]]
+        children.setdefault(ppid, []).append(int(entry))
     out, todo = {}, [os.getpid()]
     while todo:
         for child in children.get(todo.pop(), ()):
-            out[child] = ticks[child]
             todo.append(child)
+            try:
+                with open(f"/proc/{child}/schedstat") as fh:
+                    run_ns, _, scheduled = (int(f) for f in fh.read().split()[:3])
+                with open(f"/proc/{child}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except (OSError, ValueError):
+                continue
+            out[child] = (run_ns, scheduled, int(fields[13]) + int(fields[14]))
     return out
 
 
@@ -202,14 +208,15 @@ def reap() -> None:
             return
 
 
-def tree_cpu() -> tuple[float, int]:
-    """CPU seconds used so far by every descendant (live ones and those reaped), and how
-    many are alive."""
+def tree_cpu() -> tuple[float, int, int]:
+    """CPU seconds used so far by every descendant (live ones and those reaped), how many
+    times live ones were scheduled, and how many are alive."""
     reap()
     live = descendants()
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (sum(sum(t) for t in live.values()) / TICK + reaped.ru_utime + reaped.ru_stime,
-            len(live))
+    cpu = sum(run / 1e9 + ticks / TICK for run, _, ticks in live.values())
+    return (cpu + reaped.ru_utime + reaped.ru_stime,
+            sum(scheduled for _, scheduled, _ in live.values()), len(live))
 
 
 def stop_everything(procs: list[subprocess.Popen], scandirs: list[Path], cmd: Path) -> None:
@@ -258,16 +265,17 @@ def measure_cost(variant: str, n: int, seconds: float, settle: float,
         harness.wait_until(lambda: all(standby_waiting(s, variant) for s in slots),
                            60 + n / 5, f"{n} standbys")
         time.sleep(settle)  # first checks, loggers starting: not the steady state
-        cpu0, _ = tree_cpu()
+        cpu0, woken0, _ = tree_cpu()
         t0 = time.monotonic()
         time.sleep(seconds)
-        cpu1, count = tree_cpu()
+        cpu1, woken1, count = tree_cpu()
         elapsed = time.monotonic() - t0
         if not all(standby_waiting(s, variant) for s in slots):
             raise RuntimeError("a standby left its wait during the measurement")
         core = (cpu1 - cpu0) / elapsed
         return {"variant": variant, "slots": n, "seconds": elapsed, "cpu_s": cpu1 - cpu0,
-                "core": core, "per_slot": core / n, "processes": count}
+                "core": core, "per_slot": core / n, "processes": count,
+                "wakeups_per_s": (woken1 - woken0) / elapsed}
     finally:
         stop_everything(procs, scandirs, cmd)
         for fd in fds:
@@ -355,7 +363,7 @@ def _cwd(pid: int) -> str:
 # -- report ----------------------------------------------------------------------------------
 
 def pct(core: float) -> str:
-    return f"{core * 100:.3f}%"
+    return f"{core * 100:.4f}%"
 
 
 def report(costs: dict, takeovers: dict, target_n: int, argv: list[str], load: float) -> str:
@@ -369,11 +377,13 @@ def report(costs: dict, takeovers: dict, target_n: int, argv: list[str], load: f
              f"CPU of the whole supervision tree of one host whose every slot is a standby, "
              f"over a window after the slots settled; in % of one core. "
              f"Scaled to {target_n} = per-slot cost × {target_n}.", "",
-             "| variant | slots measured | window s | processes | tree CPU | per slot "
-             f"| scaled to {target_n} |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "*Wake-ups/s*: times the processes alive at the end were scheduled, per second "
+             "(processes that came and went are in the CPU column only).", "",
+             "| variant | slots measured | window s | processes | wake-ups/s | tree CPU "
+             f"| per slot | scaled to {target_n} |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in costs.values():
         lines.append(f"| {c['variant']} | {c['slots']} | {c['seconds']:.0f} | {c['processes']} "
-                     f"| {pct(c['core'])} | {pct(c['per_slot'])} "
+                     f"| {c['wakeups_per_s']:.1f} | {pct(c['core'])} | {pct(c['per_slot'])} "
                      f"| {pct(c['per_slot'] * target_n)} |")
     if "before" in costs and "after" in costs and costs["after"]["per_slot"] > 0:
         lines += ["", f"Per-slot ratio after / before: "
