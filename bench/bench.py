@@ -445,10 +445,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="standby slots measured by bench/standby.py (default 450; 0 = skip)")
     parser.add_argument("--standby-seconds", type=float, default=60,
                         help="its measurement window (default 60 s)")
+    parser.add_argument("--sizes", help="comma-separated N to time (default 1,10,100,1000)")
     args = parser.parse_args(argv)
     if args.quick:
         args.standby_slots = min(args.standby_slots, 20)
     sizes = (1, 10) if args.quick else (1, 10, 100, 1000)
+    if args.sizes:
+        sizes = tuple(int(n) for n in args.sizes.split(","))
     runs = {n: 2 if args.quick else (args.big_runs if n >= 1000 else args.runs) for n in sizes}
     ensure_ref_venv()
     compile_ours()
