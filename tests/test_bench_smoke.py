@@ -38,3 +38,25 @@ def test_floor_and_reconcile_build_the_same_slots(tmp_path):
     # every other profile runs: default and p0002 start, p0001 is registered down
     assert [rel for rel, _, _ in shapes["ours"]["gateway-p0001"]].count("down") == 1
     assert "down" not in [rel for rel, _, _ in shapes["ours"]["gateway-p0002"]]
+
+
+def test_standby_bench_measures_both_variants():
+    """bench/standby.py end to end at a tiny size (real s6-svscan, in its own process, which
+    stops what it started): the baseline's standbys wake up, the current ones never do, and
+    both take over. Timing is reported, not asserted."""
+    import json
+    import subprocess
+
+    script = BENCH.parent / "standby.py"
+    res = subprocess.run([sys.executable, str(script), "--slots", "3", "--before-slots", "2",
+                          "--seconds", "2", "--settle", "1", "--takeover", "2", "--rounds", "1",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    before, after = doc["costs"]["before"], doc["costs"]["after"]
+    assert before["slots"] == 2 and after["slots"] == 3
+    assert before["wakeups_per_s"] > 0 and before["cpu_s"] > 0
+    assert after["wakeups_per_s"] == 0 and after["cpu_s"] == 0
+    for variant in ("before", "after"):
+        taken = doc["takeovers"][variant]
+        assert len(taken["running"]) == len(taken["ready"]) == 2
