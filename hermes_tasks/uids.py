@@ -15,7 +15,9 @@ never give a profile a uid below the base, the uid of an account or of the servi
 or another profile's uid (duplicates are dropped and quarantined, never handed out again).
 
 Allocation (:func:`allocate`, pure) never moves an allocation and never reuses a uid that
-may still own files or processes: a deleted profile's uid is *retired*, never freed.
+may still own files or processes: a deleted profile's uid is *retired*, never freed. Where
+the record and the volume disagree, the owner of a profile's directory (which only root can
+set) wins over the record.
 """
 
 from __future__ import annotations
@@ -146,37 +148,60 @@ def _show(value: object) -> str:
 
 
 def allocate(names: Iterable[str], record: Record, taken: Mapping[int, str] | Iterable[int],
-             base: int = DEFAULT_BASE, limit: int = DEFAULT_LIMIT, warn=None) -> Allocation:
+             base: int = DEFAULT_BASE, limit: int = DEFAULT_LIMIT, warn=None,
+             owners: Mapping[str, int] | None = None) -> Allocation:
     """Give every profile in ``names`` a uid (pure).
 
     ``names`` are the named profiles on the volume (``default`` and invalid names are
     ignored: the default profile keeps the service user). ``taken`` holds uids that are
     not the record's to give: every account of ``/etc/passwd`` and group of ``/etc/group``,
     the service user's uid and gid, and any uid seen owning a process (optionally mapped
-    to a description for messages).
+    to a description for messages). ``owners`` is what the volume says: the owner uid of
+    each profile's top directory (only root can chown, so unlike the record it cannot be
+    forged by the service user).
 
-    * A recorded allocation never moves. If an account now has the same uid, the profile
-      keeps it but is reported in ``conflicts``.
+    * An owner in range, not taken and owning only that profile's directory wins over the
+      record (the record is hostile; the tree is what the uid can actually reach).
+    * Otherwise a recorded allocation never moves. If an account now has the same uid,
+      the profile keeps it but is reported in ``conflicts``.
     * A profile no longer in ``names`` is retired: its uid is never handed out again
-      (files or processes of it may remain), not even to the same name re-created.
+      (files or processes of it may remain), not even to the same name re-created. So is
+      a uid that owns a profile tree but is not that profile's.
     * A new profile gets the lowest uid ≥ ``base`` that is neither taken, allocated nor
       retired; none left → a warning and no uid for it.
     """
     say = warn or (lambda _msg: None)
     taken_map = dict(taken) if isinstance(taken, Mapping) else dict.fromkeys(taken, "")
     wanted = sorted({n for n in names if valid_name(n) and n != DEFAULT})
-    profiles: dict[str, int] = {}
-    retired = set(record.retired)
-    conflicts: dict[str, str] = {}
     wanted_set = set(wanted)
+    owned = {n: u for n, u in (owners or {}).items()
+             if n in wanted_set and _in_range(u, base, limit) and u not in taken_map}
+    owner_count: dict[int, int] = {}
+    for uid in owned.values():
+        owner_count[uid] = owner_count.get(uid, 0) + 1
+    profiles = {n: u for n, u in owned.items() if owner_count[u] == 1}
+    # A uid owning two profile trees belongs to neither: retired, both get fresh ones.
+    retired = set(record.retired) | {u for u, c in owner_count.items() if c > 1}
+    tree_uids = set(owned.values())
+    conflicts: dict[str, str] = {}
     for name, uid in record.profiles.items():
         if name not in wanted_set:
             retired.add(uid)
-            continue
-        profiles[name] = uid
-        if uid in taken_map:
-            conflicts[name] = (f"uid {uid} of profile {name} is also "
-                               f"{taken_map[uid] or 'an account or group'} on this host")
+        elif name in owned or uid in retired:
+            continue  # its tree's owner decided, or the uid is out of use for good
+        elif uid in tree_uids:
+            say(f"uid {uid} recorded for profile {name} owns another profile's directory; "
+                f"{name} gets a new uid")
+        else:
+            profiles[name] = uid
+            if uid in taken_map:
+                conflicts[name] = (f"uid {uid} of profile {name} is also "
+                                   f"{taken_map[uid] or 'an account or group'} on this host")
+    # Every in-range uid that owned a profile tree or was recorded stays in use for good,
+    # whoever it belongs to now; a uid in use is not "retired".
+    retired |= {u for u in (owners or {}).values() if _in_range(u, base, limit)}
+    retired |= set(record.profiles.values())
+    retired -= set(profiles.values())
     used = set(profiles.values()) | retired
     cursor = base  # used only grows: everything below the cursor is unavailable
     for name in wanted:

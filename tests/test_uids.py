@@ -233,3 +233,49 @@ def test_many_profiles_are_quick_and_dense():
     names = [f"p{i:04d}" for i in range(2000)]
     out = allocate(names, Record(), {})
     assert sorted(out.uids.values()) == list(range(20000, 22000))
+
+
+# --------------------------------------------------------------------------- owners
+
+
+def test_tree_owner_wins_over_a_tampered_record():
+    # the service user swapped alice's and bob's numbers in the record; root chowned the trees
+    rec = Record({"alice": 20001, "bob": 20000})
+    out = allocate(["alice", "bob"], rec, {}, owners={"alice": 20000, "bob": 20001})
+    assert out.uids == {"alice": 20000, "bob": 20001}
+    assert out.record.retired == frozenset()
+
+
+def test_owner_outside_range_or_taken_falls_back_to_record():
+    # isolation off: trees belong to the service user (10000): the record decides
+    rec = Record({"alice": 20004})
+    out = allocate(["alice", "bob"], rec, {10000: "service user", 20001: "account x"},
+                   owners={"alice": 10000, "bob": 20001})
+    assert out.uids["alice"] == 20004
+    assert out.uids["bob"] not in (10000, 20001, 20004)
+
+
+def test_uid_owning_two_trees_goes_to_neither_and_is_never_reused():
+    out = allocate(["a", "b", "c"], Record(), {}, owners={"a": 20000, "b": 20000})
+    assert 20000 not in out.uids.values()
+    assert 20000 in out.record.retired
+    assert len(set(out.uids.values())) == 3
+
+
+def test_record_entry_colliding_with_another_trees_owner_moves_with_warning():
+    warnings: list[str] = []
+    out = allocate(["alice", "bob"], Record({"alice": 20003}), {},
+                   owners={"bob": 20003}, warn=warnings.append)
+    assert out.uids["bob"] == 20003
+    assert out.uids["alice"] != 20003
+    assert len(warnings) == 1 and "alice" in warnings[0]
+
+
+def test_replaced_allocation_is_retired_not_freed():
+    # alice recorded 20000 but her tree is owned by 20002: 20000 must not go to carol
+    out = allocate(["alice", "carol"], Record({"alice": 20000}), {},
+                   owners={"alice": 20002})
+    assert out.uids["alice"] == 20002
+    assert out.uids["carol"] not in (20000, 20002)
+    assert 20000 in out.record.retired
+    assert not (set(out.record.profiles.values()) & out.record.retired)
