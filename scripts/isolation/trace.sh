@@ -8,6 +8,8 @@
 #              dispatcher first ticks about 30 s after start).
 #              KANBAN=profile exports HERMES_KANBAN_HOME=<profile dir> (hermes's shared kanban
 #              board, by default in the root HERMES_HOME, then lives in the profile).
+#              PRIVATE=yes (with KANBAN=profile) also sets HOME=<profile dir> and
+#              TMPDIR=<profile dir>/tmp: the environment docs/ISOLATION.md proposes.
 # The gateway runs in its own network namespace (loopback only) under
 # `strace -f -e trace=%file,kill,tkill,tgkill`, serves one API request, and is stopped with
 # SIGTERM after hermes's planned-stop marker, as a deliberate stop by the tool would. Output: WORKDIR/trace.txt, WORKDIR/gateway.out.
@@ -23,13 +25,19 @@ chown -R "$svc_uid:$svc_uid" "$w/home" && chmod 0755 "$w/home" "$w/home/profiles
 chown -R "$iso_uid:$iso_uid" "$w/home/profiles/alice" && chmod 0700 "$w/home/profiles/alice"
 kanban_home=
 if [ "${KANBAN:-}" = profile ]; then kanban_home=$w/home/profiles/alice; fi
+gw_home=$w/home gw_tmp=/tmp
+if [ "${PRIVATE:-}" = yes ]; then
+  gw_home=$w/home/profiles/alice gw_tmp=$w/home/profiles/alice/tmp
+  mkdir -m 0700 "$gw_tmp" && chown "$iso_uid:$iso_uid" "$gw_tmp"
+fi
 cd "$w/home"
 # shellcheck disable=SC2016 # expanded by the inner shell
 exec unshare --net sh -c '
   set -eu
   ip link set lo up
-  # As the slot run script does: HERMES_HOME and HOME = the root home, cwd = it.
-  env -i PATH=/usr/bin:/bin HERMES_HOME="$1" HOME="$1" HERMES_S6_SUPERVISED_CHILD=1 \
+  # As the slot run script does: HERMES_HOME and HOME = the root home, cwd = it (PRIVATE
+  # changes HOME and TMPDIR).
+  env -i PATH=/usr/bin:/bin HERMES_HOME="$1" HOME="$8" TMPDIR="$9" HERMES_S6_SUPERVISED_CHILD=1 \
     HERMES_SUPERVISED_CHILD=1 HERMES_GATEWAY_MAX_STARTS=0 ${6:+HERMES_KANBAN_HOME="$6"} \
     strace -f -qq -e trace=%file,kill,tkill,tgkill -o "$2/trace.txt" \
     setpriv --reuid "$3" --regid "$3" --clear-groups -- "$4" -p alice gateway run --replace \
@@ -56,4 +64,5 @@ exec unshare --net sh -c '
       sh -c "cat >\"\$1/.gateway-planned-stop.json\"" sh "$1/profiles/alice"
   kill -TERM "$gw"
   wait "$tracer" || true
-' sh "$w/home" "$w" "$iso_uid" "$hermes" "$key" "$kanban_home" "${HOLD:-0}"
+' sh "$w/home" "$w" "$iso_uid" "$hermes" "$key" "$kanban_home" "${HOLD:-0}" \
+  "$gw_home" "$gw_tmp"
