@@ -66,7 +66,7 @@ class Allocation:
 # --------------------------------------------------------------------------- reading
 
 
-def read_record(home: str, warn) -> Record:
+def read_record(home: str, warn, base: int = DEFAULT_BASE, limit: int = DEFAULT_LIMIT) -> Record:
     """The record in ``home``; missing → empty; unusable → a warning and empty."""
     path = escape(os.path.join(home, FILE))
     try:
@@ -78,7 +78,7 @@ def read_record(home: str, warn) -> Record:
         why = "a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
         warn(f"{path} is unusable ({why}); uids are allocated afresh")
         return Record()
-    return parse_record(raw, lambda why: warn(f"{path}: {why}"))
+    return parse_record(raw, lambda why: warn(f"{path}: {why}"), base, limit)
 
 
 def parse_record(raw: bytes, warn, base: int = DEFAULT_BASE,

@@ -279,3 +279,11 @@ def test_replaced_allocation_is_retired_not_freed():
     assert out.uids["carol"] not in (20000, 20002)
     assert 20000 in out.record.retired
     assert not (set(out.record.profiles.values()) & out.record.retired)
+
+
+def test_read_applies_the_configured_range(tmp_path):
+    (tmp_path / uids.FILE).write_bytes(doc({"alice": 30000, "bob": 20000}))
+    warnings, warn = warn_list()
+    rec = read_record(str(tmp_path), warn, base=30000, limit=30010)
+    assert rec.profiles == {"alice": 30000}
+    assert len(warnings) == 1 and uids.FILE in warnings[0] and "bob" in warnings[0]
