@@ -1,0 +1,240 @@
+"""Per-profile uids for isolated profiles (SPEC §16): the record and its stable allocation.
+
+Groundwork for ``profile_isolation``: nothing calls this yet (see docs/ISOLATION.md for the
+design that wires it in). Each named profile gets one number used as both its uid and its
+gid (a private group), allocated from ``profile_uid_base`` and recorded in
+``<hermes_home>/profile-uids.json``::
+
+    {"profiles": {"alice": 20000, "bob": 20001}, "retired": [20002]}
+
+The record lives on the volume, which the service user (and the default profile's agent)
+can write, so root reads it as hostile input (:func:`read_record`, :func:`parse_record`):
+bounded, never through a symlink, regular files only, and any defect is a warning with a
+safe default, never a traceback. A tampered record can at worst move allocations; it can
+never give a profile a uid below the base, the uid of an account or of the service user,
+or another profile's uid (duplicates are dropped and quarantined, never handed out again).
+
+Allocation (:func:`allocate`, pure) never moves an allocation and never reuses a uid that
+may still own files or processes: a deleted profile's uid is *retired*, never freed. Where
+the record and the volume disagree, the owner of a profile's directory (which only root can
+set) wins over the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+from collections.abc import Iterable, Mapping
+
+from . import fsops
+from .profiles import DEFAULT, escape, valid_name
+
+FILE = "profile-uids.json"
+FILE_LIMIT = 1 << 20  # ~40k entries: far beyond any max_slots
+DEFAULT_BASE = 20000
+# The highest uid handed out: 65534 is nobody/nogroup and 65535 is (uid_t)-1 in 16 bits;
+# a rootless or user-namespaced container usually maps only 0..65535.
+DEFAULT_LIMIT = 65533
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A validated record: ``profiles`` name → uid, ``retired`` uids never handed out again."""
+
+    profiles: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    retired: frozenset[int] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """What :func:`allocate` decided.
+
+    ``record`` is the record to write; ``uids`` the uid of each profile asked for (a profile
+    with none is missing: no uid left); ``conflicts`` name → reason for a recorded uid that
+    an account now uses too (kept, not moved: the caller fails that profile, naming both);
+    ``changed`` whether ``record`` differs from the one read.
+    """
+
+    record: Record
+    uids: Mapping[str, int]
+    conflicts: Mapping[str, str]
+    changed: bool
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_record(home: str, warn, base: int = DEFAULT_BASE, limit: int = DEFAULT_LIMIT) -> Record:
+    """The record in ``home``; missing → empty; unusable → a warning and empty."""
+    path = escape(os.path.join(home, FILE))
+    try:
+        with fsops.opened_dir(home) as dfd:
+            raw = fsops.read_bounded(dfd, FILE, FILE_LIMIT)
+    except FileNotFoundError:
+        return Record()
+    except OSError as exc:
+        why = "a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
+        warn(f"{path} is unusable ({why}); uids are allocated afresh")
+        return Record()
+    return parse_record(raw, lambda why: warn(f"{path}: {why}"), base, limit)
+
+
+def parse_record(raw: bytes, warn, base: int = DEFAULT_BASE,
+                 limit: int = DEFAULT_LIMIT) -> Record:
+    """Validate the record's bytes (pure): every defect is one warning, never an exception.
+
+    Kept: profile names that are valid, non-default, with an integer uid in
+    ``[base, limit]`` that no other name in the record also claims. A uid claimed by two
+    names goes to ``retired`` (both names lose it: which one is genuine cannot be known,
+    and neither may be given to a third profile). Retired uids outside the range are dropped.
+    """
+    if not raw.strip():
+        return Record()
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        warn("not valid JSON; uids are allocated afresh")
+        return Record()
+    if not isinstance(doc, dict):
+        warn("not a JSON object; uids are allocated afresh")
+        return Record()
+    profiles = doc.get("profiles", {})
+    if not isinstance(profiles, dict):
+        warn("'profiles' is not an object; uids are allocated afresh")
+        profiles = {}
+    claims: dict[int, list[str]] = {}
+    for name, uid in profiles.items():
+        if not valid_name(name) or name == DEFAULT:
+            warn(f"entry {escape(name)!s} is not a named profile; dropped")
+            continue
+        if not _in_range(uid, base, limit):
+            warn(f"{name}'s uid {_show(uid)} is not an integer in {base}..{limit}; dropped")
+            continue
+        claims.setdefault(uid, []).append(name)
+    kept: dict[str, int] = {}
+    retired: set[int] = set()
+    for uid, names in claims.items():
+        if len(names) == 1:
+            kept[names[0]] = uid
+        else:
+            warn(f"uid {uid} is recorded for {', '.join(sorted(names))}; none keeps it "
+                 "and it is never handed out again")
+            retired.add(uid)
+    raw_retired = doc.get("retired", [])
+    if not isinstance(raw_retired, list):
+        warn("'retired' is not a list; ignored")
+        raw_retired = []
+    bad = [u for u in raw_retired if not _in_range(u, base, limit)]
+    if bad:
+        warn(f"{len(bad)} retired uid(s) not integers in {base}..{limit}; dropped")
+    retired.update(u for u in raw_retired if _in_range(u, base, limit))
+    retired.difference_update(kept.values())  # a live allocation wins over a stale retirement
+    return Record(kept, frozenset(retired))
+
+
+def _in_range(uid: object, base: int, limit: int) -> bool:
+    return type(uid) is int and base <= uid <= limit  # bool and float are not uids
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, (int, float, str, bool)) or value is None \
+        else type(value).__name__
+    return escape(text[:40])
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+def allocate(names: Iterable[str], record: Record, taken: Mapping[int, str] | Iterable[int],
+             base: int = DEFAULT_BASE, limit: int = DEFAULT_LIMIT, warn=None,
+             owners: Mapping[str, int] | None = None) -> Allocation:
+    """Give every profile in ``names`` a uid (pure).
+
+    ``names`` are the named profiles on the volume (``default`` and invalid names are
+    ignored: the default profile keeps the service user). ``taken`` holds uids that are
+    not the record's to give: every account of ``/etc/passwd`` and group of ``/etc/group``,
+    the service user's uid and gid, and any uid seen owning a process (optionally mapped
+    to a description for messages). ``owners`` is what the volume says: the owner uid of
+    each profile's top directory (only root can chown, so unlike the record it cannot be
+    forged by the service user).
+
+    * An owner in range, not taken and owning only that profile's directory wins over the
+      record (the record is hostile; the tree is what the uid can actually reach).
+    * Otherwise a recorded allocation never moves. If an account now has the same uid,
+      the profile keeps it but is reported in ``conflicts``.
+    * A profile no longer in ``names`` is retired: its uid is never handed out again
+      (files or processes of it may remain), not even to the same name re-created. So is
+      a uid that owns a profile tree but is not that profile's.
+    * A new profile gets the lowest uid ≥ ``base`` that is neither taken, allocated nor
+      retired; none left → a warning and no uid for it.
+    """
+    say = warn or (lambda _msg: None)
+    taken_map = dict(taken) if isinstance(taken, Mapping) else dict.fromkeys(taken, "")
+    wanted = sorted({n for n in names if valid_name(n) and n != DEFAULT})
+    wanted_set = set(wanted)
+    owned = {n: u for n, u in (owners or {}).items()
+             if n in wanted_set and _in_range(u, base, limit) and u not in taken_map}
+    owner_count: dict[int, int] = {}
+    for uid in owned.values():
+        owner_count[uid] = owner_count.get(uid, 0) + 1
+    profiles = {n: u for n, u in owned.items() if owner_count[u] == 1}
+    # A uid owning two profile trees belongs to neither: retired, both get fresh ones.
+    retired = set(record.retired) | {u for u, c in owner_count.items() if c > 1}
+    tree_uids = set(owned.values())
+    conflicts: dict[str, str] = {}
+    for name, uid in record.profiles.items():
+        if name not in wanted_set:
+            retired.add(uid)
+        elif name in owned or uid in retired:
+            continue  # its tree's owner decided, or the uid is out of use for good
+        elif uid in tree_uids:
+            say(f"uid {uid} recorded for profile {name} owns another profile's directory; "
+                f"{name} gets a new uid")
+        else:
+            profiles[name] = uid
+            if uid in taken_map:
+                conflicts[name] = (f"uid {uid} of profile {name} is also "
+                                   f"{taken_map[uid] or 'an account or group'} on this host")
+    # Every in-range uid that owned a profile tree or was recorded stays in use for good,
+    # whoever it belongs to now; a uid in use is not "retired".
+    retired |= {u for u in (owners or {}).values() if _in_range(u, base, limit)}
+    retired |= set(record.profiles.values())
+    retired -= set(profiles.values())
+    used = set(profiles.values()) | retired
+    cursor = base  # used only grows: everything below the cursor is unavailable
+    for name in wanted:
+        if name in profiles:
+            continue
+        uid = cursor
+        while uid <= limit and (uid in used or uid in taken_map):
+            uid += 1
+        cursor = uid
+        if uid > limit:
+            say(f"no free uid left for profile {name} in {base}..{limit}")
+            continue
+        profiles[name] = uid
+        used.add(uid)
+    new = Record(dict(sorted(profiles.items())), frozenset(retired))
+    changed = dict(new.profiles) != dict(record.profiles) or new.retired != record.retired
+    return Allocation(new, dict(new.profiles), conflicts, changed)
+
+
+def to_json(record: Record) -> bytes:
+    doc = {"profiles": dict(sorted(record.profiles.items())),
+           "retired": sorted(record.retired)}
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def taken_from_files(passwd: bytes, group: bytes) -> dict[int, str]:
+    """uid/gid → ``account NAME``/``group NAME`` from ``/etc/passwd`` and ``/etc/group``
+    text (root-owned files, but parsed defensively: a malformed line is skipped)."""
+    out: dict[int, str] = {}
+    for text, kind in ((passwd, "account"), (group, "group")):
+        for line in text.decode("utf-8", "replace").splitlines():
+            fields = line.split(":")
+            if len(fields) < 3 or not fields[2].isdigit():
+                continue
+            out.setdefault(int(fields[2]), f"{kind} {escape(fields[0])}")
+    return out
