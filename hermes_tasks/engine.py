@@ -3,8 +3,8 @@
 ``run()`` never prints; it returns a :class:`Result` and warns through the callback it is
 given. ``check`` stops after the plan, so the rows of ``--check``/``--dry`` are the rows of
 the run that would follow, by construction. Root (or the scandir's owner) executes the plan
-itself (:mod:`.execute.local`); anyone else asks the root registrar and checks its own
-intent against what it then observes (:mod:`.execute.registrar`).
+itself (:mod:`.execute.local`); anyone else sends the intent to the root registrar, which
+runs it through this same function as root and answers with the rows (:mod:`.registrar`).
 """
 
 from __future__ import annotations
@@ -87,28 +87,15 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
 
 def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bool,
                        warn) -> Result:
-    """A caller who may not change slots: root's registrar does, with root's settings.
+    """A caller who may not change slots sends its intent to root's registrar (SPEC §14.1).
 
-    Settings the caller named that root lacks are refused (they would be dropped silently);
-    ``--check`` is answered with root's settings, judged as root, so it agrees with the run.
+    Root plans and runs it with root's settings; these are root's rows. Settings the caller
+    named that root lacks are refused (they would be dropped silently).
     """
-    import contextlib
+    from . import registrar
 
-    from . import registrar, slots
-
-    root = registrar.root_settings(settings)
-    if check or intent.task == RECONCILE:
-        registrar.refuse_named(settings, root, intent.task)
-    if check:
-        with slots.judged_as_root() if root else contextlib.nullcontext():
-            renderer = Renderer(root or settings, RenderCache.load(
-                rendercache.location(root or settings)))
-            steps, _ = make_plan(root or settings, intent, renderer, False, warn)
-        return _result(steps, {}, {}, diff, check=True)
-    preflight.check(settings)
-    from .execute import registrar as executor
-
-    return Result(executor.execute(settings, intent, warn=warn))
+    registrar.refuse_named(settings, registrar.root_settings(settings), intent.task)
+    return registrar.ask(settings, intent, check, diff, warn)
 
 
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,

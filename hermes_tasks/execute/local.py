@@ -266,7 +266,7 @@ class Applier:
                 fsops.write_atomic(dfd, name, f.content, f.mode,
                                    owner=file_owner(f.mode, self.gid))
         if step.fix_skeleton:
-            self._seed_skeleton(path, step.spec.logged)
+            self._seed_skeleton(path, step.spec.logged, step.spec.shared)
         if step.set_down is not None:
             with fsops.opened_dir(path) as dfd:
                 if not step.set_down and step.runtime == "up":
@@ -354,7 +354,7 @@ class Applier:
             if spec.down:
                 fsops.write_new(dfd, "down", b"", 0o644)
             for base in ("", "log/") if spec.logged else ("",):
-                _seed_fresh(dfd, base, self.gid)
+                _seed_fresh(dfd, base, self.gid, spec.shared)
         finally:
             os.close(dfd)
 
@@ -362,18 +362,21 @@ class Applier:
         staging = self._staging(spec, "tmp")
         os.rename(staging, os.path.join(self.scandir, spec.name))
 
-    def _seed_skeleton(self, path: str, logged: bool) -> None:
+    def _seed_skeleton(self, path: str, logged: bool, shared: bool = True) -> None:
         """Pre-create the control entries (slots.SKELETON); repair them in place.
 
         A repaired ``event/`` is also emptied of entries that are not ours: one planted
         while it was open to the service group (a symlink named ``ftrig1*``) would still
         make s6-supervise write through it as root.
         """
-        shared, private = owner(self.gid), owner(self.gid, shared=False)
+        private = owner(self.gid, shared=False)
+        # The registrar's control entries are root's alone (slots.PRIVATE_SKELETON).
+        ours = owner(self.gid) if shared else private
+        sup_mode, control_mode = (SUPERVISE_MODE, CONTROL_MODE) if shared else (0o700, 0o600)
         for base in (path, os.path.join(path, "log")) if logged else (path,):
             sup = os.path.join(base, "supervise")
-            _ensure(sup, SUPERVISE_MODE, *shared, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
-            _ensure(os.path.join(sup, "control"), CONTROL_MODE, *shared,
+            _ensure(sup, sup_mode, *ours, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
+            _ensure(os.path.join(sup, "control"), control_mode, *ours,
                     lambda p: os.mkfifo(p, 0o600), stat.S_ISFIFO)
             event = os.path.join(base, "event")
             _ensure(event, EVENT_MODE, *private, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
@@ -475,13 +478,13 @@ def _mkdir_at(dir_fd: int, rel: str, made: set[str]) -> None:
         made.add(path)
 
 
-def _seed_fresh(dir_fd: int, base: str, gid: int) -> None:
+def _seed_fresh(dir_fd: int, base: str, gid: int, shared_slot: bool = True) -> None:
     """The control entries in a fresh staging dir, below ``base`` (see slots.SKELETON).
 
     Each is created with its final mode (0700 first where the umask would strip bits),
     then given to the service group; nothing else can reach the invisible dir meanwhile.
     """
-    for rel, mode, kind, shared in slots.SKELETON:
+    for rel, mode, kind, shared in slots.SKELETON if shared_slot else slots.PRIVATE_SKELETON:
         path = base + rel
         exact = fsops.umask_keeps(mode)
         if kind is stat.S_ISFIFO:
