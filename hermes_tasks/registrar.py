@@ -185,7 +185,8 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
     """
     data = os.path.abspath(data)
     os.chdir("/")  # a root process never runs from a directory others write (SPEC §10)
-    settings, error = _settings(os.path.join(data, "inventory.yml"))
+    source = RootSettings(os.path.join(data, "inventory.yml"))
+    settings, error = source.get()
     marker = os.path.join(data, "published")
     if os.path.lexists(marker):
         os.unlink(marker)
@@ -197,7 +198,7 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
                       settings.service_gid if settings else None)
     os.write(notify_fd, b"\n")
     os.close(notify_fd)
-    Server(listener, settings, error).run()
+    Server(listener, source).run()
 
 
 class Server:
@@ -207,9 +208,9 @@ class Server:
     place a periodic pass of the long-running agent (SPEC §14.3) is added.
     """
 
-    def __init__(self, listener: socket.socket, settings: Settings | None, error: str | None,
-                 tick=None, interval: float | None = None):
-        self.listener, self.settings, self.error = listener, settings, error
+    def __init__(self, listener: socket.socket, source: RootSettings, tick=None,
+                 interval: float | None = None):
+        self.listener, self.source = listener, source
         self.tick, self.interval = tick, interval
 
     def run(self, stop=lambda: False) -> None:
@@ -236,8 +237,9 @@ class Server:
                 _log(f"request failed: unexpected {type(exc).__name__}: {exc}")
 
     def _answer(self, conn: socket.socket) -> None:
+        settings, error = self.source.get()
         uid, who = _peer(conn)
-        if not self._allowed(uid):
+        if not self._allowed(uid, settings):
             _log(f"refused a request from {who}")
             return
         try:
@@ -252,10 +254,10 @@ class Server:
             request = json.loads(raw)
         except (ValueError, RecursionError):
             request = None
-        if self.settings is None:
-            doc = {"error": self.error, "code": 1}
+        if settings is None:
+            doc = {"error": error, "code": 1}
         else:
-            doc = handle(self.settings, request)
+            doc = handle(settings, request)
         _log(f"{who}: {_title(request)} exit={doc.get('code', 0)}"
              + (f" error: {doc['error']}" if doc.get("error") else ""))
         conn.settimeout(IO_TIMEOUT)  # the whole answer; the lock is no longer held
@@ -264,10 +266,11 @@ class Server:
         except OSError as exc:
             _log(f"{who} did not take the answer: {exc}")
 
-    def _allowed(self, uid: int) -> bool:
+    @staticmethod
+    def _allowed(uid: int, settings: Settings | None) -> bool:
         if uid in (0, os.geteuid()):
             return True
-        return self.settings is not None and uid == self.settings.service_uid
+        return settings is not None and uid == settings.service_uid
 
 
 def handle(settings: Settings, request) -> dict:
@@ -349,12 +352,27 @@ def _peer(conn: socket.socket) -> tuple[int, str]:
     return uid, f"uid {uid} (pid {pid})"
 
 
-def _settings(path: str) -> tuple[Settings | None, str | None]:
-    try:
-        return inventory.load(path, (), environ={}), None
-    except TaskError as exc:
-        _log(f"cannot read its settings: {exc}")
-        return None, f"the registrar cannot read its settings: {exc}"
+class RootSettings:
+    """Root's settings from the slot's ``data/inventory.yml``, read again whenever a root
+    reconcile has rewritten it (by its stat), so a request never runs with stale ones."""
+
+    def __init__(self, path: str):
+        self.path, self.seen, self.value = path, None, (None, "no settings read yet")
+
+    def get(self) -> tuple[Settings | None, str | None]:
+        try:
+            st = os.stat(self.path)
+            seen = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen is None or seen != self.seen:
+            self.seen = seen
+            try:
+                self.value = (inventory.load(self.path, (), environ={}), None)
+            except TaskError as exc:
+                _log(f"cannot read its settings: {exc}")
+                self.value = (None, f"the registrar cannot read its settings: {exc}")
+        return self.value
 
 
 def _title(request) -> str:
