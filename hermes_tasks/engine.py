@@ -66,7 +66,6 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         steps, known = make_plan(settings, intent, renderer, manage_registrar, warn,
                                  write=True)
         applier = Applier(settings)
-        applier.purge = intent.purge
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
         if intent.task == RECONCILE:  # a partial run's renders would evict the others'
             cache.save()

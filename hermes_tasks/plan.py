@@ -64,6 +64,7 @@ class Step:
     record: str | None = None  # desired_state to record before s6 is told
     create_profile: bool = False  # profile.create: make profiles/NAME/SOUL.md first
     dispose: bool = False  # profile.delete: move the profile to .trash (or purge it)
+    purge: bool = False  # profile.delete --purge: then delete it from .trash
     failure: str = ""  # known to fail before anything is done: the row's message
     first: bool = False  # default/registrar: published and supervised before the rest
     rescan: bool = False  # an existing slot nobody supervises under a running scanner
@@ -220,7 +221,7 @@ def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
         for name in sorted(intent.names or ()):
             slot = SLOT_PREFIX + name
             step = Step(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
-                        dispose=True, reason="its profile is deleted")
+                        dispose=True, purge=intent.purge, reason="its profile is deleted")
             known = facts.profile(name)
             if step.op == REMOVE and known and known.autostart:
                 # §13.1: a standby on another host that takes the lock once this gateway

@@ -62,13 +62,15 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
          aside: list[Row] = (), out=None, error: str | None = None) -> None:
     """Print the rows for humans (with diffs and a recap) or as one JSON object.
 
-    ``aside`` rows (the registrar) are printed for humans but not counted in the recap;
-    in JSON they belong in ``extra``. ``error`` (a failed single target) goes into the JSON
-    object; for humans the caller prints it as the one-line error.
+    ``aside`` rows (the registrar) are not among the JSON ``results`` (they belong in
+    ``extra``); one that is not ok is printed for humans and counted in the recap and
+    ``stats``, so ``changed=N`` is every changed line. ``error`` (a failed single target)
+    goes into the JSON object; for humans the caller prints it as the one-line error.
     """
     out = out or sys.stdout
+    counted = [*rows, *(r for r in aside if r.result != "ok")]
     if as_json:
-        doc = {"results": [r.as_json() for r in rows], "stats": stats(rows)}
+        doc = {"results": [r.as_json() for r in rows], "stats": stats(counted)}
         if check:
             doc["check"] = True
         if error is not None:
@@ -78,9 +80,9 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
         return
     banner = f"TASK [{title}]" + (" [CHECK MODE]" if check else "")
     parts = [banner + " " + "*" * max(3, 79 - len(banner)) + "\n"]
-    for row in [*rows, *aside]:
+    for row in counted:
         parts += [row.diff, item_line(row) + "\n"]
-    parts.append("\nPLAY RECAP " + "*" * 68 + "\n" + recap_line(rows) + "\n")
+    parts.append("\nPLAY RECAP " + "*" * 68 + "\n" + recap_line(counted) + "\n")
     if check:
         parts.append("DRY RUN: nothing was changed\n")
     # One write: stdout is unbuffered in the image (PYTHONUNBUFFERED), and 1000 rows were
@@ -159,7 +161,8 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
         if step.restart_logger:
             parts.append("would restart the logger")
         if step.dispose:
-            parts.append("would move the profile to .trash")
+            parts.append("would delete the profile" if step.purge
+                         else "would move the profile to .trash")
     else:
         parts.extend(done)
     if step.note and (not parts or step.record):

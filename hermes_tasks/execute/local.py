@@ -45,7 +45,6 @@ class Applier:
         self.volume_owner = (settings.service_uid, settings.service_gid)
         self.previous: dict[str, str | None] = {}  # slot -> desired_state before this run
         self.verified: set[str] = set()
-        self.purge = False
         self.before: dict = {}  # slot path -> readiness.Target: the status before "up"
 
     # -- entry point -----------------------------------------------------------------
@@ -222,10 +221,10 @@ class Applier:
                 self.errors.setdefault(step.slot, f"{step.slot}: {why}")
 
     def _dispose(self, step: Step) -> None:
-        moved = volume.dispose(self.settings, step.profile, self.purge)
-        where = "deleted" if self.purge else \
-            f"moved to {self.settings.hermes_home}/.trash/profiles/{moved}"
-        self.notes.setdefault(step.slot, []).append(f"profile {where}")
+        moved = volume.dispose(self.settings, step.profile, step.purge)
+        self.notes.setdefault(step.slot, []).append(
+            "deleted the profile" if step.purge else
+            f"moved the profile to {self.settings.hermes_home}/.trash/profiles/{moved}")
 
     # -- steps -----------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ class HermesTasks:
             msg = "; ".join(msgs + errors + ([doc["error"]] if doc.get("error") else [])) or \
                 f"{task} exited {rc}"
             raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
-                             changed=changed(rows), stderr=err, cmd=_shown(cmd))
+                             changed=changed(rows + [aside]), stderr=err, cmd=_shown(cmd))
         return doc
 
 
