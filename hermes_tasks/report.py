@@ -62,15 +62,15 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
          aside: list[Row] = (), out=None, error: str | None = None) -> None:
     """Print the rows for humans (with diffs and a recap) or as one JSON object.
 
-    ``aside`` rows (the registrar) are not among the JSON ``results`` (they belong in
-    ``extra``); one that is not ok is printed for humans and counted in the recap and
-    ``stats``, so ``changed=N`` is every changed line. ``error`` (a failed single target)
-    goes into the JSON object; for humans the caller prints it as the one-line error.
+    ``aside`` rows (the registrar) are not among the JSON ``results`` nor its ``stats``
+    (they belong in ``extra``); for humans one that is not ok is printed and counted in the
+    recap, so ``changed=N`` is every changed line. ``error`` (a failed single target) goes
+    into the JSON object; for humans the caller prints it as the one-line error.
     """
     out = out or sys.stdout
     counted = [*rows, *(r for r in aside if r.result != "ok")]
     if as_json:
-        doc = {"results": [r.as_json() for r in rows], "stats": stats(counted)}
+        doc = {"results": [r.as_json() for r in rows], "stats": stats(rows)}
         if check:
             doc["check"] = True
         if error is not None:
