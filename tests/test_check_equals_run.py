@@ -60,3 +60,75 @@ def test_check_rows_equal_the_following_run(before, after, removed, stale, env, 
             assert check == run
     finally:
         sb.cleanup()
+
+
+# --------------------------------------------------------------- random tasks, root and user
+
+# (task, args): a gateway.* or profile.* task on a known profile, or reconcile
+TASKS = st.one_of(
+    st.just(("reconcile",)),
+    st.tuples(st.sampled_from(["gateway.start", "gateway.stop", "gateway.restart"]),
+              st.just("-p"), st.sampled_from(["default", "alice", "bob", "carol"])),
+    st.sampled_from([("gateway.stop", "--all"), ("gateway.restart", "--all")]),
+    st.tuples(st.just("profile.create"), st.sampled_from(["carol", "dan", "alice"])),
+    st.tuples(st.just("profile.create"), st.sampled_from(["dan", "erin"]), st.just("--start")),
+    st.tuples(st.just("profile.delete"), st.sampled_from(["alice", "bob", "dan", "nobody"])),
+    st.tuples(st.just("profile.delete"), st.sampled_from(["bob", "erin"]), st.just("--purge")),
+)
+WAITS = ("reconcile", "gateway.start", "gateway.stop", "gateway.restart")
+
+
+def outcome(res) -> tuple:
+    """(exit code, error, rows): what a task said, compared between --check and the run."""
+    doc = json.loads(res.stdout)  # one object, errors included
+    assert "Traceback" not in res.stderr, res.stderr
+    return (res.returncode, doc.get("error"),
+            [(r["profile"], r["slot"], r["action"], r["result"]) for r in doc["results"]])
+
+
+def settle(sb) -> None:
+    """Wait until no gateway is between states (up == wanted up), so a task's --check and
+    its run see the same runtime (SPEC §14.2: when every gateway behaves)."""
+    def calm():
+        for slot in sb.scandir.glob("gateway-*"):
+            if not (slot / "supervise" / "status").exists():
+                continue
+            try:
+                st_ = s6env.svstat(slot, ("up", "wantedup"))
+            except s6env.subprocess.CalledProcessError:
+                continue
+            if st_["up"] != st_["wantedup"]:
+                return False
+        return True
+    s6env.wait_for(calm, 30, what="every gateway settled")
+
+
+@settings(max_examples=4, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(states=st.fixed_dictionaries({n: STATES for n in ("default", "alice", "bob")}),
+       steps=st.lists(st.tuples(st.sampled_from(["root", "user"]), TASKS), min_size=4,
+                      max_size=7))
+def test_check_equals_run_for_any_task_as_root_and_as_the_service_user(states, steps):
+    """SPEC §14.1–§14.2: a task's --check and its run say the same, whoever runs it; the
+    service user's goes through the registrar, which plans and runs it as root."""
+    sb = s6env.make_sandbox(service_user=True)
+    try:
+        with s6env.Supervisor(sb):
+            for name, state in states.items():
+                write(sb.home, name, state)
+            s6env.own(sb, sb.home)
+            res = s6env.run_tasks(sb, "reconcile", "--wait", "--timeout", "20", "--json")
+            assert res.returncode in (0, 2), res.stdout + res.stderr
+            s6env.wait_for(lambda: (sb.scandir / "hermes-tasks-registrar" / "data"
+                                    / "registrar.sock").exists(), 10, what="the registrar")
+            for who, task in steps:
+                user = sb.user if who == "user" else None
+                args = [*task, "--json"]
+                if task[0] in WAITS:
+                    args += ["--wait", "--timeout", "20"]
+                settle(sb)
+                check = outcome(s6env.run_tasks(sb, *args, "--check", user=user))
+                run = outcome(s6env.run_tasks(sb, *args, user=user))
+                assert check == run, (who, task)
+    finally:
+        sb.cleanup()
