@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import bootlog, facts, lock, plan, preflight, rendercache
+from . import facts, lock, plan, preflight, rendercache
 from .errors import TaskError
 from .intent import CREATE, RECONCILE, Intent
 from .inventory import Settings
@@ -31,11 +31,13 @@ class Result:
 
 
 def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool = False,
-        manage_registrar: bool | None = None, warn=None) -> Result:
+        manage_registrar: bool | None = None, warn=None, executor=None) -> Result:
     """Carry out ``intent`` (or, with ``check``, only plan it) and return the rows.
 
     ``manage_registrar`` defaults to "running as root, reconciling everything"; the
-    registrar's own reconcile passes False so it never restarts itself.
+    registrar's own reconcile passes False so it never restarts itself. ``executor`` is
+    the class that carries out the plan (default :class:`execute.local.Applier`; a
+    recorder in tests): every write and signal of a run goes through it, under the lock.
     """
     from .report import warn as default_warn
 
@@ -65,22 +67,17 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         # lock, so a plan never acts on a state read before another task changed it.
         steps, known = make_plan(settings, intent, renderer, manage_registrar, warn,
                                  write=True)
-        applier = Applier(settings)
+        applier = (executor or Applier)(settings)
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
-        if intent.task == RECONCILE:  # a partial run's renders would evict the others'
-            cache.save()
-        known.slot_cache.save({*known.existing, *(s.slot for s in steps)})
+        applier.save_caches(cache if intent.task == RECONCILE else None, known.slot_cache,
+                            {*known.existing, *(s.slot for s in steps)})
         result = _result(steps, applier.errors, applier.notes, diff, check=False)
         if intent.task == RECONCILE:
-            bootlog.append(settings.hermes_home,
-                           [(r.profile, r.prior_state, r.action, r.result) for r in result.rows],
-                           settings.boot_log_rotate_bytes,
-                           (settings.service_uid, settings.service_gid), warn,
-                           name=bootlog.file_name(settings.shared_volume and settings.host_id))
+            applier.append_boot_log(result.rows, warn)
+        applier.undo_failed_creates(steps)
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
-    _undo_failed_create(settings, intent, steps, applier.errors)
     return result
 
 
@@ -124,15 +121,6 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
 def _exports(known: facts.Facts, name: str):
     gw = known.ports.get(name)
     return gw.exports if gw else None
-
-
-def _undo_failed_create(settings, intent, steps, errors) -> None:
-    """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
-    from .execute import volume
-
-    for step in steps:
-        if step.create_profile and step.slot in errors:
-            volume.remove_new_profile(settings, step.profile)
 
 
 def _result(steps, errors, notes, diff, check) -> Result:

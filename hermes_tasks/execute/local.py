@@ -220,6 +220,31 @@ class Applier:
                 step = goals[path][1]
                 self.errors.setdefault(step.slot, f"{step.slot}: {why}")
 
+    # -- the run's own records (under the lock, like every other write) -----------------
+
+    def save_caches(self, render_cache, slot_cache, names) -> None:
+        """Keep what this run rendered and found (render cache: None for a partial run,
+        whose renders would evict the others'; the slot cache of ``names``)."""
+        if render_cache is not None:
+            render_cache.save()
+        slot_cache.save(names)
+
+    def append_boot_log(self, rows, warn) -> None:
+        """One line per row in the volume's boot log (SPEC §7), the service user's file."""
+        from .. import bootlog
+
+        cfg = self.settings
+        bootlog.append(cfg.hermes_home, [(r.profile, r.prior_state, r.action, r.result)
+                                         for r in rows],
+                       cfg.boot_log_rotate_bytes, (cfg.service_uid, cfg.service_gid), warn,
+                       name=bootlog.file_name(cfg.shared_volume and cfg.host_id))
+
+    def undo_failed_creates(self, steps: list[Step]) -> None:
+        """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
+        for step in steps:
+            if step.create_profile and step.slot in self.errors:
+                volume.remove_new_profile(self.settings, step.profile)
+
     def _dispose(self, step: Step) -> None:
         moved = volume.dispose(self.settings, step.profile, step.purge)
         self.notes.setdefault(step.slot, []).append(
