@@ -38,7 +38,7 @@ class Step:
 
     ``op`` is what apply does (``ok`` = nothing); ``action`` is the reported word
     (started/registered/skipped/removed). ``before`` keeps the old bytes and mode of every
-    file in ``write`` for ``--diff``; ``had_down`` whether the old slot had a ``down`` marker.
+    file in ``write`` for ``--diff``.
     """
 
     slot: str | None
@@ -54,7 +54,6 @@ class Step:
     restart_logger: bool = False
     reason: str = ""
     before: dict[str, FileFact] = dataclasses.field(default_factory=dict)
-    had_down: bool | None = None
     pending: frozenset[str] = frozenset()  # restarts an earlier run left owed
     bring_up: bool = False  # an earlier restart took the gateway down: bring it back up
     litter: tuple[str, ...] = ()  # temp files an interrupted run left in the slot
@@ -99,10 +98,8 @@ def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
         step.op = CREATE
         step.write = tuple(spec.files)
         step.before = dict.fromkeys(spec.files)
-        step.had_down = False
         step.set_down = spec.down or None
         return step
-    step.had_down = facts.down
     if facts.structural:
         step.op, step.reason = SWAP, f"{spec.name} {facts.structural}"
         step.write = tuple(spec.files)

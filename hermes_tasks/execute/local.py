@@ -42,7 +42,6 @@ class Applier:
         self.errors: dict[str, str] = {}
         self.notes: dict[str, list[str]] = {}  # slot -> what its handlers did
         self.gid = settings.service_gid
-        self.volume_owner = (settings.service_uid, settings.service_gid)
         self.previous: dict[str, str | None] = {}  # slot -> desired_state before this run
         self.verified: set[str] = set()
         self.before: dict = {}  # slot path -> readiness.Target: the status before "up"
