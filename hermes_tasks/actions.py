@@ -17,10 +17,10 @@ from .inventory import Settings
 
 
 def reconcile(cfg: Settings, check: bool, diff: bool, json: bool, wait: bool = False,
-              timeout: float | None = None) -> int:
+              timeout: float | None = None, show_secrets: bool = False) -> int:
     """``reconcile``: converge every slot and what runs, report, and return 0 or 2."""
     intent = Intent(RECONCILE, wait=wait, timeout=_timeout(cfg, timeout))
-    result = engine.run(cfg, intent, check=check, diff=diff)
+    result = engine.run(cfg, intent, check=check, diff=diff, show_secrets=show_secrets)
     aside = result.registrar
     rows = result.rows
     report.emit(rows, json, "reconcile", check=check,
@@ -49,17 +49,17 @@ def gateway(cfg: Settings, action: str, profile: str | None, all_: bool, wait: b
 
 
 def profile_create(cfg: Settings, name: str, start: bool, check: bool, diff: bool,
-                   json: bool) -> int:
+                   json: bool, show_secrets: bool = False) -> int:
     """``profile.create``: a profile directory and its slot, through the engine."""
     from . import control
 
     control.check_name(name)
     return _finish(cfg, Intent(CREATE, frozenset({name}), start=start), "profile.create",
-                   check, diff, json)
+                   check, diff, json, show_secrets=show_secrets)
 
 
 def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: bool,
-                   json: bool) -> int:
+                   json: bool, show_secrets: bool = False) -> int:
     """``profile.delete``: stop and retire the slot, move the profile to .trash (or purge)."""
     from . import control, profiles
 
@@ -75,13 +75,13 @@ def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: boo
         raise TaskError(f"profile '{name}' is running on {elsewhere}: delete it there, or stop "
                         "it there first")
     return _finish(cfg, Intent(DELETE, frozenset({name}), purge=purge), "profile.delete",
-                   check, diff, json)
+                   check, diff, json, show_secrets=show_secrets)
 
 
 def _finish(cfg: Settings, intent: Intent, title: str, check: bool, diff: bool, json: bool,
-            multi: bool = False) -> int:
+            multi: bool = False, show_secrets: bool = False) -> int:
     """Run, report; a failed single target is the task's one-line error (exit 1)."""
-    rows = engine.run(cfg, intent, check=check, diff=diff).rows
+    rows = engine.run(cfg, intent, check=check, diff=diff, show_secrets=show_secrets).rows
     error = None if multi else engine.single_failure(rows)
     if error is not None:
         if json:

@@ -31,7 +31,8 @@ class Result:
 
 
 def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool = False,
-        manage_registrar: bool | None = None, warn=None, executor=None) -> Result:
+        manage_registrar: bool | None = None, warn=None, executor=None,
+        show_secrets: bool = False) -> Result:
     """Carry out ``intent`` (or, with ``check``, only plan it) and return the rows.
 
     ``manage_registrar`` defaults to "running as root, reconciling everything"; the
@@ -50,7 +51,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
     from .registrar import may_change_slots
 
     if not may_change_slots(settings):
-        return _through_registrar(settings, intent, check, diff, warn)
+        return _through_registrar(settings, intent, check, diff, warn, show_secrets)
     if not check or S6.scanner_running(settings.scandir):
         # --check too while a supervisor runs: its run would be refused, so is the plan
         preflight.check(settings)
@@ -58,7 +59,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
     renderer = Renderer(settings, cache)
     if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
         steps, _ = make_plan(settings, intent, renderer, manage_registrar, warn)
-        return _result(steps, {}, {}, diff, check=True)
+        return _result(steps, {}, {}, diff, check=True, show_secrets=show_secrets)
     from .execute.local import Applier
 
     what = intent.task if intent.task == RECONCILE else f"{intent.task} {sorted(intent.names or [])}"
@@ -71,7 +72,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
         applier.save_caches(cache if intent.task == RECONCILE else None, known.slot_cache,
                             {*known.existing, *(s.slot for s in steps)})
-        result = _result(steps, applier.errors, applier.notes, diff, check=False)
+        result = _result(steps, applier.errors, applier.notes, diff, check=False,
+                         show_secrets=show_secrets)
         if intent.task == RECONCILE:
             applier.append_boot_log(result.rows, warn)
         applier.undo_failed_creates(steps)
@@ -82,7 +84,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
 
 
 def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bool,
-                       warn) -> Result:
+                       warn, show_secrets: bool = False) -> Result:
     """A caller who may not change slots sends its intent to root's registrar (SPEC §14.1).
 
     Root plans and runs it with root's settings; these are root's rows. Settings the caller
@@ -91,7 +93,7 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
     from . import registrar
 
     registrar.refuse_named(settings, registrar.root_settings(settings), intent.task)
-    return registrar.ask(settings, intent, check, diff, warn)
+    return registrar.ask(settings, intent, check, diff, warn, show_secrets)
 
 
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
@@ -123,10 +125,10 @@ def _exports(known: facts.Facts, name: str):
     return gw.exports if gw else None
 
 
-def _result(steps, errors, notes, diff, check) -> Result:
+def _result(steps, errors, notes, diff, check, show_secrets: bool = False) -> Result:
     from .report import rows_from
 
-    rows = rows_from(steps, errors, notes, diff, check)
+    rows = rows_from(steps, errors, notes, diff, check, show_secrets)
     registrar = next((r for r in rows if r.slot == REGISTRAR), None)
     return Result([r for r in rows if r.slot != REGISTRAR], registrar)
 

@@ -354,7 +354,7 @@ def _lines(text: str | None) -> list[str]:
     return [] if text is None else text.splitlines(True)
 
 
-def diff(step: Step) -> str:
+def diff(step: Step, show_secrets: bool = False) -> str:
     """Unified diff of everything the step changes, one per file.
 
     Files are labelled ``--- before: <slot>/<file>`` / ``+++ after: <slot>/<file>`` (as
@@ -380,8 +380,9 @@ def diff(step: Step) -> str:
             new_label += f" (mode {new.mode:04o})"
         old_text, new_text = _text(old and old[0]), _text(new.content)
         chunk = list(difflib.unified_diff(
-            _lines(None if old_text is None else redact.text(old_text)),
-            _lines(redact.text(new_text, before=old_text)), old_label, new_label))
+            _lines(None if old_text is None else redact.text(old_text, show=show_secrets)),
+            _lines(redact.text(new_text, before=old_text, show=show_secrets)), old_label,
+            new_label))
         if not chunk:  # same bytes: only the mode differs (or an empty file appears)
             chunk = [f"--- {old_label}\n", f"+++ {new_label}\n"]
         out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"

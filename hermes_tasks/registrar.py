@@ -92,7 +92,8 @@ def refuse_named(settings: Settings, root: Settings | None, what: str) -> None:
                      "run it as root, or without them")
 
 
-def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn):
+def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn,
+        show_secrets: bool = False):
     """Send ``intent`` to the registrar; root's :class:`engine.Result`, its warnings passed on.
 
     Raises TaskError when there is no registrar, it does not answer within
@@ -105,7 +106,8 @@ def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn):
     slot = os.path.join(settings.scandir, REGISTRAR)
     request = {"task": intent.task, "names": sorted(intent.names) if intent.names else None,
                "all": intent.all, "start": intent.start, "purge": intent.purge,
-               "wait": intent.wait, "timeout": intent.timeout, "check": check, "diff": diff}
+               "wait": intent.wait, "timeout": intent.timeout, "check": check, "diff": diff,
+               "show_secrets": show_secrets}
     deadline = time.monotonic() + settings.registrar_timeout + (
         intent.timeout if intent.wait else 0)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
@@ -279,9 +281,9 @@ def handle(settings: Settings, request) -> dict:
 
     warnings: list[str] = []
     try:
-        intent, check, diff = _intent(request)
+        intent, check, diff, show = _intent(request)
         result = engine.run(settings, intent, check=check, diff=diff, manage_registrar=False,
-                            warn=warnings.append)
+                            warn=warnings.append, show_secrets=show)
     except TaskError as exc:
         return {"error": str(exc), "code": exc.code, "usage": isinstance(exc, UsageError),
                 "warnings": warnings}
@@ -295,13 +297,14 @@ def handle(settings: Settings, request) -> dict:
             "code": exit_code(rows, multi=True)}
 
 
-def _intent(request) -> tuple[Intent, bool, bool]:
+def _intent(request) -> tuple[Intent, bool, bool, bool]:
     """The intent a request names, every field checked (it comes from another user)."""
     from .profiles import DEFAULT, valid_name
 
     if not isinstance(request, dict) or request.get("task") not in TASKS:
         raise UsageError("the registrar got a request it cannot read")
-    flags = {k: request.get(k, False) for k in ("all", "start", "purge", "wait", "check", "diff")}
+    flags = {k: request.get(k, False)
+             for k in ("all", "start", "purge", "wait", "check", "diff", "show_secrets")}
     if not all(isinstance(v, bool) for v in flags.values()):
         raise UsageError("the registrar got a request with a flag that is not true/false")
     names = request.get("names")
@@ -321,7 +324,7 @@ def _intent(request) -> tuple[Intent, bool, bool]:
         raise UsageError("the registrar got a request with an invalid --timeout")
     intent = Intent(task, names, all=flags["all"], start=flags["start"], purge=flags["purge"],
                     wait=flags["wait"], timeout=float(timeout))
-    return intent, flags["check"], flags["diff"]
+    return intent, flags["check"], flags["diff"], flags["show_secrets"]
 
 
 def listen(path: str, gid: int | None) -> socket.socket:

@@ -95,7 +95,7 @@ def warn(message: str) -> None:
 
 
 def rows_from(steps, errors: dict[str, str], notes: dict[str, list[str]], diff: bool,
-              check: bool) -> list[Row]:
+              check: bool, show_secrets: bool = False) -> list[Row]:
     """One row per planned step: its result from the plan and what the executor observed."""
     from . import plan
 
@@ -110,7 +110,8 @@ def rows_from(steps, errors: dict[str, str], notes: dict[str, list[str]], diff: 
                 "changed" if step.changes else "ok")
             message = describe(step, check, notes.get(step.slot, ()))
         rows.append(Row(step.slot, step.profile, step.prior_state, step.action, result,
-                        message, plan.diff(step) if diff and step.file_changes else ""))
+                        message,
+                        plan.diff(step, show_secrets) if diff and step.file_changes else ""))
     return rows
 
 

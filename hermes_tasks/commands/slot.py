@@ -27,7 +27,6 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
     Printed, secret-looking values are masked (unless --show-secrets); written under
     --dest, files hold the real values and the modes a slot has (run 0750).
     """
-    redact.reveal(show_secrets)
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
@@ -40,7 +39,7 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
     if not dest:
         for rel, f in files.items():
             sys.stdout.write(f"==> {spec.name}/{rel} (mode {f.mode:04o}) <==\n")
-            sys.stdout.write(redact.text(f.content.decode()))
+            sys.stdout.write(redact.text(f.content.decode(), show=show_secrets))
         if spec.down:
             sys.stdout.write(f"==> {spec.name}/down (mode 0644) <==\n")
         return
