@@ -20,23 +20,21 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 
-def umask_keeps(mode: int) -> bool:
-    """True when creating with ``mode`` yields exactly ``mode`` (no chmod needed)."""
-    return not (mode & UMASK) and not (mode & 0o7000)
+def umask_keeps(mode: int, umask: int = UMASK) -> bool:
+    """True when creating with ``mode`` under ``umask`` yields exactly ``mode``."""
+    return not (mode & umask) and not (mode & 0o7000)
 
 
 @contextlib.contextmanager
 def exact_modes():
     """Create with exactly the modes given (umask 0) inside the block, saving a chmod
-    per entry. Only for code that names every mode it creates with."""
-    global UMASK
+    per entry; yields that umask, for :func:`umask_keeps`. Only for code that names every
+    mode it creates with."""
     saved = os.umask(0)
-    UMASK = 0
     try:
-        yield
+        yield 0
     finally:
         os.umask(saved)
-        UMASK = saved
 
 
 class SymlinkRefused(OSError):
@@ -284,14 +282,14 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_new(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+def write_new(dir_fd: int, name: str, data: bytes, mode: int, umask: int = UMASK) -> None:
     """Create a file that must not exist yet (inside an invisible staging directory)."""
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
         if data:
             write_all(fd, data)
-        if not umask_keeps(mode):
+        if not umask_keeps(mode, umask):
             os.fchmod(fd, mode)
     finally:
         os.close(fd)

@@ -347,8 +347,8 @@ class Applier:
         """
         staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
         try:
-            with fsops.exact_modes():
-                self._build(staging, spec)
+            with fsops.exact_modes() as umask:
+                self._build(staging, spec, umask)
         except FileExistsError as exc:
             if exc.filename != staging:
                 raise
@@ -356,28 +356,28 @@ class Applier:
             # but our own explicit-mode creations may happen inside it (not even a lazy
             # import, which could create a world-writable __pycache__).
             fsops.remove_tree(staging)
-            with fsops.exact_modes():
-                self._build(staging, spec)
+            with fsops.exact_modes() as umask:
+                self._build(staging, spec, umask)
         return staging
 
-    def _build(self, staging: str, spec: SlotSpec) -> None:
+    def _build(self, staging: str, spec: SlotSpec, umask: int) -> None:
         os.mkdir(staging, 0o755)  # FileExistsError: see _staging
         dfd = os.open(staging, fsops.DIR_FLAGS)
         try:
             made = {""}
             if spec.logged:
-                _mkdir_at(dfd, "log", made)
+                _mkdir_at(dfd, "log", made, umask)
             for rel, f in {**spec.files, **spec.initial}.items():
                 parent = rel.rpartition("/")[0]
                 if parent not in made:
-                    _mkdir_at(dfd, parent, made)
-                fsops.write_new(dfd, rel, f.content, f.mode)
+                    _mkdir_at(dfd, parent, made, umask)
+                fsops.write_new(dfd, rel, f.content, f.mode, umask)
                 if owner := file_owner(f.mode, self.gid):
                     os.chown(rel, *owner, dir_fd=dfd, follow_symlinks=False)
             if spec.down:
-                fsops.write_new(dfd, "down", b"", 0o644)
+                fsops.write_new(dfd, "down", b"", 0o644, umask)
             for base in ("", "log/") if spec.logged else ("",):
-                _seed_fresh(dfd, base, self.gid, spec.shared)
+                _seed_fresh(dfd, base, self.gid, spec.shared, umask)
         finally:
             os.close(dfd)
 
@@ -486,7 +486,7 @@ def _owed(step: Step) -> frozenset[str]:
     return frozenset(owed)
 
 
-def _mkdir_at(dir_fd: int, rel: str, made: set[str]) -> None:
+def _mkdir_at(dir_fd: int, rel: str, made: set[str], umask: int) -> None:
     """Create ``rel`` (0755) and its parents below ``dir_fd`` in a fresh staging tree;
     ``made`` holds what exists already and is updated."""
     path = ""
@@ -496,12 +496,13 @@ def _mkdir_at(dir_fd: int, rel: str, made: set[str]) -> None:
             continue
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o755, dir_fd=dir_fd)
-            if not fsops.umask_keeps(0o755):
+            if not fsops.umask_keeps(0o755, umask):
                 os.chmod(path, 0o755, dir_fd=dir_fd)
         made.add(path)
 
 
-def _seed_fresh(dir_fd: int, base: str, gid: int, shared_slot: bool = True) -> None:
+def _seed_fresh(dir_fd: int, base: str, gid: int, shared_slot: bool = True,
+                umask: int = fsops.UMASK) -> None:
     """The control entries in a fresh staging dir, below ``base`` (see slots.SKELETON).
 
     Each is created with its final mode (0700 first where the umask would strip bits),
@@ -509,7 +510,7 @@ def _seed_fresh(dir_fd: int, base: str, gid: int, shared_slot: bool = True) -> N
     """
     for rel, mode, kind, shared in slots.SKELETON if shared_slot else slots.PRIVATE_SKELETON:
         path = base + rel
-        exact = fsops.umask_keeps(mode)
+        exact = fsops.umask_keeps(mode, umask)
         if kind is stat.S_ISFIFO:
             os.mkfifo(path, mode if exact else 0o600, dir_fd=dir_fd)
         else:
