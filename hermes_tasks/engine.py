@@ -4,14 +4,15 @@
 given. ``check`` stops after the plan, so the rows of ``--check``/``--dry`` are the rows of
 the run that would follow, by construction. Root (or the scandir's owner) executes the plan
 itself (:mod:`.execute.local`); anyone else sends the intent to the root registrar, which
-runs it through this same function as root and answers with the rows (:mod:`.registrar`).
+runs it through this same function as root and answers with the rows (:mod:`.channel`,
+:mod:`.registrar`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from . import facts, lock, plan, preflight, rendercache
+from . import channel, facts, lock, plan, preflight, rendercache
 from .errors import TaskError
 from .intent import CREATE, RECONCILE, Intent
 from .inventory import Settings
@@ -48,9 +49,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         from . import fsops
 
         manage_registrar = fsops.IS_ROOT and intent.task == RECONCILE
-    from .registrar import may_change_slots
-
-    if not may_change_slots(settings):
+    if not channel.may_change_slots(settings):
         return _through_registrar(settings, intent, check, diff, warn, show_secrets)
     if not check or S6.scanner_running(settings.scandir):
         # --check too while a supervisor runs: its run would be refused, so is the plan
@@ -90,10 +89,8 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
     Root plans and runs it with root's settings; these are root's rows. Settings the caller
     named that root lacks are refused (they would be dropped silently).
     """
-    from . import registrar
-
-    registrar.refuse_named(settings, registrar.root_settings(settings), intent.task)
-    return registrar.ask(settings, intent, check, diff, warn, show_secrets)
+    channel.refuse_named(settings, channel.root_settings(settings), intent.task)
+    return Result(*channel.ask(settings, intent, check, diff, warn, show_secrets))
 
 
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
