@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 from . import fsops, inventory
@@ -83,6 +82,8 @@ def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn,
     ``registrar_timeout`` (plus ``--timeout`` with ``--wait``), or root's run failed as a
     whole (its one-line error, with its exit code).
     """
+    import socket  # only a caller who asks pays for it, not root's reconcile
+
     what = intent.task if intent.task == RECONCILE else f"{intent.task} {sorted(intent.names or [])}"
     slot = os.path.join(settings.scandir, REGISTRAR)
     request = {"task": intent.task, "names": sorted(intent.names) if intent.names else None,
@@ -130,7 +131,7 @@ def _row(doc: dict) -> Row:
                doc.get("message", ""), doc.get("diff", ""))
 
 
-def _read(sock: socket.socket, limit: int, deadline: float, until_eof: bool) -> bytes | None:
+def _read(sock, limit: int, deadline: float, until_eof: bool) -> bytes | None:
     """Up to ``limit`` bytes: to the first newline (or EOF); None past ``deadline``.
 
     ValueError when more than ``limit`` bytes come.
