@@ -211,9 +211,13 @@ _EUID = os.geteuid()
 
 def skeleton(logged: bool, shared: bool = True) -> tuple:
     """The control entries of a slot (and of its ``log/``), slot-relative."""
-    entries = SKELETON if shared else PRIVATE_SKELETON
-    return tuple((prefix + rel, *rest) for prefix in (("", "log/") if logged else ("",))
-                 for rel, *rest in entries)
+    return _SKELETONS[logged, shared]
+
+
+_SKELETONS = {(logged, shared): tuple(
+    (prefix + rel, *rest) for prefix in (("", "log/") if logged else ("",))
+    for rel, *rest in (SKELETON if shared else PRIVATE_SKELETON))
+    for logged in (False, True) for shared in (False, True)}
 
 
 def _list_sub(dfd: int, name: str) -> list[str] | None:
