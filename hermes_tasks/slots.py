@@ -97,24 +97,6 @@ def managed_names(scandir: str) -> tuple[list[str], list[str]]:
     return sorted(slots), sorted(stale)
 
 
-def read(scandir: str, spec: SlotSpec, gid: int, cache: SlotCache | None = None) -> SlotFacts | None:
-    """Facts about the slot ``spec.name`` (None when absent), read for comparison.
-
-    See :func:`read_at`, which this calls with the slot's directory opened.
-    """
-    path = os.path.join(scandir, spec.name)
-    try:
-        dfd = open_slot(path)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return not_a_directory(spec, path)
-    try:
-        return read_at(dfd, path, spec, gid, cache)
-    finally:
-        os.close(dfd)
-
-
 def open_slot(path: str) -> int:
     """The slot directory's fd; FileNotFoundError when absent, OSError when not a real
     directory (a symlink, a file): see :func:`not_a_directory`."""

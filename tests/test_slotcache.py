@@ -9,7 +9,7 @@ import time
 
 import pytest
 import reliability_kit as kit
-from test_slot_facts import SPEC, make_slot
+from test_slot_facts import SPEC, make_slot, read_slot
 
 from hermes_tasks import engine, fsops, slotcache, slots
 from hermes_tasks.intent import Intent
@@ -25,7 +25,7 @@ def no_margin(monkeypatch):
 
 
 def read(scandir, cache=None, spec=SPEC):
-    return slots.read(str(scandir), spec, os.getegid(), cache)
+    return read_slot(str(scandir), spec, os.getegid(), cache)
 
 
 def confirmed(scandir, spec=SPEC) -> SlotCache:
