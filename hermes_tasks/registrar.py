@@ -95,6 +95,7 @@ class Server:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         with conn:
+            conn.setblocking(True)  # bounded by the timeouts set per read and answer
             try:
                 self._answer(conn)
             except Exception as exc:  # noqa: BLE001 - a bug: keep serving, show it in the log
@@ -205,6 +206,7 @@ def listen(path: str, gid: int | None) -> socket.socket:
         os.chown(path, 0, gid, follow_symlinks=False)
     os.chmod(path, 0o660)
     sock.listen(64)
+    sock.setblocking(False)  # accept() after select() never waits on a caller that left
     return sock
 
 
