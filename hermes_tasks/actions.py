@@ -17,44 +17,21 @@ from .intent import CREATE, DELETE, RECONCILE, Intent
 from .inventory import Settings
 
 
-def json_errors(fn):
-    """With ``json=True``, an expected failure is still one JSON object on stdout (SPEC §8).
-
-    The one-line error goes to stderr as always; the exit code is the error's.
-    """
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TaskError as exc:
-            if not kwargs.get("json"):
-                raise
-            report.emit([], True, fn.__name__, error=str(exc))
-            sys.stderr.write(f"hermes-tasks: error: {exc}\n")
-            return exc.code
-
-    return wrapper
-
-
-@json_errors
 def reconcile(cfg: Settings, check: bool, diff: bool, json: bool, wait: bool = False,
-              timeout: float | None = None) -> int:
+              timeout: float | None = None, show_secrets: bool = False) -> int:
     """``reconcile``: converge every slot and what runs, report, and return 0 or 2."""
     intent = Intent(RECONCILE, wait=wait, timeout=_timeout(cfg, timeout))
-    result = engine.run(cfg, intent, check=check, diff=diff)
+    result = engine.run(cfg, intent, check=check, diff=diff, show_secrets=show_secrets)
     if not check and os.geteuid() == 0:
         write_metrics(cfg)  # metrics_textfile (SPEC §14): fresh after every root reconcile
     aside = result.registrar
     rows = result.rows
     report.emit(rows, json, "reconcile", check=check,
                 extra={"registrar": aside.as_json()} if aside else None,
-                aside=[aside] if aside and aside.result != "ok" else [])
+                aside=[aside] if aside else [])
     return report.exit_code(rows + ([aside] if aside else []), multi=True)
 
 
-@json_errors
 def gateway(cfg: Settings, action: str, profile: str | None, all_: bool, wait: bool,
             timeout: float | None, json: bool, check: bool, diff: bool = False) -> int:
     """``gateway.start/stop/restart``: one gateway (or ``--all``) through the engine."""
@@ -74,20 +51,18 @@ def gateway(cfg: Settings, action: str, profile: str | None, all_: bool, wait: b
     return _finish(cfg, intent, f"gateway.{action}", check, diff, json, multi=all_)
 
 
-@json_errors
 def profile_create(cfg: Settings, name: str, start: bool, check: bool, diff: bool,
-                   json: bool) -> int:
+                   json: bool, show_secrets: bool = False) -> int:
     """``profile.create``: a profile directory and its slot, through the engine."""
     from . import control
 
     control.check_name(name)
     return _finish(cfg, Intent(CREATE, frozenset({name}), start=start), "profile.create",
-                   check, diff, json)
+                   check, diff, json, show_secrets=show_secrets)
 
 
-@json_errors
 def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: bool,
-                   json: bool) -> int:
+                   json: bool, show_secrets: bool = False) -> int:
     """``profile.delete``: stop and retire the slot, move the profile to .trash (or purge)."""
     from . import control, profiles
 
@@ -103,17 +78,17 @@ def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: boo
         raise TaskError(f"profile '{name}' is running on {elsewhere}: delete it there, or stop "
                         "it there first")
     return _finish(cfg, Intent(DELETE, frozenset({name}), purge=purge), "profile.delete",
-                   check, diff, json)
+                   check, diff, json, show_secrets=show_secrets)
 
 
 def _finish(cfg: Settings, intent: Intent, title: str, check: bool, diff: bool, json: bool,
-            multi: bool = False) -> int:
+            multi: bool = False, show_secrets: bool = False) -> int:
     """Run, report; a failed single target is the task's one-line error (exit 1)."""
-    rows = engine.run(cfg, intent, check=check, diff=diff).rows
+    rows = engine.run(cfg, intent, check=check, diff=diff, show_secrets=show_secrets).rows
     error = None if multi else engine.single_failure(rows)
     if error is not None:
         if json:
-            report.emit(rows, True, title, check=check, error=error)
+            report.emit(rows, True, title, check=check, error=error, extra={"code": 1})
         else:
             sys.stderr.write(f"hermes-tasks: error: {error}\n")
         return 1

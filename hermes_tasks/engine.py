@@ -3,15 +3,16 @@
 ``run()`` never prints; it returns a :class:`Result` and warns through the callback it is
 given. ``check`` stops after the plan, so the rows of ``--check``/``--dry`` are the rows of
 the run that would follow, by construction. Root (or the scandir's owner) executes the plan
-itself (:mod:`.execute.local`); anyone else asks the root registrar and checks its own
-intent against what it then observes (:mod:`.execute.registrar`).
+itself (:mod:`.execute.local`); anyone else sends the intent to the root registrar, which
+runs it through this same function as root and answers with the rows (:mod:`.channel`,
+:mod:`.registrar`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from . import bootlog, facts, lock, plan, preflight, rendercache
+from . import channel, facts, lock, plan, preflight, rendercache
 from .errors import TaskError
 from .intent import CREATE, RECONCILE, Intent
 from .inventory import Settings
@@ -31,11 +32,14 @@ class Result:
 
 
 def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool = False,
-        manage_registrar: bool | None = None, warn=None) -> Result:
+        manage_registrar: bool | None = None, warn=None, executor=None,
+        show_secrets: bool = False) -> Result:
     """Carry out ``intent`` (or, with ``check``, only plan it) and return the rows.
 
     ``manage_registrar`` defaults to "running as root, reconciling everything"; the
-    registrar's own reconcile passes False so it never restarts itself.
+    registrar's own reconcile passes False so it never restarts itself. ``executor`` is
+    the class that carries out the plan (default :class:`execute.local.Applier`; a
+    recorder in tests): every write and signal of a run goes through it, under the lock.
     """
     from .report import warn as default_warn
 
@@ -45,10 +49,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         from . import fsops
 
         manage_registrar = fsops.IS_ROOT and intent.task == RECONCILE
-    from .registrar import may_change_slots
-
-    if not may_change_slots(settings):
-        return _through_registrar(settings, intent, check, diff, warn)
+    if not channel.may_change_slots(settings):
+        return _through_registrar(settings, intent, check, diff, warn, show_secrets)
     if not check or S6.scanner_running(settings.scandir):
         # --check too while a supervisor runs: its run would be refused, so is the plan
         preflight.check(settings)
@@ -56,7 +58,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
     renderer = Renderer(settings, cache)
     if check:  # no lock, no write, no signal, no boot-log line: the plan, reported
         steps, _ = make_plan(settings, intent, renderer, manage_registrar, warn)
-        return _result(steps, {}, {}, diff, check=True)
+        return _result(steps, {}, {}, diff, check=True, show_secrets=show_secrets)
     from .execute.local import Applier
 
     what = intent.task if intent.task == RECONCILE else f"{intent.task} {sorted(intent.names or [])}"
@@ -65,50 +67,30 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         # lock, so a plan never acts on a state read before another task changed it.
         steps, known = make_plan(settings, intent, renderer, manage_registrar, warn,
                                  write=True)
-        applier = Applier(settings)
-        applier.purge = intent.purge
+        applier = (executor or Applier)(settings)
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
-        if intent.task == RECONCILE:  # a partial run's renders would evict the others'
-            cache.save()
-        known.slot_cache.save({*known.existing, *(s.slot for s in steps)})
-        result = _result(steps, applier.errors, applier.notes, diff, check=False)
+        applier.save_caches(cache if intent.task == RECONCILE else None, known.slot_cache,
+                            {*known.existing, *(s.slot for s in steps)})
+        result = _result(steps, applier.errors, applier.notes, diff, check=False,
+                         show_secrets=show_secrets)
         if intent.task == RECONCILE:
-            bootlog.append(settings.hermes_home,
-                           [(r.profile, r.prior_state, r.action, r.result) for r in result.rows],
-                           settings.boot_log_rotate_bytes,
-                           (settings.service_uid, settings.service_gid), warn,
-                           name=bootlog.file_name(settings.shared_volume and settings.host_id))
+            applier.append_boot_log(result.rows, warn)
+        applier.undo_failed_creates(steps)
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
-    _undo_failed_create(settings, intent, steps, applier.errors)
     return result
 
 
 def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bool,
-                       warn) -> Result:
-    """A caller who may not change slots: root's registrar does, with root's settings.
+                       warn, show_secrets: bool = False) -> Result:
+    """A caller who may not change slots sends its intent to root's registrar (SPEC §14.1).
 
-    Settings the caller named that root lacks are refused (they would be dropped silently);
-    ``--check`` is answered with root's settings, judged as root, so it agrees with the run.
+    Root plans and runs it with root's settings; these are root's rows. Settings the caller
+    named that root lacks are refused (they would be dropped silently).
     """
-    import contextlib
-
-    from . import registrar, slots
-
-    root = registrar.root_settings(settings)
-    if check or intent.task == RECONCILE:
-        registrar.refuse_named(settings, root, intent.task)
-    if check:
-        with slots.judged_as_root() if root else contextlib.nullcontext():
-            renderer = Renderer(root or settings, RenderCache.load(
-                rendercache.location(root or settings)))
-            steps, _ = make_plan(root or settings, intent, renderer, False, warn)
-        return _result(steps, {}, {}, diff, check=True)
-    preflight.check(settings)
-    from .execute import registrar as executor
-
-    return Result(executor.execute(settings, intent, warn=warn))
+    channel.refuse_named(settings, channel.root_settings(settings), intent.task)
+    return Result(*channel.ask(settings, intent, check, diff, warn, show_secrets))
 
 
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
@@ -140,19 +122,10 @@ def _exports(known: facts.Facts, name: str):
     return gw.exports if gw else None
 
 
-def _undo_failed_create(settings, intent, steps, errors) -> None:
-    """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
-    from .execute import volume
-
-    for step in steps:
-        if step.create_profile and step.slot in errors:
-            volume.remove_new_profile(settings, step.profile)
-
-
-def _result(steps, errors, notes, diff, check) -> Result:
+def _result(steps, errors, notes, diff, check, show_secrets: bool = False) -> Result:
     from .report import rows_from
 
-    rows = rows_from(steps, errors, notes, diff, check)
+    rows = rows_from(steps, errors, notes, diff, check, show_secrets)
     registrar = next((r for r in rows if r.slot == REGISTRAR), None)
     return Result([r for r in rows if r.slot != REGISTRAR], registrar)
 

@@ -24,8 +24,12 @@ class LockTimeout(TaskError):
     """Another mutating run held the scandir lock for longer than ``lock_timeout``."""
 
 
-def guarded(fn) -> int:
-    """Call ``fn``; an expected failure becomes one line on stderr and its exit code."""
+def guarded(fn, json: bool = False) -> int:
+    """Call ``fn``; an expected failure becomes one line on stderr and its exit code.
+
+    With ``json`` (the task was given ``--json``) it is also the one JSON object on stdout
+    (SPEC §8): :func:`emit_error`.
+    """
     import sys
 
     try:
@@ -33,14 +37,31 @@ def guarded(fn) -> int:
     except BrokenPipeError:
         quiet_stdout()
         return 0
-    except TaskError as exc:
-        sys.stderr.write(f"hermes-tasks: error: {exc}\n")
-        return exc.code
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        sys.stderr.write(f"hermes-tasks: error: {where}{exc.strerror or exc}\n")
-        return 1
+    except (TaskError, OSError) as exc:
+        if isinstance(exc, TaskError):
+            message, code = str(exc), exc.code
+        else:
+            where = f"{exc.filename}: " if exc.filename else ""
+            message, code = f"{where}{exc.strerror or exc}", 1
+        sys.stderr.write(f"hermes-tasks: error: {message}\n")
+        if json:
+            emit_error(message, code)
+        return code
     return 0
+
+
+def emit_error(message: str, code: int) -> None:
+    """The one JSON object of a task that failed as a whole: no rows, the error, the code."""
+    import json
+    import sys
+
+    doc = {"results": [], "stats": {"ok": 0, "changed": 0, "skipped": 0, "failed": 0},
+           "error": message, "code": code}
+    try:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
 
 
 def quiet_stdout() -> None:

@@ -20,23 +20,21 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 
-def umask_keeps(mode: int) -> bool:
-    """True when creating with ``mode`` yields exactly ``mode`` (no chmod needed)."""
-    return not (mode & UMASK) and not (mode & 0o7000)
+def umask_keeps(mode: int, umask: int = UMASK) -> bool:
+    """True when creating with ``mode`` under ``umask`` yields exactly ``mode``."""
+    return not (mode & umask) and not (mode & 0o7000)
 
 
 @contextlib.contextmanager
 def exact_modes():
     """Create with exactly the modes given (umask 0) inside the block, saving a chmod
-    per entry. Only for code that names every mode it creates with."""
-    global UMASK
+    per entry; yields that umask, for :func:`umask_keeps`. Only for code that names every
+    mode it creates with."""
     saved = os.umask(0)
-    UMASK = 0
     try:
-        yield
+        yield 0
     finally:
         os.umask(saved)
-        UMASK = saved
 
 
 class SymlinkRefused(OSError):
@@ -75,6 +73,69 @@ def open_dir(root: str, parts: tuple[str, ...] = (), create_mode: int | None = N
     except BaseException:
         os.close(fd)
         raise
+
+
+class UnsafeDirectory(OSError):
+    """A directory on a path another user can write (so could swap what we write into)."""
+
+
+def open_private_path(path: str, create_mode: int = 0o755, start: int | None = None) -> int:
+    """Open the directory ``path`` as an fd, walking every component from ``/`` (or from
+    the directory fd ``start``, ``path`` then relative) without following a symlink,
+    creating missing ones with ``create_mode``.
+
+    Refuses (:class:`UnsafeDirectory`) a directory another user could write: one owned
+    by someone else than us or root, or group/other-writable, unless it is sticky and the
+    entry we go through is ours (``/tmp``) — the final directory itself must be ours
+    alone. So nothing written below the fd can be redirected elsewhere. The caller closes
+    the fd.
+    """
+    parts = [p for p in (path if start is not None else os.path.abspath(path)).split("/")
+             if p and p != "."]
+    if ".." in parts:
+        raise UnsafeDirectory(errno.EINVAL, "'..' is not allowed here", path)
+    fd = os.open("/", DIR_FLAGS) if start is None else os.dup(start)
+    where = "/" if start is None else "."
+    try:
+        st = os.fstat(fd)
+        for part in parts:
+            # sticky protects our entry only if the directory's owner is us or root
+            sticky = bool(st.st_mode & stat.S_ISVTX) and _ours(st)
+            if _others_write(st) and not sticky:  # refused before anything is made in it
+                raise UnsafeDirectory(errno.EPERM, "another user can write this directory",
+                                      where)
+            try:
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, create_mode, dir_fd=fd)
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise SymlinkRefused(exc.errno, "is a symlink or not a directory; not "
+                                         "followed", os.path.join(where, part)) from None
+                raise
+            child = os.fstat(nfd)
+            if _others_write(st) and not _ours(child):
+                os.close(nfd)
+                raise UnsafeDirectory(errno.EPERM, "another user can write this directory",
+                                      where)
+            os.close(fd)
+            fd, st, where = nfd, child, os.path.join(where, part)
+        if _others_write(st):
+            raise UnsafeDirectory(errno.EPERM, "another user can write this directory", where)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _ours(st: os.stat_result) -> bool:
+    return st.st_uid in (0, os.geteuid())
+
+
+def _others_write(st: os.stat_result) -> bool:
+    return not _ours(st) or bool(st.st_mode & 0o022)
 
 
 @contextlib.contextmanager
@@ -221,14 +282,14 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_new(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+def write_new(dir_fd: int, name: str, data: bytes, mode: int, umask: int = UMASK) -> None:
     """Create a file that must not exist yet (inside an invisible staging directory)."""
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
         if data:
             write_all(fd, data)
-        if not umask_keeps(mode):
+        if not umask_keeps(mode, umask):
             os.fchmod(fd, mode)
     finally:
         os.close(fd)

@@ -7,7 +7,7 @@ case-sensitively against the whole name; ``default`` is placed like any other na
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from .errors import TaskError
 
@@ -20,16 +20,6 @@ def placed(name: str, patterns: Sequence[str]) -> bool:
 def reason(host_id: str) -> str:
     """The one phrase every report uses for a profile this host does not supervise."""
     return f"not placed on {host_id}"
-
-
-def split(items: Iterable, patterns: Sequence[str], name=lambda item: item.name
-          ) -> tuple[list, list]:
-    """``(placed here, not placed here)``, each in the given order."""
-    here: list = []
-    elsewhere: list = []
-    for item in items:
-        (here if placed(name(item), patterns) else elsewhere).append(item)
-    return here, elsewhere
 
 
 class NotPlaced(TaskError):

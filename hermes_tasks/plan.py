@@ -38,7 +38,7 @@ class Step:
 
     ``op`` is what apply does (``ok`` = nothing); ``action`` is the reported word
     (started/registered/skipped/removed). ``before`` keeps the old bytes and mode of every
-    file in ``write`` for ``--diff``; ``had_down`` whether the old slot had a ``down`` marker.
+    file in ``write`` for ``--diff``.
     """
 
     slot: str | None
@@ -54,7 +54,6 @@ class Step:
     restart_logger: bool = False
     reason: str = ""
     before: dict[str, FileFact] = dataclasses.field(default_factory=dict)
-    had_down: bool | None = None
     pending: frozenset[str] = frozenset()  # restarts an earlier run left owed
     bring_up: bool = False  # an earlier restart took the gateway down: bring it back up
     litter: tuple[str, ...] = ()  # temp files an interrupted run left in the slot
@@ -64,6 +63,7 @@ class Step:
     record: str | None = None  # desired_state to record before s6 is told
     create_profile: bool = False  # profile.create: make profiles/NAME/SOUL.md first
     dispose: bool = False  # profile.delete: move the profile to .trash (or purge it)
+    purge: bool = False  # profile.delete --purge: then delete it from .trash
     failure: str = ""  # known to fail before anything is done: the row's message
     first: bool = False  # default/registrar: published and supervised before the rest
     rescan: bool = False  # an existing slot nobody supervises under a running scanner
@@ -98,10 +98,8 @@ def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
         step.op = CREATE
         step.write = tuple(spec.files)
         step.before = dict.fromkeys(spec.files)
-        step.had_down = False
         step.set_down = spec.down or None
         return step
-    step.had_down = facts.down
     if facts.structural:
         step.op, step.reason = SWAP, f"{spec.name} {facts.structural}"
         step.write = tuple(spec.files)
@@ -220,7 +218,7 @@ def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
         for name in sorted(intent.names or ()):
             slot = SLOT_PREFIX + name
             step = Step(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
-                        dispose=True, reason="its profile is deleted")
+                        dispose=True, purge=intent.purge, reason="its profile is deleted")
             known = facts.profile(name)
             if step.op == REMOVE and known and known.autostart:
                 # §13.1: a standby on another host that takes the lock once this gateway
@@ -356,7 +354,7 @@ def _lines(text: str | None) -> list[str]:
     return [] if text is None else text.splitlines(True)
 
 
-def diff(step: Step) -> str:
+def diff(step: Step, show_secrets: bool = False) -> str:
     """Unified diff of everything the step changes, one per file.
 
     Files are labelled ``--- before: <slot>/<file>`` / ``+++ after: <slot>/<file>`` (as
@@ -382,8 +380,9 @@ def diff(step: Step) -> str:
             new_label += f" (mode {new.mode:04o})"
         old_text, new_text = _text(old and old[0]), _text(new.content)
         chunk = list(difflib.unified_diff(
-            _lines(None if old_text is None else redact.text(old_text)),
-            _lines(redact.text(new_text, before=old_text)), old_label, new_label))
+            _lines(None if old_text is None else redact.text(old_text, show=show_secrets)),
+            _lines(redact.text(new_text, before=old_text, show=show_secrets)), old_label,
+            new_label))
         if not chunk:  # same bytes: only the mode differs (or an empty file appears)
             chunk = [f"--- {old_label}\n", f"+++ {new_label}\n"]
         out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"

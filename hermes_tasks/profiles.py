@@ -72,16 +72,6 @@ def escape(text: str) -> str:
     return "".join(chr(b) if 0x21 <= b <= 0x7E and b != 0x5C else f"\\x{b:02x}" for b in raw)
 
 
-def parse_state(raw: bytes) -> tuple[str | None, bool, str | None]:
-    """Decide from the bytes of ``gateway_state.json``: ``(prior_state, autostart, problem)``.
-
-    ``problem`` is a warning text when the file is unusable (then the state is None);
-    the rules are :func:`state.parse`'s.
-    """
-    doc = state.parse(raw)
-    return doc.prior_state, doc.autostart, doc.problem
-
-
 def read_state(home: str, parts: tuple[str, ...], warn,
                dfd: int | None = None) -> tuple[str | None, bool, str | None]:
     """Read a profile's state without following symlinks; problems become warnings.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import Collection, Exit, Program
+from invoke import Collection, Exit, ParseError, Program
 
 from . import __version__, errors
 from .commands import gateway, profile, reconcile, slot
@@ -19,12 +19,29 @@ def namespace() -> Collection:
 
 
 class HermesProgram(Program):
-    """Turns expected failures into one line on stderr and an exit code, never a traceback."""
+    """Turns expected failures into one line on stderr and an exit code, never a traceback.
+
+    The one output envelope: with ``--json``, every failure of a task as a whole (a usage
+    error, an unknown flag, a missing scandir, root's refusal) is also exactly one JSON
+    object on stdout with ``error`` and ``code``; a task that printed its rows prints
+    nothing more.
+    """
 
     def execute(self):
-        code = errors.guarded(super().execute)
+        code = errors.guarded(super().execute, json=self._json())
         if code:
             raise Exit(code=code)
+
+    def parse_tasks(self):
+        try:
+            super().parse_tasks()
+        except ParseError as exc:  # Invoke prints it to stderr and exits 1
+            if self._json():
+                errors.emit_error(str(exc), 1)
+            raise
+
+    def _json(self) -> bool:
+        return "--json" in (getattr(self, "argv", None) or [])[1:]
 
 
 ns = namespace()

@@ -2,7 +2,7 @@
 
 A variable looks secret when its name contains KEY, TOKEN, SECRET, PASSWORD, PASS or
 CREDENTIAL (any case). Its value is shown as ``********`` in ``--diff``, reports and
-``slot.render`` unless ``--show-secrets`` was given (:func:`reveal`). Masking works on the
+``slot.render`` unless ``--show-secrets`` was given (``show``). Masking works on the
 rendered text, line by line: an ``export NAME=value`` line of a run script, a
 ``NAME: value`` line of the registrar's inventory copy. Values cannot span lines (the
 loader refuses control characters in them), so a line holds a whole value.
@@ -16,13 +16,6 @@ MASK = "********"
 WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASS", "CREDENTIAL")
 _LINE = re.compile(r"^(?P<head>[ \t]*(?:export[ \t]+)?(?P<q>['\"]?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
                    r"(?P=q)(?P<sep>=|:[ \t]+))(?P<value>.*?)(?P<eol>\r?\n?)$")
-_shown = False
-
-
-def reveal(show: bool = True) -> None:
-    """``--show-secrets``: print values as they are, for the rest of this process."""
-    global _shown
-    _shown = bool(show)
 
 
 def looks_secret(name: str) -> bool:
@@ -30,13 +23,13 @@ def looks_secret(name: str) -> bool:
     return any(word in upper for word in WORDS)
 
 
-def text(content: str, before: str | None = None) -> str:
-    """``content`` with every secret-looking value masked (unless revealed).
+def text(content: str, before: str | None = None, show: bool = False) -> str:
+    """``content`` with every secret-looking value masked (unless ``show``: --show-secrets).
 
     With ``before`` (the old text of the same file), a value that differs from the old one
     is masked as ``******** (changed)``, so a diff still shows that it changed.
     """
-    if _shown:
+    if show:
         return content
     old = _values(before) if before is not None else {}
     out = []

@@ -1,186 +1,256 @@
-"""Slot changes for whoever runs the task: directly, or through the root registrar slot.
+"""The root registrar: a caller who may not change slots sends root its intent (SPEC §14.1).
 
-The service user can control gateways but not define what root runs (SPEC §10). When it
-needs a slot created or removed it restarts the root-owned ``hermes-tasks-registrar``
-slot (``s6-svc -r``, then polls its status until it is ready again), whose run process
-(:func:`serve`) reconciles as root with root's settings (``data/inventory.yml``), records
-``data/result.json`` and signals readiness; the task reports that run's rows as its own.
-So the caller's own ``--var``/``--inventory`` cannot reach root: a caller that names
-settings root does not have is refused, and its ``--check`` is answered with root's.
+The registrar slot (``hermes-tasks-registrar``, root's, its ``supervise/control`` root's
+alone) runs :func:`serve`: a long-running root process listening on a unix socket,
+``data/registrar.sock`` (0660 root:``service_gid`` in a directory only root writes, the
+peer's uid checked). A request is one JSON line: the task, its profile names and its flags
+(``--wait``, ``--timeout``, ``--purge``, ``--start``, ``--all``, ``--check``, ``--diff``),
+never settings. Root plans it with root's settings (``data/inventory.yml``) and carries it
+out with the same engine and executor as a root run, then answers with the rows (and
+diffs) and warnings; :func:`channel.ask` hands them to the caller, which prints them as its own,
+so ``--check``, ``--json``, the recap and exit codes are what root would print.
+
+The service user can only ask: it cannot signal, pause or kill the registrar. A request is
+read bounded (size and one second), before root's lock is taken; the answer is written
+after the lock is released, bounded too: a frozen or vanished caller never holds the lock
+nor delays the next request by more than about a second. A caller's own
+``--var``/``--inventory`` cannot reach root: one that names settings root does not have is
+refused (:func:`channel.refuse_named`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import signal
+import select
+import socket
+import struct
 import sys
 import time
 
-from . import fsops, inventory
-from .errors import InventoryError, TaskError, UsageError
+from . import engine, fsops, inventory
+from .channel import DATA, IO_TIMEOUT, MAX_REQUEST, _read
+from .errors import TaskError, UsageError
+from .intent import CREATE, DELETE, RECONCILE, RESTART, START, STOP, Intent
 from .inventory import Settings
 from .render import REGISTRAR
 from .report import exit_code, stats
-from .s6 import S6, S6Error
 
-DATA = "data"
-RESULT = os.path.join(DATA, "result.json")
-SETTINGS = os.path.join(DATA, "inventory.yml")
-NEEDS_ROOT = ("{what} needs root: run this task as root, or run `hermes-tasks reconcile` as root "
-              "once so the registrar slot exists under a running s6-svscan")
+TASKS = (RECONCILE, START, STOP, RESTART, CREATE, DELETE)
 
 
-def may_change_slots(settings: Settings) -> bool:
-    """Root, or the owner of the scandir (a container run entirely as one user)."""
-    return fsops.IS_ROOT or os.access(settings.scandir, os.W_OK)
-
-
-def root_settings(settings: Settings) -> Settings | None:
-    """The settings the registrar reconciles with (its ``data/inventory.yml``, readable by
-    the service group); None when there is no registrar or its copy cannot be read."""
-    path = os.path.join(settings.scandir, REGISTRAR, SETTINGS)
-    try:
-        return inventory.load(path, (), environ={})
-    except InventoryError:
-        return None
-
-
-def refuse_named(settings: Settings, root: Settings | None, what: str) -> None:
-    """A UsageError when the caller named settings root does not have: they would be
-    dropped silently.
-
-    Named: a ``--var KEY`` (compared by its key), an ``--inventory`` or
-    ``$HERMES_TASKS_INVENTORY`` (every setting compared). Naming exactly root's values is
-    fine: nothing is lost.
-    """
-    if not settings.named:
-        return
-    mine = settings.as_vars()
-    whole = any(not n.startswith("--var ") for n in settings.named)
-    keys = list(mine) if whole else [n[len("--var "):] for n in settings.named]
-    if root is None:
-        differ = "root's settings are not readable here"
-    else:
-        theirs = root.as_vars()
-        keys = [k for k in keys if mine[k] != theirs.get(k)]
-        if not keys:
-            return
-        differ = f"root's {', '.join(keys)} differ"
-    given = list(dict.fromkeys(n for n in settings.named
-                               if not n.startswith("--var ") or n[6:] in keys))
-    raise UsageError(f"{what}: {', '.join(given)} cannot reach root: as a non-root user this "
-                     f"goes through the registrar, which uses root's own settings ({differ}); "
-                     "run it as root, or without them")
-
-
-def check_available(settings: Settings, what: str = "changing a slot") -> None:
-    """Raise the one-line "``what`` needs root" error unless slot changes can happen now.
-
-    Call it before changing the volume, so a task that cannot finish does not start:
-    that includes refusing settings the caller named that cannot reach root.
-    """
-    from .facts import require_scandir
-
-    require_scandir(settings)
-    if may_change_slots(settings):
-        return
-    refuse_named(settings, root_settings(settings), what)
-    slot = os.path.join(settings.scandir, REGISTRAR)
-    s6 = S6(settings.s6_bin_dir)
-    if not os.path.isdir(slot) or s6.supervised(slot) is False:
-        raise TaskError(NEEDS_ROOT.format(what=what))
-    try:
-        wanted = s6.svstat(slot, ("wantedup",))["wantedup"]
-    except S6Error as exc:
-        raise TaskError(f"cannot read the registrar's state: {exc}") from None
-    if not wanted:  # s6-svc -r does nothing to a service that is wanted down
-        raise TaskError(f"the registrar {slot} is stopped: start it with "
-                        f"`s6-svc -u {slot}` or run `hermes-tasks reconcile` as root")
-
-
-def request(settings: Settings, what: str = "changing a slot") -> dict:
-    """Restart the registrar, wait until it is ready again, and return its recorded result.
-
-    The wait polls the registrar's status (the caller is not root: ``event/`` is closed to
-    it, see :mod:`s6`). Raises TaskError when there is no registrar, it does not answer
-    within ``registrar_timeout``, or its reconcile failed as a whole.
-    """
-    check_available(settings, what)
-    slot = os.path.join(settings.scandir, REGISTRAR)
-    asked = time.time()
-    try:
-        S6(settings.s6_bin_dir).svc(slot, "-wR", "-r",
-                                    wait_ms=int(settings.registrar_timeout * 1000))
-    except S6Error as exc:
-        raise TaskError(f"the registrar ({slot}) did not answer: {exc}") from None
-    try:
-        with open(os.path.join(slot, RESULT), "rb") as fh:
-            doc = json.loads(fh.read(1 << 22))
-    except (OSError, ValueError) as exc:
-        raise TaskError(f"the registrar left no readable result in {slot}/{RESULT} ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("started_at", 0) < asked:
-        raise TaskError(f"the registrar's result in {slot}/{RESULT} predates this request; "
-                        "see the s6-svscan log")
-    if doc.get("error"):
-        raise TaskError(f"the registrar's reconcile failed: {doc['error']}")
-    return doc
+# --------------------------------------------------------------------------- root's side
 
 
 def serve(data: str = DATA, notify_fd: int = 3) -> None:
-    """The registrar slot's run process: reconcile as root, record, signal readiness, wait.
+    """The registrar slot's run process: converge once, listen, signal readiness, serve.
 
-    SIGTERM (a requester's ``s6-svc -r``) stays blocked until readiness is signalled: a
-    request that arrives mid-run is then answered by one more run, never by killing this
-    one. The first start right after the reconcile that published the slot
-    (``data/published`` present) skips the run. Whatever happens, readiness is signalled:
-    a failing run must not become a restart loop.
+    The first start right after the reconcile that published the slot (``data/published``
+    present) skips the first run. Whatever happens, readiness is signalled once the socket
+    listens: a failing run must not become a restart loop.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     data = os.path.abspath(data)
     os.chdir("/")  # a root process never runs from a directory others write (SPEC §10)
+    source = RootSettings(os.path.join(data, "inventory.yml"))
+    settings, error = source.get()
     marker = os.path.join(data, "published")
     if os.path.lexists(marker):
         os.unlink(marker)
-    else:
-        doc = _reconcile(os.path.join(data, "inventory.yml"))
-        try:
-            with fsops.opened_dir(data) as dfd:
-                # Readable by all: rows and counts only, never a setting's value.
-                fsops.write_atomic(dfd, "result.json", json.dumps(doc).encode() + b"\n", 0o644,
-                                   durable=False)
-        except OSError as exc:
-            doc["error"] = f"could not record the result: {exc}"
-        print(f"{REGISTRAR}: reconcile exit={doc['exit_code']} {doc['stats']}"
-              + (f" error: {doc['error']}" if doc["error"] else ""), flush=True)
+    elif settings is not None:
+        doc = handle(settings, {"task": RECONCILE})
+        _log(f"reconcile exit={doc.get('code', 0)} {doc.get('stats', {})}"
+             + (f" error: {doc['error']}" if doc.get("error") else ""))
+    listener = listen(os.path.join(data, "registrar.sock"),
+                      settings.service_gid if settings else None)
     os.write(notify_fd, b"\n")
     os.close(notify_fd)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    while True:
-        signal.pause()
+    Server(listener, source).run()
 
 
-def _reconcile(inventory_path: str) -> dict:
-    """Run reconcile with the slot's settings; the record of it, failures included."""
-    from . import engine
-    from .intent import RECONCILE, Intent
+class Server:
+    """One request at a time, from a poll loop.
 
-    started, rows, error = time.time(), [], None
+    ``tick`` (None for now) is called every ``interval`` seconds between requests: the one
+    place a periodic pass of the long-running agent (SPEC §14.3) is added.
+    """
+
+    def __init__(self, listener: socket.socket, source: RootSettings, tick=None,
+                 interval: float | None = None):
+        self.listener, self.source = listener, source
+        self.tick, self.interval = tick, interval
+
+    def run(self, stop=lambda: False) -> None:
+        while not stop():
+            timeout = self.interval if self.tick else None
+            ready, _, _ = select.select([self.listener], [], [], timeout)
+            if ready:
+                self.serve_one()
+            if self.tick:
+                self.tick()
+
+    def serve_one(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        with conn:
+            conn.setblocking(True)  # bounded by the timeouts set per read and answer
+            try:
+                self._answer(conn)
+            except Exception as exc:  # noqa: BLE001 - a bug: keep serving, show it in the log
+                import traceback
+
+                traceback.print_exc()
+                _log(f"request failed: unexpected {type(exc).__name__}: {exc}")
+
+    def _answer(self, conn: socket.socket) -> None:
+        settings, error = self.source.get()
+        uid, who = _peer(conn)
+        if not self._allowed(uid, settings):
+            _log(f"refused a request from {who}")
+            return
+        try:
+            raw = _read(conn, MAX_REQUEST, time.monotonic() + IO_TIMEOUT, until_eof=False)
+        except (OSError, ValueError) as exc:
+            _log(f"unreadable request from {who}: {exc}")
+            return
+        if raw is None:
+            _log(f"no request from {who} within {IO_TIMEOUT:g} s")
+            return
+        try:
+            request = json.loads(raw)
+        except (ValueError, RecursionError):
+            request = None
+        if settings is None:
+            doc = {"error": error, "code": 1}
+        else:
+            doc = handle(settings, request)
+        _log(f"{who}: {_title(request)} exit={doc.get('code', 0)}"
+             + (f" error: {doc['error']}" if doc.get("error") else ""))
+        conn.settimeout(IO_TIMEOUT)  # the whole answer; the lock is no longer held
+        try:
+            conn.sendall(json.dumps(doc).encode() + b"\n")
+        except OSError as exc:
+            _log(f"{who} did not take the answer: {exc}")
+
+    @staticmethod
+    def _allowed(uid: int, settings: Settings | None) -> bool:
+        if uid in (0, os.geteuid()):
+            return True
+        return settings is not None and uid == settings.service_uid
+
+
+def handle(settings: Settings, request) -> dict:
+    """Carry out one request as root; the answer (rows, warnings, or an error and code)."""
+    warnings: list[str] = []
     try:
-        settings = inventory.load(inventory_path, (), environ={})
-        rows = engine.run(settings, Intent(RECONCILE), manage_registrar=False).rows
-        code = exit_code(rows, multi=True)
+        intent, check, diff, show = _intent(request)
+        result = engine.run(settings, intent, check=check, diff=diff, manage_registrar=False,
+                            warn=warnings.append, show_secrets=show)
     except TaskError as exc:
-        code, error = exc.code, str(exc)
+        return {"error": str(exc), "code": exc.code, "usage": isinstance(exc, UsageError),
+                "warnings": warnings}
     except OSError as exc:
-        code, error = 1, f"{exc.filename or ''}: {exc.strerror or exc}"
-    except Exception as exc:  # noqa: BLE001 - a bug: keep serving, show it in the log
-        import traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        return {"error": f"{where}{exc.strerror or exc}", "code": 1, "warnings": warnings}
+    rows = result.rows
+    return {"results": [r.as_json() for r in rows],
+            "registrar": result.registrar.as_json() if result.registrar else None,
+            "stats": stats(rows), "warnings": warnings,
+            "code": exit_code(rows, multi=True)}
 
-        traceback.print_exc()
-        code, error = 1, f"unexpected {type(exc).__name__}: {exc}"
-    return {"started_at": started, "finished_at": time.time(), "exit_code": code,
-            "error": error, "results": [r.as_json() for r in rows], "stats": stats(rows)}
+
+def _intent(request) -> tuple[Intent, bool, bool, bool]:
+    """The intent a request names, every field checked (it comes from another user)."""
+    from .profiles import DEFAULT, valid_name
+
+    if not isinstance(request, dict) or request.get("task") not in TASKS:
+        raise UsageError("the registrar got a request it cannot read")
+    flags = {k: request.get(k, False)
+             for k in ("all", "start", "purge", "wait", "check", "diff", "show_secrets")}
+    if not all(isinstance(v, bool) for v in flags.values()):
+        raise UsageError("the registrar got a request with a flag that is not true/false")
+    names = request.get("names")
+    if names is not None:
+        if (not isinstance(names, list) or len(names) > 4096
+                or not all(isinstance(n, str) and valid_name(n) for n in names)):
+            raise UsageError("the registrar got a request with an invalid profile name")
+        names = frozenset(names)
+    task = request["task"]
+    if task in (CREATE, DELETE, START) and not names or task == RECONCILE and names:
+        raise UsageError(f"the registrar got a {task} request without its profile names")
+    if task == DELETE and DEFAULT in names:
+        raise UsageError("the default profile is the root hermes_home and cannot be deleted")
+    timeout = request.get("timeout", 60.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 <= timeout < math.inf:
+        raise UsageError("the registrar got a request with an invalid --timeout")
+    intent = Intent(task, names, all=flags["all"], start=flags["start"], purge=flags["purge"],
+                    wait=flags["wait"], timeout=float(timeout))
+    return intent, flags["check"], flags["diff"], flags["show_secrets"]
+
+
+def listen(path: str, gid: int | None) -> socket.socket:
+    """A listening unix socket at ``path`` (in a directory only root writes), 0660 to the
+    service group: the one way the service user reaches root."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    if os.path.lexists(path):
+        os.unlink(path)
+    old = os.umask(0o177)  # born private; opened to the group below
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    if fsops.IS_ROOT and gid is not None:
+        os.chown(path, 0, gid, follow_symlinks=False)
+    os.chmod(path, 0o660)
+    sock.listen(64)
+    sock.setblocking(False)  # accept() after select() never waits on a caller that left
+    return sock
+
+
+_PEERCRED = struct.Struct("3i")
+
+
+def _peer(conn: socket.socket) -> tuple[int, str]:
+    """The connecting process's uid (from the kernel, not from the request) and a label."""
+    pid, uid, _gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      _PEERCRED.size))
+    return uid, f"uid {uid} (pid {pid})"
+
+
+class RootSettings:
+    """Root's settings from the slot's ``data/inventory.yml``, read again whenever a root
+    reconcile has rewritten it (by its stat), so a request never runs with stale ones."""
+
+    def __init__(self, path: str):
+        self.path, self.seen, self.value = path, None, (None, "no settings read yet")
+
+    def get(self) -> tuple[Settings | None, str | None]:
+        try:
+            st = os.stat(self.path)
+            seen = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen is None or seen != self.seen:
+            self.seen = seen
+            try:
+                self.value = (inventory.load(self.path, (), environ={}), None)
+            except TaskError as exc:
+                _log(f"cannot read its settings: {exc}")
+                self.value = (None, f"the registrar cannot read its settings: {exc}")
+        return self.value
+
+
+def _title(request) -> str:
+    if isinstance(request, dict):
+        return f"{request.get('task')!r:.20} {request.get('names')!r:.200}"
+    return "unreadable request"
+
+
+def _log(message: str) -> None:
+    print(f"{REGISTRAR}: {message}", flush=True)
 
 
 if __name__ == "__main__":  # the registrar's run script: python -m hermes_tasks.registrar

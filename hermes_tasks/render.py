@@ -57,6 +57,9 @@ class SlotSpec:
     # A short text that determines every file's content (and so stands for it in the
     # slot cache's signature), or None: hash the content itself.
     key: str | None = None
+    # May the service group use ``supervise/control`` (a gateway) or is it root's alone
+    # (the registrar: the service user must never signal, pause or kill it, SPEC §14.1)?
+    shared: bool = True
 
 
 _SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
@@ -213,7 +216,8 @@ class Renderer:
         }
         # The reconcile that publishes the registrar has just run: its first start skips one.
         initial = {"data/published": File(b"", DATA)}
-        return SlotSpec(REGISTRAR, files, down=False, logged=False, initial=initial)
+        return SlotSpec(REGISTRAR, files, down=False, logged=False, initial=initial,
+                        shared=False)
 
 
 def _yaml_dump(doc) -> str:

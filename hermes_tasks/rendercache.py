@@ -31,10 +31,12 @@ LIMIT = 1 << 20
 
 def code_stamp() -> list:
     """What identifies the rendering code: our renderer, the installed Jinja and PyYAML."""
-    from . import __version__, render
+    from . import __version__
 
+    # render.py by its path, not imported: render imports this module
+    ours = os.path.join(os.path.dirname(os.path.abspath(__file__)), "render.py")
     stamp: list = [FORMAT, __version__]
-    for path in (render.__file__, _package_init("jinja2"), _package_init("yaml")):
+    for path in (ours, _package_init("jinja2"), _package_init("yaml")):
         with contextlib.suppress(OSError, TypeError):
             st = os.stat(path)
             stamp.append([path, st.st_size, st.st_mtime_ns])

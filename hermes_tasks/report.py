@@ -62,11 +62,13 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
          aside: list[Row] = (), out=None, error: str | None = None) -> None:
     """Print the rows for humans (with diffs and a recap) or as one JSON object.
 
-    ``aside`` rows (the registrar) are printed for humans but not counted in the recap;
-    in JSON they belong in ``extra``. ``error`` (a failed single target) goes into the JSON
-    object; for humans the caller prints it as the one-line error.
+    ``aside`` rows (the registrar) are not among the JSON ``results`` nor its ``stats``
+    (they belong in ``extra``); for humans one that is not ok is printed and counted in the
+    recap, so ``changed=N`` is every changed line. ``error`` (a failed single target) goes
+    into the JSON object; for humans the caller prints it as the one-line error.
     """
     out = out or sys.stdout
+    counted = [*rows, *(r for r in aside if r.result != "ok")]
     if as_json:
         doc = {"results": [r.as_json() for r in rows], "stats": stats(rows)}
         if check:
@@ -78,9 +80,9 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
         return
     banner = f"TASK [{title}]" + (" [CHECK MODE]" if check else "")
     parts = [banner + " " + "*" * max(3, 79 - len(banner)) + "\n"]
-    for row in [*rows, *aside]:
+    for row in counted:
         parts += [row.diff, item_line(row) + "\n"]
-    parts.append("\nPLAY RECAP " + "*" * 68 + "\n" + recap_line(rows) + "\n")
+    parts.append("\nPLAY RECAP " + "*" * 68 + "\n" + recap_line(counted) + "\n")
     if check:
         parts.append("DRY RUN: nothing was changed\n")
     # One write: stdout is unbuffered in the image (PYTHONUNBUFFERED), and 1000 rows were
@@ -93,7 +95,7 @@ def warn(message: str) -> None:
 
 
 def rows_from(steps, errors: dict[str, str], notes: dict[str, list[str]], diff: bool,
-              check: bool) -> list[Row]:
+              check: bool, show_secrets: bool = False) -> list[Row]:
     """One row per planned step: its result from the plan and what the executor observed."""
     from . import plan
 
@@ -108,7 +110,8 @@ def rows_from(steps, errors: dict[str, str], notes: dict[str, list[str]], diff: 
                 "changed" if step.changes else "ok")
             message = describe(step, check, notes.get(step.slot, ()))
         rows.append(Row(step.slot, step.profile, step.prior_state, step.action, result,
-                        message, plan.diff(step) if diff and step.file_changes else ""))
+                        message,
+                        plan.diff(step, show_secrets) if diff and step.file_changes else ""))
     return rows
 
 
@@ -159,7 +162,8 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
         if step.restart_logger:
             parts.append("would restart the logger")
         if step.dispose:
-            parts.append("would move the profile to .trash")
+            parts.append("would delete the profile" if step.purge
+                         else "would move the profile to .trash")
     else:
         parts.extend(done)
     if step.note and (not parts or step.record):

@@ -108,19 +108,6 @@ class S6:
             timeout = wait_ms / 1000 + self.call_timeout
         self._run("s6-svc", [*args, slot], slot, timeout)
 
-    def svwait(self, slot: str, flag: str, wait_ms: int) -> None:
-        """``s6-svwait <flag> -t wait_ms``: until s6 reports the state (``-u``, ``-D``…).
-
-        Not root, the status is polled instead (same states, same bound).
-        """
-        _need_slot(slot)
-        if not fsops.IS_ROOT:
-            goal = _GOALS[flag[1:]]
-            poll_until(slot, lambda st: goal(st, None), wait_ms / 1000, f"s6-svwait {flag}")
-            return
-        self._run("s6-svwait", [flag, "-t", str(wait_ms), slot], slot,
-                  wait_ms / 1000 + self.call_timeout)
-
     def svstat(self, slot: str, fields=STATUS_FIELDS) -> dict[str, object]:
         """``s6-svstat -o`` fields: booleans as bool, ``pid`` as int or None."""
         _need_slot(slot)

@@ -5,7 +5,6 @@ Reading only; the planner compares these facts with rendered :class:`SlotSpec` o
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import stat
@@ -26,6 +25,10 @@ EVENT_MODE = 0o700
 SKELETON = (("supervise", SUPERVISE_MODE, stat.S_ISDIR, True),
             ("supervise/control", CONTROL_MODE, stat.S_ISFIFO, True),
             ("event", EVENT_MODE, stat.S_ISDIR, False))
+# A slot only root may control (the registrar): the same entries, root's alone.
+PRIVATE_SKELETON = (("supervise", 0o700, stat.S_ISDIR, False),
+                    ("supervise/control", 0o600, stat.S_ISFIFO, False),
+                    ("event", EVENT_MODE, stat.S_ISDIR, False))
 MAX_FILE = 1 << 20
 # Staging and retirement names we create; any left at the start of a run are stale.
 STAGING_SUFFIXES = (".tmp", ".new", ".old", ".removing")
@@ -72,21 +75,6 @@ def owner(gid: int, shared: bool = True) -> tuple[int, int]:
     return (0, gid) if shared else (0, 0)
 
 
-@contextlib.contextmanager
-def judged_as_root():
-    """Read slots as root would judge them (owners and modes root expects).
-
-    For the service user's ``--check`` of what the root registrar would do: root's files
-    are then as planned, not "foreign". Reading only; the caller still needs read access.
-    """
-    global _EUID
-    saved, _EUID = _EUID, 0
-    try:
-        yield
-    finally:
-        _EUID = saved
-
-
 def managed_names(scandir: str) -> tuple[list[str], list[str]]:
     """Our visible slot names (``gateway-*``, the registrar) and our stale dot-entries.
 
@@ -107,24 +95,6 @@ def managed_names(scandir: str) -> tuple[list[str], list[str]]:
         elif name.startswith(SLOT_PREFIX) or name == REGISTRAR:
             slots.append(name)
     return sorted(slots), sorted(stale)
-
-
-def read(scandir: str, spec: SlotSpec, gid: int, cache: SlotCache | None = None) -> SlotFacts | None:
-    """Facts about the slot ``spec.name`` (None when absent), read for comparison.
-
-    See :func:`read_at`, which this calls with the slot's directory opened.
-    """
-    path = os.path.join(scandir, spec.name)
-    try:
-        dfd = open_slot(path)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return not_a_directory(spec, path)
-    try:
-        return read_at(dfd, path, spec, gid, cache)
-    finally:
-        os.close(dfd)
 
 
 def open_slot(path: str) -> int:
@@ -160,7 +130,7 @@ def read_at(dfd: int, path: str, spec: SlotSpec, gid: int,
                 and all(facts.files[r] == (f.content, f.mode) for r, f in spec.files.items())
                 and slotcache.settled(stats, now)):
             cache.confirm(spec.name, slotcache.signature(spec, stats))
-    facts.skeleton_ok, wrong = _skeleton_state(dfd, spec.logged, gid)
+    facts.skeleton_ok, wrong = _skeleton_state(dfd, skeleton(spec.logged, spec.shared), gid)
     if wrong:
         facts.structural = f"{wrong} has the wrong type"
     return facts
@@ -219,8 +189,17 @@ def _dir_stats(dfd: int, spec: SlotSpec) -> dict[str, os.stat_result] | None:
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _EUID = os.geteuid()
-_SKELETON_LOGGED = tuple((prefix + rel, *rest) for prefix in ("", "log/")
-                         for rel, *rest in SKELETON)
+
+
+def skeleton(logged: bool, shared: bool = True) -> tuple:
+    """The control entries of a slot (and of its ``log/``), slot-relative."""
+    return _SKELETONS[logged, shared]
+
+
+_SKELETONS = {(logged, shared): tuple(
+    (prefix + rel, *rest) for prefix in (("", "log/") if logged else ("",))
+    for rel, *rest in (SKELETON if shared else PRIVATE_SKELETON))
+    for logged in (False, True) for shared in (False, True)}
 
 
 def _list_sub(dfd: int, name: str) -> list[str] | None:
@@ -240,14 +219,14 @@ def _litter(prefix: str, names: list[str]) -> list[str]:
     return [prefix + n for n in names if n.endswith(TMP_SUFFIX) and n.startswith(".")]
 
 
-def _skeleton_state(dfd: int, logged: bool, gid: int) -> tuple[bool, str | None]:
+def _skeleton_state(dfd: int, entries: tuple, gid: int) -> tuple[bool, str | None]:
     """(all as planned, the first entry of the wrong type or None).
 
     A missing entry or a wrong mode/owner is repaired in place; an entry of the wrong type
     (``supervise`` a file or symlink, ``control`` not a FIFO) needs a fresh slot.
     """
     ok = True
-    for rel, mode, kind, shared in _SKELETON_LOGGED if logged else SKELETON:
+    for rel, mode, kind, shared in entries:
         try:
             st = os.stat(rel, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:

@@ -107,7 +107,7 @@ def test_mode_only_change_is_a_change():
 
 def test_foreign_or_unreadable_file_is_rewritten():
     s = spec()
-    step = step_for(s, facts(s, finish=(b"", -1)))  # what slots.read reports for a symlink
+    step = step_for(s, facts(s, finish=(b"", -1)))  # what slots.read_at reports for a symlink
     assert (step.op, step.write) == (plan.UPDATE, ("finish",))
     assert "(mode unknown" in plan.diff(step)
 

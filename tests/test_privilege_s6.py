@@ -1,8 +1,9 @@
 """The privilege model (SPEC §10) under a real s6-svscan run as root.
 
-Reconcile runs as root; the service user then drives gateways through the shared control
-FIFOs and asks the root registrar slot for every slot change. It can never change what
-root runs, nor talk to s6-svscan.
+Reconcile runs as root; the service user then sends every task's intent to the root
+registrar (a socket root serves, SPEC §14.1), which plans and runs it as root and answers
+with the rows. It can never change what root runs, signal the registrar, nor talk to
+s6-svscan.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import fcntl
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
+import time
 
 import s6env
 import standin
@@ -48,14 +52,40 @@ def gateway_uid(sb, name, pid):
     return ev[0]["uid"]
 
 
+def registrar_pid(sb):
+    st = s6env.svstat(sb.scandir / REGISTRAR)
+    assert st["up"]
+    return st["pid"]
+
+
+def rows(res):
+    return [(r["slot"], r["action"], r["result"], r["message"])
+            for r in json.loads(res.stdout)["results"]]
+
+
 def test_service_user_drives_gateways_through_the_shared_fifos(root_sandbox, supervisor):
+    """Through the registrar's socket: root's rows, and the registrar is never restarted."""
     sb = root_sandbox
     boot(sb)
+    registrar = registrar_pid(sb)
     gws = status(sb, user=sb.user)
     assert [g["up"] for g in gws.values()] == [True, False, True]
     assert gws["bob"]["pid"] == s6env.svstat(sb.slot("bob"))["pid"]
 
-    as_user(sb, "gateway.start", "-p", "alice", "--wait")
+    # a stopped gateway stopped again: ok, nothing rewritten, nothing restarted
+    run_before = os.stat(sb.slot("alice") / "run")
+    for check in (("--check",), ()):
+        res = as_user(sb, "gateway.stop", "-p", "alice", "--json", *check)
+        assert rows(res) == [("gateway-alice", "stopped", "ok", "")], res.stdout
+        assert json.loads(res.stdout)["stats"]["changed"] == 0
+    after = os.stat(sb.slot("alice") / "run")
+    assert (after.st_ino, after.st_mtime_ns) == (run_before.st_ino, run_before.st_mtime_ns)
+    assert registrar_pid(sb) == registrar
+
+    res = as_user(sb, "gateway.start", "-p", "alice", "--wait", "--json")
+    [(slot, action, result, message)] = rows(res)
+    assert (slot, action, result) == ("gateway-alice", "started", "changed"), message
+    assert "recorded running" in message and "brought up" in message
     st = s6env.svstat(sb.slot("alice"))
     assert st["up"] and st["normallyup"]
     assert gateway_uid(sb, "alice", st["pid"]) == sb.user.uid
@@ -85,9 +115,8 @@ def test_service_user_drives_gateways_through_the_shared_fifos(root_sandbox, sup
     gws = status(sb, user=sb.user)
     assert [g["up"] for g in gws.values()] == [False, True, False]
     assert gws["alice"]["pid"] != first
-    # --all never touches the registrar; it stays up and root's
-    reg = s6env.svstat(sb.scandir / REGISTRAR)
-    assert reg["up"] and os.stat(f"/proc/{reg['pid']}").st_uid == 0
+    # --all never touches the registrar: the same root process served every request
+    assert registrar_pid(sb) == registrar and os.stat(f"/proc/{registrar}").st_uid == 0
     # a second root reconcile agrees with everything the user did
     again = json.loads(tasks(sb, "reconcile", "--json").stdout)
     assert again["stats"]["changed"] == 0 and again["stats"]["failed"] == 0
@@ -96,13 +125,18 @@ def test_service_user_drives_gateways_through_the_shared_fifos(root_sandbox, sup
 def test_service_user_changes_slots_through_the_registrar(root_sandbox, supervisor):
     sb = root_sandbox
     boot(sb)
-    result = sb.scandir / REGISTRAR / "data" / "result.json"
+    registrar = registrar_pid(sb)
 
-    res = as_user(sb, "profile.create", "carol")
-    assert "changed: [gateway-carol] => registered" in res.stdout
+    # root's rows, as root's --check foretold them
+    foretold = as_user(sb, "profile.create", "carol", "--check", "--json")
+    assert not (sb.home / "profiles" / "carol").exists()
+    res = as_user(sb, "profile.create", "carol", "--json")
+    assert [(s, a, r) for s, a, r, _ in rows(res)] == [("gateway-carol", "registered", "changed")]
+    assert rows(res)[0][3] == "created profiles/carol; published"
+    assert rows(foretold)[0][3] == "would create profiles/carol; would be published"
     assert os.stat(sb.home / "profiles" / "carol" / "SOUL.md").st_uid == sb.user.uid
     assert os.lstat(sb.slot("carol") / "run").st_uid == 0
-    assert "carol" in [r["profile"] for r in json.loads(result.read_text())["results"]]
+    assert registrar_pid(sb) == registrar
     s6env.wait_status_file(sb.slot("carol"))
     assert not s6env.svstat(sb.slot("carol"))["up"]
 
@@ -168,8 +202,9 @@ def test_service_user_cannot_change_what_root_runs(root_sandbox, supervisor):
             paths.append((dirpath, "dir"))
             paths += [(os.path.join(dirpath, f), "file") for f in files]
         for base in (slot, slot / "log"):
-            if base.is_dir():
-                # event/ is root's alone (SPEC §5): only the control FIFO is shared
+            if base.is_dir() and slot.name != REGISTRAR:
+                # event/ is root's alone (SPEC §5): only a gateway's control FIFO is shared;
+                # the registrar's is root's too (SPEC §14.1)
                 shared.add(str(base / "supervise" / "control"))
     assert len(paths) > 40  # four slots with their files were really probed
     python, _ = s6env.python_for(sb.user)
@@ -200,12 +235,13 @@ def test_without_a_registrar_slot_changes_are_refused_cleanly(root_sandbox):
     assert not (sb.home / "profiles" / "carol").exists()
     assert (sb.home / "profiles" / "alice" / "SOUL.md").exists()
     assert not sb.slot("erin").exists()
+    # every task goes through the registrar, so without one even a start is refused
     res = as_user(sb, "gateway.start", "-p", "alice", ok=False)
-    one_line_error(res, "gateway-alice", "not supervised")
+    one_line_error(res, "needs root", "hermes-tasks reconcile")
 
 
 def test_concurrent_requests_to_the_registrar_all_get_their_slot(root_sandbox, supervisor):
-    """A request arriving while the registrar reconciles is answered by one more run."""
+    """Requests arriving together are served one after the other."""
     sb = root_sandbox
     boot(sb)
     names = ["p1", "p2", "p3", "p4"]
@@ -216,7 +252,7 @@ def test_concurrent_requests_to_the_registrar_all_get_their_slot(root_sandbox, s
         assert f"changed: [gateway-{name}] => registered" in res.stdout
         assert os.lstat(sb.slot(name) / "run").st_uid == 0
         s6env.wait_status_file(sb.slot(name))
-    # the registrar ended up ready again, and no reconcile was left behind as an orphan
+    # the registrar is still ready, and no reconcile was left behind as an orphan
     reg = s6env.svstat(sb.scandir / REGISTRAR, ("up", "ready", "pid"))
     assert reg["up"] and reg["ready"]
     orphans = [p for p in s6env.processes()
@@ -242,7 +278,7 @@ def test_a_stopped_registrar_is_a_clean_error(root_sandbox, supervisor):
 
 
 def test_a_failed_registrar_run_is_reported_in_one_line(root_sandbox, supervisor):
-    """The registrar's reconcile cannot take the scandir lock: the task says so, exit 1."""
+    """Root's run of the request cannot take the scandir lock: the task says so, exit 1."""
     sb = root_sandbox
     own(sb, sb.home)
     tasks(sb, "reconcile", "--var", "lock_timeout=1")
@@ -251,9 +287,87 @@ def test_a_failed_registrar_run_is_reported_in_one_line(root_sandbox, supervisor
     with open(sb.scandir / ".hermes-tasks.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = as_user(sb, "profile.create", "carol", ok=False)
-    one_line_error(res, "the registrar's reconcile failed", ".hermes-tasks.lock")
+    one_line_error(res, "create ['carol']", ".hermes-tasks.lock", "lock_timeout")
     assert not sb.slot("carol").exists()
     # still serving: the next request works
-    s6env.wait_for(lambda: s6env.svstat(registrar, ("ready",))["ready"], 10, what="ready")
     as_user(sb, "profile.create", "carol")
     assert sb.slot("carol").is_dir()
+
+
+def test_the_service_user_cannot_signal_the_registrar(root_sandbox, supervisor):
+    """Its supervise/control is root's alone: s6-svc -p/-k/-x/-d/-r are refused (EACCES)."""
+    sb = root_sandbox
+    boot(sb)
+    registrar = sb.scandir / REGISTRAR
+    pid = registrar_pid(sb)
+    control = os.stat(registrar / "supervise" / "control")
+    assert (control.st_mode & 0o777, control.st_uid, control.st_gid) == (0o600, 0, 0)
+    for flag in ("-p", "-k", "-x", "-d", "-r"):
+        res = s6env.run_tasks(sb, None, argv=[str(sb.cmd_dir / "s6-svc"), flag, str(registrar)],
+                              user=sb.user)
+        assert res.returncode != 0 and "Permission denied" in res.stderr, (flag, res.stderr)
+    assert registrar_pid(sb) == pid
+    assert open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "T"  # not stopped
+    as_user(sb, "gateway.start", "-p", "alice")  # and still serving
+
+
+def _connect_as_user(sb, send: bytes):
+    """A client of the registrar's socket, as the service user, that sends ``send`` then
+    stops reading; returns the Popen (stop it by pid)."""
+    python, extra = s6env.python_for(sb.user)
+    code = ("import socket, sys, time\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            f"s.connect({str(sb.scandir / REGISTRAR / 'data' / 'registrar.sock')!r})\n"
+            f"s.sendall({send!r})\n"
+            "print('sent', flush=True)\n"
+            "time.sleep(120)\n")
+    proc = subprocess.Popen([python, "-c", code], stdout=subprocess.PIPE, text=True,
+                            user=sb.user.uid, group=sb.user.gid, extra_groups=[], cwd="/")
+    assert proc.stdout.readline() == "sent\n"
+    return proc
+
+
+def test_a_frozen_or_vanished_caller_does_not_delay_root(root_sandbox, supervisor):
+    sb = root_sandbox
+    boot(sb)
+    # frozen mid-request: it connected and sent half a line, then stopped (SIGSTOP)
+    frozen = _connect_as_user(sb, b'{"task": "stop", "names": ["bo')
+    try:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        tasks(sb, "reconcile", "--var", "lock_timeout=1")  # root itself: never waits on it
+        as_user(sb, "gateway.start", "-p", "alice")  # the next request: served after <= ~1 s
+        assert time.monotonic() - started < 10
+        assert s6env.svstat(sb.slot("alice"))["wantedup"]
+    finally:
+        frozen.kill()
+        frozen.wait()
+    # a caller that asks for a --wait run and never reads the answer, frozen then gone
+    reader = _connect_as_user(sb, b'{"task": "restart", "names": ["bob"], "wait": true, '
+                                  b'"timeout": 30, "diff": true}\n')
+    try:
+        os.kill(reader.pid, signal.SIGSTOP)
+        before = s6env.svstat(sb.slot("bob"))["pid"]
+        # root carries the request out anyway, then gives the frozen caller <= 1 s
+        s6env.wait_for(lambda: s6env.svstat(sb.slot("bob"))["pid"] not in (before, None), 30,
+                       what="bob restarted by the frozen caller's request")
+        started = time.monotonic()
+        tasks(sb, "gateway.stop", "-p", "alice", "--var", "lock_timeout=2")
+        as_user(sb, "gateway.start", "-p", "alice")
+        assert time.monotonic() - started < 10
+    finally:
+        reader.kill()
+        reader.wait()
+    # a request that is not JSON, and one too long to read: refused, nothing held
+    for junk in (b"not json\n", b"x" * (1 << 17)):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sb.scandir / REGISTRAR / "data" / "registrar.sock"))
+            try:
+                s.sendall(junk)
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(5)
+                s.recv(1 << 16)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+    res = as_user(sb, "gateway.stop", "-p", "alice", "--json")
+    assert rows(res)[0][:3] == ("gateway-alice", "stopped", "changed")

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from hermes_tasks import profiles
+from hermes_tasks import profiles, state
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -23,15 +23,15 @@ from hermes_tasks import profiles
     (b'\xef\xbb\xbf{"desired_state": "running"}', ("running", True)),  # UTF-8 BOM
 ])
 def test_state_decides(raw, expected):
-    value, autostart, problem = profiles.parse_state(raw)
-    assert (value, autostart) == expected and problem is None
+    doc = state.parse(raw)
+    assert (doc.prior_state, doc.autostart) == expected and doc.problem is None
 
 
 @pytest.mark.parametrize("raw", [b"", b'{"desired_state": "runn', b"\x00\xff\xfe binary",
                                  b"[1, 2]", b'"running"', b"[" * 100000, b'{"desired_state": {"a": 1}}'])
 def test_broken_state_is_no_state_with_a_problem(raw):
-    value, autostart, problem = profiles.parse_state(raw)
-    assert value is None and autostart is False and problem
+    doc = state.parse(raw)
+    assert doc.prior_state is None and doc.autostart is False and doc.problem
 
 
 @pytest.mark.parametrize("name, ok", [

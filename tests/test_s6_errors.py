@@ -69,8 +69,6 @@ CASES = [
      "supervisor not listening"), "svscanctl", NotSupervised, "no s6-svscan is listening"),
     ("s6-svscanctl", 111, "s6-svscanctl: fatal: unable to control {scan}: Permission denied",
      "svscanctl", PermissionDenied, "permission denied"),
-    ("s6-svwait", 99, "s6-svwait: fatal: timed out", "svwait", Timeout, "timed out"),
-    ("s6-svwait", 102, "s6-svwait: fatal: supervisor died", "svwait", NotSupervised, "died"),
 ]
 
 
@@ -81,8 +79,6 @@ def call(s6: S6, how: str, slot: Path):
         return s6.svc(str(slot), "-wu", "-u", wait_ms=100)
     if how == "svstat":
         return s6.svstat(str(slot))
-    if how == "svwait":
-        return s6.svwait(str(slot), "-u", 100)
     return s6.svscanctl(str(slot.parent), "-a")
 
 
@@ -102,14 +98,12 @@ def test_exit_codes_map_to_named_errors(tmp_path, slot, tool, rc, stderr, how, e
 def test_arguments_and_parsing(tmp_path, slot):
     bin_dir = tmp_path / "bin"
     fake_tool(bin_dir, "s6-svc")
-    fake_tool(bin_dir, "s6-svwait")
     fake_tool(bin_dir, "s6-svstat", stdout="true false true 4483")
     s6 = S6(str(bin_dir))
     s6.svc(str(slot), "-wD", "-d", wait_ms=2500)
-    s6.svwait(str(slot), "-U", 700)
     assert s6.svstat(str(slot)) == {"up": True, "wantedup": False, "normallyup": True,
                                     "pid": 4483}
-    assert calls(bin_dir) == [f"s6-svc -T2500 -wD -d {slot}", f"s6-svwait -U -t 700 {slot}",
+    assert calls(bin_dir) == [f"s6-svc -T2500 -wD -d {slot}",
                               f"s6-svstat -o up,wantedup,normallyup,pid {slot}"]
     fake_tool(bin_dir, "s6-svstat", stdout="false false true -1")
     assert s6.svstat(str(slot))["pid"] is None
@@ -136,12 +130,11 @@ def test_a_hanging_tool_times_out(tmp_path, slot):
 
 def test_missing_slot_runs_nothing(tmp_path):
     bin_dir = tmp_path / "bin"
-    for tool in ("s6-svc", "s6-svstat", "s6-svwait"):
+    for tool in ("s6-svc", "s6-svstat"):
         fake_tool(bin_dir, tool)
     s6 = S6(str(bin_dir))
     missing = str(tmp_path / "scan" / "gateway-none")
-    for fn in (lambda: s6.svc(missing, "-u"), lambda: s6.svstat(missing),
-               lambda: s6.svwait(missing, "-u", 100)):
+    for fn in (lambda: s6.svc(missing, "-u"), lambda: s6.svstat(missing)):
         with pytest.raises(NoSuchSlot, match="no slot at"):
             fn()
     assert calls(bin_dir) == []
@@ -230,8 +223,6 @@ def test_real_tools_wait_timeout(sandbox, supervisor):
     supervisor.rescan()
     s6env.wait_status_file(slot)
     s6 = S6(str(sb.cmd_dir))
-    with pytest.raises(Timeout):
-        s6.svwait(str(slot), "-u", 200)
     with pytest.raises(Timeout):
         s6.svc(str(slot), "-wu", "-d", wait_ms=200)
 

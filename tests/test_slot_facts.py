@@ -1,4 +1,4 @@
-"""slots.read: what an existing slot holds, compared by the planner (no s6 needed)."""
+"""slots.read_at: what an existing slot holds, compared by the planner (no s6 needed)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,21 @@ SPEC = SlotSpec("gateway-alice", {
     "log/run": File(b"#!/bin/sh\nexec y\n", 0o755),
 }, down=False)
 
+
+
+def read_slot(scandir: str, spec, gid: int, cache=None):
+    """The facts of the slot ``spec.name`` as facts.read_slots reads one (None when absent)."""
+    path = os.path.join(scandir, spec.name)
+    try:
+        dfd = slots.open_slot(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return slots.not_a_directory(spec, path)
+    try:
+        return slots.read_at(dfd, path, spec, gid, cache)
+    finally:
+        os.close(dfd)
 
 def make_slot(scandir, skeleton=True):
     slot = scandir / SPEC.name
@@ -36,21 +51,21 @@ def make_slot(scandir, skeleton=True):
 
 def test_identical_slot_reads_back_as_its_spec(tmp_path):
     make_slot(tmp_path)
-    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    f = read_slot(str(tmp_path), SPEC, os.getegid())
     assert f.structural is None and f.skeleton_ok and not f.down
     assert f.files == {rel: (x.content, x.mode) for rel, x in SPEC.files.items()}
     assert f.pending == frozenset()
 
 
 def test_missing_slot_is_none(tmp_path):
-    assert slots.read(str(tmp_path), SPEC, 0) is None
+    assert read_slot(str(tmp_path), SPEC, 0) is None
 
 
 def test_mode_down_and_missing_skeleton_are_seen(tmp_path):
     slot = make_slot(tmp_path, skeleton=False)
     os.chmod(slot / "run", 0o644)
     (slot / "down").touch()
-    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    f = read_slot(str(tmp_path), SPEC, os.getegid())
     assert f.files["run"] == (SPEC.files["run"].content, 0o644)
     assert f.down and not f.skeleton_ok and f.structural is None
 
@@ -59,22 +74,22 @@ def test_wrong_types_are_structural(tmp_path):
     slot = make_slot(tmp_path)
     os.rmdir(slot / "log" / "event")
     (slot / "log" / "event").write_text("")
-    assert slots.read(str(tmp_path), SPEC, os.getegid()).structural == \
+    assert read_slot(str(tmp_path), SPEC, os.getegid()).structural == \
         "log/event has the wrong type"
     os.unlink(slot / "log" / "event")
     os.unlink(slot / "run")
     (slot / "run").mkdir()
-    assert slots.read(str(tmp_path), SPEC, os.getegid()).structural == "run is not a regular file"
+    assert read_slot(str(tmp_path), SPEC, os.getegid()).structural == "run is not a regular file"
 
 
 def test_log_symlink_and_slot_symlink_are_structural(tmp_path):
     slot = make_slot(tmp_path)
     os.rename(slot / "log", tmp_path / "elsewhere")
     os.symlink(tmp_path / "elsewhere", slot / "log")
-    assert slots.read(str(tmp_path), SPEC, 0).structural == "has no log/ directory"
+    assert read_slot(str(tmp_path), SPEC, 0).structural == "has no log/ directory"
     os.rename(slot, tmp_path / "real")
     os.symlink(tmp_path / "real", slot)
-    assert slots.read(str(tmp_path), SPEC, 0).structural == "is not a real directory"
+    assert read_slot(str(tmp_path), SPEC, 0).structural == "is not a real directory"
 
 
 def test_symlinked_file_is_never_followed(tmp_path):
@@ -83,14 +98,14 @@ def test_symlinked_file_is_never_followed(tmp_path):
     os.chmod(tmp_path / "target", 0o755)
     os.unlink(slot / "run")
     os.symlink(tmp_path / "target", slot / "run")
-    assert slots.read(str(tmp_path), SPEC, os.getegid()).files["run"] == (b"", -1)
+    assert read_slot(str(tmp_path), SPEC, os.getegid()).files["run"] == (b"", -1)
 
 
 def test_pending_restarts_are_read(tmp_path):
     slot = make_slot(tmp_path)
     (slot / "data").mkdir()
     (slot / "data" / "restart-pending").write_text("gateway\ngateway-up\nbogus\n")
-    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    f = read_slot(str(tmp_path), SPEC, os.getegid())
     assert f.pending == frozenset({"gateway", "gateway-up"})
 
 
@@ -99,14 +114,14 @@ def test_temp_files_of_an_interrupted_run_are_litter(tmp_path):
     (slot / ".run.hermes-tasks.tmp").write_text("half")
     (slot / "log" / ".run.hermes-tasks.tmp").write_text("half")
     (slot / "notes.tmp").write_text("not ours")
-    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    f = read_slot(str(tmp_path), SPEC, os.getegid())
     assert f.litter == (".run.hermes-tasks.tmp", "log/.run.hermes-tasks.tmp")
 
 
 def test_an_oversized_file_is_read_only_past_the_limit(tmp_path):
     slot = make_slot(tmp_path)
     (slot / "run").write_bytes(b"#" * (slots.MAX_FILE + 4096))
-    f = slots.read(str(tmp_path), SPEC, os.getegid())
+    f = read_slot(str(tmp_path), SPEC, os.getegid())
     content, mode = f.files["run"]
     assert len(content) == slots.MAX_FILE + 1 and mode == 0o755  # differs from any render
 

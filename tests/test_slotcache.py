@@ -9,7 +9,7 @@ import time
 
 import pytest
 import reliability_kit as kit
-from test_slot_facts import SPEC, make_slot
+from test_slot_facts import SPEC, make_slot, read_slot
 
 from hermes_tasks import engine, fsops, slotcache, slots
 from hermes_tasks.intent import Intent
@@ -25,7 +25,7 @@ def no_margin(monkeypatch):
 
 
 def read(scandir, cache=None, spec=SPEC):
-    return slots.read(str(scandir), spec, os.getegid(), cache)
+    return read_slot(str(scandir), spec, os.getegid(), cache)
 
 
 def confirmed(scandir, spec=SPEC) -> SlotCache:
@@ -63,9 +63,13 @@ def test_a_confirmed_slot_is_not_read_again(tmp_path, no_margin, monkeypatch):
 
 @pytest.mark.parametrize("change", [
     "same size, same mtime", "mode", "owner", "replaced by rename", "removed"])
-def test_any_change_to_a_file_is_seen_through_the_cache(tmp_path, no_margin, change):
+def test_any_change_to_a_file_is_seen_through_the_cache(tmp_path, no_margin, change,
+                                                        monkeypatch):
+    """Every change makes the slot be read again (not just return the right bytes: an owner
+    changed and back, or a replacement with the same bytes, are seen only by ctime/inode)."""
     slot = make_slot(tmp_path)
     cache = confirmed(tmp_path)
+    assert cache.known(SPEC.name)
     run = slot / "run"
     before = os.stat(run)
     if change == "same size, same mtime":
@@ -83,8 +87,10 @@ def test_any_change_to_a_file_is_seen_through_the_cache(tmp_path, no_margin, cha
         os.rename(slot / "new", run)
     else:
         run.unlink()
+    reads = counting_reads(monkeypatch)
     facts = read(tmp_path, cache)
     got = facts.files["run"]
+    assert reads, "the cache vouched for a changed slot: it was not read again"
     if change == "same size, same mtime":
         assert got[0] == b"#!/bin/sh\nexec z\n"[:before.st_size] != SPEC.files["run"].content
     elif change == "mode":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from .. import actions, redact
+from .. import actions
 from .common import SECRETS_HELP, check_mode, hermes_task, settings
 
 COMMON = {
@@ -20,9 +20,9 @@ COMMON = {
 def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None,
            show_secrets=False, host=None):
     """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
-    redact.reveal(show_secrets)
     code = actions.profile_create(settings(inventory, var, host), name, start,
-                                  check_mode(c, check), diff, json=json)
+                                  check_mode(c, check), diff, json=json,
+                                  show_secrets=show_secrets)
     if code:
         raise Exit(code=code)
 
@@ -32,8 +32,8 @@ def create(c, name, start=False, check=False, diff=False, json=False, inventory=
 def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None,
            show_secrets=False, host=None):
     """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
-    redact.reveal(show_secrets)
     code = actions.profile_delete(settings(inventory, var, host), name, purge,
-                                  check_mode(c, check), diff, json=json)
+                                  check_mode(c, check), diff, json=json,
+                                  show_secrets=show_secrets)
     if code:
         raise Exit(code=code)

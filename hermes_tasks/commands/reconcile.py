@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from .. import actions, redact
+from .. import actions
 from .common import SECRETS_HELP, check_mode, hermes_task, settings
 
 
@@ -19,8 +19,7 @@ from .common import SECRETS_HELP, check_mode, hermes_task, settings
 def reconcile(c, check=False, diff=False, json=False, wait=False, timeout=None, inventory=None,
               var=None, show_secrets=False, host=None):
     """Bring every gateway slot and process in line with the profiles on disk (run at boot)."""
-    redact.reveal(show_secrets)
     code = actions.reconcile(settings(inventory, var, host), check_mode(c, check), diff,
-                             json=json, wait=wait, timeout=timeout)
+                             json=json, wait=wait, timeout=timeout, show_secrets=show_secrets)
     if code:
         raise Exit(code=code)

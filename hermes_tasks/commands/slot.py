@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import os
 import sys
@@ -26,7 +27,6 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
     Printed, secret-looking values are masked (unless --show-secrets); written under
     --dest, files hold the real values and the modes a slot has (run 0750).
     """
-    redact.reveal(show_secrets)
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
@@ -39,22 +39,39 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
     if not dest:
         for rel, f in files.items():
             sys.stdout.write(f"==> {spec.name}/{rel} (mode {f.mode:04o}) <==\n")
-            sys.stdout.write(redact.text(f.content.decode()))
+            sys.stdout.write(redact.text(f.content.decode(), show=show_secrets))
         if spec.down:
             sys.stdout.write(f"==> {spec.name}/down (mode 0644) <==\n")
         return
     dest = workdir.resolve(dest)  # as typed, though a root process now runs from /
-    for rel, f in files.items():
-        parent, base = os.path.split(os.path.join(dest, rel))
-        os.makedirs(parent, 0o755, exist_ok=True)
-        with fsops.opened_dir(parent) as dfd:
-            fsops.write_atomic(dfd, base, f.content, f.mode, durable=False)
-    down_path = os.path.join(dest, "down")
-    if spec.down:
-        open(down_path, "ab").close()
-    elif os.path.lexists(down_path):
-        os.unlink(down_path)
+    try:
+        _write_under(dest, files, spec.down)
+    except fsops.UnsafeDirectory as exc:
+        raise UsageError(f"--dest {dest}: {exc.filename} can be written by another user, who "
+                         "could redirect what is written there; choose a directory only you "
+                         "(or root) can write") from None
     print(f"wrote {len(files)} files of {spec.name} under {dest}")
+
+
+def _write_under(dest: str, files: dict, down: bool) -> None:
+    """Write the slot's files below ``dest`` through directory fds, never following a
+    symlink, and only where no other user can write (fsops.open_private_path)."""
+    with contextlib.ExitStack() as stack:
+        top = fsops.open_private_path(dest)
+        stack.callback(os.close, top)
+        dirs = {"": top}
+        for rel in files:  # every directory checked before anything is written
+            parent = rel.rpartition("/")[0]
+            if parent not in dirs:
+                dirs[parent] = fsops.open_private_path(parent, start=top)
+                stack.callback(os.close, dirs[parent])
+        for rel, f in files.items():
+            parent, _, base = rel.rpartition("/")
+            fsops.write_atomic(dirs[parent], base, f.content, f.mode, durable=False)
+        if down:
+            fsops.write_atomic(top, "down", b"", 0o644, durable=False)
+        else:
+            fsops.unlink_if_present(top, "down")
 
 
 @hermes_task(help={"json": "print {\"slots\": [...]} as JSON"})

@@ -42,10 +42,8 @@ class Applier:
         self.errors: dict[str, str] = {}
         self.notes: dict[str, list[str]] = {}  # slot -> what its handlers did
         self.gid = settings.service_gid
-        self.volume_owner = (settings.service_uid, settings.service_gid)
         self.previous: dict[str, str | None] = {}  # slot -> desired_state before this run
         self.verified: set[str] = set()
-        self.purge = False
         self.before: dict = {}  # slot path -> readiness.Target: the status before "up"
 
     # -- entry point -----------------------------------------------------------------
@@ -221,11 +219,36 @@ class Applier:
                 step = goals[path][1]
                 self.errors.setdefault(step.slot, f"{step.slot}: {why}")
 
+    # -- the run's own records (under the lock, like every other write) -----------------
+
+    def save_caches(self, render_cache, slot_cache, names) -> None:
+        """Keep what this run rendered and found (render cache: None for a partial run,
+        whose renders would evict the others'; the slot cache of ``names``)."""
+        if render_cache is not None:
+            render_cache.save()
+        slot_cache.save(names)
+
+    def append_boot_log(self, rows, warn) -> None:
+        """One line per row in the volume's boot log (SPEC §7), the service user's file."""
+        from .. import bootlog
+
+        cfg = self.settings
+        bootlog.append(cfg.hermes_home, [(r.profile, r.prior_state, r.action, r.result)
+                                         for r in rows],
+                       cfg.boot_log_rotate_bytes, (cfg.service_uid, cfg.service_gid), warn,
+                       name=bootlog.file_name(cfg.shared_volume and cfg.host_id))
+
+    def undo_failed_creates(self, steps: list[Step]) -> None:
+        """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
+        for step in steps:
+            if step.create_profile and step.slot in self.errors:
+                volume.remove_new_profile(self.settings, step.profile)
+
     def _dispose(self, step: Step) -> None:
-        moved = volume.dispose(self.settings, step.profile, self.purge)
-        where = "deleted" if self.purge else \
-            f"moved to {self.settings.hermes_home}/.trash/profiles/{moved}"
-        self.notes.setdefault(step.slot, []).append(f"profile {where}")
+        moved = volume.dispose(self.settings, step.profile, step.purge)
+        self.notes.setdefault(step.slot, []).append(
+            "deleted the profile" if step.purge else
+            f"moved the profile to {self.settings.hermes_home}/.trash/profiles/{moved}")
 
     # -- steps -----------------------------------------------------------------------
 
@@ -266,7 +289,7 @@ class Applier:
                 fsops.write_atomic(dfd, name, f.content, f.mode,
                                    owner=file_owner(f.mode, self.gid))
         if step.fix_skeleton:
-            self._seed_skeleton(path, step.spec.logged)
+            self._seed_skeleton(path, step.spec.logged, step.spec.shared)
         if step.set_down is not None:
             with fsops.opened_dir(path) as dfd:
                 if not step.set_down and step.runtime == "up":
@@ -324,8 +347,8 @@ class Applier:
         """
         staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
         try:
-            with fsops.exact_modes():
-                self._build(staging, spec)
+            with fsops.exact_modes() as umask:
+                self._build(staging, spec, umask)
         except FileExistsError as exc:
             if exc.filename != staging:
                 raise
@@ -333,28 +356,28 @@ class Applier:
             # but our own explicit-mode creations may happen inside it (not even a lazy
             # import, which could create a world-writable __pycache__).
             fsops.remove_tree(staging)
-            with fsops.exact_modes():
-                self._build(staging, spec)
+            with fsops.exact_modes() as umask:
+                self._build(staging, spec, umask)
         return staging
 
-    def _build(self, staging: str, spec: SlotSpec) -> None:
+    def _build(self, staging: str, spec: SlotSpec, umask: int) -> None:
         os.mkdir(staging, 0o755)  # FileExistsError: see _staging
         dfd = os.open(staging, fsops.DIR_FLAGS)
         try:
             made = {""}
             if spec.logged:
-                _mkdir_at(dfd, "log", made)
+                _mkdir_at(dfd, "log", made, umask)
             for rel, f in {**spec.files, **spec.initial}.items():
                 parent = rel.rpartition("/")[0]
                 if parent not in made:
-                    _mkdir_at(dfd, parent, made)
-                fsops.write_new(dfd, rel, f.content, f.mode)
+                    _mkdir_at(dfd, parent, made, umask)
+                fsops.write_new(dfd, rel, f.content, f.mode, umask)
                 if owner := file_owner(f.mode, self.gid):
                     os.chown(rel, *owner, dir_fd=dfd, follow_symlinks=False)
             if spec.down:
-                fsops.write_new(dfd, "down", b"", 0o644)
+                fsops.write_new(dfd, "down", b"", 0o644, umask)
             for base in ("", "log/") if spec.logged else ("",):
-                _seed_fresh(dfd, base, self.gid)
+                _seed_fresh(dfd, base, self.gid, spec.shared, umask)
         finally:
             os.close(dfd)
 
@@ -362,18 +385,21 @@ class Applier:
         staging = self._staging(spec, "tmp")
         os.rename(staging, os.path.join(self.scandir, spec.name))
 
-    def _seed_skeleton(self, path: str, logged: bool) -> None:
+    def _seed_skeleton(self, path: str, logged: bool, shared: bool = True) -> None:
         """Pre-create the control entries (slots.SKELETON); repair them in place.
 
         A repaired ``event/`` is also emptied of entries that are not ours: one planted
         while it was open to the service group (a symlink named ``ftrig1*``) would still
         make s6-supervise write through it as root.
         """
-        shared, private = owner(self.gid), owner(self.gid, shared=False)
+        private = owner(self.gid, shared=False)
+        # The registrar's control entries are root's alone (slots.PRIVATE_SKELETON).
+        ours = owner(self.gid) if shared else private
+        sup_mode, control_mode = (SUPERVISE_MODE, CONTROL_MODE) if shared else (0o700, 0o600)
         for base in (path, os.path.join(path, "log")) if logged else (path,):
             sup = os.path.join(base, "supervise")
-            _ensure(sup, SUPERVISE_MODE, *shared, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
-            _ensure(os.path.join(sup, "control"), CONTROL_MODE, *shared,
+            _ensure(sup, sup_mode, *ours, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
+            _ensure(os.path.join(sup, "control"), control_mode, *ours,
                     lambda p: os.mkfifo(p, 0o600), stat.S_ISFIFO)
             event = os.path.join(base, "event")
             _ensure(event, EVENT_MODE, *private, lambda p: os.mkdir(p, 0o700), stat.S_ISDIR)
@@ -460,7 +486,7 @@ def _owed(step: Step) -> frozenset[str]:
     return frozenset(owed)
 
 
-def _mkdir_at(dir_fd: int, rel: str, made: set[str]) -> None:
+def _mkdir_at(dir_fd: int, rel: str, made: set[str], umask: int) -> None:
     """Create ``rel`` (0755) and its parents below ``dir_fd`` in a fresh staging tree;
     ``made`` holds what exists already and is updated."""
     path = ""
@@ -470,20 +496,21 @@ def _mkdir_at(dir_fd: int, rel: str, made: set[str]) -> None:
             continue
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o755, dir_fd=dir_fd)
-            if not fsops.umask_keeps(0o755):
+            if not fsops.umask_keeps(0o755, umask):
                 os.chmod(path, 0o755, dir_fd=dir_fd)
         made.add(path)
 
 
-def _seed_fresh(dir_fd: int, base: str, gid: int) -> None:
+def _seed_fresh(dir_fd: int, base: str, gid: int, shared_slot: bool = True,
+                umask: int = fsops.UMASK) -> None:
     """The control entries in a fresh staging dir, below ``base`` (see slots.SKELETON).
 
     Each is created with its final mode (0700 first where the umask would strip bits),
     then given to the service group; nothing else can reach the invisible dir meanwhile.
     """
-    for rel, mode, kind, shared in slots.SKELETON:
+    for rel, mode, kind, shared in slots.SKELETON if shared_slot else slots.PRIVATE_SKELETON:
         path = base + rel
-        exact = fsops.umask_keeps(mode)
+        exact = fsops.umask_keeps(mode, umask)
         if kind is stat.S_ISFIFO:
             os.mkfifo(path, mode if exact else 0o600, dir_fd=dir_fd)
         else:

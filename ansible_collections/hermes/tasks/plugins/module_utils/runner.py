@@ -103,10 +103,12 @@ class HermesTasks:
         failed = [r for r in rows + [aside] if r.get("result") == "failed"]
         if rc != 0 or failed or doc.get("error"):
             msgs = [_row_label(r) + ": " + (r.get("message") or "failed") for r in failed]
-            msg = "; ".join(msgs + errors + ([doc["error"]] if doc.get("error") else [])) or \
+            # the error line on stderr and the JSON "error" say the same: say it once
+            msg = "; ".join(dict.fromkeys(
+                msgs + errors + ([doc["error"]] if doc.get("error") else []))) or \
                 f"{task} exited {rc}"
             raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
-                             changed=changed(rows), stderr=err, cmd=_shown(cmd))
+                             changed=changed(rows + [aside]), stderr=err, cmd=_shown(cmd))
         return doc
 
 

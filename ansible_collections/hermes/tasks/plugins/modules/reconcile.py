@@ -144,7 +144,9 @@ def main():
     except TaskFailed as exc:
         fail(module, exc, commands=tool.commands)
     rows = doc.get("results", [])
-    result = dict(changed=changed(rows) or bool(saved), results=rows,
+    # The registrar's row (kept aside in the report) is a change of this host too.
+    aside = [doc["registrar"]] if isinstance(doc.get("registrar"), dict) else []
+    result = dict(changed=changed(rows + aside) or bool(saved), results=rows,
                   stats=doc.get("stats", {}), commands=tool.commands)
     if saved is not None:
         result["inventory_saved"] = saved
