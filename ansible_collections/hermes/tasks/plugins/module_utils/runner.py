@@ -81,8 +81,11 @@ class HermesTasks:
         elif p.get("inventory"):
             cmd += ["--inventory", p["inventory"]]
         for key in sorted(p.get("settings") or {}):
-            # JSON is YAML flow syntax, so every value reaches hermes-tasks with its type.
-            cmd += ["--var", f"{key}={json.dumps(p['settings'][key])}"]
+            # JSON is YAML flow syntax, so every value reaches hermes-tasks with its type;
+            # a string goes as typed, as on the command line (hermes-tasks keeps path
+            # settings' text verbatim, quotes included).
+            value = p["settings"][key]
+            cmd += ["--var", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
         if p.get("host"):
             cmd += ["--host", p["host"]]
         return cmd
@@ -111,7 +114,8 @@ class HermesTasks:
                 [_row_label(r) + ": " + (r.get("message") or "failed") for r in failed] + errors
             msg = "; ".join(_unique(msgs)) or f"{task} exited {rc}"
             raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
-                             changed=changed(rows, aside), stderr=err, cmd=_shown(cmd))
+                             changed=changed(rows, aside), cmd=_shown(cmd),
+                             **_other_stderr(err))
         return doc
 
 
@@ -192,6 +196,14 @@ def registrar_row(doc):
     if any(r is row or r == row for r in _rows(doc.get("results"))):
         return []  # a version that lists it among the rows already
     return [row]
+
+
+def _other_stderr(err):
+    """``{"stderr": …}`` with what stderr says beyond the error and warning lines already
+    in the message and the warnings, or nothing: each error is printed once."""
+    rest = [ln for ln in err.splitlines()
+            if ln.strip() and not ln.startswith((ERROR_PREFIX, WARNING_PREFIX))]
+    return {"stderr": "\n".join(rest)} if rest else {}
 
 
 def _unique(messages):
