@@ -77,6 +77,7 @@ class Fleet:
         self.inventory.parent.mkdir()
         self.shipped = self.ssh.dir / "shipped"
         self.group_vars: dict[str, dict] = {}  # group_vars/<group>.yml next to hosts.yml
+        self.all_vars: dict = {}  # more all.vars
 
     @property
     def user(self) -> s6env.ServiceUser:
@@ -90,7 +91,7 @@ class Fleet:
         doc = {"all": {
             "vars": {"service_user": self.user.name, "service_uid": self.user.uid,
                      "service_gid": self.user.gid, "hermes_bin": str(s6env.FAKE_GATEWAY),
-                     **common},
+                     **common, **self.all_vars},
             "hosts": {name: {"ansible_port": h.ssh.port, "hermes_home": str(h.home),
                              "scandir": str(h.sandbox.scandir),
                              "s6_bin_dir": str(h.sandbox.cmd_dir), **h.host_vars}
@@ -510,6 +511,49 @@ def test_role_settings_are_what_ansible_resolved_from_group_vars_host_vars_and_e
         again = fleet.playbook(*flags, extra=extra)
         assert {h: (c["changed"], c["failed"]) for h, c in recap(again).items()} == \
             {"alpha": (0, 0), "beta": (0, 0)}, (flags, again.stdout)
+
+
+COLLECTION = REPO / "ansible_collections" / "hermes" / "tasks"
+
+
+def test_collection_integration_target_runs_on_a_two_host_fleet(make_fleet):
+    """`ansible-test integration` runs the collection's own target (check = run, the resolved
+    slots, then changed=0) against two loopback sshd hosts sharing one volume."""
+    fleet = make_fleet(["alpha", "beta"], shared={"beta": "alpha"})
+    alpha, beta = fleet.hosts["alpha"], fleet.hosts["beta"]
+    for name in ("default", "alice", "bob"):
+        fleet.profile("alpha", name)
+    fleet.group_vars["hermes"] = {"shared_volume": True, "extra_env": {"HT_FROM": "group"}}
+    # ansible-test passes no ANSIBLE_* of ours: the inventory carries what the run needs
+    fleet.all_vars = {
+        "gateways_executable": str(HERMES_TASKS),
+        "gateways_settings_file": f"{fleet.shipped}/{{{{ inventory_hostname }}}}/inventory.yml",
+        "ansible_ssh_args": "-o ControlMaster=no", "ansible_pipelining": True}
+    alpha.host_vars = {"expected_slots": ["default", "alice"]}
+    beta.host_vars = {"expected_slots": ["bob"]}
+    fleet.write_inventory()
+    fleet.host_vars_file("alpha", {"gateway_profiles": ["default", "al*"]})
+    fleet.host_vars_file("beta", {"gateway_profiles": ["bob"]})
+
+    # ansible-test passes the target its own vars file, not our environment: the fleet's
+    # inventory is named there (a git-ignored file, removed afterwards)
+    config = COLLECTION / "tests" / "integration" / "integration_config.yml"
+    config.write_text(f"fleet_inventory: {fleet.inventory.parent}\n")
+    env = {**fleet.ssh.env(REPO), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    try:
+        res = subprocess.run(
+            [str(VENV_BIN / "ansible-test"), "integration", "--color", "no", "--local",
+             "--python", f"{sys.version_info.major}.{sys.version_info.minor}",
+             "--allow-unsupported", "gateways_fleet"],
+            cwd=COLLECTION, env=env, capture_output=True, text=True, timeout=600,
+            stdin=subprocess.DEVNULL)
+    finally:
+        config.unlink()
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
+    assert "Running gateways_fleet integration test" in res.stdout + res.stderr
+    assert alpha.slots() == ["gateway-alice", "gateway-default"]
+    assert beta.slots() == ["gateway-bob"]
+    gateways_up(fleet, {"alpha": ["default", "alice"], "beta": ["bob"]})
 
 
 # ----------------------------------------------------------------------------- the modules
