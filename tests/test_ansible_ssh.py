@@ -562,7 +562,7 @@ def test_profile_and_gateway_modules_report_changed_truthfully(make_fleet):
     word, out = fleet.adhoc("alpha", "hermes.tasks.gateway",
                             {**gw, "state": "started", "wait": True, "timeout": 20}, "--diff")
     assert (word, out["changed"], out["name"], out["state"]) == ("CHANGED", True, "erin", "started")
-    assert out["status"]["up"] is True and out["status"]["ready"] is True, out
+    assert out["status"]["up"] is True and out["status"]["desired_state"] == "running", out
     assert '-    "up": false' in out["_stdout"] and '+    "up": true' in out["_stdout"]
     assert standin.live_pids(alpha.home, "erin")
     for flags in (("--check",), ()):

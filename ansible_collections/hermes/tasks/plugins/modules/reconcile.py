@@ -186,11 +186,15 @@ def main():
     result = dict(changed=changed(rows, aside) or bool(saved), results=shown(rows),
                   stats=doc.get("stats", {}), commands=tool.commands)
     if aside:
-        result["registrar"] = aside[0]
+        # without its diff: the registrar's files hold a copy of the settings
+        result["registrar"] = dict((k, v) for k, v in aside[0].items() if k != "diff")
     if saved is not None:
         result["inventory_saved"] = saved
     if module._diff:
-        result["diff"] = diff_of(rows + aside)
+        # The registrar's own files hold a copy of the settings: say what changed, not them.
+        result["diff"] = diff_of(rows) + [
+            {"prepared": f"{r.get('slot') or 'registrar'}: {r.get('message') or r.get('action')}\n"}
+            for r in aside if r.get("result") == "changed"]
         if saved:
             result["diff"].insert(0, {"prepared": f"inventory {module.params['save_inventory']}: "
                                                   "updated (content not shown)\n"})
