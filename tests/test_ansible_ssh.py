@@ -691,6 +691,7 @@ def test_a_gateway_that_exits_78_fails_the_task_once_the_tool_saw_it(make_fleet)
         word, out = fleet.adhoc("alpha", "hermes.tasks.gateway", {**gw, "timeout": 20})
         assert word == "FAILED!" and "exited with code 78: bad config" in out["msg"], out
         assert out["msg"].count("exited with code 78") == 1, out
+        assert out["msg"].count("gateway-alice") == 1, out
 
 
 def test_module_defaults_with_the_action_group_and_gateway_info(make_fleet, tmp_path):

@@ -103,7 +103,7 @@ class HermesTasks:
         if doc is None:
             msg = "; ".join(_unique(errors)) or err.strip() or out.strip() or \
                 f"{task} exited {rc} without a report"
-            raise TaskFailed(msg, rc=rc, stdout=out, stderr=err, cmd=_shown(cmd))
+            raise TaskFailed(msg, rc=rc, stdout=out, cmd=_shown(cmd), **_other_stderr(err))
         rows = _rows(doc.get("results"))
         aside = registrar_row(doc)
         failed = [r for r in rows + aside if r.get("result") == "failed"]
@@ -111,7 +111,7 @@ class HermesTasks:
             # The JSON error, the failed rows and stderr's `error:` lines usually say the same
             # thing (the tool prints its one-line error in all three places): say it once.
             msgs = ([str(doc["error"])] if doc.get("error") else []) + \
-                [_row_label(r) + ": " + (r.get("message") or "failed") for r in failed] + errors
+                [_row_message(r) for r in failed] + errors
             msg = "; ".join(_unique(msgs)) or f"{task} exited {rc}"
             raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
                              changed=changed(rows, aside), cmd=_shown(cmd),
@@ -177,6 +177,12 @@ def _json_object(text):
 
 def _row_label(row):
     return row.get("slot") or row.get("profile") or "?"
+
+
+def _row_message(row):
+    """``slot: message`` of a failed row (whose message may already name the slot)."""
+    label, message = _row_label(row), str(row.get("message") or "failed")
+    return message if message.startswith(label + ":") else f"{label}: {message}"
 
 
 def _rows(value):
