@@ -448,7 +448,8 @@ def test_role_settings_are_what_ansible_resolved_from_group_vars_host_vars_and_e
     for name in ("default", "alice", "bob", "carol"):
         fleet.profile("alpha", name)
     fleet.group_vars["hermes"] = {"shared_volume": True, "max_slots": 5,
-                                  "extra_env": {"HT_FROM": "group"}}
+                                  "extra_env": {"HT_FROM": "group",
+                                                "HT_API_TOKEN": "s3cr3t-token-value"}}
     fleet.write_inventory()
     fleet.host_vars_file("alpha", {"gateway_profiles": ["default", "alice"]})
     fleet.host_vars_file("beta", {"gateway_profiles": ["bob"], "extra_env": {"HT_FROM": "beta"}})
@@ -470,9 +471,12 @@ def test_role_settings_are_what_ansible_resolved_from_group_vars_host_vars_and_e
     assert beta.slots() == ["gateway-bob"]
     a, b = saved_settings(fleet, "alpha"), saved_settings(fleet, "beta")
     assert (a.host_id, a.gateway_profiles, a.max_slots, dict(a.extra_env), a.shared_volume) == \
-        ("alpha", ("default", "alice"), 7, {"HT_FROM": "group"}, True)
+        ("alpha", ("default", "alice"), 7,
+         {"HT_FROM": "group", "HT_API_TOKEN": "s3cr3t-token-value"}, True)
     assert (b.host_id, b.gateway_profiles, b.max_slots, dict(b.extra_env), b.shared_volume) == \
         ("beta", ("bob",), 7, {"HT_FROM": "beta"}, True)
+    # the secret reached the host, and no -v output on the controller
+    assert "s3cr3t-token-value" not in check.stdout + run.stdout + check.stderr + run.stderr
     assert "HT_FROM=group" in (alpha.slot("alice") / "run").read_text().replace("'", "")
     assert "HT_FROM=beta" in (beta.slot("bob") / "run").read_text().replace("'", "")
     gateways_up(fleet, {"alpha": ["default", "alice"], "beta": ["bob"]})
