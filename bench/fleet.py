@@ -68,8 +68,8 @@ def build(fleet: sshenv.SshFleet) -> tuple[Path, dict, list]:
                       "gateway_profiles": PLACEMENT[n]} for n in fleet.hosts}}}
     inventory = fleet.dir / "hosts.yml"
     inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
-    extra = {"hermes_tasks_executable": str(VENV_BIN / "hermes-tasks"),
-             "hermes_inventory_dest": f"{fleet.dir}/shipped/{{{{ inventory_hostname }}}}/inventory.yml"}
+    extra = {"gateways_executable": str(VENV_BIN / "hermes-tasks"),
+             "gateways_settings_file": f"{fleet.dir}/shipped/{{{{ inventory_hostname }}}}/inventory.yml"}
     return inventory, extra, sups
 
 

@@ -36,3 +36,6 @@ fi
 # ansible-core for the collection's tests and the fleet playbook (SPEC §12): an engine the
 # tests drive, not a dependency of hermes-tasks itself.
 .venv/bin/python -m pip install -q 'ansible-core>=2.16,<2.20'
+# The hermes.tasks collection's own checks: ansible-core 2.16–2.19 for ansible-test sanity
+# (one venv each) and ansible-lint + antsibull-changelog (tests/test_ansible_collection.py).
+bash scripts/ansible-venvs.sh

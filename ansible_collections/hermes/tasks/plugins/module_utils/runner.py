@@ -14,7 +14,10 @@ import tempfile
 COMMON_ARGS = dict(
     inventory=dict(type="path"),
     inventory_content=dict(type="str", no_log=True),
-    vars=dict(type="dict", default={}),
+    # `settings`, not `vars`: a mis-indented task keyword `vars:` must not silently do nothing.
+    settings=dict(type="dict", default={}, aliases=["vars"],
+                  deprecated_aliases=[dict(name="vars", version="1.0.0",
+                                           collection_name="hermes.tasks")]),
     host=dict(type="str"),
     executable=dict(type="str", default="hermes-tasks"),
 )
@@ -77,9 +80,12 @@ class HermesTasks:
             cmd += ["--inventory", self._inventory_file(p["inventory_content"])]
         elif p.get("inventory"):
             cmd += ["--inventory", p["inventory"]]
-        for key in sorted(p.get("vars") or {}):
-            # JSON is YAML flow syntax, so every value reaches hermes-tasks with its type.
-            cmd += ["--var", f"{key}={json.dumps(p['vars'][key])}"]
+        for key in sorted(p.get("settings") or {}):
+            # JSON is YAML flow syntax, so every value reaches hermes-tasks with its type;
+            # a string goes as typed, as on the command line (hermes-tasks keeps path
+            # settings' text verbatim, quotes included).
+            value = p["settings"][key]
+            cmd += ["--var", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
         if p.get("host"):
             cmd += ["--host", p["host"]]
         return cmd
@@ -95,20 +101,21 @@ class HermesTasks:
         doc = _json_object(out)
         errors = [ln[len(ERROR_PREFIX):] for ln in err.splitlines() if ln.startswith(ERROR_PREFIX)]
         if doc is None:
-            msg = "; ".join(errors) or err.strip() or out.strip() or \
+            msg = "; ".join(_unique(errors)) or err.strip() or out.strip() or \
                 f"{task} exited {rc} without a report"
-            raise TaskFailed(msg, rc=rc, stdout=out, stderr=err, cmd=_shown(cmd))
-        rows = doc.get("results") or []
-        aside = doc.get("registrar") if isinstance(doc.get("registrar"), dict) else {}
-        failed = [r for r in rows + [aside] if r.get("result") == "failed"]
+            raise TaskFailed(msg, rc=rc, stdout=out, cmd=_shown(cmd), **_other_stderr(err))
+        rows = _rows(doc.get("results"))
+        aside = registrar_row(doc)
+        failed = [r for r in rows + aside if r.get("result") == "failed"]
         if rc != 0 or failed or doc.get("error"):
-            msgs = [_row_label(r) + ": " + (r.get("message") or "failed") for r in failed]
-            # the error line on stderr and the JSON "error" say the same: say it once
-            msg = "; ".join(dict.fromkeys(
-                msgs + errors + ([doc["error"]] if doc.get("error") else []))) or \
-                f"{task} exited {rc}"
+            # The JSON error, the failed rows and stderr's `error:` lines usually say the same
+            # thing (the tool prints its one-line error in all three places): say it once.
+            msgs = ([str(doc["error"])] if doc.get("error") else []) + \
+                [_row_message(r) for r in failed] + errors
+            msg = "; ".join(_unique(msgs)) or f"{task} exited {rc}"
             raise TaskFailed(msg, rc=rc, results=rows, stats=doc.get("stats", {}),
-                             changed=changed(rows + [aside]), stderr=err, cmd=_shown(cmd))
+                             changed=changed(rows, aside), cmd=_shown(cmd),
+                             **_other_stderr(err))
         return doc
 
 
@@ -172,9 +179,54 @@ def _row_label(row):
     return row.get("slot") or row.get("profile") or "?"
 
 
-def changed(rows):
-    """Truthful `changed`: some row of the task's own report says it changed something."""
-    return any(r.get("result") == "changed" for r in rows)
+def _row_message(row):
+    """``slot: message`` of a failed row (whose message may already name the slot)."""
+    label, message = _row_label(row), str(row.get("message") or "failed")
+    return message if message.startswith(label + ":") else f"{label}: {message}"
+
+
+def _rows(value):
+    """The report's rows, each a dict (a report from another version may differ)."""
+    return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+
+def registrar_row(doc):
+    """The registrar's row of a reconcile report as a list of zero or one row.
+
+    The tool keeps it beside ``results`` (its recap may or may not count it, depending on
+    the version): a registrar slot created or updated is a change on this host all the same.
+    """
+    row = doc.get("registrar")
+    if not isinstance(row, dict):
+        return []
+    if any(r is row or r == row for r in _rows(doc.get("results"))):
+        return []  # a version that lists it among the rows already
+    return [row]
+
+
+def _other_stderr(err):
+    """``{"stderr": …}`` with what stderr says beyond the error and warning lines already
+    in the message and the warnings, or nothing: each error is printed once."""
+    rest = [ln for ln in err.splitlines()
+            if ln.strip() and not ln.startswith((ERROR_PREFIX, WARNING_PREFIX))]
+    return {"stderr": "\n".join(rest)} if rest else {}
+
+
+def _unique(messages):
+    """``messages`` without repeats, nor one contained in another kept message."""
+    kept = []
+    for m in messages:
+        m = m.strip()
+        if not m or any(m in k for k in kept):
+            continue
+        kept = [k for k in kept if k not in m] + [m]
+    return kept
+
+
+def changed(rows, aside=()):
+    """Truthful `changed`: some row of the task's own report (the registrar's included)
+    says it changed something."""
+    return any(r.get("result") == "changed" for r in list(rows) + list(aside))
 
 
 def diff_of(rows):

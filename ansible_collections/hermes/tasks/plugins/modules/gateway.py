@@ -13,20 +13,28 @@ description:
     C(gateway_state.json) as hermes-tasks does.
   - The module is C(changed) exactly when the task's own report row is C(changed) (a gateway
     already up and desired C(running) is not started again; C(restarted) always changes).
-  - C(gateway.*) tasks have no check flag of their own, so in check mode the module reads
-    C(hermes-tasks gateway.status --json) and reports what the task would do, by the same rule
-    the task uses, changing nothing.
+  - In check mode it passes the task's own C(--check), which changes nothing and reports what
+    a run would do.
+  - A gateway this host does not run (the profile is not placed here by C(gateway_profiles))
+    fails the task with that reason; so does a gateway the tool saw exit 78 (a configuration
+    error its C(finish) will not restart). When the module finds it so before starting, it
+    starts it and waits to see, even without O(wait); when it finds it so just after a start,
+    the task fails.
   - In diff mode the gateway's status before and after (registered, up, wanted up, desired
-    state) is shown.
+    state) is shown; in check mode, what the task would do.
 version_added: 0.1.0
 author:
   - hermes-tasks developers (@hermes-tasks)
+requirements:
+  - hermes-tasks (its C(hermes-tasks) console script) on the managed host
+  - s6 supervising the gateway slots on the managed host
 options:
-  profile:
+  name:
     description:
       - The profile whose gateway to act on; C(default) is the root profile.
     type: str
     default: default
+    aliases: [profile]
   state:
     description:
       - C(started) brings the gateway up (registering a missing slot) and records C(running);
@@ -44,7 +52,7 @@ options:
     default: false
   timeout:
     description:
-      - Seconds to wait with O(wait=true).
+      - Seconds to wait with O(wait=true) (or for a gateway last seen exiting 78).
     type: float
     default: 60
 extends_documentation_fragment:
@@ -58,6 +66,7 @@ attributes:
   platform:
     platforms: posix
 seealso:
+  - module: hermes.tasks.gateway_info
   - module: hermes.tasks.reconcile
   - module: hermes.tasks.profile
 """
@@ -65,7 +74,7 @@ seealso:
 EXAMPLES = r"""
 - name: Start alice's gateway and wait until it is ready
   hermes.tasks.gateway:
-    profile: alice
+    name: alice
     state: started
     wait: true
 
@@ -75,32 +84,89 @@ EXAMPLES = r"""
 
 - name: Restart bob's gateway after a configuration change
   hermes.tasks.gateway:
-    profile: bob
+    name: bob
     state: restarted
     inventory: /etc/hermes-tasks/inventory.yml
 """
 
 RETURN = r"""
+name:
+  description: The profile acted on.
+  returned: always
+  type: str
+  sample: alice
+state:
+  description: The state asked for.
+  returned: always
+  type: str
+  sample: started
+status:
+  description:
+    - The gateway's C(hermes-tasks gateway.status --json) entry after the task (in check mode,
+      before it, as nothing changed). Keys beyond these may be present, depending on the
+      hermes-tasks version.
+  returned: when the tool could report it
+  type: dict
+  contains:
+    registered:
+      description: Whether the gateway's slot exists in the scandir.
+      type: bool
+    up:
+      description: Whether s6 reports the gateway process up.
+      type: bool
+    ready:
+      description: Whether the gateway says it is running as the supervised process.
+      type: bool
+    pid:
+      description: The gateway's process id while up.
+      type: int
+    desired_state:
+      description: The desired state recorded in the profile's C(gateway_state.json).
+      type: str
+    exit_code:
+      description: Its last exit code while down.
+      type: int
+    reason:
+      description: The reason the gateway recorded for its last exit.
+      type: str
+  sample: {profile: alice, slot: gateway-alice, registered: true, up: true, ready: true,
+           pid: 4242, desired_state: running, exit_code: null, reason: null}
 results:
-  description: The task's report row (in check mode, the predicted row).
+  description: The task's report row.
   returned: always
   type: list
   elements: dict
+  contains:
+    slot:
+      description: The gateway slot's name.
+      type: str
+    profile:
+      description: The profile.
+      type: str
+    prior_state:
+      description: The desired state recorded before the task.
+      type: str
+    action:
+      description: What the task did (or in check mode would do).
+      type: str
+    result:
+      description: One of C(ok), C(changed), C(skipped), C(failed).
+      type: str
+    message:
+      description: What happened, in a few words.
+      type: str
   sample:
     - slot: gateway-alice
       profile: alice
       prior_state: stopped
       action: started
       result: changed
-      message: ""
+      message: "published; recorded running"
 stats:
   description: Counts of rows by result.
   returned: always
   type: dict
-status:
-  description: The gateway's C(gateway.status) entry before the change (check or diff mode).
-  returned: in check mode or diff mode
-  type: dict
+  sample: {ok: 0, changed: 1, skipped: 0, failed: 0}
 commands:
   description: Every hermes-tasks command line the module ran.
   returned: always
@@ -120,42 +186,36 @@ from ansible_collections.hermes.tasks.plugins.module_utils.runner import (
 )
 
 TASKS = {"started": "gateway.start", "stopped": "gateway.stop", "restarted": "gateway.restart"}
-ACTIONS = {"started": "started", "stopped": "stopped", "restarted": "restarted"}
 SHOWN = ("registered", "up", "wanted_up", "desired_state")
+# The exit code a gateway's `finish` does not restart: its configuration is wrong.
+EX_CONFIG = 78
 
 
-def status(tool, profile):
-    gateways = tool.run("gateway.status", "-p", profile).get("gateways") or [{}]
-    return gateways[0]
+def status(tool, name):
+    """The gateway's status entry, or None when the tool cannot say (its error comes later,
+    from the task itself)."""
+    try:
+        gateways = tool.run("gateway.status", "-p", name).get("gateways")
+    except TaskFailed:
+        return None
+    return gateways[0] if isinstance(gateways, list) and gateways and \
+        isinstance(gateways[0], dict) else None
 
 
-def would_change(state, st):
-    """What the task would report, by control.act's own rule: is the gateway already there?"""
-    if state == "restarted":
-        return True
-    if state == "started":
-        return not (st.get("registered") and st.get("up") and st.get("wanted_up")
-                    and st.get("normally_up") and st.get("desired_state") == "running")
-    if not st.get("registered"):
-        return True  # the task records `stopped` and reports it changed
-    return bool(st.get("up") or st.get("wanted_up") or st.get("normally_up")
-                or st.get("desired_state") != "stopped")
-
-
-def predicted(state, st):
-    after = dict((k, st.get(k)) for k in SHOWN)
-    if state == "stopped":
-        after.update(up=False, wanted_up=False, desired_state="stopped")
-    else:
-        after.update(registered=True, up=True, wanted_up=True, desired_state="running")
-    return after
+def config_exit(st):
+    """Why a gateway wanted running stays down after exiting 78, or None."""
+    if not st or st.get("up") or st.get("wanted_up") or st.get("exit_code") != EX_CONFIG:
+        return None
+    if st.get("desired_state") not in (None, "running"):
+        return None
+    return f"exited with code {EX_CONFIG}" + (f": {st['reason']}" if st.get("reason") else "")
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             COMMON_ARGS,
-            profile=dict(type="str", default="default"),
+            name=dict(type="str", default="default", aliases=["profile"]),
             state=dict(type="str", default="started", choices=list(TASKS)),
             wait=dict(type="bool", default=False),
             timeout=dict(type="float", default=60),
@@ -164,35 +224,41 @@ def main():
         mutually_exclusive=EXCLUSIVE,
     )
     p = module.params
+    name, state = p["name"], p["state"]
     tool = HermesTasks(module)
-    result = dict(commands=tool.commands)
+    result = dict(name=name, state=state, commands=tool.commands)
+    starting = state != "stopped"
+    before = status(tool, name) if starting or module._diff or module.check_mode else None
+    seen_exit = config_exit(before) if starting else None
+    args = ["-p", name]
+    if module.check_mode:
+        args.append("--check")
+        if seen_exit:
+            module.warn(f"gateway-{name} {seen_exit}; a run starts it again and waits to see")
+    elif p["wait"] or seen_exit:
+        args += ["--wait", "--timeout", f"{p['timeout']:g}"]
     try:
-        before = status(tool, p["profile"]) if module.check_mode or module._diff else None
-        if module.check_mode:
-            change = would_change(p["state"], before)
-            rows = [dict(slot=before.get("slot"), profile=p["profile"],
-                         prior_state=before.get("desired_state"), action=ACTIONS[p["state"]],
-                         result="changed" if change else "ok",
-                         message="check mode: predicted from gateway.status")]
-            after = predicted(p["state"], before) if change else None
-            stats = dict(ok=int(not change), changed=int(change), skipped=0, failed=0)
-        else:
-            args = ["-p", p["profile"]]
-            if p["wait"]:
-                args += ["--wait", "--timeout", f"{p['timeout']:g}"]
-            doc = tool.run(TASKS[p["state"]], *args)
-            rows, stats = doc.get("results", []), doc.get("stats", {})
-            after = status(tool, p["profile"]) if module._diff else None
+        doc = tool.run(TASKS[state], *args)
     except TaskFailed as exc:
-        fail(module, exc, commands=tool.commands)
+        fail(module, exc, name=name, state=state, commands=tool.commands)
+    rows, stats = doc.get("results") or [], doc.get("stats") or {}
     result.update(changed=changed(rows), results=rows, stats=stats)
-    if before is not None:
-        result["status"] = before
-    if module._diff and before is not None:
-        shown = dict((k, before.get(k)) for k in SHOWN)
-        result["diff"] = dict(before=shown, after=dict((k, (after or shown).get(k)) for k in SHOWN),
-                              before_header=f"gateway-{p['profile']}",
-                              after_header=f"gateway-{p['profile']}")
+    after = before if module.check_mode else status(tool, name)
+    if after is not None:
+        result["status"] = after
+    if starting and not module.check_mode and not p["wait"]:
+        why = config_exit(after)
+        if why:
+            module.fail_json(msg=f"gateway-{name}: {why}", **result)
+    if module._diff:
+        if module.check_mode:
+            result["diff"] = [{"prepared": f"{r.get('slot') or 'gateway-' + name}: "
+                                           f"{r.get('message') or r.get('action')}\n"}
+                              for r in rows if r.get("result") == "changed"]
+        elif before is not None and after is not None:
+            result["diff"] = dict(before=dict((k, before.get(k)) for k in SHOWN),
+                                  after=dict((k, after.get(k)) for k in SHOWN),
+                                  before_header=f"gateway-{name}", after_header=f"gateway-{name}")
     module.exit_json(**result)
 
 

@@ -16,9 +16,14 @@ description:
     O(purge=true)). A profile that does not exist is already absent (C(ok)).
   - The module is C(changed) exactly when a row of the task's own report is C(changed). Check
     mode passes C(--check) (nothing changes); diff mode shows the slot files' unified diff.
+  - With O(start=true) on a host where the profile is not placed (C(gateway_profiles)), no
+    gateway starts, and the task fails with that reason (after creating the profile, which is
+    then C(changed)); in check mode too.
 version_added: 0.1.0
 author:
   - hermes-tasks developers (@hermes-tasks)
+requirements:
+  - hermes-tasks (its C(hermes-tasks) console script) on the managed host
 options:
   name:
     description:
@@ -69,11 +74,40 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+name:
+  description: The profile.
+  returned: always
+  type: str
+  sample: alice
+state:
+  description: The state asked for.
+  returned: always
+  type: str
+  sample: present
 results:
   description: The task's report rows (empty when an absent profile was already absent).
   returned: always
   type: list
   elements: dict
+  contains:
+    slot:
+      description: The gateway slot's name (null when no slot is registered here).
+      type: str
+    profile:
+      description: The profile.
+      type: str
+    prior_state:
+      description: The desired state recorded before the task.
+      type: str
+    action:
+      description: What the task did (or in check mode would do) to the slot.
+      type: str
+    result:
+      description: One of C(ok), C(changed), C(skipped), C(failed).
+      type: str
+    message:
+      description: What happened, in a few words.
+      type: str
   sample:
     - slot: gateway-alice
       profile: alice
@@ -119,6 +153,7 @@ def main():
     )
     p = module.params
     tool = HermesTasks(module)
+    facts = dict(name=p["name"], state=p["state"])
     check = ["--check"] if module.check_mode else []
     try:
         if p["state"] == "present":
@@ -131,15 +166,21 @@ def main():
         # profile.delete's one-line error for a profile that is not there: already absent.
         if p["state"] == "absent" and exc.facts.get("rc") == 1 and \
                 exc.msg.startswith(f"no profile '{p['name']}' under "):
-            module.exit_json(changed=False, results=[], commands=tool.commands,
+            module.exit_json(changed=False, results=[], commands=tool.commands, **facts,
                              stats=dict(ok=0, changed=0, skipped=0, failed=0),
                              msg=f"profile {p['name']} is absent")
-        fail(module, exc, commands=tool.commands)
-    rows = doc.get("results", [])
+        fail(module, exc, commands=tool.commands, **facts)
+    rows = doc.get("results") or []
     result = dict(changed=changed(rows), results=rows, stats=doc.get("stats", {}),
-                  commands=tool.commands)
+                  commands=tool.commands, **facts)
     if module._diff:
         result["diff"] = diff_of(rows)
+    if p["state"] == "present" and p["start"]:
+        # A start that does not happen (no slot here: not placed) is a failure, not a change.
+        unstarted = [r for r in rows if r.get("action") == "skipped" or not r.get("slot")]
+        if unstarted:
+            module.fail_json(msg=f"profile {p['name']}: gateway not started: " +
+                             (unstarted[0].get("message") or "no slot registered here"), **result)
     module.exit_json(**result)
 
 

@@ -15,9 +15,15 @@ description:
     a C(failed) row fails the module with that row's message.
   - In check mode it runs C(hermes-tasks reconcile --check), which changes nothing and reports
     what a run would do. In diff mode each changed slot file's unified diff is shown.
+  - The registrar slot hermes-tasks keeps beside the gateways counts as any slot does.
+  - Profiles not placed on the host are left out of RV(results) (they are counted in
+    RV(stats)), so a fleet of many profiles does not print one row per profile per host.
 version_added: 0.1.0
 author:
   - hermes-tasks developers (@hermes-tasks)
+requirements:
+  - hermes-tasks (its C(hermes-tasks) console script) on the managed host
+  - s6 supervising the gateway slots on the managed host
 options:
   save_inventory:
     description:
@@ -29,9 +35,8 @@ options:
     type: path
   wait:
     description:
-      - After reconciling, wait until every gateway the run left started is ready (a
-        standby of a profile running on another host counts as settled), with
-        C(hermes-tasks gateway.start --wait).
+      - Wait until every gateway is ready or down, as desired (C(hermes-tasks reconcile
+        --wait)); a gateway that fails to become ready fails the task with its reason.
     type: bool
     default: false
   timeout:
@@ -61,24 +66,45 @@ EXAMPLES = r"""
 - name: Reconcile with the host's own inventory
   hermes.tasks.reconcile:
 
-- name: Reconcile every host from the controller's fleet inventory, and keep a copy
+- name: Reconcile with settings built from this host's variables, and keep them there
   hermes.tasks.reconcile:
-    inventory_content: "{{ lookup('ansible.builtin.file', inventory_file) }}"
+    inventory_content: "{{ {'all': {'hosts': {inventory_hostname: {'gateway_profiles': ['alice']}}}} | to_nice_yaml }}"
     save_inventory: /etc/hermes-tasks/inventory.yml
     wait: true
 
 - name: Place only alice on this host for this run
   hermes.tasks.reconcile:
-    vars:
+    settings:
       gateway_profiles: [alice]
 """
 
 RETURN = r"""
 results:
-  description: One row per slot (or skipped profile), as C(hermes-tasks reconcile --json) reports it.
+  description:
+    - One row per slot, as C(hermes-tasks reconcile --json) reports it; profiles not placed
+      on this host are left out (see RV(stats)).
   returned: always
   type: list
   elements: dict
+  contains:
+    slot:
+      description: The gateway slot's name.
+      type: str
+    profile:
+      description: The profile.
+      type: str
+    prior_state:
+      description: The desired state recorded before the run.
+      type: str
+    action:
+      description: What the run did (or in check mode would do) to the slot.
+      type: str
+    result:
+      description: One of C(ok), C(changed), C(skipped), C(failed).
+      type: str
+    message:
+      description: What happened, in a few words.
+      type: str
   sample:
     - slot: gateway-alice
       profile: alice
@@ -91,15 +117,15 @@ stats:
   returned: always
   type: dict
   sample: {ok: 1, changed: 1, skipped: 0, failed: 0}
+registrar:
+  description: The registrar slot's row (the root-side helper slot hermes-tasks keeps).
+  returned: when hermes-tasks reports one
+  type: dict
+  sample: {slot: hermes-tasks-registrar, action: started, result: changed, message: published}
 inventory_saved:
   description: Whether O(save_inventory) was (in check mode, would be) written.
   returned: when save_inventory is set
   type: bool
-waited:
-  description: With O(wait=true), the C(gateway.start --wait) row of each started gateway.
-  returned: when wait is true and not in check mode
-  type: list
-  elements: dict
 commands:
   description: Every hermes-tasks command line the module ran.
   returned: always
@@ -117,8 +143,15 @@ from ansible_collections.hermes.tasks.plugins.module_utils.runner import (
     changed,
     diff_of,
     fail,
+    registrar_row,
     save_inventory,
 )
+
+
+def shown(rows):
+    """The rows worth a line: not the profiles another host runs (still in `stats`)."""
+    return [r for r in rows if not (r.get("action") == "skipped" and r.get("result") == "skipped"
+                                    and not r.get("slot"))]
 
 
 def main():
@@ -139,36 +172,32 @@ def main():
         except OSError as exc:
             module.fail_json(msg=f"cannot save the inventory: {exc}")
     args = (["--check"] if module.check_mode else []) + (["--diff"] if module._diff else [])
+    if module.params["wait"] and not module.check_mode:
+        args += ["--wait", "--timeout", f"{module.params['timeout']:g}"]
     try:
         doc = tool.run("reconcile", *args)
     except TaskFailed as exc:
-        fail(module, exc, commands=tool.commands)
-    rows = doc.get("results", [])
-    # The registrar's row (kept aside in the report) is a change of this host too.
-    aside = [doc["registrar"]] if isinstance(doc.get("registrar"), dict) else []
-    result = dict(changed=changed(rows + aside) or bool(saved), results=rows,
+        if "results" in exc.facts:
+            exc.facts["results"] = shown(exc.facts["results"])
+        fail(module, exc, commands=tool.commands,
+             changed=bool(exc.facts.get("changed") or saved))
+    rows = doc.get("results") or []
+    aside = registrar_row(doc)
+    result = dict(changed=changed(rows, aside) or bool(saved), results=shown(rows),
                   stats=doc.get("stats", {}), commands=tool.commands)
+    if aside:
+        # without its diff: the registrar's files hold a copy of the settings
+        result["registrar"] = dict((k, v) for k, v in aside[0].items() if k != "diff")
     if saved is not None:
         result["inventory_saved"] = saved
     if module._diff:
-        result["diff"] = diff_of(rows)
+        # The registrar's own files hold a copy of the settings: say what changed, not them.
+        result["diff"] = diff_of(rows) + [
+            {"prepared": f"{r.get('slot') or 'registrar'}: {r.get('message') or r.get('action')}\n"}
+            for r in aside if r.get("result") == "changed"]
         if saved:
             result["diff"].insert(0, {"prepared": f"inventory {module.params['save_inventory']}: "
-                                                  "updated (content not shown)"})
-    if module.params["wait"] and not module.check_mode:
-        waited = []
-        for row in rows:
-            if row.get("action") != "started" or not row.get("profile"):
-                continue
-            try:
-                got = tool.run("gateway.start", "-p", row["profile"], "--wait",
-                               "--timeout", f"{module.params['timeout']:g}")
-            except TaskFailed as exc:
-                fail(module, exc, results=rows, stats=result["stats"], waited=waited,
-                     changed=result["changed"], commands=tool.commands)
-            waited += got.get("results", [])
-        result["waited"] = waited
-        result["changed"] = result["changed"] or changed(waited)
+                                                  "updated (content not shown)\n"})
     module.exit_json(**result)
 
 
