@@ -254,6 +254,13 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
         # It could be published but never started: refuse before creating anything.
         return Step(spec.name, label, prior, word, SKIP, spec,
                     failure=_unsupervised(spec.name, facts))
+    if (profile and profile.name in facts.blocked and intent.desired != "stopped"
+            and _up(facts, spec.name)):
+        # SPEC §14.5: failed before it is restarted; it keeps running as it is (its files
+        # untouched: nothing it runs now changes)
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    failure=f"{facts.blocked[profile.name]}; it keeps running on its "
+                    "current ports")
     step = plan_slot(spec, facts.slots.get(spec.name), label, prior)
     step.action = word
     if intent.task == intents.STOP and step.op == CREATE:
