@@ -163,8 +163,9 @@ def _check_port_ranges(values: dict, merged: dict) -> None:
     get = lambda k: values.get(k, getattr(Settings, k))  # noqa: E731
     api, webhook, slots = get("api_port_base"), get("webhook_port_base"), get("max_slots")
     if abs(webhook - api) < slots:
-        key = next((k for k in ("webhook_port_base", "api_port_base", "max_slots")
-                    if k in merged), "webhook_port_base")
+        keys = ("webhook_port_base", "api_port_base", "max_slots")
+        key = next((k for k in keys if merged.get(k, (None, ""))[1] == "--var"),
+                   next((k for k in keys if k in merged), "webhook_port_base"))
         raise _fail(merged.get(key, (None, "<defaults>"))[1], key,
                     f"leaves api_port_base ({api}) and webhook_port_base ({webhook}) fewer "
                     f"than max_slots ({slots}) apart: their ranges would interleave (set "
