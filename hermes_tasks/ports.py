@@ -679,6 +679,17 @@ def collisions(order: list[tuple[str, bool]], gateways: Mapping[str, Gateway],
         gw = gateways.get(name)
         if not runs or gw is None:
             continue
+        taken = next(((plat, port) for plat, port in sorted(gw.bound.items())
+                      if name != DEFAULT and port in reserved
+                      and reserved[port][0] != name), None)
+        if taken is not None:
+            plat, port = taken
+            other, other_plat = reserved[port]
+            failed[name] = (f"not started: its {plat} would bind port {port}, which is "
+                            f"{other}'s {SETTING[other_plat]} allocation (allocations "
+                            f"never move while {other} exists); set another "
+                            f"{ENV_PORT[plat]} for {name}")
+            continue
         clash = next(((plat, port) for plat, port in sorted(gw.bound.items())
                       if port in holders), None)
         if clash is None:
@@ -690,17 +701,6 @@ def collisions(order: list[tuple[str, bool]], gateways: Mapping[str, Gateway],
             if clash is not None:
                 failed[name] = (f"not started: its {inner[clash[1]]} and {clash[0]} would "
                                 f"both bind port {clash[1]}")
-                continue
-            taken = next(((plat, port) for plat, port in sorted(gw.bound.items())
-                          if name != DEFAULT and port in reserved
-                          and reserved[port][0] != name), None)
-            if taken is not None:
-                plat, port = taken
-                other, other_plat = reserved[port]
-                failed[name] = (f"not started: its {plat} would bind port {port}, which is "
-                                f"{other}'s {SETTING[other_plat]} allocation (allocations "
-                                f"never move while {other} exists); set another "
-                                f"{ENV_PORT[plat]} for {name}")
                 continue
             for plat, port in gw.bound.items():
                 holders[port] = (name, plat)

@@ -1,0 +1,107 @@
+"""Runtime truth at the edges (SPEC §14.5–§14.7) under a real s6-svscan with the stand-in:
+a live edit that makes one gateway want another's port, an explicit port on another
+profile's allocation, crash loops, and capacity.
+
+The port tests run s6-svscan in its own network namespace (``unshare --net``), where the
+stand-in listens on its API port like the real API server, so "who serves the port" is
+the system's answer, read from the processes' own sockets.
+"""
+
+from __future__ import annotations
+
+import json
+
+import s6env
+import standin
+
+from hermes_tasks.facts.served import listening
+
+KEY = "stand-in-key-0123456789abcdef"
+NETNS = ["/usr/bin/unshare", "--net", "/bin/sh", "-c",
+         '/usr/sbin/ip link set lo up && exec "$@"', "sh"]
+
+
+def reconcile(sb, *args, code=0):
+    res = s6env.run_tasks(sb, "reconcile", "--json", *args)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    return {r["profile"]: r for r in json.loads(res.stdout)["results"]}
+
+
+def api_env(port: int | None = None) -> str:
+    text = f"API_SERVER_ENABLED=true\nAPI_SERVER_KEY={KEY}\n"
+    return text + (f"API_SERVER_PORT={port}\n" if port else "")
+
+
+def named(sb, name: str, env: str | None, state: str = "running"):
+    d = s6env.make_profile(sb.home, name, {"desired_state": state})
+    if env is not None:
+        (d / ".env").write_text(env)
+
+
+def listening_on(sb, name: str) -> tuple[int, int]:
+    """(pid, port) once gateway-NAME is up and its stand-in listens."""
+    pid = s6env.wait_up(sb.slot(name), 10)["pid"]
+    event = s6env.wait_for(lambda: next((e for e in standin.events(
+        sb.home, name, ("listening", "bind_failed")) if e["pid"] == pid), None), 10,
+        what=f"{name} listening")
+    assert event["event"] == "listening", event
+    assert listening(pid) == {event["port"]}
+    return pid, event["port"]
+
+
+def test_live_edit_conflict_keeps_the_serving_gateway_and_fails_the_other(sandbox):
+    sb = sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    named(sb, "beta", api_env())  # its allocation: 8650
+    named(sb, "gamma", api_env(8660))
+    (sb.home / ".standin").mkdir()
+    (sb.home / ".standin" / "behaviour.json").write_text(json.dumps(
+        {"profiles": {n: {"listen": "1"} for n in ("beta", "gamma", "delta")}}))
+    with s6env.Supervisor(sb, wrap=NETNS):
+        rows = reconcile(sb)
+        assert rows["beta"]["result"] == rows["gamma"]["result"] == "changed"
+        beta_pid, beta_port = listening_on(sb, "beta")
+        gamma_pid, gamma_port = listening_on(sb, "gamma")
+        assert (beta_port, gamma_port) == (8650, 8660)
+        before = (sb.slot("beta") / "run").read_bytes()
+
+        # beta's .env now asks for gamma's port while both run
+        (sb.home / "profiles" / "beta" / ".env").write_text(api_env(8660))
+        check = reconcile(sb, "--check", code=2)
+        for _ in range(2):  # and the same on every run until resolved: nothing changes
+            rows = reconcile(sb, code=2)
+            beta = rows["beta"]
+            assert beta["result"] == "failed" and rows["gamma"]["result"] == "ok", rows
+            for word in ("8660", "gamma", "keeps running", "API_SERVER_PORT for beta"):
+                assert word in beta["message"], beta
+            assert check["beta"]["result"] == "failed" and check["gamma"]["result"] == "ok"
+            assert check["beta"]["message"] == beta["message"]
+            for name, pid, port in (("beta", beta_pid, 8650), ("gamma", gamma_pid, 8660)):
+                st = s6env.svstat(sb.slot(name))
+                assert (st["up"], st["wantedup"], st["pid"]) == (True, True, pid), (name, st)
+                assert listening(pid) == {port}, name  # beta still on its old port
+            assert (sb.slot("beta") / "run").read_bytes() == before  # not rewritten
+            assert len(standin.starts(sb.home, "beta")) == 1  # never restarted
+            assert len(standin.starts(sb.home, "gamma")) == 1
+
+        # resolved: beta back on its allocation, nothing needed restarting
+        (sb.home / "profiles" / "beta" / ".env").write_text(api_env())
+        rows = reconcile(sb)
+        assert rows["beta"]["result"] == "ok" and s6env.svstat(sb.slot("beta"))["pid"] == beta_pid
+
+        # an explicit port on another profile's allocation: refused, nothing moves
+        alloc = json.loads((sb.home / "gateway-ports.json").read_text())
+        named(sb, "delta", api_env(8650))  # beta's allocation
+        rows = reconcile(sb, code=2)
+        delta = rows["delta"]
+        assert delta["result"] == "failed" and delta["action"] == "registered", delta
+        assert "8650" in delta["message"] and "beta's api_server_port allocation" in \
+            delta["message"]
+        after = json.loads((sb.home / "gateway-ports.json").read_text())
+        assert {n: after["profiles"][n] for n in ("beta", "gamma")} == \
+            {n: alloc["profiles"][n] for n in ("beta", "gamma")}
+        assert rows["beta"]["result"] == "ok" and listening(beta_pid) == {8650}
+        s6env.wait_status_file(sb.slot("delta"))
+        assert s6env.svstat(sb.slot("delta"))["up"] is False
+        assert standin.starts(sb.home, "delta") == []
