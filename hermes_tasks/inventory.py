@@ -357,7 +357,8 @@ def _validate(key: str, value: object, origin: str) -> object:
             raise _fail(origin, key, "must be positive")
         # uid/gid (u)int32 with -1 reserved by chown; s6-log rejects larger n/s directives.
         limit = {"service_uid": 2**32 - 2, "service_gid": 2**32 - 2,
-                 "gateway_log_archives": 2**32 - 1, "gateway_log_max_bytes": 2**32 - 1}.get(key)
+                 "gateway_log_archives": 2**32 - 1, "gateway_log_max_bytes": 2**32 - 1,
+                 "crash_limit": 100}.get(key)  # s6 remembers 100 deaths (max-death-tally)
         if limit is not None and value > limit:
             raise _fail(origin, key, f"must be at most {limit}, got {value}")
         return value

@@ -347,6 +347,10 @@ def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None,
                                     and (not intent.all or want_up)):
             step.runtime = "restart"
         return
+    if (rt.held and not explicit and not rt.hold_lifted and not step.restart_gateway
+            and "gateway-up" not in step.pending):
+        step.failure = rt.hold_text()  # SPEC §14.6: until a start or a fix of its files
+        return
     if rt.exited and not explicit and "gateway-up" not in step.pending:
         step.failure = rt.exit_text()
         return

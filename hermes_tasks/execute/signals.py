@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 
-from .. import svstatus
+from .. import crashloop, svstatus
 from ..profiles import SLOT_PREFIX
 from ..s6 import S6, NotSupervised, PermissionDenied, S6Error
 
@@ -69,7 +69,12 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def up(s6: S6, paths: list[str], flag: str = "-u") -> dict[str, str]:
-    """Tell every slot to come up (no wait); {path: error} for those s6 refused."""
+    """Tell every slot to come up (no wait); {path: error} for those s6 refused.
+
+    A crash-loop hold is lifted first (SPEC §14.6): the deaths so far no longer count.
+    """
+    for path in paths:
+        crashloop.clear(path)
     return tell(s6, paths, flag)
 
 

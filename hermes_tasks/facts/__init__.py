@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import ownership, placement, profiles, slots, svstatus
+from .. import crashloop, ownership, placement, profiles, slots, svstatus
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -193,7 +193,11 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
 def _runtime(cfg: Settings, name: str, dfd: int | None = None,
              down: bool | None = None) -> Runtime:
     profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
-    return runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
+    rt = runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
+    if rt.held and profile is not None:
+        rt = runtime.with_log_tail(rt, crashloop.log_path(
+            cfg.hermes_home, profile, cfg.shared_volume, cfg.host_id))
+    return rt
 
 
 def owners(facts: Facts, names: Iterable[str]) -> None:
