@@ -6,10 +6,10 @@
 ``<slot>/data/hold``, one line of JSON, root's (the slot is root's; docs/ARCHITECTURE.md):
 
     {"reason": "crash loop", "exits": 5, "window": 60, "last_exit": 1, "last_signal": null,
-     "at": <Unix seconds>, "tai": <TAI64 seconds of the last death>}
+     "at": <Unix seconds>, "tai": <the last death's TAI64N label as nanoseconds past 2^62 s>}
 
-Deaths up to ``<slot>/data/crash-since`` (TAI64 seconds, one line) do not count: ``finish``
-moves it at a deliberate stop, :func:`clear` when a start lifts the hold.
+Deaths up to ``<slot>/data/crash-since`` (one line, the same nanosecond form) do not count:
+``finish`` moves it at a deliberate stop, :func:`clear` when a start lifts the hold.
 """
 
 from __future__ import annotations
@@ -94,6 +94,11 @@ def _tally(slot: str) -> list[tuple[int, int, int, int]]:
             for off in range(0, len(raw) - len(raw) % _RECORD.size, _RECORD.size)]
 
 
+def _nanos(secs: int, nanos: int) -> int:
+    """A TAI64N label as finish compares it: nanoseconds past TAI64's 2^62 origin."""
+    return (secs - (1 << 62)) * 1_000_000_000 + nanos
+
+
 def deaths(slot: str) -> list[tuple[float, int, int]]:
     """s6's death tally: (Unix time, exit code, signal) per death, oldest first."""
     return [(secs - svstatus.TAI_OFFSET + nanos / 1e9, code, sig)
@@ -126,7 +131,7 @@ def clear(slot: str) -> None:
         return
     with contextlib.suppress(OSError):
         tally = _tally(slot)
-        tai = tally[-1][0] if tally else 0
+        tai = _nanos(*tally[-1][:2]) if tally else 0
         dfd = os.open(os.path.join(slot, "data"), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                       | os.O_CLOEXEC)
         try:

@@ -105,3 +105,79 @@ def test_live_edit_conflict_keeps_the_serving_gateway_and_fails_the_other(sandbo
         s6env.wait_status_file(sb.slot("delta"))
         assert s6env.svstat(sb.slot("delta"))["up"] is False
         assert standin.starts(sb.home, "delta") == []
+
+
+CRASH_VARS = ("--var", "crash_limit=3", "--var", "crash_window=30")
+
+
+def tasks(sb, task, *args, code=0):
+    res = s6env.run_tasks(sb, task, *args, *CRASH_VARS)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == code, (task, args, res.returncode, res.stdout, res.stderr)
+    return res
+
+
+def behave(sb, **knobs):
+    (sb.home / ".standin").mkdir(exist_ok=True)
+    (sb.home / ".standin" / "behaviour.json").write_text(json.dumps(
+        {"profiles": {"crashy": knobs}}))
+
+
+def rows_of(res):
+    return {r["profile"]: r for r in json.loads(res.stdout)["results"]}
+
+
+def test_crash_loop_is_held_reported_and_lifted(sandbox, supervisor):
+    sb = sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    named(sb, "crashy", None, state="stopped")
+    tasks(sb, "reconcile")
+    behave(sb, exit_at_start="1", exit_reason="boom")
+    slot = sb.slot("crashy")
+
+    # --wait fails once the gateway has exited twice, not at the timeout
+    res = tasks(sb, "gateway.start", "-p", "crashy", "--wait", "--timeout", "120", "--json",
+                code=1)
+    row = rows_of(res)["crashy"]
+    assert row["result"] == "failed" and "exited 2 times" in row["message"], row
+    assert len(standin.starts(sb.home, "crashy")) in (2, 3)  # it returned at the 2nd exit
+
+    # finish holds it down after crash_limit exits and says why
+    hold = s6env.wait_for(lambda: (slot / "data" / "hold").exists() and json.loads(
+        (slot / "data" / "hold").read_text()), 30, what="the crash-loop hold")
+    assert hold["exits"] == 3 and hold["window"] == 30 and hold["last_exit"] == 1
+    s6env.wait_for(lambda: not s6env.svstat(slot)["wantedup"], 10, what="held down")
+    st = s6env.svstat(slot)
+    assert (st["up"], st["wantedup"], st["normallyup"]) == (False, False, True)
+    starts = len(standin.starts(sb.home, "crashy"))
+    assert starts == 3
+    for _ in range(2):  # reported on every run, and never restarted by reconcile
+        row = rows_of(tasks(sb, "reconcile", "--json", code=2))["crashy"]
+        assert row["result"] == "failed", row
+        assert row["message"].startswith("crash loop: 3 exits in 30 s, last exit 1; "
+                                         "last log lines: "), row
+        assert "fake-gateway: started profile=crashy" in row["message"]
+        assert not s6env.svstat(slot)["up"]
+    check = rows_of(tasks(sb, "reconcile", "--check", "--json", code=2))["crashy"]
+    assert check["message"] == row["message"]
+    assert len(standin.starts(sb.home, "crashy")) == starts
+
+    # fixed, then gateway.start: the hold is lifted and it runs
+    behave(sb)
+    row = rows_of(tasks(sb, "gateway.start", "-p", "crashy", "--wait", "--json"))["crashy"]
+    assert row["result"] == "changed", row
+    assert not (slot / "data" / "hold").exists() and (slot / "data" / "crash-since").exists()
+    assert s6env.svstat(slot)["up"]
+
+    # a deliberate stop and start are no crashes; a new loop is held again after 3 exits
+    behave(sb, exit_at_start="1")
+    tasks(sb, "gateway.restart", "-p", "crashy")
+    s6env.wait_for(lambda: (slot / "data" / "hold").exists(), 30, what="held again")
+    assert len(standin.starts(sb.home, "crashy")) == starts + 1 + 3
+    # a change of the profile's files lifts it at the next reconcile
+    behave(sb)
+    (sb.home / "profiles" / "crashy" / ".env").write_text("# fixed\n")
+    row = rows_of(tasks(sb, "reconcile", "--json"))["crashy"]
+    assert row["result"] == "changed" and "brought up" in row["message"], row
+    s6env.wait_up(slot, 10)
+    assert not (slot / "data" / "hold").exists()
