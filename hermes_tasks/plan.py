@@ -244,9 +244,15 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     word = _word(intent, spec)
     if not allowed and facts.slots.get(spec.name) is None:
         return Step(spec.name, label, prior, word, SKIP, spec,
-                    failure=f"not published: max_slots ({max_slots}) gateway slots reached; "
-                    "s6-overlay's s6-svscan supervises at most 500 services (raise "
-                    "max_slots only with s6-svscan -c)")
+                    failure=f"over capacity: not published: max_slots ({max_slots}) gateway "
+                    "slots reached; s6-overlay's s6-svscan supervises at most 500 services "
+                    "(raise max_slots only with s6-svscan -c)")
+    if not allowed:
+        # SPEC §14.7: an existing slot past max_slots is retired (the last by priority:
+        # default first, then by name), so what stays fits what s6-svscan supervises
+        return Step(spec.name, label, prior, word, REMOVE, failure=f"over capacity: its slot "
+                    f"is retired: max_slots ({max_slots}) gateway slots reached (default "
+                    "first, then by name)", reason="over capacity")
     if intent.task == intents.RESTART and intent.all and profile and not profile.autostart:
         return Step(spec.name, label, prior, word, SKIP, spec,
                     reason="stopped (desired_state not running): left stopped")
@@ -305,10 +311,15 @@ def _up(facts: Facts, slot: str) -> bool:
 
 def _within_capacity(facts: Facts, desired, max_slots: int) -> set[str]:
     """Slot names within ``max_slots``: default first, then every profile by name."""
-    names = [p.slot for p in facts.profiles]
+    names = [p.slot for p in facts.profiles if p.name not in facts.unplaced]
     names += [spec.name for p, spec in desired if p is not None and spec.name not in names]
-    ordered = sorted(set(names), key=lambda n: (n != SLOT_PREFIX + DEFAULT, n))
-    return {*ordered[:max_slots], REGISTRAR}
+    return {*by_priority(names)[:max_slots], REGISTRAR}
+
+
+def by_priority(slots) -> list[str]:
+    """Gateway slot names in capacity order: default first, then by name. Past
+    ``max_slots`` the last ones are not published, or retired (SPEC §14.7)."""
+    return sorted(set(slots), key=lambda n: (n != SLOT_PREFIX + DEFAULT, n))
 
 
 def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None,

@@ -181,3 +181,45 @@ def test_crash_loop_is_held_reported_and_lifted(sandbox, supervisor):
     assert row["result"] == "changed" and "brought up" in row["message"], row
     s6env.wait_up(slot, 10)
     assert not (slot / "data" / "hold").exists()
+
+
+def test_over_capacity_fails_exactly_the_excess_and_lowering_retires_it(sandbox, supervisor):
+    """SPEC §14.7, scaled down for a 2-core machine shared with others: 60 profiles, all
+    running, max_slots 45 (the shape of 600 with 450; bench/capacity.py runs that)."""
+    sb = sandbox
+    names = ["default"] + [f"p{i:03d}" for i in range(59)]
+    for name in names:
+        s6env.make_profile(sb.home, name, {"desired_state": "running"})
+    over = set(names[45:])
+    for _ in range(2):  # the second run changes nothing
+        res = s6env.run_tasks(sb, "reconcile", "--json", "--var", "max_slots=45")
+        assert res.returncode == 2, res.stderr
+        rows = {r["profile"]: r for r in json.loads(res.stdout)["results"]}
+        failed = {p for p, r in rows.items() if r["result"] == "failed"}
+        assert failed == over, [(p, rows[p]["message"]) for p in sorted(failed ^ over)][:3]
+        assert all(rows[p]["message"].startswith("over capacity: ") for p in over)
+        assert {rows[p]["result"] for p in names[:45]} == (
+            {"changed"} if _ == 0 else {"ok"}), rows
+        assert not any(sb.slot(p).exists() for p in over)
+        for name in names[:45]:
+            s6env.wait_up(sb.slot(name), 30)
+    listed = json.loads(s6env.run_tasks(sb, "slot.list", "--json", "--var",
+                                        "max_slots=45").stdout)["slots"]
+    by = {s["profile"]: s for s in listed}
+    assert set(by) == set(names)  # every profile appears, over-capacity ones with why
+    assert all(by[p]["reason"].startswith("over capacity") and not by[p]["registered"]
+               for p in over)
+    pids = {p: s6env.svstat(sb.slot(p))["pid"] for p in names[:40]}
+
+    # lowering max_slots retires the excess, the last ones first
+    res = s6env.run_tasks(sb, "reconcile", "--json", "--var", "max_slots=40",
+                          "--var", "webhook_port_base=9100")
+    assert res.returncode == 2, res.stderr
+    rows = {r["profile"]: r for r in json.loads(res.stdout)["results"]}
+    retired = set(names[40:45])
+    assert {p for p, r in rows.items() if r["result"] == "failed"} == over | retired
+    for name in retired:
+        assert rows[name]["message"].startswith("over capacity: its slot is retired"), rows[name]
+        assert not sb.slot(name).exists()
+        assert not any(standin.is_alive(e["pid"]) for e in standin.starts(sb.home, name))
+    assert {p: s6env.svstat(sb.slot(p))["pid"] for p in names[:40]} == pids

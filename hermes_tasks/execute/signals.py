@@ -121,6 +121,31 @@ def supervised(paths: list[str], timeout: float) -> list[str]:
     return _wait(paths, ok, timeout)
 
 
+def supervised_progress(paths: list[str], stall: float, overall: float) -> list[str]:
+    """Like :func:`supervised`, but waiting as long as s6-svscan keeps making progress
+    (SPEC §14.7): it gives up on the rest once no further slot got a supervisor for
+    ``stall`` seconds, or at ``overall`` seconds in all. Returns the slots not supervised.
+
+    Many slots published at once (450 gateways at boot) take s6-svscan a while; a fixed
+    bound failed slots that were supervised seconds later.
+    """
+    def ok(path: str) -> bool:
+        return (os.path.exists(os.path.join(path, "supervise", "status"))
+                and S6.supervised(path) is not False)
+
+    start = time.monotonic()
+    pending = list(paths)
+    while pending:
+        left = overall - (time.monotonic() - start)
+        if left <= 0:
+            break
+        before = len(pending)
+        pending = _wait(pending, ok, min(stall, left))
+        if len(pending) == before:  # nothing new within the stall window
+            break
+    return pending
+
+
 def snapshot(paths: list[str], home: str) -> dict:
     """Each gateway slot's readiness target (path -> readiness.Target), taken just before it
     is signalled (see :func:`wait`)."""
