@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from . import fsops, inventory
+from . import agent, fsops, inventory
 from .errors import InventoryError, TaskError, UsageError
 from .inventory import Settings
 from .render import REGISTRAR
@@ -156,8 +156,7 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
     os.write(notify_fd, b"\n")
     os.close(notify_fd)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    while True:
-        signal.pause()
+    agent.watch(os.path.join(data, "inventory.yml"))  # SPEC §14.3: never returns
 
 
 def _reconcile(inventory_path: str) -> dict:

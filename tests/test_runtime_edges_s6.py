@@ -10,6 +10,7 @@ the system's answer, read from the processes' own sockets.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import s6env
 import standin
@@ -227,3 +228,33 @@ def test_over_capacity_fails_exactly_the_excess_and_lowering_retires_it(sandbox,
         assert not sb.slot(name).exists()
         assert not any(standin.is_alive(e["pid"]) for e in standin.starts(sb.home, name))
     assert {p: s6env.svstat(sb.slot(p))["pid"] for p in names[:40]} == pids
+
+
+def agent_tasks(sb, task, *args, interval="0.5", code=0):
+    res = s6env.run_tasks(sb, task, *args, *s6env.inventory_args(sb), "--var",
+                          f"watch_interval={interval}", inventory_vars=False)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == code, (task, args, res.returncode, res.stdout, res.stderr)
+    return res
+
+
+def test_the_agent_converges_without_a_command(sandbox, supervisor):
+    """SPEC §14.3 on one host: a gateway taken down behind the tool's back comes back, a
+    desired_state written on the volume takes effect, a fixed crash loop is lifted."""
+    sb = sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    named(sb, "alice", None)
+    agent_tasks(sb, "reconcile")
+    first = s6env.wait_up(sb.slot("alice"), 10)["pid"]
+    s6env.wait_up(sb.scandir / "hermes-tasks-registrar", 30)
+    subprocess.run([str(s6env.S6_BIN / "s6-svc"), "-d", str(sb.slot("alice"))], check=True)
+    pid = s6env.wait_for(lambda: (st := s6env.svstat(sb.slot("alice")))["up"]
+                         and st["pid"] != first and st["pid"], 30,
+                         what="the agent bringing alice back up")
+    assert pid != first
+    # an intent recorded on the volume (as another host's gateway.stop would)
+    (sb.home / "profiles" / "alice" / "gateway_state.json").write_text(
+        json.dumps({"desired_state": "stopped"}))
+    s6env.wait_for(lambda: not s6env.svstat(sb.slot("alice"))["up"], 30,
+                   what="the agent bringing alice down")
+    assert not any(standin.is_alive(e["pid"]) for e in standin.starts(sb.home, "alice"))

@@ -1,0 +1,164 @@
+"""The agent: each host's long-running root loop in the registrar slot (SPEC §14.3).
+
+Every ``watch_interval`` seconds it takes a stat-level look at everything a reconcile
+converges — the profiles directory, each profile's state, settings and request files,
+the scandir and each gateway slot's ``supervise/status`` and hold record — and only when
+something moved does it converge: one reconcile (root's settings, the one executor), then
+the restart requests of gateways this host runs. So an intent recorded on the shared
+volume by any host (``desired_state``, a restart request) takes effect on the owning host
+within seconds, and a gateway brought down behind the tool's back, or a crash-loop hold
+whose cause was fixed, converges without anyone running a command.
+
+Idle, a look is a few ``stat`` calls per profile and no file is read (``bench/agent.py``).
+The volume is hostile input: nothing here follows a symlink or reads what it stats; a
+request is only its existence, consumed by removing it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from . import fsops, ownership, profiles
+from .inventory import Settings
+
+# A one-shot restart request in a profile's directory: another host's gateway.restart
+# records it, the owning host's agent restarts the gateway and removes it.
+RESTART_REQUEST = ".gateway-restart-request"
+_PROFILE_FILES = ("gateway_state.json", ".env", "config.yaml", RESTART_REQUEST)
+_SLOT_FILES = ("supervise/status", "data/hold")
+
+
+def _stat(path: str, dir_fd: int | None = None) -> tuple | None:
+    try:
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def fingerprint(settings: Settings) -> tuple:
+    """What a reconcile would look at, as (inode, mtime, size) of each file: equal
+    fingerprints mean nothing it converges changed. No file is opened."""
+    home, scandir = settings.hermes_home, settings.scandir
+    out: list = [_stat(home), _stat(os.path.join(home, "profiles")), _stat(scandir)]
+    out += [_stat(os.path.join(home, name)) for name in _PROFILE_FILES]
+    try:
+        named = sorted(os.listdir(os.path.join(home, "profiles")))
+    except OSError:
+        named = []
+    for name in named:
+        if not profiles.valid_name(name):
+            continue
+        base = os.path.join(home, "profiles", name)
+        out.append((name, *(_stat(os.path.join(base, f)) for f in _PROFILE_FILES)))
+    try:
+        slots = sorted(n for n in os.listdir(scandir) if n.startswith(profiles.SLOT_PREFIX))
+    except OSError:
+        slots = []
+    for slot in slots:
+        out.append((slot, *(_stat(os.path.join(scandir, slot, f)) for f in _SLOT_FILES)))
+    return tuple(out)
+
+
+def requests(settings: Settings) -> list[str]:
+    """Profiles with a restart request on record (default first, then by name)."""
+    home = settings.hermes_home
+    found = []
+    if _stat(os.path.join(home, RESTART_REQUEST)):
+        found.append(profiles.DEFAULT)
+    try:
+        named = sorted(os.listdir(os.path.join(home, "profiles")))
+    except OSError:
+        named = []
+    found += [n for n in named if profiles.valid_name(n)
+              and _stat(os.path.join(home, "profiles", n, RESTART_REQUEST))]
+    return found
+
+
+def consume(settings: Settings, name: str) -> bool:
+    """Remove ``name``'s restart request (never following a link); False if it was gone."""
+    try:
+        with fsops.opened_dir(settings.hermes_home, profiles.profile_parts(name)) as dfd:
+            os.unlink(RESTART_REQUEST, dir_fd=dfd)
+    except OSError:
+        return False
+    return True
+
+
+def runs_here(settings: Settings, name: str) -> bool:
+    """Whether this host runs ``name``'s gateway: its owner record names this host and no
+    other host holds the ownership lock (one host: whenever its slot is up)."""
+    if not settings.shared_volume:
+        return True
+    if ownership.held_elsewhere(settings.hermes_home, name, settings.host_id):
+        return False
+    record = ownership.read_owner(settings.hermes_home, name)
+    return bool(record and record["host_id"] == settings.host_id)
+
+
+def converge(settings: Settings, log=print) -> None:
+    """One reconcile, then the restart requests of gateways this host runs."""
+    from . import engine
+    from .errors import TaskError
+    from .intent import RECONCILE, RESTART, Intent
+
+    def run(intent: Intent) -> None:
+        try:
+            result = engine.run(settings, intent, manage_registrar=False, warn=lambda m: None)
+        except TaskError as exc:
+            log(f"agent: {intent.task}: {exc}")
+            return
+        for row in result.rows:
+            if row.result in ("changed", "failed"):
+                log(f"agent: {row.profile}: {row.result}: {row.message}")
+
+    run(Intent(RECONCILE))
+    for name in requests(settings):
+        if runs_here(settings, name) and consume(settings, name):
+            run(Intent(RESTART, frozenset({name})))
+
+
+def tick(settings: Settings, seen: tuple | None, log=print) -> tuple:
+    """One look: converge if anything moved since ``seen``; the fingerprint to compare next.
+
+    SIGTERM (the registrar's restart) is held off while converging, so a pass is never
+    cut in half; it is delivered right after.
+    """
+    now = fingerprint(settings)
+    if now == seen:
+        return now
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        converge(settings, log)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return fingerprint(settings)
+
+
+def watch(inventory_path: str, log=print) -> None:
+    """The loop (never returns): a look every ``watch_interval`` s; 0 only waits."""
+    from . import inventory
+    from .errors import InventoryError
+
+    try:
+        settings = inventory.load(inventory_path, (), environ={})
+    except InventoryError as exc:
+        log(f"agent: off: {exc}")
+        settings = None
+    if settings is None or settings.watch_interval <= 0:
+        while True:
+            signal.pause()
+    # The first look converges: what changed between the registrar's own run (or its
+    # skipped one) and this loop is not in any fingerprint.
+    seen = None
+    while True:
+        time.sleep(settings.watch_interval)
+        try:
+            seen = tick(settings, seen, log)
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the agent: next look
+            import traceback
+
+            traceback.print_exc()
+            log(f"agent: unexpected {type(exc).__name__}: {exc}")
