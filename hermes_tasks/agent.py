@@ -27,12 +27,11 @@ from .inventory import Settings
 # records it, the owning host's agent restarts the gateway and removes it.
 RESTART_REQUEST = ".gateway-restart-request"
 _PROFILE_FILES = ("gateway_state.json", ".env", "config.yaml", RESTART_REQUEST)
-_SLOT_FILES = ("supervise/status", "data/hold")
 
 
-def _stat(path: str, dir_fd: int | None = None) -> tuple | None:
+def _stat(path: str) -> tuple | None:
     try:
-        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        st = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
@@ -40,25 +39,27 @@ def _stat(path: str, dir_fd: int | None = None) -> tuple | None:
 
 def fingerprint(settings: Settings) -> tuple:
     """What a reconcile would look at, as (inode, mtime, size) of each file: equal
-    fingerprints mean nothing it converges changed. No file is opened."""
+    fingerprints mean nothing it converges changed. No file is opened.
+
+    A slot's ``supervise/status`` is replaced at every change s6 sees, ``finish`` holding
+    a gateway down included (so ``data/hold`` needs no look of its own).
+    """
     home, scandir = settings.hermes_home, settings.scandir
-    out: list = [_stat(home), _stat(os.path.join(home, "profiles")), _stat(scandir)]
-    out += [_stat(os.path.join(home, name)) for name in _PROFILE_FILES]
+    out: list = [_stat(home), _stat(f"{home}/profiles"), _stat(scandir)]
+    out += [_stat(f"{home}/{name}") for name in _PROFILE_FILES]
     try:
-        named = sorted(os.listdir(os.path.join(home, "profiles")))
+        named = sorted(os.listdir(f"{home}/profiles"))
     except OSError:
         named = []
     for name in named:
-        if not profiles.valid_name(name):
-            continue
-        base = os.path.join(home, "profiles", name)
-        out.append((name, *(_stat(os.path.join(base, f)) for f in _PROFILE_FILES)))
+        if profiles.valid_name(name):
+            base = f"{home}/profiles/{name}/"
+            out.append((name, *[_stat(base + f) for f in _PROFILE_FILES]))
     try:
         slots = sorted(n for n in os.listdir(scandir) if n.startswith(profiles.SLOT_PREFIX))
     except OSError:
         slots = []
-    for slot in slots:
-        out.append((slot, *(_stat(os.path.join(scandir, slot, f)) for f in _SLOT_FILES)))
+    out += [(slot, _stat(f"{scandir}/{slot}/supervise/status")) for slot in slots]
     return tuple(out)
 
 
