@@ -70,13 +70,17 @@ class Step:
     note: str = ""  # message of a row with nothing to do (e.g. "profile already exists")
     # --wait for a gateway another host runs: a standby here, never ready (SPEC §13.1)
     standby: str | None = None
+    # gateway.stop/restart of a gateway another host runs (SPEC §14.3): that host, whose
+    # agent acts on the intent recorded here; ``request``: a one-shot restart request
+    owner: str | None = None
+    request: bool = False
 
     @property
     def changes(self) -> bool:
         """Whether carrying the step out changes anything (files, state or processes)."""
         return bool(self.op not in (OK, SKIP) or self.runtime or self.record
                     or self.create_profile or self.dispose or self.sweep is not None
-                    or self.rescan)
+                    or self.rescan or self.request)
 
     @property
     def file_changes(self) -> bool:
@@ -285,12 +289,26 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     _runtime(step, intent, facts, spec, profile)
     if intent.wait and not spec.down and profile and profile.name in facts.elsewhere:
         step.standby = facts.elsewhere[profile.name]
+    if (intent.task in (intents.STOP, intents.RESTART) and profile
+            and profile.name in facts.elsewhere and not step.failure):
+        _elsewhere(step, intent, facts.elsewhere[profile.name])
     if profile and profile.name in facts.blocked:
         # registered down and failed before it is started; brought down if up (by hand)
         step.failure = facts.blocked[profile.name]
         if step.record == "running":
             step.record = None
     return step
+
+
+def _elsewhere(step: Step, intent: Intent, host: str) -> None:
+    """SPEC §14.3: the gateway runs on ``host``. A stop is the recorded intent (this host's
+    standby goes down too); a restart is a one-shot request that host's agent consumes,
+    and this host's standby is left alone. Either way ``host`` acts on it."""
+    step.owner, step.standby = host, None
+    if intent.task == intents.RESTART:
+        step.request = True
+        if step.runtime == "restart":
+            step.runtime = None
 
 
 def _unsupervised(slot: str, facts: Facts) -> str:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 
+import pytest
 import s6env
 import standin
 
@@ -258,3 +261,75 @@ def test_the_agent_converges_without_a_command(sandbox, supervisor):
     s6env.wait_for(lambda: not s6env.svstat(sb.slot("alice"))["up"], 30,
                    what="the agent bringing alice down")
     assert not any(standin.is_alive(e["pid"]) for e in standin.starts(sb.home, "alice"))
+
+
+@pytest.fixture
+def second_sandbox():
+    sb = s6env.make_sandbox(service_user=False)
+    yield sb
+    sb.cleanup()
+
+
+def test_two_hosts_stop_and_restart_from_the_standby_act_on_the_owner(sandbox, second_sandbox):
+    """SPEC §14.3: gateway.stop/restart --wait on the host that does not run the gateway
+    record the intent, name the owner, and return once the owner's agent acted; never two
+    gateways of one profile (sampled every 20 ms)."""
+    from test_fleet_s6 import Host, owner_record, runners
+
+    home = sandbox.home
+    s6env.make_profile(home, "default", {"desired_state": "stopped"})
+    for name in ("p0", "p1"):
+        s6env.make_profile(home, name, {"desired_state": "running"})
+    a = Host(sandbox, "host-a", home)
+    b = Host(second_sandbox, "host-b", home)
+    for host in (a, b):
+        host.vars.append("watch_interval=0.5")
+    violations: list = []
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            for p in ("p0", "p1"):
+                on, live = runners([a, b], p)
+                if len(on) > 1 or len(live) > 1:
+                    violations.append((p, on, live))
+            time.sleep(0.02)
+
+    try:
+        a.boot()
+        for p in ("p0", "p1"):
+            s6env.wait_for(lambda p=p: a.gateway_pid(p), 15, what=f"{p} on host-a")
+        b.boot()
+        for p in ("p0", "p1"):
+            s6env.wait_up(b.sb.slot(p), 15)  # standbys
+        thread = threading.Thread(target=sampler, daemon=True)
+        thread.start()
+
+        res = b.run("gateway.stop", "-p", "p0", "--wait", "--timeout", "30", "--json")
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        row = json.loads(res.stdout)["results"][0]
+        assert "asked host-a, which runs the gateway, to stop it" in row["message"], row
+        assert "host-a stopped it" in row["message"], row
+        assert a.gateway_pid("p0") is None and standin.live_pids(home, "p0") == []
+
+        before = owner_record(home, "p1")
+        check = b.run("gateway.restart", "-p", "p1", "--check", "--json")
+        res = b.run("gateway.restart", "-p", "p1", "--wait", "--timeout", "30", "--json")
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        row = json.loads(res.stdout)["results"][0]
+        assert "asked host-a, which runs the gateway, to restart it" in row["message"], row
+        assert json.loads(check.stdout)["results"][0]["message"].startswith(
+            "would ask host-a, which runs the gateway, to restart it")
+        after = owner_record(home, "p1")
+        assert after["pid"] != before["pid"], (before, after)
+        assert f"now pid {after['pid']} on {after['host_id']}" in row["message"], row
+        assert not (home / "profiles" / "p1" / ".gateway-restart-request").exists()
+        time.sleep(0.5)  # a last stretch of samples after the restart
+        stop.set()
+        thread.join(5)
+        assert violations == []
+    finally:
+        stop.set()
+        for host in (a, b):
+            if host.sup:
+                host.sup.stop()

@@ -25,7 +25,7 @@ from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
 from ..render import SlotSpec
 from ..s6 import S6, S6Error
 from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
-from . import signals, volume
+from . import elsewhere, signals, volume
 
 DOWN_WAIT_MS = 10000
 SUPERVISOR_EXIT_TIMEOUT = 15.0
@@ -93,6 +93,8 @@ class Applier:
                                              for s in live), bool(retired))
         for step, old in retired:
             self._guard(step.slot, self._delete_retired, old)
+        asked = elsewhere.snapshot(self.settings, live)
+        elsewhere.ask(self.settings, live, self.errors)  # SPEC §14.3
         self._runtime(live)
         for step in live:
             if step.op == UPDATE and step.slot not in self.errors:
@@ -101,6 +103,8 @@ class Applier:
             self._verify_supervised([s for s in live if s.op in (CREATE, SWAP) or s.rescan])
         if wait[0]:
             self._settle([s for s in steps if not s.failure], wait[1], scanner)
+            elsewhere.settle(self.settings, [s for s in live if not s.failure], asked,
+                             wait[1], self.errors, self.notes)
 
     # -- intent and runtime ----------------------------------------------------------
 
@@ -208,8 +212,8 @@ class Applier:
         for step in steps:
             if (step.slot in self.errors or not step.slot or step.dispose or step.spec is None
                     or step.op == REMOVE or not step.slot.startswith("gateway-")
-                    or step.standby):
-                continue
+                    or step.standby or (step.owner and not step.spec.down)):
+                continue  # (a restart another host does: elsewhere.settle waits for it)
             goal = "down" if step.spec.down else "up"
             if goal == "down" and scanner is False:
                 continue  # nothing supervises it, so nothing can be up
