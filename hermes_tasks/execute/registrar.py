@@ -22,7 +22,7 @@ from ..render import Renderer
 from ..rendercache import RenderCache
 from ..report import Row, rows_from
 from ..s6 import S6
-from . import signals, volume
+from . import elsewhere, signals, volume
 
 
 def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
@@ -65,15 +65,19 @@ def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
     marker = [s for s in live if s.slot not in errors and not s.dispose
               and (s.runtime or s.set_down is not None or s.op == plan.CREATE)]
     before: dict[str, readiness.Target] = {}
+    asked = elsewhere.snapshot(settings, live)
+    elsewhere.ask(settings, live, errors)  # SPEC §14.3: another host runs it
     _signal(s6, marker, path, errors, notes, before, settings.hermes_home)
     if intent.wait:
         targets = [s for s in steps if s.spec is not None and s.slot not in errors
-                   and not s.failure and s.slot.startswith("gateway-") and not s.standby]
+                   and not s.failure and s.slot.startswith("gateway-") and not s.standby
+                   and not (s.owner and not s.spec.down)]
         for goal in ("up", "down"):
             chosen = [path[s.slot] for s in targets if (goal == "down") == s.spec.down]
             for p, why in signals.wait(chosen, goal, intent.timeout, settings,
                                        before).items():
                 errors.setdefault(_slot(p), f"{_slot(p)}: {why}")
+        elsewhere.settle(settings, live, asked, intent.timeout, errors, notes)
     for step in live:
         if step.dispose and step.slot not in errors:
             continue  # the profile is gone (moved to .trash): nothing left to record in
