@@ -20,7 +20,7 @@ import os
 import signal
 import time
 
-from . import fsops, ownership, profiles
+from . import fsops, ownership, profiles, state
 from .inventory import Settings
 
 # A one-shot restart request in a profile's directory: another host's gateway.restart
@@ -37,30 +37,72 @@ def _stat(path: str) -> tuple | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def fingerprint(settings: Settings) -> tuple:
-    """What a reconcile would look at, as (inode, mtime, size) of each file: equal
-    fingerprints mean nothing it converges changed. No file is opened.
+STATE = "gateway_state.json"
+
+
+def fingerprint(settings: Settings) -> dict:
+    """What a reconcile would look at: (inode, mtime, size) of each file, keyed by
+    (profile or slot, file). Equal fingerprints mean nothing it converges changed. No file
+    is opened.
 
     A slot's ``supervise/status`` is replaced at every change s6 sees, ``finish`` holding
     a gateway down included (so ``data/hold`` needs no look of its own).
     """
     home, scandir = settings.hermes_home, settings.scandir
-    out: list = [_stat(home), _stat(f"{home}/profiles"), _stat(scandir)]
-    out += [_stat(f"{home}/{name}") for name in _PROFILE_FILES]
+    out: dict = {("", "home"): _stat(home), ("", "profiles"): _stat(f"{home}/profiles"),
+                 ("", "scandir"): _stat(scandir)}
+    for f in _PROFILE_FILES:
+        out[(profiles.DEFAULT, f)] = _stat(f"{home}/{f}")
     try:
-        named = sorted(os.listdir(f"{home}/profiles"))
+        named = os.listdir(f"{home}/profiles")
     except OSError:
         named = []
     for name in named:
         if profiles.valid_name(name):
             base = f"{home}/profiles/{name}/"
-            out.append((name, *[_stat(base + f) for f in _PROFILE_FILES]))
+            for f in _PROFILE_FILES:
+                out[(name, f)] = _stat(base + f)
     try:
-        slots = sorted(n for n in os.listdir(scandir) if n.startswith(profiles.SLOT_PREFIX))
+        slots = [n for n in os.listdir(scandir) if n.startswith(profiles.SLOT_PREFIX)]
     except OSError:
         slots = []
-    out += [(slot, _stat(f"{scandir}/{slot}/supervise/status")) for slot in slots]
-    return tuple(out)
+    for slot in slots:
+        out[(slot, "status")] = _stat(f"{scandir}/{slot}/supervise/status")
+    return out
+
+
+class Watch:
+    """What the agent saw last: the fingerprint, and each profile's ``desired_state``.
+
+    A running gateway rewrites its ``gateway_state.json`` often (its platforms, its active
+    agents); of that file only ``desired_state`` is an intent, so a change of the file
+    alone that leaves it as it was needs no reconcile.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict | None = None
+        self.desired: dict[str, str | None] = {}
+
+    def moved(self, settings: Settings, now: dict) -> bool:
+        if self.seen is None:
+            return True
+        changed = {k for k in now.keys() | self.seen.keys() if now.get(k) != self.seen.get(k)}
+        if not changed:
+            return False
+        if any(f != STATE for _, f in changed):
+            return True
+        for name, _ in changed:  # only state files: did an intent change?
+            if name not in self.desired:
+                return True
+            if state.read_desired(settings.hermes_home, name) != self.desired[name]:
+                return True
+        self.seen = now
+        return False
+
+    def remember(self, settings: Settings, now: dict) -> None:
+        self.seen = now
+        self.desired = {name: state.read_desired(settings.hermes_home, name)
+                        for name, f in now if f == STATE and now[(name, f)] is not None}
 
 
 def requests(settings: Settings) -> list[str]:
@@ -121,21 +163,22 @@ def converge(settings: Settings, log=print) -> None:
             run(Intent(RESTART, frozenset({name})))
 
 
-def tick(settings: Settings, seen: tuple | None, log=print) -> tuple:
-    """One look: converge if anything moved since ``seen``; the fingerprint to compare next.
+def tick(settings: Settings, watch: Watch, log=print) -> bool:
+    """One look: converge if anything it converges moved since the last. True if it did.
 
     SIGTERM (the registrar's restart) is held off while converging, so a pass is never
     cut in half; it is delivered right after.
     """
     now = fingerprint(settings)
-    if now == seen:
-        return now
+    if not watch.moved(settings, now):
+        return False
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         converge(settings, log)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    return fingerprint(settings)
+    watch.remember(settings, fingerprint(settings))
+    return True
 
 
 def watch(inventory_path: str, log=print) -> None:
@@ -153,11 +196,11 @@ def watch(inventory_path: str, log=print) -> None:
             signal.pause()
     # The first look converges: what changed between the registrar's own run (or its
     # skipped one) and this loop is not in any fingerprint.
-    seen = None
+    watch = Watch()
     while True:
         time.sleep(settings.watch_interval)
         try:
-            seen = tick(settings, seen, log)
+            tick(settings, watch, log)
         except Exception as exc:  # noqa: BLE001 - a bug must not end the agent: next look
             import traceback
 
