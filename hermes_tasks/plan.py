@@ -268,9 +268,9 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
             and _up(facts, spec.name)):
         # SPEC §14.5: failed before it is restarted; it keeps running as it is (its files
         # untouched: nothing it runs now changes)
+        why = facts.blocked[profile.name].replace("not started: ", "not restarted: ", 1)
         return Step(spec.name, label, prior, word, SKIP, spec,
-                    failure=f"{facts.blocked[profile.name]}; it keeps running on its "
-                    "current ports")
+                    failure=f"{why}; it keeps running on its current ports")
     step = plan_slot(spec, facts.slots.get(spec.name), label, prior)
     step.action = word
     if intent.task == intents.STOP and step.op == CREATE:

@@ -77,7 +77,7 @@ def test_live_edit_conflict_keeps_the_serving_gateway_and_fails_the_other(sandbo
             rows = reconcile(sb, code=2)
             beta = rows["beta"]
             assert beta["result"] == "failed" and rows["gamma"]["result"] == "ok", rows
-            for word in ("8660", "gamma", "keeps running", "API_SERVER_PORT for beta"):
+            for word in ("not restarted: ", "8660", "gamma", "keeps running", "API_SERVER_PORT for beta"):
                 assert word in beta["message"], beta
             assert check["beta"]["result"] == "failed" and check["gamma"]["result"] == "ok"
             assert check["beta"]["message"] == beta["message"]
