@@ -87,6 +87,10 @@ def idle(opts) -> None:
             cfg = settings_for(sb, watch_interval=2)
             watch = agent.Watch()
             agent.tick(cfg, watch, log=lambda m: None)  # the first look converges
+            quiet = 0
+            while quiet < 5:  # settled: gateways turning ready move supervise/status too
+                quiet = 0 if agent.tick(cfg, watch, log=lambda m: None) else quiet + 1
+                time.sleep(0.5)
             start_cpu, start = cpu(), time.perf_counter()
             changed = 0
             for _ in range(opts.looks):

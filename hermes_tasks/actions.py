@@ -179,9 +179,33 @@ def _add_ports(cfg: Settings, docs: list[dict]) -> None:
         for plat in ports.PLATFORMS:
             d[f"{plat}_port"] = gw.ports.get(plat) if gw else None
             d[f"{plat}_enabled"] = bool(gw and plat in gw.bound)
+    _add_served(cfg, docs)
+
+
+def _add_served(cfg: Settings, docs: list[dict]) -> None:
+    """SPEC §14.5: ``served_ports``, the TCP ports each running gateway listens on (from the
+    system; null when not up here), and ``api_server_bind_failed`` when its API server is
+    on but does not listen on its port and its state file says that platform failed."""
+    from . import state
+    from .facts import served
+
+    up = {d["pid"]: d for d in docs if d.get("up") and d.get("pid") and not d.get("standby")}
+    found = served.listening_many(up)
+    for d in docs:
+        d["served_ports"] = sorted(found[d["pid"]]) if d.get("pid") in found else None
+        d["api_server_bind_failed"] = False
+        if d["served_ports"] is not None and d.get("api_server_enabled") \
+                and d.get("api_server_port") not in d["served_ports"]:
+            plat = state.read(cfg.hermes_home, d["profile"]).platforms.get("api_server") or {}
+            d["api_server_bind_failed"] = plat.get("state") in ("fatal", "error", "failed")
 
 
 def _ports_text(d: dict) -> str:
-    return ", ".join(f"{plat} {d.get(plat + '_port') or '-'} "
+    text = ", ".join(f"{plat} {d.get(plat + '_port') or '-'} "
                      f"({'on' if d.get(plat + '_enabled') else 'off'})"
                      for plat in ("api_server", "webhook"))
+    if d.get("served_ports") is not None:
+        text += "; serving " + (", ".join(map(str, d["served_ports"])) or "nothing")
+    if d.get("api_server_bind_failed"):
+        text += f"; API server failed to bind {d.get('api_server_port')}"
+    return text

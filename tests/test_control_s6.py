@@ -159,7 +159,8 @@ def test_all_with_no_slots_is_a_clean_error(sandbox, supervisor):
     one_line_error(res, "no gateway slots", str(sandbox.scandir))
 
 
-PORT_KEYS = ["api_server_port", "api_server_enabled", "webhook_port", "webhook_enabled"]
+PORT_KEYS = ["api_server_port", "api_server_enabled", "webhook_port", "webhook_enabled",
+             "served_ports", "api_server_bind_failed"]
 
 
 def test_status_json(sandbox, supervisor):

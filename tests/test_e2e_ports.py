@@ -231,5 +231,9 @@ def test_live_edit_conflict_keeps_the_serving_gateway(root_sandbox, hermes_bin):
                 assert st["up"] and st["pid"] == pids[name], (name, st)
                 assert listening(pids[name]) == before[name], name
             assert http(sup, 8660)[0] == 200
+        status = {d["profile"]: d for d in json.loads(tasks(
+            sb, hermes_bin, "gateway.status", "--json").stdout)["gateways"]}
+        for name in ("beta", "gamma"):
+            assert set(status[name]["served_ports"]) == before[name], status[name]
     finally:
         sup.stop()

@@ -86,6 +86,11 @@ def test_live_edit_conflict_keeps_the_serving_gateway_and_fails_the_other(sandbo
                 assert (st["up"], st["wantedup"], st["pid"]) == (True, True, pid), (name, st)
                 assert listening(pid) == {port}, name  # beta still on its old port
             assert (sb.slot("beta") / "run").read_bytes() == before  # not rewritten
+            status = {d["profile"]: d for d in json.loads(s6env.run_tasks(
+                sb, "gateway.status", "--json").stdout)["gateways"]}
+            assert status["beta"]["api_server_port"] == 8660  # what its files now say
+            assert status["beta"]["served_ports"] == [8650]  # what it actually serves
+            assert status["gamma"]["served_ports"] == [8660]
             assert len(standin.starts(sb.home, "beta")) == 1  # never restarted
             assert len(standin.starts(sb.home, "gamma")) == 1
 
