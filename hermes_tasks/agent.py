@@ -166,17 +166,14 @@ def converge(settings: Settings, log=print) -> None:
 def tick(settings: Settings, watch: Watch, log=print) -> bool:
     """One look: converge if anything it converges moved since the last. True if it did.
 
-    SIGTERM (the registrar's restart) is held off while converging, so a pass is never
-    cut in half; it is delivered right after.
+    SIGTERM (a container stop, or a request restarting the registrar) ends a pass at once:
+    the executor is safe to interrupt (a restart it owed is finished by the next run), and
+    a stopping container must not wait for a reconcile.
     """
     now = fingerprint(settings)
     if not watch.moved(settings, now):
         return False
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        converge(settings, log)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    converge(settings, log)
     watch.remember(settings, fingerprint(settings))
     return True
 
