@@ -287,7 +287,8 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     if intent.desired and profile and profile.recorded != intent.desired:
         step.record = intent.desired
     _runtime(step, intent, facts, spec, profile)
-    if intent.wait and not spec.down and profile and profile.name in facts.elsewhere:
+    if ((intent.wait or intent.gateway) and not spec.down and profile
+            and profile.name in facts.elsewhere):
         step.standby = facts.elsewhere[profile.name]
     if (intent.task in (intents.STOP, intents.RESTART) and profile
             and profile.name in facts.elsewhere and not step.failure):

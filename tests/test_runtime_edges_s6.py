@@ -322,6 +322,9 @@ def test_two_hosts_stop_and_restart_from_the_standby_act_on_the_owner(sandbox, s
         assert "host-a stopped it" in row["message"], row
         assert a.gateway_pid("p0") is None and standin.live_pids(home, "p0") == []
 
+        res = b.run("gateway.start", "-p", "p1", "--json")  # it runs there already
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        assert "standby: running on host-a" in json.loads(res.stdout)["results"][0]["message"]
         before = owner_record(home, "p1")
         check = b.run("gateway.restart", "-p", "p1", "--check", "--json")
         res = b.run("gateway.restart", "-p", "p1", "--wait", "--timeout", "30", "--json")
