@@ -107,8 +107,9 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
     if plan.scope_needs_runtime(intent):  # restart --all: the runtime decides the scope
         facts.read_slots(known, [], targets)
     scoped = plan.scope(intent, known)
-    if intent.wait:
-        facts.owners(known, [p.name for p in scoped if p.autostart])
+    if intent.wait or (intent.gateway and settings.shared_volume):
+        # §14.3: a gateway another host runs is asked of that host's agent
+        facts.owners(known, [p.name for p in scoped if p.autostart or intent.gateway])
     desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name)))
                for p in scoped]
     if manage_registrar:

@@ -54,12 +54,20 @@ class Settings:
     profile_vars: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
     profile_scoped_env: tuple[str, ...] = ("API_SERVER_", "WEBHOOK_")
     api_port_base: int = 8650
-    webhook_port_base: int = 8750
+    # At least max_slots above api_port_base: the two ranges never interleave (SPEC §14.5).
+    webhook_port_base: int = 9100
     lock_timeout: float = 60
     max_slots: int = 450
     # Default --timeout of gateway.* --wait: how long a gateway may take to become ready.
     readiness_timeout: float = 60
     registrar_timeout: float = 120
+    # Crash loops (SPEC §14.6): this many exits within crash_window seconds hold it down.
+    crash_limit: int = 5
+    crash_window: float = 60
+    # The most a run waits for s6-svscan to supervise new slots while it keeps progressing.
+    supervise_timeout: float = 120
+    # Seconds between the agent's looks for changes (SPEC §14.3); 0 = it never converges alone.
+    watch_interval: float = 2
     boot_log_rotate_bytes: int = 262144
     gateway_log_archives: int = 10
     gateway_log_max_bytes: int = 1000000
@@ -147,9 +155,24 @@ def load(
         merged["host_id"] = (entry, f"{chosen} (host entry)") if several else (
             os.uname().nodename, "the hostname (set host_id in the inventory)")
     values = {key: _validate(key, value, origin) for key, (value, origin) in merged.items()}
+    _check_port_ranges(values, merged)
     named = (("--inventory",) if path else (f"${ENV_VAR}",) if environ.get(ENV_VAR) else ()) + \
         tuple(f"--var {key}" for key in layers[-1][1])
     return Settings(**values, source=str(chosen), named=named)
+
+
+def _check_port_ranges(values: dict, merged: dict) -> None:
+    """The API and webhook allocation ranges never interleave for up to max_slots profiles."""
+    get = lambda k: values.get(k, getattr(Settings, k))  # noqa: E731
+    api, webhook, slots = get("api_port_base"), get("webhook_port_base"), get("max_slots")
+    if abs(webhook - api) < slots:
+        keys = ("webhook_port_base", "api_port_base", "max_slots")
+        key = next((k for k in keys if merged.get(k, (None, ""))[1] == "--var"),
+                   next((k for k in keys if k in merged), "webhook_port_base"))
+        raise _fail(merged.get(key, (None, "<defaults>"))[1], key,
+                    f"leaves api_port_base ({api}) and webhook_port_base ({webhook}) fewer "
+                    f"than max_slots ({slots}) apart: their ranges would interleave (set "
+                    f"webhook_port_base to {api + slots} or more)")
 
 
 def _unknown_key(origin: str, key: str) -> str:
@@ -329,18 +352,21 @@ def _validate(key: str, value: object, origin: str) -> object:
             raise _fail(origin, key, "must be a user name or null")
         return value
     if key in ("service_uid", "service_gid", "boot_log_rotate_bytes", "gateway_log_archives",
-               "gateway_log_max_bytes", "max_slots"):
+               "gateway_log_max_bytes", "max_slots", "crash_limit"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _fail(origin, key, f"must be a non-negative integer, got {value!r}")
-        if key in ("boot_log_rotate_bytes", "gateway_log_max_bytes", "max_slots") and value < 1:
+        if key in ("boot_log_rotate_bytes", "gateway_log_max_bytes", "max_slots",
+                   "crash_limit") and value < 1:
             raise _fail(origin, key, "must be positive")
         # uid/gid (u)int32 with -1 reserved by chown; s6-log rejects larger n/s directives.
         limit = {"service_uid": 2**32 - 2, "service_gid": 2**32 - 2,
-                 "gateway_log_archives": 2**32 - 1, "gateway_log_max_bytes": 2**32 - 1}.get(key)
+                 "gateway_log_archives": 2**32 - 1, "gateway_log_max_bytes": 2**32 - 1,
+                 "crash_limit": 100}.get(key)  # s6 remembers 100 deaths (max-death-tally)
         if limit is not None and value > limit:
             raise _fail(origin, key, f"must be at most {limit}, got {value}")
         return value
-    if key in ("lock_timeout", "readiness_timeout", "registrar_timeout"):
+    if key in ("lock_timeout", "readiness_timeout", "registrar_timeout", "crash_window",
+               "supervise_timeout", "watch_interval"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
         try:
@@ -350,6 +376,8 @@ def _validate(key: str, value: object, origin: str) -> object:
         if not finite or value < 0:
             # NaN or infinity would make every lock wait unbounded.
             raise _fail(origin, key, f"must be a non-negative number of seconds, got {value!r}")
+        if key == "crash_window" and not 1 <= value <= 86400:
+            raise _fail(origin, key, f"must be from 1 to 86400 seconds, got {value!r}")
         return value
     if key == "extra_env":
         return _env_mapping(value, origin, key)

@@ -70,13 +70,17 @@ class Step:
     note: str = ""  # message of a row with nothing to do (e.g. "profile already exists")
     # --wait for a gateway another host runs: a standby here, never ready (SPEC §13.1)
     standby: str | None = None
+    # gateway.stop/restart of a gateway another host runs (SPEC §14.3): that host, whose
+    # agent acts on the intent recorded here; ``request``: a one-shot restart request
+    owner: str | None = None
+    request: bool = False
 
     @property
     def changes(self) -> bool:
         """Whether carrying the step out changes anything (files, state or processes)."""
         return bool(self.op not in (OK, SKIP) or self.runtime or self.record
                     or self.create_profile or self.dispose or self.sweep is not None
-                    or self.rescan)
+                    or self.rescan or self.request)
 
     @property
     def file_changes(self) -> bool:
@@ -242,9 +246,15 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     word = _word(intent, spec)
     if not allowed and facts.slots.get(spec.name) is None:
         return Step(spec.name, label, prior, word, SKIP, spec,
-                    failure=f"not published: max_slots ({max_slots}) gateway slots reached; "
-                    "s6-overlay's s6-svscan supervises at most 500 services (raise "
-                    "max_slots only with s6-svscan -c)")
+                    failure=f"over capacity: not published: max_slots ({max_slots}) gateway "
+                    "slots reached; s6-overlay's s6-svscan supervises at most 500 services "
+                    "(raise max_slots only with s6-svscan -c)")
+    if not allowed:
+        # SPEC §14.7: an existing slot past max_slots is retired (the last by priority:
+        # default first, then by name), so what stays fits what s6-svscan supervises
+        return Step(spec.name, label, prior, word, REMOVE, failure=f"over capacity: its slot "
+                    f"is retired: max_slots ({max_slots}) gateway slots reached (default "
+                    "first, then by name)", reason="over capacity")
     if intent.task == intents.RESTART and intent.all and profile and not profile.autostart:
         return Step(spec.name, label, prior, word, SKIP, spec,
                     reason="stopped (desired_state not running): left stopped")
@@ -252,6 +262,13 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
         # It could be published but never started: refuse before creating anything.
         return Step(spec.name, label, prior, word, SKIP, spec,
                     failure=_unsupervised(spec.name, facts))
+    if (profile and profile.name in facts.blocked and intent.desired != "stopped"
+            and _up(facts, spec.name)):
+        # SPEC §14.5: failed before it is restarted; it keeps running as it is (its files
+        # untouched: nothing it runs now changes)
+        why = facts.blocked[profile.name].replace("not started: ", "not restarted: ", 1)
+        return Step(spec.name, label, prior, word, SKIP, spec,
+                    failure=f"{why}; it keeps running on its current ports")
     step = plan_slot(spec, facts.slots.get(spec.name), label, prior)
     step.action = word
     if intent.task == intents.STOP and step.op == CREATE:
@@ -268,14 +285,29 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     if intent.desired and profile and profile.recorded != intent.desired:
         step.record = intent.desired
     _runtime(step, intent, facts, spec, profile)
-    if intent.wait and not spec.down and profile and profile.name in facts.elsewhere:
+    if ((intent.wait or intent.gateway) and not spec.down and profile
+            and profile.name in facts.elsewhere):
         step.standby = facts.elsewhere[profile.name]
+    if (intent.task in (intents.STOP, intents.RESTART) and profile
+            and profile.name in facts.elsewhere and not step.failure):
+        _elsewhere(step, intent, facts.elsewhere[profile.name])
     if profile and profile.name in facts.blocked:
         # registered down and failed before it is started; brought down if up (by hand)
         step.failure = facts.blocked[profile.name]
         if step.record == "running":
             step.record = None
     return step
+
+
+def _elsewhere(step: Step, intent: Intent, host: str) -> None:
+    """SPEC §14.3: the gateway runs on ``host``. A stop is the recorded intent (this host's
+    standby goes down too); a restart is a one-shot request that host's agent consumes,
+    and this host's standby is left alone. Either way ``host`` acts on it."""
+    step.owner, step.standby = host, None
+    if intent.task == intents.RESTART:
+        step.request = True
+        if step.runtime == "restart":
+            step.runtime = None
 
 
 def _unsupervised(slot: str, facts: Facts) -> str:
@@ -296,10 +328,15 @@ def _up(facts: Facts, slot: str) -> bool:
 
 def _within_capacity(facts: Facts, desired, max_slots: int) -> set[str]:
     """Slot names within ``max_slots``: default first, then every profile by name."""
-    names = [p.slot for p in facts.profiles]
+    names = [p.slot for p in facts.profiles if p.name not in facts.unplaced]
     names += [spec.name for p, spec in desired if p is not None and spec.name not in names]
-    ordered = sorted(set(names), key=lambda n: (n != SLOT_PREFIX + DEFAULT, n))
-    return {*ordered[:max_slots], REGISTRAR}
+    return {*by_priority(names)[:max_slots], REGISTRAR}
+
+
+def by_priority(slots) -> list[str]:
+    """Gateway slot names in capacity order: default first, then by name. Past
+    ``max_slots`` the last ones are not published, or retired (SPEC §14.7)."""
+    return sorted(set(slots), key=lambda n: (n != SLOT_PREFIX + DEFAULT, n))
 
 
 def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None,
@@ -337,6 +374,10 @@ def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None,
         if step.restart_gateway or (intent.task == intents.RESTART
                                     and (not intent.all or want_up)):
             step.runtime = "restart"
+        return
+    if (rt.held and not explicit and not rt.hold_lifted and not step.restart_gateway
+            and "gateway-up" not in step.pending):
+        step.failure = rt.hold_text()  # SPEC §14.6: until a start or a fix of its files
         return
     if rt.exited and not explicit and "gateway-up" not in step.pending:
         step.failure = rt.exit_text()

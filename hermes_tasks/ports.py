@@ -101,6 +101,8 @@ class Gateway:
     exports: Mapping[str, int]
     ports: Mapping[str, int | None]
     bound: Mapping[str, int]
+    # Its stable allocation (platform -> port): reserved for it while the profile exists.
+    allocated: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- facts
@@ -375,31 +377,28 @@ def allocate(current: Mapping[str, Mapping[str, int]], names: Iterable[str],
 
     ``current`` is the validated file, ``names`` every named profile on the volume,
     ``claimed`` port → profile for every explicit setting (and the default gateway's
-    ports). Entries of profiles no longer there are dropped; an allocation that another
-    profile now claims explicitly is moved (with a warning naming both); every profile
-    gets an API and a webhook allocation: the lowest free port at or above its base.
+    ports). Entries of profiles no longer there are dropped; an allocation never moves
+    while its profile exists, even when another profile claims its port explicitly (that
+    one is refused, :func:`collisions`). Every profile gets an API and a webhook
+    allocation: the lowest free port at or above its base and below the other range's
+    base (the ranges never interleave, SPEC §14.5).
     """
     names = sorted(set(names))
     table = {n: dict(current[n]) for n in names if n in current}
-    for name, entry in table.items():
-        for plat, port in list(entry.items()):
-            owner = claimed.get(port)
-            if owner is not None and owner != name:
-                warn(f"{owner} sets port {port} explicitly, which was {name}'s "
-                     f"{SETTING[plat]} allocation: {name}'s moves")
-                del entry[plat]
     taken = set(HERMES_OWN) | set(claimed) | {p for e in table.values() for p in e.values()}
     cursor = dict(bases)  # taken only grows: every port below a cursor is taken already
+    ceiling = {p: min((b for b in bases.values() if b > bases[p]), default=MAX_PORT + 1)
+               for p in bases}
     for name in names:
         entry = table.setdefault(name, {})
         for plat in PLATFORMS:
             if plat in entry:
                 continue
             port = cursor[plat]
-            while port in taken and port <= MAX_PORT:
+            while port in taken and port < ceiling[plat]:
                 port += 1
             cursor[plat] = port
-            if port > MAX_PORT:
+            if port >= ceiling[plat]:
                 warn(f"no free port left for {name}'s {SETTING[plat]} above {bases[plat]}")
                 continue
             entry[plat] = port
@@ -650,22 +649,46 @@ def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, 
         out[name] = Gateway(name, exports,
                             {p: state[p][1] if state[p][0] else exports.get(p, state[p][1])
                              for p in PLATFORMS},
-                            {p: state[p][1] for p in PLATFORMS if state[p][0]})
+                            {p: state[p][1] for p in PLATFORMS if state[p][0]},
+                            dict(table.get(name, {})))
     return out
 
 
-def collisions(order: list[tuple[str, bool]], gateways: Mapping[str, Gateway]) -> dict[str, str]:
-    """Gateways that must not start: name → one line naming both profiles and the port.
+def collisions(order: list[tuple[str, bool]], gateways: Mapping[str, Gateway],
+               serving: Mapping[str, Iterable[int]] | None = None) -> dict[str, str]:
+    """Gateways that must not start: name → one line naming both profiles, the port and
+    how to resolve it (SPEC §14.5).
 
-    ``order`` is (name, would run) with default first, then by name; of two gateways
-    that would run and bind the same port, the later one fails. A failed gateway binds
-    nothing, so a third one is compared with the first.
+    ``order`` is (name, would run) with default first, then by name; ``serving`` maps a
+    gateway to the ports it actually listens on now (:mod:`.facts.served`). A gateway
+    that serves a port keeps it: those go first, so an edit that makes another gateway
+    want the port fails that other one. Else of two gateways that would run and bind the
+    same port, the later one fails. A named gateway whose port is another profile's
+    allocation fails too: allocations never move while their profile exists. A failed
+    gateway binds nothing, so a third one is compared with the first.
     """
+    serving = {n: set(p) for n, p in (serving or {}).items()}
+    holds = [(n, r) for n, r in order
+             if r and n in gateways and serving.get(n, set()) & set(gateways[n].bound.values())]
+    order = holds + [(n, r) for n, r in order if (n, r) not in holds]
+    reserved = {port: (g.name, plat) for g in gateways.values()
+                for plat, port in g.allocated.items()}
     holders: dict[int, tuple[str, str]] = {}
     failed: dict[str, str] = {}
     for name, runs in order:
         gw = gateways.get(name)
         if not runs or gw is None:
+            continue
+        taken = next(((plat, port) for plat, port in sorted(gw.bound.items())
+                      if name != DEFAULT and port in reserved
+                      and reserved[port][0] != name), None)
+        if taken is not None:
+            plat, port = taken
+            other, other_plat = reserved[port]
+            failed[name] = (f"not started: its {plat} would bind port {port}, which is "
+                            f"{other}'s {SETTING[other_plat]} allocation (allocations "
+                            f"never move while {other} exists); set another "
+                            f"{ENV_PORT[plat]} for {name}")
             continue
         clash = next(((plat, port) for plat, port in sorted(gw.bound.items())
                       if port in holders), None)
@@ -684,6 +707,13 @@ def collisions(order: list[tuple[str, bool]], gateways: Mapping[str, Gateway]) -
             continue
         plat, port = clash
         other, other_plat = holders[port]
-        failed[name] = (f"not started: its {plat} would bind port {port}, which "
-                        f"{other}'s {other_plat} uses (gateway-{other} comes first)")
+        if port in serving.get(other, ()):
+            failed[name] = (f"not started: its {plat} would bind port {port}, which "
+                            f"{other}'s {other_plat} serves now (gateway-{other} keeps it); "
+                            f"set another {ENV_PORT[plat]} for {name}, or free the port "
+                            f"on {other}, then reconcile")
+        else:
+            failed[name] = (f"not started: its {plat} would bind port {port}, which "
+                            f"{other}'s {other_plat} uses (gateway-{other} comes first); "
+                            f"set another {ENV_PORT[plat]} for {name}")
     return failed

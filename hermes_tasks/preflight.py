@@ -12,7 +12,7 @@ from .errors import TaskError
 from .inventory import Settings
 
 TOOLS = ("with-contenv", "s6-svc", "s6-svstat", "s6-svok", "s6-svscanctl", "s6-setuidgid",
-         "s6-log", "s6-notifyoncheck")
+         "s6-log", "s6-notifyoncheck", "s6-svdt")  # s6-svdt: finish's crash-loop count
 
 
 def problems(settings: Settings) -> list[str]:

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Iterable
 
-from . import state, svstatus
+from . import crashloop, state, svstatus
 
 READY, DOWN, FAILED, TIMEOUT = "ready", "down", "failed", "timeout"
 POLL = 0.025
@@ -33,6 +33,9 @@ class Target:
     before: svstatus.Status | None = None
     # On a shared volume: ready also needs this host's ownership record for that pid (§5).
     host_id: str | None = None
+    # When s6 last recorded a death before the command (its death tally): later deaths are
+    # the command's; a gateway that dies twice fails the wait at once (SPEC §14.6).
+    last_death: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +120,17 @@ def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, s
     moved = seen_up or _changed(st, t.before)
     if moved and not st.wanted_up and not st.finishing:
         doc = state.read(t.home, t.profile)
+        hold = crashloop.read_hold(t.slot)
         return Outcome(FAILED, exit_code=st.exit_code, signal=st.signal, reason=doc.reason,
-                       detail=exited(st.exit_code, st.signal) or "went down"), seen_up, ""
+                       detail=hold.text() if hold else exited(st.exit_code, st.signal)
+                       or "went down"), seen_up, ""
+    if moved and (st.exit_code is not None or st.signal):
+        died = [d for d in crashloop.deaths(t.slot) if t.last_death is None or d[0] > t.last_death]
+        if len(died) >= 2:  # a crash loop in the making: no use waiting for the timeout
+            doc = state.read(t.home, t.profile)
+            return Outcome(FAILED, exit_code=st.exit_code, signal=st.signal, reason=doc.reason,
+                           detail=f"exited {len(died)} times since it was started"), \
+                seen_up, ""
     if moved and (st.exit_code is not None or st.signal):
         doc = state.read(t.home, t.profile)
         how = exited(st.exit_code, st.signal)
@@ -188,4 +200,7 @@ def wait(targets: Iterable[Target], goal: str, timeout: float,
 
 def target(slot: str, home: str, profile: str) -> Target:
     """A :class:`Target` with its status snapshot taken now (call before the command)."""
-    return Target(slot, home, profile, snapshot(slot) if os.path.isdir(slot) else None)
+    if not os.path.isdir(slot):
+        return Target(slot, home, profile, None)
+    return Target(slot, home, profile, snapshot(slot), last_death=crashloop.newest_death(slot)
+                  or 0.0)

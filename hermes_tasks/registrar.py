@@ -29,7 +29,7 @@ import struct
 import sys
 import time
 
-from . import engine, fsops, inventory
+from . import agent, engine, fsops, inventory
 from .channel import DATA, IO_TIMEOUT, MAX_REQUEST, _read
 from .errors import TaskError, UsageError
 from .intent import CREATE, DELETE, RECONCILE, RESTART, START, STOP, Intent
@@ -65,7 +65,8 @@ def serve(data: str = DATA, notify_fd: int = 3) -> None:
                       settings.service_gid if settings else None)
     os.write(notify_fd, b"\n")
     os.close(notify_fd)
-    Server(listener, source).run()
+    tick, interval = agent.ticker(source.get, _log)
+    Server(listener, source, tick, interval).run()
 
 
 class Server:
@@ -81,13 +82,15 @@ class Server:
         self.tick, self.interval = tick, interval
 
     def run(self, stop=lambda: False) -> None:
+        due = time.monotonic() + (self.interval or 0)
         while not stop():
-            timeout = self.interval if self.tick else None
+            timeout = max(0.0, due - time.monotonic()) if self.tick else None
             ready, _, _ = select.select([self.listener], [], [], timeout)
             if ready:
                 self.serve_one()
-            if self.tick:
+            if self.tick and time.monotonic() >= due:  # requests do not hurry the agent
                 self.tick()
+                due = time.monotonic() + self.interval
 
     def serve_one(self) -> None:
         try:

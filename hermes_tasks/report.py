@@ -154,6 +154,10 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
         parts.append("not supervised: would rescan" if check else "not supervised: rescanned")
     if step.standby:
         parts.append(f"standby: running on {step.standby}")
+    if step.owner:  # SPEC §14.3: the host that runs it acts on the intent
+        what = "to restart it" if step.request else "to stop it"
+        parts.append(f"{'would ask' if check else 'asked'} {step.owner}, which runs the "
+                     f"gateway, {what}")
     if check:
         if step.sweep is not None:
             parts.append("would remove stale runtime files")

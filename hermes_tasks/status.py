@@ -143,6 +143,11 @@ def _signame(num: int) -> str:
 
 
 def _hold(slot: str) -> str | None:
+    from . import crashloop
+
+    record = crashloop.read_hold(slot)  # finish's crash-loop record (docs/ARCHITECTURE.md)
+    if record is not None:
+        return record.text()
     try:
         with fsops.opened_dir(slot, ("data",)) as dfd:
             raw = fsops.read_bounded(dfd, "hold", HOLD_LIMIT)

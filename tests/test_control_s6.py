@@ -189,7 +189,7 @@ def test_status_json(sandbox, supervisor):
     assert gws["default"]["desired_state"] is None  # only gateway_state recorded
     # ports (SPEC §11): hermes's defaults for default, allocations for the named ones, all off
     assert [gws[n]["api_server_port"] for n in gws] == [8642, 8650, 8651]
-    assert [gws[n]["webhook_port"] for n in gws] == [8644, 8750, 8751]
+    assert [gws[n]["webhook_port"] for n in gws] == [8644, 9100, 9101]
     assert not any(gws[n][k] for n in gws for k in ("api_server_enabled", "webhook_enabled"))
     gws = {n: {k: v for k, v in d.items() if k in OLD_KEYS} for n, d in gws.items()}
     assert gws["alice"] == {"profile": "alice", "slot": "gateway-alice", "registered": True,

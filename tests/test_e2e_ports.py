@@ -197,3 +197,43 @@ def test_every_api_server_gets_its_own_stable_port(root_sandbox, hermes_bin):  #
         assert detail["updated_at"] == root_state["updated_at"]  # the root home's state
     finally:
         sup.stop()
+
+
+def test_live_edit_conflict_keeps_the_serving_gateway(root_sandbox, hermes_bin):  # noqa: F811
+    """SPEC §14.5 with the real gateway: beta's .env is edited to gamma's port while both
+    serve; gamma keeps the port (same pid), beta is failed before any restart and keeps
+    serving its old port; a second run changes nothing."""
+    sb = root_sandbox
+    s6env.write_container_env(sb.env_dir, CONTAINER_ENV)
+    make_profile(sb.home, "default", {"desired_state": "stopped"})
+    named(sb, "beta", "API_SERVER_ENABLED=true\nAPI_SERVER_KEY=beta-key-0123456789abcdef\n")
+    named(sb, "gamma", "API_SERVER_ENABLED=true\nAPI_SERVER_KEY=gamma-key-0123456789abcd\n"
+          "API_SERVER_PORT=8660\n")
+    own(sb, sb.home)
+    tasks(sb, hermes_bin, "reconcile")
+    sup = s6env.Supervisor(sb, wrap=NETNS).start()
+    try:
+        tasks(sb, hermes_bin, "reconcile")
+        before = serving(sb, hermes_bin, sup, ["beta", "gamma"])
+        assert before["gamma"] == {8660} and before["beta"] not in ({8660}, set()), before
+        pids = {n: s6env.svstat(sb.slot(n))["pid"] for n in ("beta", "gamma")}
+        (sb.home / "profiles" / "beta" / ".env").write_text(
+            "API_SERVER_ENABLED=true\nAPI_SERVER_KEY=beta-key-0123456789abcdef\n"
+            "API_SERVER_PORT=8660\n")
+        for _ in range(2):
+            res = tasks(sb, hermes_bin, "reconcile", "--json", code=2)
+            rows = {r["profile"]: r for r in json.loads(res.stdout)["results"]}
+            assert rows["beta"]["result"] == "failed", rows["beta"]
+            assert "8660" in rows["beta"]["message"] and "gamma" in rows["beta"]["message"]
+            assert rows["gamma"]["result"] == "ok", rows["gamma"]
+            for name in ("beta", "gamma"):
+                st = s6env.svstat(sb.slot(name))
+                assert st["up"] and st["pid"] == pids[name], (name, st)
+                assert listening(pids[name]) == before[name], name
+            assert http(sup, 8660)[0] == 200
+        status = {d["profile"]: d for d in json.loads(tasks(
+            sb, hermes_bin, "gateway.status", "--json").stdout)["gateways"]}
+        for name in ("beta", "gamma"):
+            assert set(status[name]["served_ports"]) == before[name], status[name]
+    finally:
+        sup.stop()

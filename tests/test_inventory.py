@@ -88,3 +88,26 @@ def test_as_vars_round_trips_through_yaml(tmp_path):
     s = inventory.load(None, ["extra_env={Q: \"it's $(x)\"}"], environ={})
     path = write(tmp_path / "hosts.yml", yaml.safe_dump({"all": {"vars": s.as_vars()}}))
     assert inventory.load(path, environ={}) == s
+
+
+def test_crash_capacity_and_watch_settings_are_validated():
+    s = inventory.load(environ={})
+    assert (s.crash_limit, s.crash_window, s.supervise_timeout, s.watch_interval) == (5, 60, 120, 2)
+    assert s.webhook_port_base - s.api_port_base >= s.max_slots
+    for bad, needle in (("crash_limit=0", "'crash_limit' must be positive"),
+                        ("crash_window=0", "'crash_window' must be from 1"),
+                        ("supervise_timeout=-1", "'supervise_timeout' must be a non-negative"),
+                        ("watch_interval=.nan", "'watch_interval' must be a non-negative")):
+        with pytest.raises(inventory.InventoryError, match=needle):
+            inventory.load(None, [bad], environ={})
+    assert inventory.load(None, ["watch_interval=0"], environ={}).watch_interval == 0
+
+
+def test_port_ranges_that_would_interleave_are_refused():
+    with pytest.raises(inventory.InventoryError) as err:
+        inventory.load(None, ["webhook_port_base=8750"], environ={})
+    assert "--var: 'webhook_port_base'" in str(err.value) and "9100" in str(err.value)
+    with pytest.raises(inventory.InventoryError, match="'max_slots' leaves"):
+        inventory.load(None, ["max_slots=451"], environ={})
+    assert inventory.load(None, ["max_slots=100", "webhook_port_base=8750"],
+                          environ={}).webhook_port_base == 8750

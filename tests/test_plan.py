@@ -401,8 +401,8 @@ def test_temp_files_left_in_a_slot_are_removed_without_restart():
 
 def test_placement_and_blocked_gateways_are_facts_the_plan_obeys():
     """Hooks for SPEC §11/§12: a profile placed elsewhere gets no slot and a skipped row (an
-    existing slot is retired, saying why); a blocked gateway is registered down, brought down
-    if up, and failed before it is started."""
+    existing slot is retired, saying why); a blocked gateway is failed before it is started:
+    registered down if it is down, left running as it is if it is up."""
     d, a, b = spec("gateway-default"), spec("gateway-alice"), spec("gateway-bob")
     desired = [(profile("default", stale=False), d), (profile("alice", stale=False), a),
                (profile("bob", stale=False), b)]
@@ -417,7 +417,14 @@ def test_placement_and_blocked_gateways_are_facts_the_plan_obeys():
     steps = plan.build(Intent("reconcile"), known, desired, 450)
     by = {s.profile: s for s in steps}
     assert by["alice"].op == plan.SKIP and by["alice"].reason == "not placed on host-a"
-    assert by["bob"].failure.startswith("port 8650") and by["bob"].runtime == "down"
+    # up: failed before any restart, and left running as it is (SPEC §14.5)
+    assert by["bob"].failure.startswith("port 8650") and by["bob"].runtime is None
+    assert by["bob"].op == plan.SKIP and by["bob"].set_down is None and not by["bob"].write
+    assert by["bob"].failure.endswith("it keeps running on its current ports")
+    # down: registered down, never started
+    known.runtime["gateway-bob"] = rt(up=False, wanted_up=False)
+    by = {s.profile: s for s in plan.build(Intent("reconcile"), known, desired, 450)}
+    assert by["bob"].failure == known.blocked["bob"] and by["bob"].runtime is None
     assert by["bob"].set_down is True
     known.existing.append("gateway-alice")
     steps = plan.build(Intent("reconcile"), known, desired, 450)

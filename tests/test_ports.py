@@ -176,26 +176,52 @@ def test_check_mode_reads_but_never_writes(tmp_path):
     assert not (tmp_path / ports.FILE).exists()
 
 
-def test_explicit_port_moves_another_profiles_allocation(tmp_path):
+def test_explicit_port_on_another_profiles_allocation_is_refused_and_moves_nothing(tmp_path):
     profile(tmp_path, "default")
     profile(tmp_path, "a")
     profile(tmp_path, "b")
     lay(tmp_path, ["a", "b"])
-    (tmp_path / "profiles" / "b" / ".env").write_text("API_SERVER_PORT=8650\n")  # a's
+    before = saved(tmp_path)
+    (tmp_path / "profiles" / "b" / ".env").write_text(
+        f"API_SERVER_ENABLED=true\nAPI_SERVER_KEY={KEY}\nAPI_SERVER_PORT=8650\n")  # a's
     warnings: list[str] = []
     gws = lay(tmp_path, ["a", "b"], warnings=warnings)
-    assert gws["b"].exports["api_server"] == 8650
-    assert gws["a"].exports["api_server"] not in (8650, 8651)  # 8651 is b's own allocation
-    assert any("b sets port 8650" in w and "a's moves" in w for w in warnings), warnings
+    assert gws["a"].exports["api_server"] == 8650  # never moves while a exists
+    assert gws["b"].bound == {"api_server": 8650}
+    assert saved(tmp_path) == before and not warnings
+    order = [("default", True), ("a", True), ("b", True)]
+    failed = ports.collisions(order, gws)
+    assert set(failed) == {"b"}
+    assert "8650" in failed["b"] and "a's api_server_port allocation" in failed["b"]
+    assert "API_SERVER_PORT for b" in failed["b"]  # how to resolve it
+    # once a is deleted its allocation goes, and b may have the port
+    gws = lay(tmp_path, ["b"])
+    assert ports.collisions([("default", True), ("b", True)], gws) == {}
+    assert "a" not in saved(tmp_path)
+
+
+def test_ranges_never_interleave_up_to_the_gap(tmp_path):
+    profile(tmp_path, "default")
+    names = [f"p{i:03d}" for i in range(12)]
+    for n in names:
+        profile(tmp_path, n)
+    bases = {ports.API: 8650, ports.WEBHOOK: 8660}  # room for 10 API ports
+    warnings: list[str] = []
+    gws = ports.layout(str(tmp_path), names, {}, {}, (), {n: {} for n in ["default", *names]},
+                       bases, warnings.append, write=True)
+    api = [gws[n].exports.get("api_server") for n in names]
+    assert api[:10] == list(range(8650, 8660)) and api[10:] == [None, None]
+    assert all(8660 <= gws[n].exports["webhook"] < 8672 for n in names)
+    assert any("no free port left for p010's api_server_port" in w for w in warnings)
 
 
 def test_hermes_own_and_default_ports_are_never_allocated(tmp_path):
     profile(tmp_path, "default")
     profile(tmp_path, "a")
-    bases = {ports.API: 8642, ports.WEBHOOK: 8644}
+    bases = {ports.API: 8642, ports.WEBHOOK: 9644}
     gws = ports.layout(str(tmp_path), ["a"], {}, {"API_SERVER_PORT": "8643"}, (),
                        {"default": {}, "a": {}}, bases, lambda m: None, write=True)
-    assert gws["a"].exports == {"api_server": 8646, "webhook": 8647}
+    assert gws["a"].exports == {"api_server": 8646, "webhook": 9644}
 
 
 # --------------------------------------------------------------------------- hostile file
@@ -429,3 +455,17 @@ def test_an_entry_dropped_with_a_warning_is_rewritten_once(tmp_path):
     again: list[str] = []
     lay(tmp_path, ["a"], warnings=again)
     assert not any("dropped" in w for w in again), again
+
+
+def test_a_gateway_serving_the_port_keeps_it():
+    # beta's .env was edited to gamma's port while both run: beta fails, gamma keeps it
+    gws = {"default": gw("default"), "beta": gw("beta", api_server=8660),
+           "gamma": gw("gamma", api_server=8660)}
+    order = [("default", True), ("beta", True), ("gamma", True)]
+    assert set(ports.collisions(order, gws)) == {"gamma"}  # nobody serves it: name order
+    failed = ports.collisions(order, gws, {"beta": {8651}, "gamma": {8660}})
+    assert set(failed) == {"beta"}
+    assert "8660" in failed["beta"] and "gamma's api_server serves now" in failed["beta"]
+    assert "gateway-gamma keeps it" in failed["beta"]
+    # a gateway listening on a port it no longer wants holds nothing
+    assert set(ports.collisions(order, gws, {"gamma": {8651}})) == {"gamma"}

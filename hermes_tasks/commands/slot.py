@@ -76,7 +76,7 @@ def _write_under(dest: str, files: dict, down: bool) -> None:
 
 @hermes_task(help={"json": "print {\"slots\": [...]} as JSON"})
 def list_(c, json=False, inventory=None, var=None, host=None):
-    """List the gateway slots registered in the scandir."""
+    """List the gateway slots registered in the scandir, and every profile without one (why)."""
     cfg = settings(inventory, var, host)
     facts.require_scandir(cfg)
     names, _ = slots.managed_names(cfg.scandir)
@@ -88,13 +88,42 @@ def list_(c, json=False, inventory=None, var=None, host=None):
             continue
         rows.append({"slot": name, "profile": name[len(profiles.SLOT_PREFIX):],
                      "supervised": bool(s6.supervised(path)),
-                     "down_marker": os.path.lexists(os.path.join(path, "down"))})
+                     "down_marker": os.path.lexists(os.path.join(path, "down")),
+                     "registered": True, "reason": None})
+    rows += _unregistered(cfg, {r["profile"] for r in rows})
     if json:
         print(jsonlib.dumps({"slots": rows}))
         return
     for row in rows:
+        if not row["registered"]:
+            print(f"{row['slot']}  (no slot: {row['reason']})")
+            continue
         state = "supervised" if row["supervised"] else "not supervised"
         marker = ", down marker" if row["down_marker"] else ""
         print(f"{row['slot']}  ({state}{marker})")
     if not rows:
         print(f"no gateway slots in {cfg.scandir}")
+
+
+def _unregistered(cfg, registered: set[str]) -> list[dict]:
+    """A row for each profile on the volume without a slot here, saying why (SPEC §14.7)."""
+    from .. import placement
+    from ..plan import by_priority
+
+    found, _ = profiles.discover(cfg.hermes_home, lambda _msg: None)
+    placed = [p.name for p in found if placement.placed(p.name, cfg.gateway_profiles)]
+    fits = set(by_priority(profiles.SLOT_PREFIX + n for n in placed)[:cfg.max_slots])
+    rows = []
+    for p in found:
+        if p.name in registered:
+            continue
+        slot = profiles.SLOT_PREFIX + p.name
+        if p.name not in placed:
+            why = placement.reason(cfg.host_id)
+        elif slot not in fits:
+            why = f"over capacity: max_slots ({cfg.max_slots}) gateway slots reached"
+        else:
+            why = "not registered yet: run `hermes-tasks reconcile`"
+        rows.append({"slot": slot, "profile": p.name, "supervised": False,
+                     "down_marker": False, "registered": False, "reason": why})
+    return rows

@@ -25,11 +25,13 @@ from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
 from ..render import SlotSpec
 from ..s6 import S6, S6Error
 from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
-from . import signals, volume
+from . import elsewhere, signals, volume
 
 DOWN_WAIT_MS = 10000
 SUPERVISOR_EXIT_TIMEOUT = 15.0
-SUPERVISED_TIMEOUT = 10.0  # a published slot gets a supervisor within this, or fails
+# s6-svscan starting no further supervisor for this long is "no progress" (SPEC §14.7);
+# the whole wait is bounded by the supervise_timeout setting.
+SUPERVISED_TIMEOUT = 10.0
 
 
 class Applier:
@@ -89,6 +91,8 @@ class Applier:
                                              for s in live), bool(retired))
         for step, old in retired:
             self._guard(step.slot, self._delete_retired, old)
+        asked = elsewhere.snapshot(self.settings, live)
+        elsewhere.ask(self.settings, live, self.errors)  # SPEC §14.3
         self._runtime(live)
         for step in live:
             if step.op == UPDATE and step.slot not in self.errors:
@@ -97,6 +101,8 @@ class Applier:
             self._verify_supervised([s for s in live if s.op in (CREATE, SWAP) or s.rescan])
         if wait[0]:
             self._settle([s for s in steps if not s.failure], wait[1], scanner)
+            elsewhere.settle(self.settings, [s for s in live if not s.failure], asked,
+                             wait[1], self.errors, self.notes)
 
     # -- intent and runtime ----------------------------------------------------------
 
@@ -184,10 +190,12 @@ class Applier:
         """Every slot just published or rescanned has a supervisor (bounded), else it fails."""
         paths = {os.path.join(self.scandir, s.slot): s for s in steps
                  if s.slot not in self.errors and s.slot not in self.verified}
-        for path in signals.supervised(list(paths), SUPERVISED_TIMEOUT):
+        limit = self.settings.supervise_timeout
+        for path in signals.supervised_progress(list(paths), SUPERVISED_TIMEOUT, limit):
             step = paths.pop(path)
-            self.errors.setdefault(step.slot, f"{step.slot} is not supervised: s6-svscan did "
-                                   f"not start a supervisor for it within {SUPERVISED_TIMEOUT:g} s "
+            self.errors.setdefault(step.slot, f"{step.slot} is not supervised: s6-svscan "
+                                   f"started no supervisor for it ({SUPERVISED_TIMEOUT:g} s "
+                                   f"without progress, or supervise_timeout {limit:g} s) "
                                    "(see s6-svscan's log: its service limit?)")
             self._restore(step)
         self.verified.update(s.slot for s in paths.values())
@@ -202,8 +210,8 @@ class Applier:
         for step in steps:
             if (step.slot in self.errors or not step.slot or step.dispose or step.spec is None
                     or step.op == REMOVE or not step.slot.startswith("gateway-")
-                    or step.standby):
-                continue
+                    or step.standby or (step.owner and not step.spec.down)):
+                continue  # (a restart another host does: elsewhere.settle waits for it)
             goal = "down" if step.spec.down else "up"
             if goal == "down" and scanner is False:
                 continue  # nothing supervises it, so nothing can be up

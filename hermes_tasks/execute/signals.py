@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 
-from .. import svstatus
+from .. import crashloop, svstatus
 from ..profiles import SLOT_PREFIX
 from ..s6 import S6, NotSupervised, PermissionDenied, S6Error
 
@@ -69,7 +69,12 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def up(s6: S6, paths: list[str], flag: str = "-u") -> dict[str, str]:
-    """Tell every slot to come up (no wait); {path: error} for those s6 refused."""
+    """Tell every slot to come up (no wait); {path: error} for those s6 refused.
+
+    A crash-loop hold is lifted first (SPEC §14.6): the deaths so far no longer count.
+    """
+    for path in paths:
+        crashloop.clear(path)
     return tell(s6, paths, flag)
 
 
@@ -114,6 +119,31 @@ def supervised(paths: list[str], timeout: float) -> list[str]:
         return (os.path.exists(os.path.join(path, "supervise", "status"))
                 and S6.supervised(path) is not False)
     return _wait(paths, ok, timeout)
+
+
+def supervised_progress(paths: list[str], stall: float, overall: float) -> list[str]:
+    """Like :func:`supervised`, but waiting as long as s6-svscan keeps making progress
+    (SPEC §14.7): it gives up on the rest once no further slot got a supervisor for
+    ``stall`` seconds, or at ``overall`` seconds in all. Returns the slots not supervised.
+
+    Many slots published at once (450 gateways at boot) take s6-svscan a while; a fixed
+    bound failed slots that were supervised seconds later.
+    """
+    def ok(path: str) -> bool:
+        return (os.path.exists(os.path.join(path, "supervise", "status"))
+                and S6.supervised(path) is not False)
+
+    start = time.monotonic()
+    pending = list(paths)
+    while pending:
+        left = overall - (time.monotonic() - start)
+        if left <= 0:
+            break
+        before = len(pending)
+        pending = _wait(pending, ok, min(stall, left))
+        if len(pending) == before:  # nothing new within the stall window
+            break
+    return pending
 
 
 def snapshot(paths: list[str], home: str) -> dict:

@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import ownership, placement, profiles, slots
+from .. import crashloop, ownership, placement, profiles, slots, svstatus
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -25,7 +25,7 @@ from ..profiles import SLOT_PREFIX, Profile, Skipped
 from ..s6 import S6
 from ..slotcache import SlotCache
 from ..slots import SlotFacts
-from . import runtime
+from . import runtime, served
 from .runtime import Runtime
 
 
@@ -125,6 +125,9 @@ def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=Non
     known.ports = portsmod.for_settings(known.settings, names, warn, write=write, facts=files)
     order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
     blocked = portsmod.collisions(order, known.ports)
+    serving = _serving(known, order) if blocked else {}
+    if serving:
+        blocked = portsmod.collisions(order, known.ports, serving)
     # An explicit start of a gateway that would not run anyway (stopped, or blocked) comes
     # after every gateway that does: it may not take a port one of them holds, whatever the
     # names' order. One that already wins its ports keeps its place (nothing changes).
@@ -132,8 +135,28 @@ def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=Non
     late = [n for n in sorted(set(starting)) if n not in wins and n not in known.unplaced]
     if late:
         order = [(n, runs) for n, runs in order if n not in late] + [(n, True) for n in late]
-        blocked = portsmod.collisions(order, known.ports)
+        blocked = portsmod.collisions(order, known.ports, serving)
     known.blocked.update(blocked)
+
+
+def _serving(known: Facts, order) -> dict[str, set[int]]:
+    """The ports that gateways wanting a contested port actually listen on now (SPEC §14.5):
+    only those, so the usual run reads nothing of /proc."""
+    wanting: dict[int, list[str]] = {}
+    for name, _ in order:
+        gw = known.ports.get(name)
+        for port in (gw.bound.values() if gw else ()):
+            wanting.setdefault(port, []).append(name)
+    involved = {n for names in wanting.values() if len(names) > 1 for n in names}
+    out: dict[str, set[int]] = {}
+    for name in sorted(involved):
+        try:
+            status = svstatus.read(os.path.join(known.settings.scandir, SLOT_PREFIX + name))
+        except (OSError, ValueError):
+            continue
+        if status.running and status.pid:
+            out[name] = served.listening(status.pid)
+    return out
 
 
 def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
@@ -170,7 +193,11 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
 def _runtime(cfg: Settings, name: str, dfd: int | None = None,
              down: bool | None = None) -> Runtime:
     profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
-    return runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
+    rt = runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
+    if rt.held and profile is not None:
+        rt = runtime.with_log_tail(rt, crashloop.log_path(
+            cfg.hermes_home, profile, cfg.shared_volume, cfg.host_id))
+    return rt
 
 
 def owners(facts: Facts, names: Iterable[str]) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .. import state, svstatus
+from .. import crashloop, state, svstatus
+from ..profiles import profile_parts
 
 # finish turns these into "stay down" (exit 125): reconcile reports them, never restarts them.
 KEPT_DOWN = (0, 78)
@@ -20,6 +21,25 @@ class Runtime:
 
     status: svstatus.Status
     reason: str = ""  # from gateway_state.json (state.GatewayState.reason)
+    # finish holds it down after a crash loop (SPEC §14.6); None when not held
+    hold: crashloop.Hold | None = None
+    # the profile's .env/config.yaml changed since the hold: the next reconcile lifts it
+    hold_lifted: bool = False
+    log_tail: tuple[str, ...] = ()  # the gateway log's last lines, when held
+
+    @property
+    def held(self) -> bool:
+        """Held down by its finish after a crash loop (and not brought up since)."""
+        st = self.status
+        return (self.hold is not None and st.supervised is not False and not st.up
+                and not st.wanted_up and not st.finishing)
+
+    def hold_text(self) -> str:
+        """``crash loop: 5 exits in 60 s, last exit 1; last log lines: …`` for a failed row."""
+        text = self.hold.text() if self.hold else ""
+        if self.log_tail:
+            text += "; last log lines: " + " | ".join(self.log_tail)
+        return text
 
     @property
     def supervised(self) -> bool | None:
@@ -66,4 +86,17 @@ def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = No
     reason = ""
     if profile is not None and not status.running and status.exit_code in KEPT_DOWN:
         reason = state.read(home, profile).reason or ""
-    return Runtime(status, reason)
+    hold = None
+    lifted = False
+    if not status.running and not status.wanted_up:
+        hold = crashloop.read_hold(slot_path, dir_fd)
+        if hold is not None and profile is not None:
+            lifted = crashloop.files_changed(home, profile_parts(profile), hold)
+    return Runtime(status, reason, hold, lifted)
+
+
+def with_log_tail(rt: Runtime, log_path: str, lines: int = 3) -> Runtime:
+    """``rt`` with the last lines of the gateway's log (a held gateway's report says why)."""
+    if rt.hold is None:
+        return rt
+    return dataclasses.replace(rt, log_tail=tuple(crashloop.last_lines(log_path, lines)))

@@ -1,0 +1,65 @@
+"""The agent's look (SPEC §14.3): a stat-level fingerprint, and what counts as a change."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hermes_tasks import agent, inventory
+
+
+def setup(tmp_path):
+    home, scandir = tmp_path / "home", tmp_path / "scan"
+    (home / "profiles" / "alice").mkdir(parents=True)
+    (home / "profiles" / "alice" / "SOUL.md").write_text("soul\n")
+    (home / "profiles" / "alice" / "gateway_state.json").write_text(
+        json.dumps({"desired_state": "running", "gateway_state": "running"}))
+    (scandir / "gateway-alice" / "supervise").mkdir(parents=True)
+    (scandir / "gateway-alice" / "supervise" / "status").write_bytes(b"\0" * 35)
+    cfg = inventory.load(None, [f"hermes_home={home}", f"scandir={scandir}"], environ={})
+    return cfg, home, scandir
+
+
+def replace(path, data: bytes):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def test_what_moves_the_agent_and_what_does_not(tmp_path):
+    cfg, home, scandir = setup(tmp_path)
+    watch = agent.Watch()
+    now = agent.fingerprint(cfg)
+    assert watch.moved(cfg, now)  # the first look always converges
+    watch.remember(cfg, now)
+    assert not watch.moved(cfg, agent.fingerprint(cfg))
+    state = home / "profiles" / "alice" / "gateway_state.json"
+    # the gateway rewrites its own state (platforms, agents): no intent changed
+    replace(state, json.dumps({"desired_state": "running", "gateway_state": "running",
+                               "active_agents": 3}).encode())
+    assert not watch.moved(cfg, agent.fingerprint(cfg))
+    # an intent recorded by any host
+    replace(state, json.dumps({"desired_state": "stopped"}).encode())
+    assert watch.moved(cfg, agent.fingerprint(cfg))
+    watch.remember(cfg, agent.fingerprint(cfg))
+    for change in (lambda: (home / "profiles" / "alice" / ".env").write_text("A=1\n"),
+                   lambda: (home / "profiles" / "alice" / agent.RESTART_REQUEST).write_text(""),
+                   lambda: replace(scandir / "gateway-alice" / "supervise" / "status",
+                                   b"\1" * 35),
+                   lambda: (home / "profiles" / "bob").mkdir()):
+        change()
+        assert watch.moved(cfg, agent.fingerprint(cfg))
+        watch.remember(cfg, agent.fingerprint(cfg))
+    assert agent.requests(cfg) == ["alice"]
+    assert agent.consume(cfg, "alice") and agent.requests(cfg) == []
+
+
+def test_a_request_planted_as_a_symlink_is_removed_not_followed(tmp_path):
+    cfg, home, _ = setup(tmp_path)
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    (home / "profiles" / "alice" / agent.RESTART_REQUEST).symlink_to(target)
+    assert agent.requests(cfg) == ["alice"]
+    assert agent.consume(cfg, "alice")
+    assert target.read_text() == "keep\n"
+    assert not os.path.lexists(home / "profiles" / "alice" / agent.RESTART_REQUEST)
