@@ -36,7 +36,6 @@ TALLY = "supervise/death_tally"
 TALLY_RECORD = 14  # TAI64N (12 bytes), exit code, signal (s6 2.11; what s6-svdt prints)
 TALLY_LIMIT = 4096 * TALLY_RECORD  # max-death-tally is at most 4096
 LOG_LINES = 5  # quoted with a crash loop or an exit
-FD_LIMIT = 4096  # descriptors of one gateway looked at for its listening sockets
 CRASH_LIMIT, CRASH_WINDOW = 5, 60  # SPEC §14 defaults, when the inventory has none
 
 
@@ -48,7 +47,7 @@ class View:
     names: list[str]  # every profile on the volume, default first, then by name
     now: float = dataclasses.field(default_factory=time.time)
     _blocked: dict[str, str] | None = None
-    _netns: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
+    _netns: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def host_check(self) -> str | None:
@@ -69,26 +68,13 @@ class View:
             self._blocked = known.blocked
         return self._blocked
 
-    def listening(self, pid: int) -> dict[int, int] | None:
-        """Listening TCP sockets of ``pid``'s network namespace: inode → port."""
-        try:
-            ns = os.readlink(f"/proc/{pid}/ns/net")
-        except OSError:
-            return None
-        if ns not in self._netns:
-            table: dict[int, int] = {}
-            for name in ("tcp", "tcp6"):
-                try:
-                    with open(f"/proc/{pid}/net/{name}", "rb") as fh:
-                        rows = fh.read(8 << 20).split(b"\n")[1:]
-                except OSError:
-                    continue
-                for row in rows:
-                    f = row.split()
-                    if len(f) > 9 and f[3] == b"0A":  # LISTEN
-                        table[int(f[9])] = int(f[1].rsplit(b":", 1)[1], 16)
-            self._netns[ns] = table
-        return self._netns[ns]
+    def listening(self, pid: int) -> set[int] | None:
+        """TCP ports ``pid`` itself listens on; None when that cannot be told."""
+        from .facts import served
+
+        unknown: set[int] = set()
+        found = served.listening_many([pid], self._netns, unknown)
+        return None if pid in unknown else found.get(pid, set())
 
 
 @dataclasses.dataclass
@@ -143,11 +129,12 @@ def _signame(num: int) -> str:
 
 
 def _hold(slot: str) -> str | None:
+    """Another kind of hold's reason: the first line of ``data/hold`` when it is not
+    finish's crash-loop record (that one is :func:`_crash_loop`'s)."""
     from . import crashloop
 
-    record = crashloop.read_hold(slot)  # finish's crash-loop record (docs/ARCHITECTURE.md)
-    if record is not None:
-        return record.text()
+    if crashloop.read_hold(slot) is not None:
+        return None
     try:
         with fsops.opened_dir(slot, ("data",)) as dfd:
             raw = fsops.read_bounded(dfd, "hold", HOLD_LIMIT)
@@ -167,28 +154,8 @@ def _iso(unix: float | None) -> str | None:
 def _served(view: View, pid: int | None, bound: dict[str, int]) -> dict[str, bool | None]:
     """For each platform that is on: whether process ``pid`` listens on its port (None:
     cannot tell — not up, or its sockets are not ours to see)."""
-    if pid is None or not bound:
-        return {plat: None for plat in bound}
-    table = view.listening(pid)
-    if not table or not set(table.values()) & set(bound.values()):
-        return {plat: (False if table is not None else None) for plat in bound}
-    mine = set()
-    try:
-        with os.scandir(f"/proc/{pid}/fd") as it:
-            for n, entry in enumerate(it):
-                if n >= FD_LIMIT:  # a process holding a million fds must not stall status
-                    return {plat: None for plat in bound}
-                try:
-                    link = os.readlink(entry.path)
-                except OSError:
-                    continue
-                if link.startswith("socket:[") and link[8:-1].isdigit():
-                    inode = int(link[8:-1])
-                    if inode in table:
-                        mine.add(table[inode])
-    except OSError:
-        return {plat: None for plat in bound}
-    return {plat: port in mine for plat, port in bound.items()}
+    mine = view.listening(pid) if pid is not None else None
+    return {plat: (None if mine is None else port in mine) for plat, port in bound.items()}
 
 
 def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway | None) -> dict:
@@ -208,7 +175,7 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
            "observed": "not registered", "host": None, "since": None, "uptime": None,
            "restarts": None, "last_exit": None, "logger": None,
            "platforms": {p: dict(v) for p, v in sorted(gs.platforms.items())},
-           "ports": {}, "why": None, "why_kind": None, "log_tail": [], "healthy": True}
+           "ports": {}, "served_ports": None, "api_server_bind_failed": False, "why": None, "why_kind": None, "log_tail": [], "healthy": True}
     st = svstatus.Status(supervised=False)
     if doc["registered"]:
         try:
@@ -246,6 +213,12 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
     doc["host"] = _host(doc, cfg)
     if gw is not None:
         served = _served(view, doc["pid"], dict(gw.bound)) if doc["up"] else {}
+        if doc["up"] and doc["pid"] and not doc["standby"]:  # SPEC §14.5: what it serves
+            mine = view.listening(doc["pid"])
+            doc["served_ports"] = sorted(mine) if mine is not None else None
+        api = doc["platforms"].get("api_server") or {}
+        doc["api_server_bind_failed"] = bool(
+            served.get("api_server") is False and api.get("state") in ("fatal", "error", "failed"))
         doc["ports"] = {plat: {"port": gw.ports.get(plat), "enabled": plat in gw.bound,
                                "served": served.get(plat)} for plat in portsmod.PLATFORMS}
     for plat in portsmod.PLATFORMS:  # the flat keys of the first gateway.status JSON
@@ -341,6 +314,12 @@ def _over_capacity(view: View, doc: dict) -> str | None:
 def _crash_loop(view: View, doc: dict) -> str | None:
     if doc["ready"] or not doc["registered"]:
         return None
+    from . import crashloop
+
+    if not doc["up"] and not doc["wanted_up"]:  # finish holds it down: its own record
+        record = crashloop.read_hold(os.path.join(view.cfg.scandir, doc["slot"]))
+        if record is not None:
+            return record.text()
     tally = doc.get("_deaths") or []
     if not tally or tally[-1]["at"] is None:
         return None
@@ -425,11 +404,11 @@ def _up_unwanted(view: View, doc: dict) -> str | None:
 REASONS: dict[str, Provider] = {
     "not_placed": _not_placed,
     "standby": _standby,
+    "crash_loop": _crash_loop,
     "held": _held,
     "stopped": _operator,
     "port_conflict": _port_conflict,
     "over_capacity": _over_capacity,
-    "crash_loop": _crash_loop,
     "exited": _exited,
     "logger": _logger_down,
     "platform": _platform,

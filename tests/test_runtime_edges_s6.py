@@ -169,8 +169,8 @@ def test_crash_loop_is_held_reported_and_lifted(sandbox, supervisor):
         assert "fake-gateway: started profile=crashy" in row["message"]
         assert not s6env.svstat(slot)["up"]
     doc = json.loads(tasks(sb, "gateway.status", "-p", "crashy", "--json").stdout)
-    assert doc["gateways"][0]["reason"] == "crash loop: 3 exits in 30 s, last exit 1", doc
-    assert "exited 1: crash loop: 3 exits in 30 s, last exit 1" in tasks(
+    assert doc["gateways"][0]["why"] == "crash loop: 3 exits in 30 s, last exit 1", doc
+    assert "crash loop: 3 exits in 30 s, last exit 1" in tasks(
         sb, "gateway.status", "-p", "crashy").stdout
     check = rows_of(tasks(sb, "reconcile", "--check", "--json", code=2))["crashy"]
     assert check["message"] == row["message"]

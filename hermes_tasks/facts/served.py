@@ -15,6 +15,7 @@ import os
 LISTEN = "0A"
 _TABLES = ("tcp", "tcp6")
 _LIMIT = 4 << 20  # bytes of one table read: a namespace with many sockets is cut, never hangs
+FD_LIMIT = 4096  # descriptors of one process looked at: a million fds must not stall a run
 
 
 def listening(pid: int) -> set[int]:
@@ -22,13 +23,16 @@ def listening(pid: int) -> set[int]:
     return listening_many([pid]).get(pid, set())
 
 
-def _sockets(pid: int) -> set[str]:
+def _sockets(pid: int) -> set[str] | None:
+    """Socket inodes among ``pid``'s descriptors; None when they cannot be told."""
     inodes: set[str] = set()
     base = f"/proc/{int(pid)}/fd"
     try:
         fds = os.listdir(base)
     except OSError:
-        return inodes
+        return None
+    if len(fds) > FD_LIMIT:
+        return None
     for fd in fds:
         try:
             link = os.readlink(f"{base}/{fd}")
@@ -58,13 +62,17 @@ def _table(pid: int) -> dict[str, int]:
     return found
 
 
-def listening_many(pids) -> dict[int, set[int]]:
+def listening_many(pids, tables: dict | None = None,
+                   unknown: set[int] | None = None) -> dict[int, set[int]]:
     """:func:`listening` for many processes, each network namespace's tables read once
-    (450 gateways in one namespace: one read, not 450)."""
-    tables: dict[int, dict[str, int]] = {}
+    (450 gateways in one namespace: one read, not 450; ``tables`` keeps them across calls).
+    Pids whose descriptors cannot be told go into ``unknown`` too, when given."""
+    tables = {} if tables is None else tables
     out: dict[int, set[int]] = {}
     for pid in pids:
         inodes = _sockets(pid)
+        if inodes is None and unknown is not None:
+            unknown.add(pid)
         if not inodes:
             out[pid] = set()
             continue
