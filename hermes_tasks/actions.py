@@ -95,7 +95,8 @@ def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: boo
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles")
     from . import ownership
 
-    elsewhere = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+    elsewhere = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id,
+                                         cfg.shared_volume, report.warn)
     if elsewhere:
         raise TaskError(f"profile '{name}' is running on {elsewhere}: delete it there, or stop "
                         "it there first")

@@ -81,7 +81,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
-    _undo_failed_create(settings, intent, steps, applier.errors)
+    _undo_failed_create(settings, intent, steps, applier.errors, warn)
     return result
 
 
@@ -126,7 +126,7 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
         facts.read_slots(known, [], targets)
     scoped = plan.scope(intent, known)
     if intent.wait:
-        facts.owners(known, [p.name for p in scoped if p.autostart])
+        facts.owners(known, [p.name for p in scoped if p.autostart], warn)
     desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name)))
                for p in scoped]
     if manage_registrar:
@@ -140,13 +140,13 @@ def _exports(known: facts.Facts, name: str):
     return gw.exports if gw else None
 
 
-def _undo_failed_create(settings, intent, steps, errors) -> None:
+def _undo_failed_create(settings, intent, steps, errors, warn) -> None:
     """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
     from .execute import volume
 
     for step in steps:
         if step.create_profile and step.slot in errors:
-            volume.remove_new_profile(settings, step.profile)
+            volume.remove_new_profile(settings, step.profile, warn)
 
 
 def _result(steps, errors, notes, diff, check) -> Result:

@@ -173,7 +173,7 @@ def _runtime(cfg: Settings, name: str, dfd: int | None = None,
     return runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
 
 
-def owners(facts: Facts, names: Iterable[str]) -> None:
+def owners(facts: Facts, names: Iterable[str], warn=None) -> None:
     """Fill ``facts.elsewhere`` for ``names``: which another host runs (SPEC §12, §13.1).
 
     A probe of each profile's ownership lock (taken and released at once): only for
@@ -181,6 +181,7 @@ def owners(facts: Facts, names: Iterable[str]) -> None:
     """
     cfg = facts.settings
     for name in names:
-        host = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+        host = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id,
+                                        cfg.shared_volume, warn)
         if host:
             facts.elsewhere[name] = host
