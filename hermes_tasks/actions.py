@@ -14,6 +14,7 @@ from . import engine, report
 from .errors import TaskError, UsageError
 from .intent import CREATE, DELETE, RECONCILE, Intent
 from .inventory import Settings
+from .volfile import shown
 
 
 def json_errors(fn):
@@ -31,7 +32,7 @@ def json_errors(fn):
             if not kwargs.get("json"):
                 raise
             report.emit([], True, fn.__name__, error=str(exc))
-            sys.stderr.write(f"hermes-tasks: error: {exc}\n")
+            sys.stderr.write(f"hermes-tasks: error: {shown(exc, None)}\n")
             return exc.code
 
     return wrapper
@@ -113,7 +114,7 @@ def _finish(cfg: Settings, intent: Intent, title: str, check: bool, diff: bool, 
         if json:
             report.emit(rows, True, title, check=check, error=error)
         else:
-            sys.stderr.write(f"hermes-tasks: error: {error}\n")
+            sys.stderr.write(f"hermes-tasks: error: {shown(error, None)}\n")
         return 1
     report.emit(rows, json, title, check=check)
     return report.exit_code(rows, multi=True)

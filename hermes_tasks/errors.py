@@ -34,13 +34,20 @@ def guarded(fn) -> int:
         quiet_stdout()
         return 0
     except TaskError as exc:
-        sys.stderr.write(f"hermes-tasks: error: {exc}\n")
+        sys.stderr.write(f"hermes-tasks: error: {_line(exc)}\n")
         return exc.code
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        sys.stderr.write(f"hermes-tasks: error: {where}{exc.strerror or exc}\n")
+        sys.stderr.write(f"hermes-tasks: error: {_line(f'{where}{exc.strerror or exc}')}\n")
         return 1
     return 0
+
+
+def _line(text: object) -> str:
+    """One printable line: text from the volume may hold anything (SPEC §14.9)."""
+    from .volfile import shown
+
+    return shown(text, None)
 
 
 def quiet_stdout() -> None:

@@ -97,10 +97,10 @@ def load_json(raw: bytes) -> tuple[object, str | None]:
         return None, "is not valid JSON"
 
 
-def shown(text: object, limit: int = TEXT_LIMIT) -> str:
+def shown(text: object, limit: int | None = TEXT_LIMIT) -> str:
     """``text`` printable on one line: control and non-printable characters escaped
-    (``\\n``, ``\\x1b``), cut at ``limit`` characters."""
+    (``\\n``, ``\\x1b``), cut at ``limit`` characters (None: not cut)."""
     text = str(text)
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"

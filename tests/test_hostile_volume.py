@@ -209,3 +209,196 @@ def test_planted_object_never_stops_root(root_sandbox, supervisor, rel, kind):
     assert (sb.scandir / "gateway-default" / "run").exists()
     assert (sb.scandir / "hermes-tasks-registrar" / "run").exists()
     assert canary_state(canary) == before
+
+
+# --------------------------------------------------------------------------- locks on the volume
+
+LOCKS = ("gateway-ports.json", ".gateway.lock", "profiles/alice/.gateway.lock",
+         "profiles/bob/.gateway.lock")
+
+
+def hold_flock(sb, rel: str) -> subprocess.Popen:
+    """The service user holds an exclusive ``flock`` on ``home/rel`` until killed (by pid)."""
+    path = sb.home / rel
+    flags = sb.root / "flags"
+    flags.mkdir(exist_ok=True)
+    os.chown(flags, sb.user.uid, sb.user.gid)
+    ready = flags / f"held-{rel.replace('/', '_')}"
+    proc = subprocess.Popen(
+        ["flock", "-x", str(path), "sh", "-c", f': > "{ready}"; exec sleep 120'],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        **s6env.user_kwargs(sb.user))
+    s6env.wait_for(ready.exists, 10, what=f"the service user's flock on {rel}")
+    return proc
+
+
+def timed(sb, *argv) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.monotonic()
+    res = s6env.run_tasks(sb, argv[0], *argv[1:])
+    return time.monotonic() - t0, res
+
+
+def test_locks_held_by_the_service_user_delay_root_at_most_briefly(root_sandbox, supervisor):
+    sb = root_sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    s6env.make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    s6env.make_profile(sb.home, "bob", {"desired_state": "stopped"})
+    (sb.home / "profiles" / "bob" / "gateway.pid").write_text("4242\n")  # root probes its lock
+    for rel in LOCKS:
+        (sb.home / rel).touch()
+    s6env.give_tree(sb.home, sb.user)
+    assert_clean(s6env.run_tasks(sb, "reconcile"), {0})
+    tasks = (("reconcile",), ("gateway.stop", "-p", "alice"))
+    free = {t: min(timed(sb, *t)[0] for _ in range(2)) for t in tasks}
+    holders = [hold_flock(sb, rel) for rel in LOCKS]
+    try:
+        for t in tasks:
+            took, res = min((timed(sb, *t) for _ in range(2)), key=lambda r: r[0])
+            lines = assert_clean(res, {0})
+            assert took <= free[t] + 2.0, (t, took, free[t], lines)
+            if t == ("reconcile",):
+                assert any("gateway-ports.json is locked by another process" in ln
+                           for ln in lines), lines
+    finally:
+        for proc in holders:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- forged owner records
+
+FORGED = {"plain": "otherhost", "control": "otherhost\n\x1b[31mforged line\r"}
+
+
+@pytest.mark.parametrize("host", list(FORGED))
+def test_forged_owner_record_is_not_believed_on_a_single_host(root_sandbox, supervisor, host):
+    """shared_volume is false: a record naming another host plus the service user holding the
+    lock make no standby; the record's text never reaches the terminal raw."""
+    sb = root_sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    alice = s6env.make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    (alice / ".gateway-owner.json").write_text(json.dumps(
+        {"host_id": FORGED[host], "pid": 1, "since": "2026-12-07T10:00:00Z"}))
+    (alice / ".gateway.lock").touch()
+    s6env.give_tree(sb.home, sb.user)
+    assert_clean(s6env.run_tasks(sb, "reconcile"), {0})
+    holder = hold_flock(sb, "profiles/alice/.gateway.lock")
+    try:
+        res = s6env.run_tasks(sb, "gateway.start", "-p", "alice", "--wait", "--timeout", "3")
+        lines = assert_clean(res, {1})
+        assert "standby" not in res.stdout + res.stderr, res.stdout + res.stderr
+        assert "otherhost" not in res.stdout + res.stderr
+        status = s6env.run_tasks(sb, "gateway.status", "-p", "alice")
+        assert_clean(status, {0})
+        assert "standby" not in status.stdout, status.stdout
+        doc = json.loads(s6env.run_tasks(sb, "gateway.status", "-p", "alice", "--json").stdout)
+        assert doc["gateways"][0]["standby"] is False
+        if host == "control":  # not a host id at all: not even shown
+            assert doc["gateways"][0]["owner"] is None
+        delete = s6env.run_tasks(sb, "profile.delete", "alice")
+        assert "running on" not in delete.stderr, delete.stderr
+        for text in (res.stdout, res.stderr, status.stdout, status.stderr, delete.stderr,
+                     delete.stdout):
+            assert not any(ord(c) < 0x20 and c != "\n" or c == "\x7f" for c in text), repr(text)
+        assert lines
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_owner_record_deep_json_and_garbage_are_warnings(root_sandbox, supervisor):
+    """The issue's `"[" * 4000` owner record: gateway.status, reconcile --wait and
+    profile.delete run on (no RecursionError), each at most one warning naming the file."""
+    sb = root_sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    alice = s6env.make_profile(sb.home, "alice", {"desired_state": "running"})
+    (alice / ".gateway-owner.json").write_text("[" * 4000)
+    s6env.give_tree(sb.home, sb.user)
+    for argv, codes in ((["gateway.status"], {0}), (["reconcile", "--wait", "--timeout", "20"], {0}),
+                        (["profile.delete", "alice"], {0})):
+        res = s6env.run_tasks(sb, argv[0], *argv[1:], "--var", "shared_volume=true")
+        assert_clean(res, codes)
+
+
+# --------------------------------------------------------------------------- deep trees
+
+def test_purge_of_a_1500_deep_tree_succeeds(root_sandbox, supervisor):
+    sb = root_sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    s6env.make_profile(sb.home, "alice", {"desired_state": "stopped"})
+    canary = canaries(sb)
+    before = canary_state(canary)
+    plant(sb.home, "profiles/alice/memories", "deep_tree", canary, sb.user)
+    (sb.home / "profiles" / "alice" / "root-link").symlink_to(canary)
+    os.lchown(sb.home / "profiles" / "alice" / "root-link", sb.user.uid, sb.user.gid)
+    assert_clean(s6env.run_tasks(sb, "reconcile"), {0})
+    res = s6env.run_tasks(sb, "profile.delete", "alice", "--purge")
+    assert_clean(res, {0})
+    assert not (sb.home / "profiles" / "alice").exists()
+    assert not list((sb.home / ".trash" / "profiles").iterdir())
+    assert not kit.leftover_dot_entries(sb.scandir), os.listdir(sb.scandir)
+    assert canary_state(canary) == before
+
+
+# --------------------------------------------------------------------------- the reader itself
+
+def test_reader_refuses_every_planted_kind_with_a_reason(tmp_path):
+    from hermes_tasks import volfile
+
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "secret").write_text("root's\n")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for kind in KINDS:
+            rel = f"f-{kind}"
+            PATHS.setdefault(rel, False)
+            plant_plain(tmp_path, rel, kind, canary)
+            data, why = volfile.read(fd, rel, 1 << 20)
+            if kind in ("binary", "bad_utf8", "deep_json"):
+                assert data is not None and why is None, kind
+                doc, why = volfile.load_json(data)
+                assert doc is None and why and why.isprintable(), (kind, why)
+            else:
+                assert data is None and why and why.isprintable(), (kind, why)
+        assert volfile.read(fd, "absent", 10) == (None, None)
+    finally:
+        os.close(fd)
+        for kind in KINDS:
+            PATHS.pop(f"f-{kind}", None)
+
+
+def plant_plain(base: Path, rel: str, kind: str, canary: Path) -> None:
+    """:func:`plant` without a service user (the reader's unit test)."""
+    class Me:
+        uid, gid = os.getuid(), os.getgid()
+    plant(base, rel, kind, canary, Me)
+
+
+def test_tree_removal_is_iterative_and_never_follows_links(tmp_path):
+    from hermes_tasks import fsops
+
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "secret").write_text("keep\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "to-canary").symlink_to(canary)
+    (tree / "to-secret").symlink_to(canary / "secret")
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(DEEP):
+        os.mkdir("d", dir_fd=fd)
+        if i % 300 == 0:
+            os.symlink(str(canary), "link", dir_fd=fd)
+            os.close(os.open("file", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(fd)
+    wide = tree / "wide"
+    for i in range(200):
+        (wide / f"x{i}" / "y").mkdir(parents=True)
+    fsops.remove_tree(str(tree))
+    assert not tree.exists()
+    assert (canary / "secret").read_text() == "keep\n"
+    fsops.remove_tree(str(tree))  # absent: nothing to do
