@@ -366,6 +366,7 @@ def test_reader_refuses_every_planted_kind_with_a_reason(tmp_path):
         os.close(fd)
         for kind in KINDS:
             PATHS.pop(f"f-{kind}", None)
+        s6env.remove_root(tmp_path / "f-deep_tree")  # pytest's own cleanup recurses
 
 
 def plant_plain(base: Path, rel: str, kind: str, canary: Path) -> None:
