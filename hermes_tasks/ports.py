@@ -474,6 +474,10 @@ class PortsFile:
                                  | os.O_CLOEXEC, 0o644, dir_fd=self.dfd)
                 except FileExistsError:
                     continue
+                except OSError as exc:  # a read-only or full volume: allocate, unrecorded
+                    self.warn(f"could not create {self.home}/{FILE}: {volfile.why(exc)}; "
+                              "ports allocated now are not recorded this run")
+                    return
                 if self.owner and fsops.IS_ROOT:
                     os.fchown(fd, *self.owner)
             except OSError as exc:  # a symlink (ELOOP), a directory, a socket: corrupt

@@ -403,3 +403,40 @@ def test_tree_removal_is_iterative_and_never_follows_links(tmp_path):
     assert not tree.exists()
     assert (canary / "secret").read_text() == "keep\n"
     fsops.remove_tree(str(tree))  # absent: nothing to do
+
+
+# --------------------------------------------------------------------------- the ports file's set-aside
+
+@pytest.mark.parametrize("corrupt", ["file", "deep_tree"])
+def test_ports_file_that_cannot_be_set_aside_is_ignored_not_removed(tmp_path, corrupt):
+    """The issue's pair: ``gateway-ports.json`` a directory (or not JSON) and
+    ``gateway-ports.json.corrupt`` in the way. One rename is tried; it fails, the file is
+    ignored with a warning, ports are allocated in memory, and nothing is removed."""
+    from hermes_tasks import ports
+
+    home = tmp_path / "home"
+    home.mkdir()
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "secret").write_text("x")
+    if corrupt == "file":
+        (home / (ports.FILE + ".corrupt")).write_text("x\n")
+    else:
+        plant_plain(home, ports.FILE + ".corrupt", "deep_tree", canary)
+        (home / ports.FILE).unlink()
+    (home / ports.FILE).mkdir()
+    (home / ports.FILE / "keep").write_text("theirs\n")
+    warnings: list[str] = []
+    try:
+        for _ in range(2):
+            gws = ports.layout(str(home), ["alice", "bob"], {}, {}, (), {},
+                               {ports.API: 8650, ports.WEBHOOK: 8750}, warnings.append,
+                               write=True)
+            assert gws["alice"].exports == {ports.API: 8650, ports.WEBHOOK: 8750}
+            assert gws["bob"].exports == {ports.API: 8651, ports.WEBHOOK: 8751}
+        assert (home / ports.FILE / "keep").read_text() == "theirs\n"
+        assert (home / (ports.FILE + ".corrupt")).exists()
+        assert len(warnings) == 2 and all("could not be set aside" in w and "ignored" in w
+                                          for w in warnings), warnings
+    finally:
+        s6env.remove_root(home)
