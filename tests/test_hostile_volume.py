@@ -459,3 +459,22 @@ def test_ports_file_that_cannot_be_set_aside_is_ignored_not_removed(tmp_path, co
                                           for w in warnings), warnings
     finally:
         s6env.remove_root(home)
+
+
+def test_tree_removal_does_not_cross_into_another_file_system(tmp_path):
+    """A mount inside a tree being removed stops the removal with a reason; what is mounted
+    stays whole, and the rest can be removed once it is gone."""
+    from hermes_tasks import fsops
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (it mounts a tmpfs)")
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    with kit.Mount(tree / "a" / "mnt", "size=1m") as mnt:
+        (mnt / "theirs").write_text("keep\n")
+        with pytest.raises(OSError) as err:
+            fsops.remove_tree(str(tree))
+        assert "another file system" in str(err.value)
+        assert (mnt / "theirs").read_text() == "keep\n"
+    fsops.remove_tree(str(tree))
+    assert not tree.exists()
