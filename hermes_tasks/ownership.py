@@ -32,6 +32,8 @@ def read_owner(home: str, profile: str, warn=None) -> dict | None:
     try:
         with fsops.opened_dir(home, profiles.profile_parts(profile)) as dfd:
             raw, why = volfile.read(dfd, OWNER, OWNER_LIMIT)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raw, why = None, volfile.why(exc)
     doc = None
