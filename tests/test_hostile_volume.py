@@ -219,12 +219,8 @@ def test_planted_object_never_stops_root(root_sandbox, supervisor, rel, kind):
             (["profile.create", "bob"], {0}),
             (["profile.delete", "bob", "--purge"], no_trash),
             (["profile.delete", "alice", "--purge"], {1} if alice_skipped else no_trash)]
-    for argv, codes in runs:
-        t0 = time.monotonic()
-        res = s6env.run_tasks(sb, argv[0], *argv[1:])
-        took = time.monotonic() - t0
-        assert_clean(res, codes)
-        assert took < 8, (argv, took)
+    for argv, codes in runs:  # (delays: see the lock test below; no timing asserted here)
+        assert_clean(s6env.run_tasks(sb, argv[0], *argv[1:]), codes)
     assert (sb.scandir / "gateway-default" / "run").exists()
     assert (sb.scandir / "hermes-tasks-registrar" / "run").exists()
     assert canary_state(canary) == before
