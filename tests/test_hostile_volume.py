@@ -196,11 +196,9 @@ def test_planted_object_never_stops_root(root_sandbox, supervisor, rel, kind):
     before = canary_state(canary)
     plant(sb.home, rel, kind, canary, sb.user)
     inventory = write_inventory(sb)
-    tasks = []
 
     boot = run_boot(sb, inventory)
     lines = assert_clean(boot, {0})
-    tasks.append(("boot", boot))
     assert (sb.scandir / "gateway-default" / "run").exists(), boot.stderr
     assert (sb.scandir / "hermes-tasks-registrar" / "run").exists(), boot.stderr
     alice_skipped = rel == "profiles/alice/SOUL.md"
