@@ -473,3 +473,39 @@ def test_tree_removal_does_not_cross_into_another_file_system(tmp_path):
         assert (mnt / "theirs").read_text() == "keep\n"
     fsops.remove_tree(str(tree))
     assert not tree.exists()
+
+
+def test_standby_claim_is_believed_only_on_a_shared_volume_while_another_holds_the_lock(
+        tmp_path):
+    from hermes_tasks import ownership
+
+    home = tmp_path
+    d = s6env.make_profile(home, "alice")
+    record = {"host_id": "host-b", "pid": 4242, "since": "2026-12-07T10:00:00Z"}
+    (d / ownership.OWNER).write_text(json.dumps(record))
+    (d / ownership.LOCK).touch()
+    warnings: list[str] = []
+    ask = lambda shared: ownership.held_elsewhere(str(home), "alice", "host-a", shared,  # noqa: E731
+                                                  warnings.append)
+    assert ask(True) is None  # nobody holds the lock: no owner elsewhere
+    ready = tmp_path / "held"
+    proc = subprocess.Popen(["flock", "-x", str(d / ownership.LOCK), "sh", "-c",
+                             f': > "{ready}"; exec sleep 60'], stdin=subprocess.DEVNULL)
+    try:
+        s6env.wait_for(ready.exists, 10, what="the lock holder")
+        assert ask(True) == "host-b"
+        assert ask(False) is None  # a single host: the record is not believed at all
+        for bad in ({**record, "host_id": "host-b\n\x1b[31m"}, {**record, "pid": "4242"},
+                    {**record, "pid": True}, {**record, "since": "yesterday"}, [record],
+                    "[" * 4000):
+            (d / ownership.OWNER).write_text(bad if isinstance(bad, str) else json.dumps(bad))
+            assert ask(True) is None, bad
+        assert len(warnings) == 6 and all(str(d / ownership.OWNER) in w and w.isprintable()
+                                          for w in warnings), warnings
+    finally:
+        proc.kill()
+        proc.wait()
+    (d / ownership.OWNER).unlink()
+    os.mkfifo(d / ownership.OWNER)
+    assert ownership.read_owner(str(home), "alice", warnings.append) is None
+    assert "FIFO" in warnings[-1]
