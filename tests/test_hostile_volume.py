@@ -188,6 +188,7 @@ def boot_names(rel: str, kind: str) -> bool:
 CASES = [(rel, kind) for rel in PATHS for kind in KINDS]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("rel", "kind"), CASES, ids=[f"{r}:{k}" for r, k in CASES])
 def test_planted_object_never_stops_root(root_sandbox, supervisor, rel, kind):
     sb = root_sandbox

@@ -10,9 +10,9 @@ import datetime
 import os
 
 from .. import fsops, state, volfile
-from ..profiles import escape
 from ..errors import TaskError, UsageError
 from ..inventory import Settings
+from ..profiles import escape
 
 SOUL = b"# SOUL\n\nThis profile was created by hermes-tasks. Describe its persona here.\n"
 
