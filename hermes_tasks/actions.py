@@ -15,6 +15,7 @@ from . import engine, report
 from .errors import TaskError, UsageError
 from .intent import CREATE, DELETE, RECONCILE, Intent
 from .inventory import Settings
+from .volfile import shown
 
 
 def reconcile(cfg: Settings, check: bool, diff: bool, json: bool, wait: bool = False,
@@ -73,7 +74,8 @@ def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: boo
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles")
     from . import ownership
 
-    elsewhere = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+    elsewhere = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id,
+                                         cfg.shared_volume, report.warn)
     if elsewhere:
         raise TaskError(f"profile '{name}' is running on {elsewhere}: delete it there, or stop "
                         "it there first")
@@ -90,7 +92,7 @@ def _finish(cfg: Settings, intent: Intent, title: str, check: bool, diff: bool, 
         if json:
             report.emit(rows, True, title, check=check, error=error, extra={"code": 1})
         else:
-            sys.stderr.write(f"hermes-tasks: error: {error}\n")
+            sys.stderr.write(f"hermes-tasks: error: {shown(error, None)}\n")
         return 1
     report.emit(rows, json, title, check=check)
     return report.exit_code(rows, multi=True)

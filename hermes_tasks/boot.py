@@ -33,7 +33,16 @@ def main() -> None:
         nonlocal code
         from . import actions, inventory
 
-        code = actions.reconcile(inventory.load(), check=False, diff=False, json=False)
+        cfg = inventory.load()
+        try:
+            code = actions.reconcile(cfg, check=False, diff=False, json=False)
+        except (errors.TaskError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the boot never ends in a traceback
+            from .volfile import why
+
+            raise errors.TaskError(f"reconcile failed unexpectedly: {why(exc)}: "
+                                   f"{str(exc)[:200]}") from None
 
     failed = errors.guarded(body)
     try:

@@ -68,5 +68,6 @@ def status(cfg: Settings, name: str) -> dict:
                reason=(rt.hold_text() if rt.held else rt.reason) or None)  # §14.6
     # Up here while another host's record holds the profile: data/own waits on its lock.
     owner = doc["owner"]
-    doc["standby"] = bool(st.up and owner and owner["host_id"] != cfg.host_id)
+    doc["standby"] = bool(cfg.shared_volume and st.up and owner
+                          and owner["host_id"] != cfg.host_id)
     return doc

@@ -109,7 +109,7 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
     scoped = plan.scope(intent, known)
     if intent.wait or (intent.gateway and settings.shared_volume):
         # §14.3: a gateway another host runs is asked of that host's agent
-        facts.owners(known, [p.name for p in scoped if p.autostart or intent.gateway])
+        facts.owners(known, [p.name for p in scoped if p.autostart or intent.gateway], warn)
     desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name)))
                for p in scoped]
     if manage_registrar:

@@ -43,6 +43,7 @@ def guarded(fn, json: bool = False) -> int:
         else:
             where = f"{exc.filename}: " if exc.filename else ""
             message, code = f"{where}{exc.strerror or exc}", 1
+        message = _line(message)
         sys.stderr.write(f"hermes-tasks: error: {message}\n")
         if json:
             emit_error(message, code)
@@ -62,6 +63,13 @@ def emit_error(message: str, code: int) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()
+
+
+def _line(text: object) -> str:
+    """One printable line: text from the volume may hold anything (SPEC §14.9)."""
+    from .volfile import shown
+
+    return shown(text, None)
 
 
 def quiet_stdout() -> None:

@@ -319,17 +319,109 @@ def lexists(dir_fd: int, name: str) -> bool:
 
 
 def remove_tree(path: str) -> None:
-    """``rm -rf`` that never follows symlinks (``shutil.rmtree`` is fd-based on Linux)."""
-    import shutil
-
+    """``rm -rf`` that never follows symlinks: :func:`remove_tree_at` from the parent."""
+    parent, name = os.path.split(os.path.abspath(path))
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        st = os.lstat(path)
+        remove_tree_at(fd, name)
+    finally:
+        os.close(fd)
+
+
+RESCANS = 8  # a directory refilled more often than this while being emptied is given up
+
+
+def remove_tree_at(dir_fd: int, name: str) -> None:
+    """Remove ``name`` below ``dir_fd`` and everything in it; absent is fine.
+
+    The tree may be the service user's (a purged profile): so iterative, not recursive
+    (a 1,500-deep tree is no ``RecursionError``), one directory fd open at a time (no
+    ``EMFILE``), every step relative to a directory fd opened with ``O_NOFOLLOW``; a link
+    is removed, never followed; another file system mounted inside is not crossed; a
+    directory moved away meanwhile is noticed (its ``..`` is checked by device and inode)
+    and not followed out. Raises ``OSError`` with a reason when it stops; what is left
+    is still there to remove by a later call.
+    """
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    if not stat.S_ISDIR(st.st_mode):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+        return
+    dev = st.st_dev
+    # From the top down to the directory open as fd: (name, inode, subdirectories to visit,
+    # rescans done).
+    path: list[list] = [[name, st.st_ino, None, 0]]
+    fd = _open_same(dir_fd, name, st.st_dev, st.st_ino)
+    try:
+        while True:
+            level = path[-1]
+            if not level[2]:
+                if level[2] is not None:
+                    level[3] += 1
+                    if level[3] > RESCANS:
+                        raise OSError(errno.EAGAIN, "keeps being refilled while removed",
+                                      level[0])
+                level[2] = _empty_files(fd, dev)
+            if level[2]:
+                sub, sub_ino = level[2].pop()
+                try:
+                    nfd = _open_same(fd, sub, dev, sub_ino)
+                except FileNotFoundError:
+                    continue
+                os.close(fd)
+                fd = nfd
+                path.append([sub, sub_ino, None, 0])
+                continue
+            done = path.pop()[0]
+            if not path:
+                os.close(fd)
+                fd = -1
+                os.rmdir(done, dir_fd=dir_fd)
+                return
+            up = os.open("..", DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            ust = os.fstat(fd)
+            if (ust.st_dev, ust.st_ino) != (dev, path[-1][1]):
+                raise OSError(errno.ESTALE, "a directory was moved while being removed; "
+                              "not followed", done)
+            try:
+                os.rmdir(done, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _open_same(dir_fd: int, name: str, dev: int, ino: int) -> int:
+    """``name`` opened as a directory without following a link; it must be (dev, ino)."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino):
+        os.close(fd)
+        raise OSError(errno.ESTALE, "replaced while being removed; not followed", name)
+    return fd
+
+
+def _empty_files(fd: int, dev: int) -> list[tuple[str, int]]:
+    """Unlink every non-directory in ``fd``; return its subdirectories (name, inode)."""
+    subdirs = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            est = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(est.st_mode):
+                if est.st_dev != dev:
+                    raise OSError(errno.EXDEV, "another file system is mounted there; not "
+                                  "crossed", entry.name)
+                subdirs.append((entry.name, est.st_ino))
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=fd)
+    return subdirs
 
 
 def fifo_has_reader(path: str, dir_fd: int | None = None) -> bool | None:

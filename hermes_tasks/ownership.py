@@ -8,34 +8,64 @@ records ``{host_id, pid, since}`` in ``.gateway-owner.json``. Here: reading that
 
 from __future__ import annotations
 
+import datetime
 import fcntl
-import json
 import os
+import stat
 
-from . import fsops, profiles
+from . import fsops, profiles, volfile
 
 LOCK = ".gateway.lock"
 OWNER = ".gateway-owner.json"
 OWNER_LIMIT = 4096
 
 
-def read_owner(home: str, profile: str) -> dict | None:
+def read_owner(home: str, profile: str, warn=None) -> dict | None:
     """The profile's owner record ``{host_id, pid, since}``, or None when absent or unusable.
 
-    Read without following symlinks, bounded; only the three known keys are kept.
+    A claim written by the service user, so validated before use (SPEC §14.9): read without
+    following symlinks, bounded, parsed guarded; ``host_id`` must match the host-id rule,
+    ``pid`` be a positive integer and ``since`` a UTC time, or the record is not believed
+    (``warn``, when given, hears why, naming the path).
     """
+    where = os.path.join(home, *profiles.profile_parts(profile), OWNER)
     try:
         with fsops.opened_dir(home, profiles.profile_parts(profile)) as dfd:
-            raw = fsops.read_bounded(dfd, OWNER, OWNER_LIMIT)
-        doc = json.loads(raw.decode("utf-8"))
-    except (OSError, ValueError):
+            raw, why = volfile.read(dfd, OWNER, OWNER_LIMIT)
+    except FileNotFoundError:
         return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("host_id"), str):
+    except OSError as exc:
+        raw, why = None, volfile.why(exc)
+    doc = None
+    if raw is not None:
+        doc, why = volfile.load_json(raw)
+    if why is None and raw is not None:
+        why = _invalid(doc)
+    if why:
+        if warn:
+            warn(f"{profiles.escape(where)} {why}; not believed")
         return None
-    pid = doc.get("pid")
-    return {"host_id": doc["host_id"][:64],
-            "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-            "since": doc.get("since") if isinstance(doc.get("since"), str) else None}
+    if raw is None:
+        return None
+    return {"host_id": doc["host_id"], "pid": doc["pid"], "since": doc["since"]}
+
+
+def _invalid(doc) -> str | None:
+    """Why a parsed owner record is not a record own.j2 writes, or None."""
+    from .inventory import HOST_ID_RE
+
+    if not isinstance(doc, dict):
+        return "is not a JSON object"
+    host, pid, since = doc.get("host_id"), doc.get("pid"), doc.get("since")
+    if not isinstance(host, str) or not HOST_ID_RE.fullmatch(host):
+        return "names a host_id that breaks the host-id rule"
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 1 << 22:
+        return "holds a pid that is not a positive integer"
+    try:
+        datetime.datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError):
+        return "holds a 'since' that is not a UTC time"
+    return None
 
 
 def lock_free(dfd: int) -> bool:
@@ -61,14 +91,50 @@ def lock_free(dfd: int) -> bool:
     return True
 
 
-def held_elsewhere(home: str, profile: str, host_id: str) -> str | None:
-    """The host running the profile when that is not this one: its record names another
-    host and the lock is held. None otherwise (free, ours, or unknown)."""
-    record = read_owner(home, profile)
+def held_by_other(dfd: int) -> bool:
+    """Whether the ownership lock of the profile directory ``dfd`` is actually held, by a
+    process that is not this one: a regular file whose ``flock`` is refused right now.
+
+    Anything else (missing, a symlink, a FIFO, unopenable, free) is not proof of an owner.
+    """
+    try:
+        fd = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            from .lock import _flock_holders
+
+            holders = _flock_holders(os.fstat(fd))
+            return not holders or any(pid != os.getpid() for pid in holders)
+        except OSError:
+            return False
+        return False
+    finally:
+        os.close(fd)  # closing the only descriptor of this open file releases the flock
+
+
+def held_elsewhere(home: str, profile: str, host_id: str, shared: bool,
+                   warn=None) -> str | None:
+    """The host running the profile when that is not this one, or None (free, ours, unknown).
+
+    A claim from the volume, believed only on a volume the inventory says is shared
+    (``shared_volume: true``), when the record is valid, names another host, and the lock
+    is actually held by another process (SPEC §14.9). The host id returned matches the
+    host-id rule: printable as it is.
+    """
+    if not shared:
+        return None
+    record = read_owner(home, profile, warn)
     if record is None or record["host_id"] == host_id:
         return None
     try:
         with fsops.opened_dir(home, profiles.profile_parts(profile)) as dfd:
-            return None if lock_free(dfd) else record["host_id"]
+            return record["host_id"] if held_by_other(dfd) else None
     except OSError:
         return None

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import json
 import os
@@ -45,7 +44,7 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 
-from . import fsops
+from . import fsops, volfile
 from .profiles import DEFAULT, escape, profile_parts, valid_name
 
 API, WEBHOOK = "api_server", "webhook"
@@ -64,7 +63,9 @@ FILE = "gateway-ports.json"
 FILE_LIMIT = 1 << 20
 ENV_LIMIT = 256 << 10
 CONFIG_LIMIT = 1 << 20
-LOCK_WAIT = 10.0  # seconds: the service user can hold the file's lock; never block a boot on it
+# Seconds: the service user can hold the file's lock (SPEC §14.9); root tries briefly, then
+# goes on with the allocations it can read. Taken once per run, so it never stacks.
+LOCK_WAIT = 0.5
 MIN_PORT, MAX_PORT = 1024, 65535
 
 
@@ -135,15 +136,11 @@ def read_profile_at(dfd: int, home: str, name: str, warn) -> ProfileFacts:
 
 
 def _read(dfd: int, fname: str, limit: int, home: str, parts, warn) -> bytes:
-    try:
-        return fsops.read_bounded(dfd, fname, limit)
-    except FileNotFoundError:
-        return b""
-    except OSError as exc:
-        why = "is a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
+    raw, why = volfile.read(dfd, fname, limit)
+    if why:
         warn(f"could not read {escape(os.path.join(home, *parts, fname))}: {why}; "
              "its ports are not read")
-        return b""
+    return raw or b""
 
 
 def parse_dotenv(raw: bytes) -> dict[str, str]:
@@ -447,6 +444,7 @@ class PortsFile:
         self.table: dict[str, dict[str, int]] = {}
         self.raw = b""
         self.doc = None  # the file as parsed, when it was JSON
+        self.ignored = False  # unusable and could not be set aside: not touched this run
         try:
             self.dfd = fsops.open_dir(home)
         except OSError:
@@ -458,16 +456,14 @@ class PortsFile:
         self.table = self._parse(self.raw, set_aside=lock)
 
     def _read_plain(self) -> bytes:
-        try:
-            return fsops.read_bounded(self.dfd, FILE, FILE_LIMIT)
-        except FileNotFoundError:
-            return b""
-        except OSError as exc:
-            return b"\0corrupt: " + str(exc.strerror or exc).encode()
+        raw, why = volfile.read(self.dfd, FILE, FILE_LIMIT)
+        return b"\0corrupt: " + why.encode() if why else raw or b""
 
     def _lock(self) -> None:
         deadline = time.monotonic() + LOCK_WAIT
         for _ in range(8):  # each retry follows a rename or set-aside: never spins forever
+            if self.ignored:
+                return
             try:
                 fd = os.open(FILE, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                              dir_fd=self.dfd)
@@ -477,15 +473,19 @@ class PortsFile:
                                  | os.O_CLOEXEC, 0o644, dir_fd=self.dfd)
                 except FileExistsError:
                     continue
+                except OSError as exc:  # a read-only or full volume: allocate, unrecorded
+                    self.warn(f"could not create {self.home}/{FILE}: {volfile.why(exc)}; "
+                              "ports allocated now are not recorded this run")
+                    return
                 if self.owner and fsops.IS_ROOT:
                     os.fchown(fd, *self.owner)
-            except OSError as exc:  # a symlink (ELOOP) or worse: corrupt
-                self._set_aside(exc.strerror or str(exc))
+            except OSError as exc:  # a symlink (ELOOP), a directory, a socket: corrupt
+                self._set_aside(volfile.why(exc))
                 continue
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 os.close(fd)
-                self._set_aside("not a regular file")
+                self._set_aside(f"is {volfile.kind(st.st_mode)}")
                 continue
             while True:
                 try:
@@ -493,9 +493,11 @@ class PortsFile:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        self.warn(f"{self.home}/{FILE} stayed locked for {LOCK_WAIT:g} s; "
+                        # Someone (the service user can) holds it: go on with what it says.
+                        self.warn(f"{self.home}/{FILE} is locked by another process; went on "
+                                  f"after {LOCK_WAIT:g} s with the allocations it holds; "
                                   "ports allocated now are not recorded this run")
-                        self.raw = fsops.read_fd(fd, FILE_LIMIT, st.st_size)
+                        self.raw = self._read_plain()
                         os.close(fd)
                         return
                     time.sleep(0.05)
@@ -515,19 +517,20 @@ class PortsFile:
         self.warn(f"could not lock {self.home}/{FILE}; ports allocated now are not recorded")
 
     def _set_aside(self, why: str) -> None:
-        self.warn(f"{self.home}/{FILE} is unusable ({why}); set aside as {FILE}.corrupt, "
-                  "allocation starts afresh (ports may move)")
+        """One atomic rename to ``.corrupt``; when that fails (whatever sits there), the
+        file is ignored this run. Never a removal of what the service user made."""
         try:
             os.rename(FILE, FILE + ".corrupt", src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
         except FileNotFoundError:
-            pass
+            return
         except OSError as exc:
-            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
-                with contextlib.suppress(OSError):
-                    fsops.remove_tree(os.path.join(self.home, FILE + ".corrupt"))
-                os.rename(FILE, FILE + ".corrupt", src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
-            else:
-                raise
+            self.ignored = True
+            self.warn(f"{self.home}/{FILE} is unusable ({why}) and could not be set aside as "
+                      f"{FILE}.corrupt ({volfile.why(exc)}); ignored: ports are allocated "
+                      "afresh in memory and not recorded this run (they may move)")
+            return
+        self.warn(f"{self.home}/{FILE} is unusable ({why}); set aside as {FILE}.corrupt, "
+                  "allocation starts afresh (ports may move)")
 
     def _parse(self, raw: bytes, set_aside: bool) -> dict[str, dict[str, int]]:
         if not raw.strip():
@@ -537,10 +540,7 @@ class PortsFile:
         if raw.startswith(b"\0corrupt: "):
             why = raw[len(b"\0corrupt: "):].decode()
         else:
-            try:
-                doc = json.loads(raw.decode("utf-8-sig"))
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                why = "not valid JSON"
+            doc, why = volfile.load_json(raw)
         if why is not None:
             if set_aside and self.locked:
                 self._set_aside(why)

@@ -7,6 +7,7 @@ import json
 import sys
 
 from .profiles import escape
+from .volfile import shown
 
 RESULTS = ("ok", "changed", "skipped", "failed")
 _WORD = {"ok": "ok", "changed": "changed", "skipped": "skipping", "failed": "failed"}
@@ -48,7 +49,7 @@ def item_line(row: Row) -> str:
     label = row.profile if row.profile.startswith("profiles/") else f"profiles/{row.profile}"
     target = escape(row.slot or label)
     text = row.action + (f": {row.message}" if row.message else "")
-    return f"{_WORD[row.result]}: [{target}] => {text}"
+    return f"{_WORD[row.result]}: [{target}] => {shown(text, None)}"  # one line, always
 
 
 def recap_line(rows: list[Row], host: str = "localhost") -> str:
@@ -91,7 +92,7 @@ def emit(rows: list[Row], as_json: bool, title: str, check: bool = False, extra:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"hermes-tasks: warning: {message}\n")
+    sys.stderr.write(f"hermes-tasks: warning: {shown(message, None)}\n")
 
 
 def rows_from(steps, errors: dict[str, str], notes: dict[str, list[str]], diff: bool,

@@ -9,7 +9,6 @@ start time (readiness, §5), exit reason and each platform's state and error (st
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 import time
@@ -134,14 +133,12 @@ def read_at(dfd: int) -> GatewayState:
 
     Bounded, never through a symlink; an unreadable file is a ``problem``.
     """
-    try:
-        raw = fsops.read_bounded(dfd, STATE_FILE, STATE_LIMIT)
-    except FileNotFoundError:
-        return NONE
-    except OSError as exc:
-        why = "is a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
-        return GatewayState(problem=str(why), unreadable=True)
-    return parse(raw)
+    from .volfile import read as read_volume_file
+
+    raw, why = read_volume_file(dfd, STATE_FILE, STATE_LIMIT)
+    if why:
+        return GatewayState(problem=why, unreadable=True)
+    return NONE if raw is None else parse(raw)
 
 
 def read(home: str, name: str) -> GatewayState:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -59,7 +58,7 @@ def _final_process_check():
     stray = s6env.stray_svscans()
     for root in s6env.sandbox_roots():
         stray += s6env.kill_pids_in(root)
-        shutil.rmtree(root, ignore_errors=True)
+        s6env.remove_root(root)
     for pid in stray:
         try:
             os.kill(pid, 9)

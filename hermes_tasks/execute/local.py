@@ -536,15 +536,13 @@ _CREATED_AS = (os.geteuid(), os.getegid())
 
 def _purge_foreign(path: str, uid: int) -> None:
     """Remove every entry of the directory ``path`` not owned by ``uid``, never following one."""
-    import shutil
-
     with fsops.opened_dir(path) as dfd:
         for name in os.listdir(dfd):
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if st.st_uid == uid:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(name, dir_fd=dfd)
+                fsops.remove_tree_at(dfd, name)  # iterative, never following a link
             else:
                 os.unlink(name, dir_fd=dfd)
 

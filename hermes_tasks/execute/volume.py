@@ -6,13 +6,13 @@ without following links, files created ``O_EXCL``/``O_NOFOLLOW``, owned by the s
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 
-from .. import fsops, state
+from .. import fsops, state, volfile
 from ..errors import TaskError, UsageError
 from ..inventory import Settings
+from ..profiles import escape
 
 SOUL = b"# SOUL\n\nThis profile was created by hermes-tasks. Describe its persona here.\n"
 
@@ -32,12 +32,21 @@ def create_profile(cfg: Settings, name: str) -> None:
                         f"run `hermes-tasks profile.create {name}` again") from None
 
 
-def remove_new_profile(cfg: Settings, name: str) -> None:
-    """Undo :func:`create_profile` after a failure: a failed create leaves nothing behind."""
-    with contextlib.suppress(OSError), fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd:
-        import shutil  # (only when a profile is deleted: not on a reconcile's path)
+def remove_new_profile(cfg: Settings, name: str, warn=None) -> None:
+    """Undo :func:`create_profile` after a failure: a failed create leaves nothing behind.
 
-        shutil.rmtree(name, dir_fd=pfd)
+    The service user may have filled the new directory meanwhile: removed iteratively,
+    never following a link; what cannot be removed is named (the next create or delete
+    of the same name sees it) rather than raised.
+    """
+    try:
+        with fsops.opened_dir(cfg.hermes_home, ("profiles",)) as pfd:
+            fsops.remove_tree_at(pfd, name)
+    except OSError as exc:
+        if warn:
+            warn(f"could not undo the creation of {cfg.hermes_home}/profiles/{name}: "
+                 f"{volfile.why(exc)}; remove it by hand or with `hermes-tasks profile.delete "
+                 f"{name} --purge`")
 
 
 def dispose(cfg: Settings, name: str, purge: bool) -> str:
@@ -57,9 +66,14 @@ def dispose(cfg: Settings, name: str, purge: bool) -> str:
             raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles "
                              "(deleted meanwhile)") from None
         if purge:
-            import shutil
-
-            shutil.rmtree(target, dir_fd=tfd)
+            try:
+                fsops.remove_tree_at(tfd, target)
+            except OSError as exc:  # deleted already: what is left stays in the trash
+                raise TaskError(
+                    f"profile '{name}' was moved to {cfg.hermes_home}/.trash/profiles/{target} "
+                    f"but could not be purged: {volfile.why(exc)}"
+                    + (f" at {escape(exc.filename)}" if isinstance(exc.filename, str) else "")
+                    + "; it stays in the trash (remove it by hand)") from None
     return target
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import crashloop, ownership, placement, profiles, slots, svstatus
+from .. import crashloop, ownership, placement, profiles, slots, svstatus, volfile
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -78,7 +78,12 @@ def volume(settings: Settings, warn, files=None) -> tuple[list[Profile], list[Sk
     each = None
     if files is not None:
         def each(name, dfd):
-            files[name] = portsmod.read_profile_at(dfd, home, name, warn)
+            try:
+                files[name] = portsmod.read_profile_at(dfd, home, name, warn)
+            except Exception as exc:  # noqa: BLE001 - hostile input fails this profile's ports only
+                warn(f"could not read the ports of profile {profiles.escape(name)}: "
+                     f"{volfile.why(exc)}; none are taken from its files")
+                files[name] = portsmod.ProfileFacts(name)
     return profiles.discover(home, warn, each)
 
 
@@ -100,15 +105,37 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False,
     """
     require_scandir(settings)
     files: dict = {}
-    found, skipped = volume(settings, warn, files)
     existing, stale, scanner = scandir(settings)
+    try:
+        found, skipped = volume(settings, warn, files)
+    except Exception as exc:  # noqa: BLE001 - see _unreadable
+        found, skipped = _unreadable(settings, existing, exc, warn), []
     known = Facts(settings, found, skipped, existing, stale, scanner)
     why = placement.reason(settings.host_id)
     for name in [*(p.name for p in found), *names]:
         if not placement.placed(name, settings.gateway_profiles):
             known.unplaced[name] = why
-    ports(known, warn, write=write, new=new, files=files, starting=starting)
+    try:
+        ports(known, warn, write=write, new=new, files=files, starting=starting)
+    except Exception as exc:  # noqa: BLE001 - see _unreadable
+        _unreadable(settings, existing, exc, warn)
+        known.ports, known.blocked = {}, {}
     return known
+
+
+def _unreadable(settings: Settings, existing: list[str], exc: BaseException,
+                warn) -> list[Profile]:
+    """The volume could not be read at all (a last resort: every read is contained).
+
+    With no slot published yet (the boot), the run goes on with ``default`` alone, down, so
+    ``gateway-default`` and the registrar are still published (SPEC §14.9). With slots in
+    place, guessing would retire or restart them: the run stops with one line instead.
+    """
+    text = f"could not read {settings.hermes_home}: {volfile.why(exc)}"
+    if existing:
+        raise TaskError(f"{text}; nothing was changed")
+    warn(f"{text}; only gateway-default (down) and the registrar are published")
+    return [Profile(profiles.DEFAULT, (), None, False)]
 
 
 def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=None,
@@ -200,7 +227,7 @@ def _runtime(cfg: Settings, name: str, dfd: int | None = None,
     return rt
 
 
-def owners(facts: Facts, names: Iterable[str]) -> None:
+def owners(facts: Facts, names: Iterable[str], warn=None) -> None:
     """Fill ``facts.elsewhere`` for ``names``: which another host runs (SPEC §12, §13.1).
 
     A probe of each profile's ownership lock (taken and released at once): only for
@@ -208,6 +235,7 @@ def owners(facts: Facts, names: Iterable[str]) -> None:
     """
     cfg = facts.settings
     for name in names:
-        host = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id)
+        host = ownership.held_elsewhere(cfg.hermes_home, name, cfg.host_id,
+                                        cfg.shared_volume, warn)
         if host:
             facts.elsewhere[name] = host
