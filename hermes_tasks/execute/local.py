@@ -250,7 +250,8 @@ class Applier:
         """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
         for step in steps:
             if step.create_profile and step.slot in self.errors:
-                volume.remove_new_profile(self.settings, step.profile)
+                volume.remove_new_profile(self.settings, step.profile,
+                                          self.notes.setdefault(step.slot, []).append)
 
     def _dispose(self, step: Step) -> None:
         moved = volume.dispose(self.settings, step.profile, step.purge)
