@@ -193,7 +193,9 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
         if not st.up and st.exit_code is not None and doc["exit_code"] is not None:
             doc["reason"] = (gs.reason or None) if st.exit_code in KEPT_DOWN else None
         owner = doc["owner"]
-        doc["standby"] = bool(st.up and owner and owner["host_id"] != cfg.host_id)
+        # a record on the volume is a claim: another host exists only on a shared volume
+        doc["standby"] = bool(cfg.shared_volume and st.up and owner
+                              and owner["host_id"] != cfg.host_id)
         doc["since"] = _iso(st.since)
         if st.up and st.since is not None:
             doc["uptime"] = round(max(0.0, view.now - st.since), 3)
@@ -258,7 +260,7 @@ def _host(doc: dict, cfg: Settings) -> str | None:
     owner = doc["owner"]
     if doc["up"] and not doc["standby"]:
         return cfg.host_id
-    if owner and owner["host_id"] != cfg.host_id:
+    if cfg.shared_volume and owner and owner["host_id"] != cfg.host_id:
         return owner["host_id"]
     return None
 
