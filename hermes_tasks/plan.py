@@ -70,6 +70,8 @@ class Step:
     note: str = ""  # message of a row with nothing to do (e.g. "profile already exists")
     # --wait for a gateway another host runs: a standby here, never ready (SPEC §13.1)
     standby: str | None = None
+    # started (no down marker) but no s6-svscan runs on the scandir: said in the row (§15)
+    unsupervised: str = ""
 
     @property
     def changes(self) -> bool:
@@ -272,6 +274,10 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     _runtime(step, intent, facts, spec, profile)
     if intent.wait and not spec.down and profile and profile.name in facts.elsewhere:
         step.standby = facts.elsewhere[profile.name]
+    if (facts.scanner is False and step.slot != REGISTRAR and not spec.down
+            and step.op != SKIP):
+        step.unsupervised = (f"not supervised: no s6-svscan runs on {facts.settings.scandir}, "
+                             "so nothing starts it until one does")
     if profile and profile.name in facts.blocked:
         # registered down and failed before it is started; brought down if up (by hand)
         step.failure = facts.blocked[profile.name]

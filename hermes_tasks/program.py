@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import Collection, Exit, Program
+from invoke import Collection, Exit, ParseError, Program
 
 from . import __version__, errors
 from .commands import gateway, profile, reconcile, slot
@@ -20,6 +20,17 @@ def namespace() -> Collection:
 
 class HermesProgram(Program):
     """Turns expected failures into one line on stderr and an exit code, never a traceback."""
+
+    def parse_tasks(self):
+        try:
+            super().parse_tasks()
+        except ParseError as exc:  # a mistyped task or flag: one line with a suggestion
+            from . import suggest
+
+            names = [*self.collection.task_names, *(a for v in self.collection.task_names.values()
+                                                    for a in v)]
+            raise ParseError(suggest.message(exc, exc.context, names,
+                                             self.initial_context.flags)) from None
 
     def execute(self):
         code = errors.guarded(super().execute)

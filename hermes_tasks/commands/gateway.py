@@ -48,6 +48,8 @@ def restart(c, profile=None, all_=False, wait=False, timeout=None, json=False, c
 @hermes_task(help={"profile": "only this profile's gateway",
                    "json": 'print {"gateways": [...]} as JSON'})
 def status(c, profile=None, json=False, inventory=None, var=None, host=None):
-    """Show each gateway: registered, supervised, up, ready, pid, last exit, desired state,
-    owner."""
+    """Show each gateway's state (desired, up, ready, pid, last exit, owner, ports).
+
+    For each gateway (or one): registered, supervised, up, ready, pid, last exit, desired
+    state and owner."""
     actions.status(settings(inventory, var, host), profile, json)
