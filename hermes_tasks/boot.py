@@ -31,9 +31,11 @@ def main() -> None:
 
     def body():
         nonlocal code
-        from . import actions, inventory
+        from . import actions, container, inventory
 
-        code = actions.reconcile(inventory.load(), check=False, diff=False, json=False)
+        settings = inventory.load()
+        if container.prepare_boot(settings):  # the container's command decides (SPEC §15)
+            code = actions.reconcile(settings, check=False, diff=False, json=False)
 
     failed = errors.guarded(body)
     try:
