@@ -70,8 +70,8 @@ class Step:
     note: str = ""  # message of a row with nothing to do (e.g. "profile already exists")
     # --wait for a gateway another host runs: a standby here, never ready (SPEC §13.1)
     standby: str | None = None
-    # started (no down marker) but no s6-svscan runs on the scandir: said in the row (§15)
-    unsupervised: str = ""
+    # said at the end of the row: no s6-svscan to start it; multiplexed (SPEC §15)
+    remark: str = ""
 
     @property
     def changes(self) -> bool:
@@ -140,8 +140,10 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
     one (a new one starts from no state). profile.delete: none (its slot is retired).
     """
     if intent.task == intents.RECONCILE:
-        # a blocked gateway's slot is registered down (it must not start)
-        return [dataclasses.replace(p, autostart=False) if p.name in facts.blocked else p
+        # a blocked gateway's slot is registered down (it must not start), and so is a
+        # multiplexed one (the default gateway serves it, SPEC §15)
+        return [dataclasses.replace(p, autostart=False)
+                if p.name in facts.blocked or p.name in facts.multiplexed else p
                 for p in facts.profiles if p.name not in facts.unplaced]
     if intent.task == intents.DELETE:
         return []
@@ -276,8 +278,13 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
         step.standby = facts.elsewhere[profile.name]
     if (facts.scanner is False and step.slot != REGISTRAR and not spec.down
             and step.op != SKIP):
-        step.unsupervised = (f"not supervised: no s6-svscan runs on {facts.settings.scandir}, "
-                             "so nothing starts it until one does")
+        step.remark = (f"not supervised: no s6-svscan runs on {facts.settings.scandir}, "
+                       "so nothing starts it until one does")
+    if profile and intent.task == intents.RECONCILE and profile.name in facts.multiplexed:
+        step.remark = ("multiplex: registered down, the default gateway serves this profile "
+                       "(GATEWAY_MULTIPLEX_PROFILES)")
+        if step.runtime == "down":  # one started explicitly keeps running (gateway.stop it)
+            step.runtime = None
     if profile and profile.name in facts.blocked:
         # registered down and failed before it is started; brought down if up (by hand)
         step.failure = facts.blocked[profile.name]

@@ -166,6 +166,6 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
         parts = [step.note]
     elif step.note and step.create_profile:  # a profile made on a host not placing it (§13.3)
         parts.append(step.note)
-    if step.unsupervised:
-        parts.append(step.unsupervised)
+    if step.remark:
+        parts.append(step.remark)
     return "; ".join(parts)
