@@ -280,6 +280,10 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
             and step.op != SKIP):
         step.remark = (f"not supervised: no s6-svscan runs on {facts.settings.scandir}, "
                        "so nothing starts it until one does")
+    rt = facts.runtime.get(spec.name)
+    if (rt and rt.logger and not step.restart_logger and not step.failure
+            and step.op not in (CREATE, SWAP, REMOVE, SKIP)):
+        step.failure = f"{spec.name}: {rt.logger}"  # nothing it prints is kept (SPEC §15)
     if profile and intent.task == intents.RECONCILE and profile.name in facts.multiplexed:
         step.remark = ("multiplex: registered down, the default gateway serves this profile "
                        "(GATEWAY_MULTIPLEX_PROFILES)")

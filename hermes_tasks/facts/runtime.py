@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from .. import state, svstatus
 
@@ -20,6 +21,7 @@ class Runtime:
 
     status: svstatus.Status
     reason: str = ""  # from gateway_state.json (state.GatewayState.reason)
+    logger: str = ""  # why the slot's logger cannot start (empty when it runs or may)
 
     @property
     def supervised(self) -> bool | None:
@@ -66,4 +68,21 @@ def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = No
     reason = ""
     if profile is not None and not status.running and status.exit_code in KEPT_DOWN:
         reason = state.read(home, profile).reason or ""
-    return Runtime(status, reason)
+    logger = logger_problem(slot_path) if status.supervised and profile is not None else ""
+    return Runtime(status, reason, logger)
+
+
+def logger_problem(slot_path: str) -> str:
+    """Why the slot's logger is not running although s6 wants it up (it keeps exiting,
+    e.g. 111 on a log directory the service user may not write), or ""."""
+    try:
+        st = svstatus.read(slot_path + "/log", None, False)
+    except (OSError, ValueError):
+        return ""
+    if not st.supervised or st.running or not st.wanted_up or st.finishing:
+        return ""
+    if st.exit_code in (None, 0) and st.signal is None:
+        return ""
+    how = f"exited {st.exit_code}" if st.signal is None else f"killed by {st.signal}"
+    return (f"logger not running: s6-log {how} (is logs/gateways/{os.path.basename(slot_path)[8:]} "
+            "writable by the service user?)")
