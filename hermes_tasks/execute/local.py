@@ -25,7 +25,7 @@ from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
 from ..render import SlotSpec
 from ..s6 import S6, S6Error
 from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
-from . import signals, volume
+from . import planned_stop, signals, volume
 
 DOWN_WAIT_MS = 10000
 SUPERVISOR_EXIT_TIMEOUT = 15.0
@@ -126,7 +126,14 @@ class Applier:
             self._guard(step.slot, self._set_pending, path(step),
                         set(_owed(step)) | {"gateway-up"})
         going = [s for s in todo if s.runtime in ("down", "restart")]
+        stopping = [(s.profile, path(s)) for s in going
+                    if s.runtime == "down" and s.slot.startswith("gateway-")]
+        marked = planned_stop.mark(self.settings.hermes_home, stopping,
+                                   planned_stop.ids(self.settings))
         failed = signals.down(self.s6, [path(s) for s in going])
+        planned_stop.clear(self.settings.hermes_home, [
+            p for p, sp in stopping if p in marked and sp in failed],
+            planned_stop.ids(self.settings))
         coming = [s for s in todo if s.runtime in ("up", "restart")]
         self.before.update(signals.snapshot([path(s) for s in coming],
                                             self.settings.hermes_home))

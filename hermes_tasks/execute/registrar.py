@@ -22,7 +22,7 @@ from ..render import Renderer
 from ..rendercache import RenderCache
 from ..report import Row, rows_from
 from ..s6 import S6
-from . import signals, volume
+from . import planned_stop, signals, volume
 
 
 def execute(settings: Settings, intent: Intent, warn) -> list[Row]:
@@ -130,7 +130,10 @@ def _signal(s6: S6, steps: list[plan.Step], path: dict[str, str], errors: dict[s
     restart = [s for s in steps if s.runtime == "restart"]
     want_up = [s for s in steps if s not in want_down and (s.runtime in ("up", "restart")
                                                          or s.set_down is False)]
+    stopping = [(s.profile, path[s.slot]) for s in want_down if s.slot.startswith("gateway-")]
+    marked = planned_stop.mark(home, stopping, None)  # hermes's marker, as ourselves
     failed = signals.down(s6, [path[s.slot] for s in want_down], "-D")
+    planned_stop.clear(home, [p for p, sp in stopping if p in marked and sp in failed], None)
     failed.update(signals.down(s6, [path[s.slot] for s in restart], "-d"))
     coming = [path[s.slot] for s in want_up if path[s.slot] not in failed]
     before.update(signals.snapshot(coming, home))
