@@ -74,7 +74,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         result = _result(steps, applier.errors, applier.notes, diff, check=False)
         if intent.task == RECONCILE:
             bootlog.append(settings.hermes_home,
-                           [(r.profile, r.prior_state, r.action, r.result) for r in result.rows],
+                           [(r.profile, r.prior_state, r.action, r.result,
+                             prior_exit(known, r.slot)) for r in result.rows],
                            settings.boot_log_rotate_bytes,
                            (settings.service_uid, settings.service_gid), warn,
                            name=bootlog.file_name(settings.shared_volume and settings.host_id))
@@ -83,6 +84,20 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
             warn(message)
     _undo_failed_create(settings, intent, steps, applier.errors)
     return result
+
+
+def prior_exit(known: facts.Facts, slot: str | None) -> int | None:
+    """The exit code of the gateway's last run, when s6 knows it (a slot that ran and is
+    down now); None otherwise (never ran here, up, or a fresh boot's empty scandir)."""
+    rt = known.runtime.get(slot) if slot else None
+    if rt is None or not rt.supervised or rt.up:
+        return None
+    st = rt.status
+    if st.signal is not None:
+        return 256  # what finish is given for a killed run (s6-supervise)
+    if st.exit_code == 0 and not st.normally_up:
+        return None  # a slot with a down marker that never ran reads "exit 0" too
+    return st.exit_code
 
 
 def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bool,

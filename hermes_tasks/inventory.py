@@ -109,6 +109,19 @@ def default_inventory_path() -> str:
     raise InventoryError(f"shipped inventory not found next to {here}")
 
 
+def profile_root(home: str) -> str:
+    """The root home when ``HERMES_HOME`` is a named profile's, ``<root>/profiles/<name>``
+    (how hermes runs a named gateway): tasks act on the root, as hermes's own s6 manager
+    does (SPEC §15); any other path as given."""
+    from .profiles import valid_name
+
+    parent, name = os.path.split(home.rstrip("/"))
+    root, profiles = os.path.split(parent)
+    if profiles == "profiles" and valid_name(name) and root:
+        return root
+    return home
+
+
 def load(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -129,6 +142,8 @@ def load(
     layers, entry, several = _read_inventory(os.fspath(chosen),
                                              host or environ.get(HOST_ENV_VAR) or None)
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
+    if "hermes_home" in env_layer:
+        env_layer["hermes_home"] = profile_root(env_layer["hermes_home"])
     layers.append(("environment", env_layer))
     layers.append(("--var", _parse_overrides(overrides)))
 

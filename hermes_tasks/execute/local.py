@@ -73,7 +73,7 @@ class Applier:
         if first and scanner:
             # s6-svscan takes new slots in directory order: default and the registrar must
             # have their supervisors before the rest can use up the supervisor limit.
-            self._rescan(True, False)
+            self._rescan(True, False, first)
             self._verify_supervised(first)
         for step in created:
             if not step.first:
@@ -88,7 +88,8 @@ class Applier:
         rescan = [s for s in live if s.rescan]
         if scanner is not False:
             self._rescan(bool(rescan) or any(s.op in (CREATE, SWAP) and not s.first
-                                             for s in live), bool(retired))
+                                             for s in live), bool(retired),
+                         [s for s in created if not s.first])
         for step, old in retired:
             self._guard(step.slot, self._delete_retired, old)
         self._runtime(live)
@@ -417,14 +418,33 @@ class Applier:
                 with contextlib.suppress(S6Error):
                     self.s6.svc(target, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
 
-    def _rescan(self, added: bool, removed: bool) -> None:
-        """Tell a running s6-svscan; quietly skip when none runs (boot, tests)."""
+    def _rescan(self, added: bool, removed: bool, published: list[Step] = ()) -> None:
+        """Tell a running s6-svscan; quietly skip when none runs (boot, tests).
+
+        When it refuses, the slots just ``published`` are taken out again: nothing would
+        ever supervise them (SPEC §15), and the next run publishes them afresh.
+        """
         if not (added or removed) or self.s6.scanner_running(self.scandir) is False:
             return
         try:
             self.s6.svscanctl(self.scandir, "-an" if removed else "-a")
         except S6Error as exc:
             self.errors.setdefault("(rescan)", _message(exc))
+            for step in published:
+                if step.slot not in self.errors:
+                    self._guard(step.slot, self._unpublish, step, _message(exc))
+
+    def _unpublish(self, step: Step, why: str) -> None:
+        path = os.path.join(self.scandir, step.slot)
+        if self.s6.supervised(path):
+            return  # s6-svscan took it anyway: supervised, not an orphan
+        gone = os.path.join(self.scandir, f".{step.slot}.unpublished")
+        fsops.remove_tree(gone)
+        os.rename(path, gone)
+        fsops.remove_tree(gone)
+        self.errors[step.slot] = (f"{step.slot} was removed again: the rescan failed ({why}), "
+                                  "so nothing would supervise it")
+        self._restore(step)
 
     def _delete_retired(self, old: str) -> None:
         alive = self.s6.wait_unsupervised([old, os.path.join(old, "log")], SUPERVISOR_EXIT_TIMEOUT)
