@@ -109,6 +109,26 @@ def default_inventory_path() -> str:
     raise InventoryError(f"shipped inventory not found next to {here}")
 
 
+# The deployment's ids for the service user (SPEC §15, as hermes-agent's stage-2 hook):
+# HERMES_UID/HERMES_GID, else their aliases PUID/PGID. The boot remaps the account to them
+# (docker/cont-init.d/01-hermes-volume); every slot and the registrar use them.
+ID_ENV = (("service_uid", ("HERMES_UID", "PUID")), ("service_gid", ("HERMES_GID", "PGID")))
+
+
+def service_ids(environ: Mapping[str, str]) -> dict[str, int]:
+    out = {}
+    for key, names in ID_ENV:
+        name = next((n for n in names if (environ.get(n) or "").strip()), None)
+        if name is None:
+            continue
+        text = environ[name].strip()
+        if not text.isdigit() or not text.isascii() or int(text) == 0 or int(text) > 2**31 - 2:
+            raise InventoryError(f"{name}={text!r}: expected a numeric id other than 0 "
+                                 "(e.g. 1000, or 99 on a NAS)")
+        out[key] = int(text)
+    return out
+
+
 def profile_root(home: str) -> str:
     """The root home when ``HERMES_HOME`` is a named profile's, ``<root>/profiles/<name>``
     (how hermes runs a named gateway): tasks act on the root, as hermes's own s6 manager
@@ -144,6 +164,7 @@ def load(
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
     if "hermes_home" in env_layer:
         env_layer["hermes_home"] = profile_root(env_layer["hermes_home"])
+    env_layer.update(service_ids(environ))
     layers.append(("environment", env_layer))
     layers.append(("--var", _parse_overrides(overrides)))
 

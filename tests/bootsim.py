@@ -343,6 +343,9 @@ class Container:
             if src.name.startswith("."):
                 continue
             text = rewrite(src.read_text(), self.paths).replace(IMAGE_SERVICE_IDS, ids)
+            # the image's account name, as the shipped inventory's is mapped
+            text = text.replace(f"service_user={IMAGE_SERVICE_USER}\n",
+                                f"service_user={self.user.name}\n")
             for n, line in enumerate(_code_lines(text), 1):
                 left = UNMAPPED.search(line)
                 if left:

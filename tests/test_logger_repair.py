@@ -45,11 +45,11 @@ def test_root_owned_logs_gateways_is_repaired_and_lines_reach_current(root_sandb
         assert all(r["result"] == "ok" for r in json.loads(res.stdout)["results"])
 
 
-def test_repair_never_follows_a_symlink(root_sandbox, tmp_path):
+def test_repair_never_follows_a_symlink(root_sandbox):
     sb = root_sandbox
     s6env.make_profile(sb.home, "default", {"desired_state": "running"})
     s6env.give_tree(sb.home, sb.user)
-    target = tmp_path / "gateways"  # a root-owned directory outside the volume
+    target = root_sandbox.root / "gateways"  # a root-owned directory outside the volume
     target.mkdir()
     (sb.home / "logs").mkdir()
     os.chown(sb.home / "logs", sb.user.uid, sb.user.gid)
