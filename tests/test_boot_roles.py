@@ -184,3 +184,27 @@ def test_multiplex_boot_and_an_explicit_start_that_warns(root_sandbox):
         res = ctr.exec_tasks("reconcile")
         assert res.returncode == 0, res.stdout + res.stderr
         assert s6env.svstat(ctr.slot("gateway-alice"))["up"] is True
+
+
+def test_deliberate_differences_invalid_names_and_symlinked_profiles_are_skipped(root_sandbox):
+    """README "Coming from hermes-agent's image": upstream aborted at an invalid name and
+    followed a symlinked profile; here both are skipped with a warning, the rest published."""
+    sb = root_sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "running"})
+    s6env.make_profile(sb.home, "alice", {"desired_state": "running"})
+    s6env.make_profile(sb.home, "Bad.Name", {"desired_state": "running"})
+    elsewhere = sb.root / "elsewhere"
+    s6env.make_profile(elsewhere, "linked", {"desired_state": "running"})
+    os.symlink(elsewhere / "profiles" / "linked", sb.home / "profiles" / "linked")
+    fresh_volume(sb)
+    with bootsim.Container(sb, command=["gateway", "run"]) as ctr:
+        boot = ctr.boot()
+        assert rcs(boot) == [(n, 0) for n in SCRIPTS], boot.console_text()
+        assert sorted(boot.slots) == ["gateway-alice", "gateway-default", bootsim.REGISTRAR]
+        err = boot.script("02-reconcile-profiles").stderr
+        assert "warning: skipping profile Bad.Name: invalid profile name" in err
+        assert "warning: skipping profile linked: the profile directory is a symlink" in err
+        log = boot_log(sb)
+        assert "profile=Bad.Name prior_state=None action=skipped result=skipped" in log
+        assert "profile=linked prior_state=None action=skipped result=skipped" in log
+        ctr.wait_all(["gateway-default", "gateway-alice"], [])
