@@ -298,6 +298,9 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
 
 
 def _unsupervised(slot: str, facts: Facts) -> str:
+    if facts.scanner is False:  # reconcile cannot help: nothing would supervise the slot
+        return (f"{slot} is not supervised: no s6-svscan runs on {facts.settings.scandir} "
+                f"(start one there, e.g. `s6-svscan {facts.settings.scandir}`, then retry)")
     return (f"{slot} is not supervised: no s6-supervise listens on it (is s6-svscan running "
             f"on {facts.settings.scandir}? run `hermes-tasks reconcile` as root, then retry)")
 

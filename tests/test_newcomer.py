@@ -80,3 +80,14 @@ def test_reconcile_without_a_supervisor_says_nothing_starts_the_gateways(sandbox
     assert "not supervised" not in bob and "registered" in bob
     check = s6env.run_tasks(sandbox, "reconcile", "--check")
     assert "not supervised: no s6-svscan runs on" in check.stdout
+
+
+def test_gateway_stop_without_a_supervisor_says_what_to_start(sandbox):
+    """The hint names the missing s6-svscan, not a reconcile that cannot help."""
+    s6env.make_profile(sandbox.home, "default", {"desired_state": "running"})
+    assert s6env.run_tasks(sandbox, "reconcile").returncode == 0
+    res = s6env.run_tasks(sandbox, "gateway.stop")
+    assert res.returncode == 1
+    assert res.stderr == (f"hermes-tasks: error: gateway-default is not supervised: no "
+                          f"s6-svscan runs on {sandbox.scandir} (start one there, e.g. "
+                          f"`s6-svscan {sandbox.scandir}`, then retry)\n")
