@@ -100,7 +100,7 @@ def _create_without_scandir(cfg: Settings, name: str, start: bool, check: bool,
                      "ok" if exists else "changed",
                      "profile already exists" if exists else f"{verb} profiles/{name}")
     report.warn(f"no gateway slot registered for {name}: scandir {cfg.scandir} does not exist "
-                "(run `hermes-tasks reconcile` once s6 runs there)")
+                "or is not a directory (run `hermes-tasks reconcile` once s6 runs there)")
     if start:
         error = f"cannot start {name}: scandir {cfg.scandir} does not exist"
         if json:
