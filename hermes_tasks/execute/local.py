@@ -132,9 +132,8 @@ class Applier:
         marked = planned_stop.mark(self.settings.hermes_home, stopping,
                                    planned_stop.ids(self.settings))
         failed = signals.down(self.s6, [path(s) for s in going])
-        planned_stop.clear(self.settings.hermes_home, [
-            p for p, sp in stopping if p in marked and sp in failed],
-            planned_stop.ids(self.settings))
+        planned_stop.clear(self.settings.hermes_home,
+                           [p for p, sp in stopping if p in marked and sp in failed])
         coming = [s for s in todo if s.runtime in ("up", "restart")]
         self.before.update(signals.snapshot([path(s) for s in coming],
                                             self.settings.hermes_home))

@@ -133,7 +133,7 @@ def _signal(s6: S6, steps: list[plan.Step], path: dict[str, str], errors: dict[s
     stopping = [(s.profile, path[s.slot]) for s in want_down if s.slot.startswith("gateway-")]
     marked = planned_stop.mark(home, stopping, None)  # hermes's marker, as ourselves
     failed = signals.down(s6, [path[s.slot] for s in want_down], "-D")
-    planned_stop.clear(home, [p for p, sp in stopping if p in marked and sp in failed], None)
+    planned_stop.clear(home, [p for p, sp in stopping if p in marked and sp in failed])
     failed.update(signals.down(s6, [path[s.slot] for s in restart], "-d"))
     coming = [path[s.slot] for s in want_up if path[s.slot] not in failed]
     before.update(signals.snapshot(coming, home))
