@@ -142,6 +142,9 @@ ENV S6_GLOBAL_PATH="/command:${PATH}"
 # 01 hands a fresh root-owned volume to the service user (non-recursive, no symlinks);
 # 02 runs `hermes-tasks reconcile`. They run as root, one at a time, in byte order.
 COPY --chmod=0755 docker/cont-init.d/ /etc/cont-init.d/
+# The main program: runs the container's command (`dashboard`, `gateway run`, …) as
+# hermes-agent's image does; the boot reads that command to pick the container's role.
+COPY --chmod=0755 docker/main-wrapper.sh /opt/hermes-tasks/main-wrapper.sh
 
 VOLUME /opt/data
 WORKDIR /opt/data
@@ -154,10 +157,11 @@ WORKDIR /opt/data
 HEALTHCHECK --interval=15s --timeout=10s --start-period=120s --start-interval=2s --retries=3 \
     CMD ["/opt/hermes-tasks/venv/bin/hermes-tasks", "gateway.status", "--health"]
 
-ENTRYPOINT ["/init"]
-# No command: /init runs stage 2, then supervises the gateways until the container is stopped.
-# (A new ENTRYPOINT already drops the base image's CMD ["python3"], which as s6-overlay's CMD
-# would exit at once and stop the container; the empty CMD states it.)
+ENTRYPOINT ["/init", "/opt/hermes-tasks/main-wrapper.sh"]
+# No command: /init runs stage 2, then the wrapper waits while s6 supervises the gateways
+# until the container is stopped. A command is hermes's, as in hermes-agent's image:
+# `docker run IMAGE dashboard` (no gateway slot here), `docker run IMAGE gateway run`.
+# (A new ENTRYPOINT already drops the base image's CMD ["python3"]; the empty CMD states it.)
 CMD []
 
 # s6-overlay's stage 2 (cont-init, reconcile, s6-rc) needs root. Nothing long-running stays

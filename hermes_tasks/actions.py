@@ -58,8 +58,39 @@ def profile_create(cfg: Settings, name: str, start: bool, check: bool, diff: boo
     from . import control
 
     control.check_name(name)
+    import os
+
+    if not os.path.isdir(cfg.scandir):  # no s6 here: the profile still, as hermes's hook does
+        return _create_without_scandir(cfg, name, start, check, json)
     return _finish(cfg, Intent(CREATE, frozenset({name}), start=start), "profile.create",
                    check, diff, json, show_secrets=show_secrets)
+
+
+def _create_without_scandir(cfg: Settings, name: str, start: bool, check: bool,
+                            json: bool) -> int:
+    """``profile.create`` where no scandir exists: make the profile, warn there is no slot."""
+    from . import profiles
+    from .execute import volume
+
+    exists = profiles.profile_exists(cfg.hermes_home, name)
+    if not exists and not check:
+        volume.create_profile(cfg, name)
+    verb = "would create" if check else "created"
+    row = report.Row(None, name, None, "registered" if not start else "started",
+                     "ok" if exists else "changed",
+                     "profile already exists" if exists else f"{verb} profiles/{name}")
+    report.warn(f"no gateway slot registered for {name}: scandir {cfg.scandir} does not exist "
+                "or is not a directory (run `hermes-tasks reconcile` once s6 runs there)")
+    if start:
+        error = f"cannot start {name}: scandir {cfg.scandir} does not exist"
+        if json:
+            report.emit([row], True, "profile.create", check=check, error=error,
+                        extra={"code": 1})
+        else:
+            sys.stderr.write(f"hermes-tasks: error: {error}\n")
+        return 1
+    report.emit([row], json, "profile.create", check=check)
+    return 0
 
 
 def profile_delete(cfg: Settings, name: str, purge: bool, check: bool, diff: bool,

@@ -31,9 +31,11 @@ def main() -> None:
 
     def body():
         nonlocal code
-        from . import actions, inventory
+        from . import actions, container, inventory
 
         cfg = inventory.load()
+        if not container.prepare_boot(cfg):  # the container's command decides (SPEC §15)
+            return
         try:
             code = actions.reconcile(cfg, check=False, diff=False, json=False)
         except (errors.TaskError, OSError):

@@ -19,10 +19,13 @@ def file_name(host_id: str | None = None) -> str:
     return f"container-boot.{host_id}.log" if host_id else NAME
 
 
-def format_line(when: str, profile: str, prior_state: str | None, action: str, result: str) -> str:
+def format_line(when: str, profile: str, prior_state: str | None, action: str, result: str,
+                prior_exit: int | None = None) -> str:
+    """One line; ``prior_exit=<code>`` at the end when the previous exit is known (§15)."""
     prior = "None" if prior_state is None else escape(prior_state)
+    tail = "" if prior_exit is None else f" prior_exit={int(prior_exit)}"
     return (f"{when} profile={escape(profile)} prior_state={prior} "
-            f"action={action} result={result}\n")
+            f"action={action} result={result}{tail}\n")
 
 
 def append(home: str, rows: list[tuple[str, str | None, str, str]], rotate_bytes: int,

@@ -65,7 +65,7 @@ def status(cfg: Settings, name: str) -> dict:
                pid=st.pid if st.up else None, ready=st.ready,
                # a slot with a down marker that never ran reads "exit 0": not an exit
                exit_code=None if st.up or not st.normally_up else st.exit_code,
-               reason=(rt.hold_text() if rt.held else rt.reason) or None)  # §14.6
+               reason=(rt.hold_text() if rt.held else (rt.reason or rt.logger)) or None)  # §14.6
     # Up here while another host's record holds the profile: data/own waits on its lock.
     owner = doc["owner"]
     doc["standby"] = bool(cfg.shared_volume and st.up and owner

@@ -74,12 +74,27 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         result = _result(steps, applier.errors, applier.notes, diff, check=False,
                          show_secrets=show_secrets)
         if intent.task == RECONCILE:
-            applier.append_boot_log(result.rows, warn)
+            applier.append_boot_log(result.rows, warn,
+                                    {r.slot: prior_exit(known, r.slot) for r in result.rows})
         applier.undo_failed_creates(steps)
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
     return result
+
+
+def prior_exit(known: facts.Facts, slot: str | None) -> int | None:
+    """The exit code of the gateway's last run, when s6 knows it (a slot that ran and is
+    down now); None otherwise (never ran here, up, or a fresh boot's empty scandir)."""
+    rt = known.runtime.get(slot) if slot else None
+    if rt is None or not rt.supervised or rt.up:
+        return None
+    st = rt.status
+    if st.signal is not None:
+        return 256  # what finish is given for a killed run (s6-supervise)
+    if st.exit_code == 0 and not st.normally_up:
+        return None  # a slot with a down marker that never ran reads "exit 0" too
+    return st.exit_code
 
 
 def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bool,

@@ -120,6 +120,39 @@ def default_inventory_path() -> str:
     raise InventoryError(f"shipped inventory not found next to {here}")
 
 
+# The deployment's ids for the service user (SPEC §15, as hermes-agent's stage-2 hook):
+# HERMES_UID/HERMES_GID, else their aliases PUID/PGID. The boot remaps the account to them
+# (docker/cont-init.d/01-hermes-volume); every slot and the registrar use them.
+ID_ENV = (("service_uid", ("HERMES_UID", "PUID")), ("service_gid", ("HERMES_GID", "PGID")))
+
+
+def service_ids(environ: Mapping[str, str]) -> dict[str, int]:
+    out = {}
+    for key, names in ID_ENV:
+        name = next((n for n in names if (environ.get(n) or "").strip()), None)
+        if name is None:
+            continue
+        text = environ[name].strip()
+        if not text.isdigit() or not text.isascii() or int(text) == 0 or int(text) > 2**31 - 2:
+            raise InventoryError(f"{name}={text!r}: expected a numeric id other than 0 "
+                                 "(e.g. 1000, or 99 on a NAS)")
+        out[key] = int(text)
+    return out
+
+
+def profile_root(home: str) -> str:
+    """The root home when ``HERMES_HOME`` is a named profile's, ``<root>/profiles/<name>``
+    (how hermes runs a named gateway): tasks act on the root, as hermes's own s6 manager
+    does (SPEC §15); any other path as given."""
+    from .profiles import valid_name
+
+    parent, name = os.path.split(home.rstrip("/"))
+    root, profiles = os.path.split(parent)
+    if profiles == "profiles" and valid_name(name) and root:
+        return root
+    return home
+
+
 def load(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -140,6 +173,9 @@ def load(
     layers, entry, several = _read_inventory(os.fspath(chosen),
                                              host or environ.get(HOST_ENV_VAR) or None)
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
+    if "hermes_home" in env_layer:
+        env_layer["hermes_home"] = profile_root(env_layer["hermes_home"])
+    env_layer.update(service_ids(environ))
     layers.append(("environment", env_layer))
     layers.append(("--var", _parse_overrides(overrides)))
 

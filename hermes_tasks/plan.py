@@ -74,6 +74,8 @@ class Step:
     # agent acts on the intent recorded here; ``request``: a one-shot restart request
     owner: str | None = None
     request: bool = False
+    # said at the end of the row: no s6-svscan to start it; multiplexed (SPEC §15)
+    remark: str = ""
 
     @property
     def changes(self) -> bool:
@@ -140,8 +142,10 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
     one (a new one starts from no state). profile.delete: none (its slot is retired).
     """
     if intent.task == intents.RECONCILE:
-        # a blocked gateway's slot is registered down (it must not start)
-        return [dataclasses.replace(p, autostart=False) if p.name in facts.blocked else p
+        # a blocked gateway's slot is registered down (it must not start), and so is a
+        # multiplexed one (the default gateway serves it, SPEC §15)
+        return [dataclasses.replace(p, autostart=False)
+                if p.name in facts.blocked or p.name in facts.multiplexed else p
                 for p in facts.profiles if p.name not in facts.unplaced]
     if intent.task == intents.DELETE:
         return []
@@ -291,6 +295,19 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     if (intent.task in (intents.STOP, intents.RESTART) and profile
             and profile.name in facts.elsewhere and not step.failure):
         _elsewhere(step, intent, facts.elsewhere[profile.name])
+    if (facts.scanner is False and step.slot != REGISTRAR and not spec.down
+            and step.op != SKIP):
+        step.remark = (f"not supervised: no s6-svscan runs on {facts.settings.scandir}, "
+                       "so nothing starts it until one does")
+    rt = facts.runtime.get(spec.name)
+    if (rt and rt.logger and not step.restart_logger and not step.failure
+            and step.op not in (CREATE, SWAP, REMOVE, SKIP)):
+        step.failure = f"{spec.name}: {rt.logger}"  # nothing it prints is kept (SPEC §15)
+    if profile and intent.task == intents.RECONCILE and profile.name in facts.multiplexed:
+        step.remark = ("multiplex: registered down, the default gateway serves this profile "
+                       "(GATEWAY_MULTIPLEX_PROFILES)")
+        if step.runtime == "down":  # one started explicitly keeps running (gateway.stop it)
+            step.runtime = None
     if profile and profile.name in facts.blocked:
         # registered down and failed before it is started; brought down if up (by hand)
         step.failure = facts.blocked[profile.name]
@@ -311,6 +328,9 @@ def _elsewhere(step: Step, intent: Intent, host: str) -> None:
 
 
 def _unsupervised(slot: str, facts: Facts) -> str:
+    if facts.scanner is False:  # reconcile cannot help: nothing would supervise the slot
+        return (f"{slot} is not supervised: no s6-svscan runs on {facts.settings.scandir} "
+                f"(start one there, e.g. `s6-svscan {facts.settings.scandir}`, then retry)")
     return (f"{slot} is not supervised: no s6-supervise listens on it (is s6-svscan running "
             f"on {facts.settings.scandir}? run `hermes-tasks reconcile` as root, then retry)")
 

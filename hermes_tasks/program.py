@@ -27,6 +27,17 @@ class HermesProgram(Program):
     nothing more.
     """
 
+    def parse_tasks(self):
+        try:
+            super().parse_tasks()
+        except ParseError as exc:  # a mistyped task or flag: one line with a suggestion
+            from . import suggest
+
+            names = [*self.collection.task_names, *(a for v in self.collection.task_names.values()
+                                                    for a in v)]
+            raise ParseError(suggest.message(exc, exc.context, names,
+                                             self.initial_context.flags)) from None
+
     def execute(self):
         code = errors.guarded(super().execute, json=self._json())
         if code:

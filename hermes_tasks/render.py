@@ -116,8 +116,10 @@ def environment():
 class Renderer:
     """Renders slot specs for one set of settings; shared parts are rendered once."""
 
-    def __init__(self, settings: Settings, cache: RenderCache | None = None):
+    def __init__(self, settings: Settings, cache: RenderCache | None = None,
+                 python: str | None = None):
         self.settings = settings
+        self.python = python or sys.executable  # runs root's helpers (registrar, logdir)
         self.context = settings.as_vars()
         # Jinja is imported and a template compiled only when the cache lacks a render.
         self.cache = cache or RenderCache()
@@ -169,7 +171,8 @@ class Renderer:
                "is_default": default,
                "env": self.settings.profile_env(name if valid_name(name) else ""),
                "scoped_env": [] if default else list(self.settings.profile_scoped_env),
-               "api_server_port": api_port, "webhook_port": webhook_port}
+               "api_server_port": api_port, "webhook_port": webhook_port,
+               "python": self.python}  # log/run's root repair (hermes_tasks.logdir)
         return tuple(self._render(f"gateway/{t}.j2", ctx) for t in GATEWAY_SCRIPTS)
 
     def _named_scripts(self) -> tuple[bytes, ...]:

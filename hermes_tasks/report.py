@@ -172,7 +172,9 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
     else:
         parts.extend(done)
     if step.note and (not parts or step.record):
-        return step.note
-    if step.note and step.create_profile:  # a profile made on a host not placing it (§13.3)
+        parts = [step.note]
+    elif step.note and step.create_profile:  # a profile made on a host not placing it (§13.3)
         parts.append(step.note)
+    if step.remark:
+        parts.append(step.remark)
     return "; ".join(parts)

@@ -2,7 +2,9 @@
 
 Creates ``.demo/`` (wiped first): a home with the default profile (running) and two named
 profiles, ``alice`` (running) and ``bob`` (stopped); starts its own s6-svscan; runs
-``hermes-tasks reconcile`` and ``gateway.status``; stops everything it started.
+``hermes-tasks reconcile`` and ``gateway.status``; stops everything it started, or with
+``--keep`` leaves the supervisor and its gateways running and prints how to look around and
+how to stop them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,19 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def svscan_listening(scandir: Path) -> bool:
+    try:
+        os.close(os.open(scandir / ".s6-svscan" / "control", os.O_WRONLY | os.O_NONBLOCK))
+        return True
+    except OSError:
+        return False
+
+
 def build_sandbox() -> tuple[Path, Path, Path]:
+    old = DEMO / "run" / "service"
+    if svscan_listening(old):  # a --keep demo is still running: never wipe it under s6
+        raise SystemExit("demo: the kept demo supervisor is still running; stop it first: "
+                         f"{DEMO / 'command' / 's6-svscanctl'} -t {old}")
     shutil.rmtree(DEMO, ignore_errors=True)
     home, scandir, command = DEMO / "home", DEMO / "run" / "service", DEMO / "command"
     for d in (home, scandir, command):
@@ -64,14 +78,11 @@ def start_svscan(scandir: Path, command: Path) -> subprocess.Popen:
     with open(DEMO / "svscan.log", "wb") as log:  # the child keeps its own copy of the fd
         proc = subprocess.Popen(["s6-svscan", str(scandir)], env=env, stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    control = scandir / ".s6-svscan" / "control"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            os.close(os.open(control, os.O_WRONLY | os.O_NONBLOCK))
+        if svscan_listening(scandir):
             return proc
-        except OSError:
-            time.sleep(0.02)
+        time.sleep(0.02)
     proc.kill()
     raise SystemExit("demo: s6-svscan did not start")
 
@@ -95,9 +106,34 @@ def wait_running(home: Path, names: list[str], timeout: float = 90) -> None:
         raise SystemExit(f"demo: gateways not running after {timeout:.0f} s: {pending}")
 
 
+def stop_svscan(scandir: Path, command: Path, svscan: subprocess.Popen) -> None:
+    subprocess.run([str(command / "s6-svscanctl"), "-t", str(scandir)], check=False)
+    try:
+        svscan.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        svscan.kill()
+        svscan.wait()
+
+
+def print_keep(scandir: Path, command: Path, svscan: subprocess.Popen) -> None:
+    """What --keep leaves behind: how to use it and how to stop it (by its PID's scandir)."""
+    inv = DEMO / "inventory.yml"
+    print(f"\ndemo: kept s6-svscan (pid {svscan.pid}) and its gateways running on {scandir}.\n"
+          "demo: look around (same shell):\n"
+          f"  . {REPO}/.venv/bin/activate && export HERMES_TASKS_INVENTORY={inv}\n"
+          "  hermes-tasks gateway.status; hermes-tasks gateway.stop -p alice --wait\n"
+          "demo: stop it (the supervisor takes its gateways down with it):\n"
+          f"  {command}/s6-svscanctl -t {scandir}", flush=True)
+
+
 def main() -> None:
+    keep = "--keep" in sys.argv[1:]
+    unknown = [a for a in sys.argv[1:] if a != "--keep"]
+    if unknown:
+        raise SystemExit(f"demo: unknown argument {unknown[0]!r} (usage: demo.sh [--keep])")
     home, scandir, command = build_sandbox()
     svscan = start_svscan(scandir, command)
+    kept = False
     try:
         sh("reconcile")
         subprocess.run([str(command / "s6-svscanctl"), "-a", str(scandir)], check=True)
@@ -105,14 +141,14 @@ def main() -> None:
         sh("gateway.status")
         print("\ndemo: a second reconcile changes nothing:", flush=True)
         sh("reconcile")
+        kept = keep
     finally:
-        subprocess.run([str(command / "s6-svscanctl"), "-t", str(scandir)], check=False)
-        try:
-            svscan.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            svscan.kill()
-            svscan.wait()
-    print(f"\ndemo: stopped s6-svscan (pid {svscan.pid}); files are in {DEMO}")
+        if not kept:
+            stop_svscan(scandir, command, svscan)
+    if kept:
+        print_keep(scandir, command, svscan)
+    else:
+        print(f"\ndemo: stopped s6-svscan (pid {svscan.pid}); files are in {DEMO}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# Install what the demo and the tests need on a fresh Debian machine: s6, execline, the
-# linter shellcheck and openssh-server (the Ansible tests' "hosts") from apt (as root), and
-# a project venv in .venv with the test extras and ansible-core.
+# Install what the demo and the tests need on a fresh Debian machine (minbase included): every
+# program a test calls, from apt (as root), and a project venv in .venv with the test extras
+# and ansible-core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# package:program, one per program the tests, the demo or the set-up itself call: s6 and
+# execline (the supervisor), shellcheck (the scripts' linter), sshd/ssh/ssh-keygen (the
+# Ansible tests' "hosts"), ip (the ports test's network namespace), unshare/mount (network
+# and PID namespaces, tmpfs volumes), useradd (the tests' service user), python3 + venv.
 need=()
-for pkg_cmd in s6:s6-svscan execline:execlineb shellcheck:shellcheck; do
-  command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
+for pkg_cmd in s6:s6-svscan execline:execlineb shellcheck:shellcheck \
+    openssh-server:/usr/sbin/sshd openssh-client:ssh openssh-client:ssh-keygen \
+    iproute2:/usr/sbin/ip util-linux:unshare mount:mount passwd:useradd python3:python3; do
+  cmd="${pkg_cmd#*:}" pkg="${pkg_cmd%%:*}"
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    case " ${need[*]-} " in *" $pkg "*) ;; *) need+=("$pkg") ;; esac
+  fi
 done
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# Debian's python3 makes venvs only with python3-venv (ensurepip).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  need+=(python3-venv)
+elif ! command -v python3 >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: please install as root: apt-get install -y ${need[*]}" >&2

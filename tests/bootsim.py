@@ -61,6 +61,7 @@ from s6env import FAKE_GATEWAY, REPO_ROOT, S6_BIN, Sandbox, ServiceUser
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 SHIPPED_INVENTORY = REPO_ROOT / "inventory" / "hosts.yml"
 CONT_INIT_SRC = REPO_ROOT / "docker" / "cont-init.d"
+MAIN_WRAPPER_SRC = REPO_ROOT / "docker" / "main-wrapper.sh"
 REGISTRAR = "hermes-tasks-registrar"
 IMAGE_SERVICE_IDS = "10000:10000"  # the image's `hermes` user and group (Dockerfile, inventory)
 IMAGE_SERVICE_USER = "hermes"
@@ -276,7 +277,8 @@ class Container:
 
     def __init__(self, sandbox: Sandbox, *, unprivileged: bool = False,
                  env: Mapping[str, str] | None = None,
-                 inventory: Mapping[str, object] | None = None):
+                 inventory: Mapping[str, object] | None = None,
+                 command: list[str] | None = None, overlay: str = "v3"):
         if sandbox.user is None:
             raise ValueError("the simulated image needs a sandbox with a service user")
         self.sb = sandbox
@@ -291,6 +293,13 @@ class Container:
         self.path = s6_global_path(self.env, self.paths)
         self.supervisor: BootSupervisor | None = None
         self.killed_at_stop: list[int] = []
+        # ``docker run IMAGE <command>``: None keeps the host's own process list (no PID
+        # namespace); a list (``[]`` = no command) runs stage 2 in its own PID namespace
+        # whose process tree carries the command as s6-overlay ``overlay`` ("v2"/"v3") does.
+        self.command = command
+        self.overlay = overlay
+        if command is not None and unprivileged:
+            raise ValueError("a container command needs a root boot (PID namespace)")
         self.boots: list[BootResult] = []
         self.install()
 
@@ -343,6 +352,9 @@ class Container:
             if src.name.startswith("."):
                 continue
             text = rewrite(src.read_text(), self.paths).replace(IMAGE_SERVICE_IDS, ids)
+            # the image's account name, as the shipped inventory's is mapped
+            text = text.replace(f"service_user={IMAGE_SERVICE_USER}\n",
+                                f"service_user={self.user.name}\n")
             for n, line in enumerate(_code_lines(text), 1):
                 left = UNMAPPED.search(line)
                 if left:
@@ -352,6 +364,45 @@ class Container:
             dest = sb.cont_init_dir / src.name
             dest.write_text(text)
             dest.chmod(0o755)  # COPY --chmod=0755
+        # the main program, where the Dockerfile puts it (its path is in the process list)
+        self.wrapper.write_text(rewrite(MAIN_WRAPPER_SRC.read_text(), self.paths))
+        self.wrapper.chmod(0o755)
+        self._write_pid1()
+
+    @property
+    def wrapper(self) -> Path:
+        return self.sb.root / "opt" / "hermes-tasks" / "main-wrapper.sh"
+
+    def _write_pid1(self) -> None:
+        """Stand-ins for the process tree s6-overlay builds around the container's command.
+
+        v2: PID 1 is ``/init <wrapper> <command…>`` and runs stage 2 itself. v3: PID 1 is
+        s6-svscan (no command in its argv) and ``rc.init top <wrapper> <command…>`` runs
+        stage 2. Each runs the script named in ``bootsim-script`` (one cont-init script).
+        """
+        root = self.sb.root
+        run_script = f'"$(cat {shlex.quote(str(root / "bootsim-script"))})"\n'
+        (root / "init").write_text("#!/bin/sh\n# bootsim: s6-overlay v2's /init as PID 1\n"
+                                   + run_script)
+        (root / "rc.init").write_text("#!/bin/sh\n# bootsim: s6-overlay v3's rc.init\n"
+                                      + run_script)
+        argv_file = shlex.quote(str(root / "bootsim-argv"))
+        (root / "s6-svscan").write_text(
+            "#!/bin/sh\n# bootsim: s6-overlay v3's PID 1 (its argv holds no command)\n"
+            f'while IFS= read -r a; do set -- "$@" "$a"; done < {argv_file}\n'
+            f'{shlex.quote(str(root / "rc.init"))} top "$@"\n')
+        for name in ("init", "rc.init", "s6-svscan"):
+            (root / name).chmod(0o755)
+
+    def _pid1_argv(self, script: Path) -> list[str]:
+        root = self.sb.root
+        (root / "bootsim-script").write_text(str(script))
+        argv = [str(self.wrapper), *self.command]
+        (root / "bootsim-argv").write_text("".join(a + "\n" for a in argv))
+        pid1 = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
+        if self.overlay == "v2":
+            return [*pid1, str(root / "init"), *argv]
+        return [*pid1, str(root / "s6-svscan")]
 
     def _write_wrapper(self) -> None:
         """``/opt/hermes-tasks/venv/bin/hermes-tasks``: this checkout, run by the boot user."""
@@ -422,8 +473,9 @@ class Container:
 
     def _run_script(self, path: Path) -> ScriptRun:
         env = {"PATH": self.path}
+        argv = [str(path)] if self.command is None else self._pid1_argv(path)
         try:
-            proc = subprocess.run([str(path)], check=False, env=env, cwd=self.sb.root,
+            proc = subprocess.run(argv, check=False, env=env, cwd=self.sb.root,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=SCRIPT_TIMEOUT, **s6env.user_kwargs(self.boot_user))
         except PermissionError as exc:  # not executable: s6-overlay's exec fails the same way

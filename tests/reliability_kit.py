@@ -31,7 +31,10 @@ import s6env  # noqa: E402
 
 # Files hermes-tasks may change in a profile directory (SPEC §4, §7); everything else there
 # is the user's and must stay byte-identical.
-OWNED_IN_PROFILE = {"gateway.pid", "processes.json", ".gateway.lock", ".gateway-owner.json"}
+# .gateway-planned-stop.json: hermes's marker, written before a deliberate stop (SPEC §15);
+# the real gateway consumes it, the stand-in leaves it.
+OWNED_IN_PROFILE = {"gateway.pid", "processes.json", ".gateway.lock", ".gateway-owner.json",
+                    ".gateway-planned-stop.json"}
 OWNED_TOP = {"logs", ".trash", ".standin", "gateway-ports.json", "gateway-ports.json.corrupt"}
 STATE = "gateway_state.json"
 TMP_SUFFIX = ".hermes-tasks.tmp"

@@ -97,7 +97,7 @@ def test_installed_scripts_are_the_images_own_with_only_paths_mapped(root_sandbo
     ctr = bootsim.Container(root_sandbox)
     installed = sorted(p.name for p in root_sandbox.cont_init_dir.iterdir())
     assert installed == sorted(p.name for p in bootsim.CONT_INIT_SRC.iterdir()) == SCRIPTS
-    keys = (*bootsim.PATH_KEYS, bootsim.IMAGE_SERVICE_IDS)
+    keys = (*bootsim.PATH_KEYS, bootsim.IMAGE_SERVICE_IDS, "service_user=")
     for name in SCRIPTS:
         src = (bootsim.CONT_INIT_SRC / name).read_text().splitlines()
         dst = (root_sandbox.cont_init_dir / name).read_text().splitlines()

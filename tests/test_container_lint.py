@@ -264,7 +264,11 @@ def test_dockerfile_runtime_contract() -> None:
     mkdir_at = next(n for n, i in enumerate(instructions) if "mkdir -p /opt/data" in i)
     volume_at = instructions.index("VOLUME /opt/data")
     assert mkdir_at < volume_at
-    assert 'ENTRYPOINT ["/init"]' in instructions
+    # the image takes a command as hermes-agent's does (SPEC §15): /init runs the wrapper
+    assert 'ENTRYPOINT ["/init", "/opt/hermes-tasks/main-wrapper.sh"]' in instructions
+    assert ("COPY --chmod=0755 docker/main-wrapper.sh /opt/hermes-tasks/main-wrapper.sh"
+            in instructions)
+    assert "CMD []" in instructions
     assert "COPY --chmod=0755 docker/cont-init.d/ /etc/cont-init.d/" in instructions
     users = [i for i in instructions if i.startswith("USER ")]
     assert users and users[-1] == "USER root", users

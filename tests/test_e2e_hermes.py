@@ -200,6 +200,7 @@ def test_real_gateway_readiness_and_50_stop_start_cycles(root_sandbox, hermes_bi
     with s6env.Supervisor(sb) as sup:
         run(sb, hermes_bin, "reconcile")
         s6env.wait_down(sb.slot("alice"))
+        exits = []
         for cycle in range(50):
             run(sb, hermes_bin, "gateway.start", "-p", "alice", "--wait", "--timeout",
                 str(GATEWAY_TIMEOUT), user=user)
@@ -217,8 +218,14 @@ def test_real_gateway_readiness_and_50_stop_start_cycles(root_sandbox, hermes_bi
             # the gateway's own shutdown write came after ours and kept it
             assert doc["desired_state"] == "stopped", (cycle, doc)
             assert doc["kind"] == "hermes-gateway" and doc["pid"] == pid
-            # signalled by s6 without hermes's planned-stop marker, it records "running"
-            # (so a container restart brings it back): the stand-in copies this
-            assert doc["gateway_state"] == "running", (cycle, doc)
+            # a deliberate stop: hermes's planned-stop marker came first, so the gateway
+            # exited 0 and recorded "stopped" (SPEC §15; without the marker it records
+            # "running", tests/test_e2e_planned_stop.py)
+            assert doc["gateway_state"] == "stopped", (cycle, doc)
+            exits.append(s6env.svstat(sb.slot("alice"), ("exitcode",))["exitcode"])
+        # hermes's own race: when its marker watcher (0.5 s poll) fires just before s6's
+        # SIGTERM arrives, the second signal counts as unplanned and it exits 1 (still
+        # recording "stopped"); hermes's own `gateway stop` has the same window
+        assert set(exits) <= {0, 1} and exits.count(0) >= 40, exits
         killed = sup.stop()
     assert killed == []

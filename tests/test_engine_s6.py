@@ -120,7 +120,10 @@ def test_runtime_convergence_table(sandbox, supervisor, case):
     if result == "failed":
         assert message in rows["alice"]["message"]
         log = (sb.home / "logs" / "container-boot.log").read_text().splitlines()
-        assert log[-1].endswith("profile=alice prior_state=running action=started result=failed")
+        # prior_exit: how it last exited, as s6 knows it (SPEC §15)
+        exit_code = 78 if "78" in message else 0
+        assert log[-1].endswith("profile=alice prior_state=running action=started "
+                                f"result=failed prior_exit={exit_code}"), log[-1]
 
 
 def test_exit_78_fails_start_wait_naming_code_and_reason_until_fixed(sandbox, supervisor):

@@ -27,7 +27,8 @@ def shellcheck() -> str:
 
 def container_renderer():
     # host_id defaults to the hostname: pinned, so snapshots do not depend on the machine.
-    return Renderer(inventory.load(None, ["host_id=host-1"], environ={}))
+    return Renderer(inventory.load(None, ["host_id=host-1"], environ={}),
+                    python="/opt/hermes-tasks/venv/bin/python")  # the image's venv
 
 
 @pytest.mark.parametrize("profile", ["default", "alice"])

@@ -25,7 +25,7 @@ from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
 from ..render import SlotSpec
 from ..s6 import S6, S6Error
 from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
-from . import elsewhere, signals, volume
+from . import elsewhere, planned_stop, signals, volume
 
 DOWN_WAIT_MS = 10000
 SUPERVISOR_EXIT_TIMEOUT = 15.0
@@ -73,7 +73,7 @@ class Applier:
         if first and scanner:
             # s6-svscan takes new slots in directory order: default and the registrar must
             # have their supervisors before the rest can use up the supervisor limit.
-            self._rescan(True, False)
+            self._rescan(True, False, first)
             self._verify_supervised(first)
         for step in created:
             if not step.first:
@@ -88,7 +88,8 @@ class Applier:
         rescan = [s for s in live if s.rescan]
         if scanner is not False:
             self._rescan(bool(rescan) or any(s.op in (CREATE, SWAP) and not s.first
-                                             for s in live), bool(retired))
+                                             for s in live), bool(retired),
+                         [s for s in created if not s.first])
         for step, old in retired:
             self._guard(step.slot, self._delete_retired, old)
         asked = elsewhere.snapshot(self.settings, live)
@@ -130,7 +131,13 @@ class Applier:
             self._guard(step.slot, self._set_pending, path(step),
                         set(_owed(step)) | {"gateway-up"})
         going = [s for s in todo if s.runtime in ("down", "restart")]
+        stopping = [(s.profile, path(s)) for s in going
+                    if s.runtime == "down" and s.slot.startswith("gateway-")]
+        marked = planned_stop.mark(self.settings.hermes_home, stopping,
+                                   planned_stop.ids(self.settings))
         failed = signals.down(self.s6, [path(s) for s in going])
+        planned_stop.clear(self.settings.hermes_home,
+                           [p for p, sp in stopping if p in marked and sp in failed])
         coming = [s for s in todo if s.runtime in ("up", "restart")]
         self.before.update(signals.snapshot([path(s) for s in coming],
                                             self.settings.hermes_home))
@@ -236,13 +243,15 @@ class Applier:
             render_cache.save()
         slot_cache.save(names)
 
-    def append_boot_log(self, rows, warn) -> None:
-        """One line per row in the volume's boot log (SPEC §7), the service user's file."""
+    def append_boot_log(self, rows, warn, prior_exit: dict | None = None) -> None:
+        """One line per row in the volume's boot log (SPEC §7), the service user's file;
+        ``prior_exit``: slot → the exit code of its last run, when known (SPEC §15)."""
         from .. import bootlog
 
         cfg = self.settings
-        bootlog.append(cfg.hermes_home, [(r.profile, r.prior_state, r.action, r.result)
-                                         for r in rows],
+        prior_exit = prior_exit or {}
+        bootlog.append(cfg.hermes_home, [(r.profile, r.prior_state, r.action, r.result,
+                                          prior_exit.get(r.slot)) for r in rows],
                        cfg.boot_log_rotate_bytes, (cfg.service_uid, cfg.service_gid), warn,
                        name=bootlog.file_name(cfg.shared_volume and cfg.host_id))
 
@@ -445,14 +454,33 @@ class Applier:
                 with contextlib.suppress(S6Error):
                     self.s6.svc(target, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
 
-    def _rescan(self, added: bool, removed: bool) -> None:
-        """Tell a running s6-svscan; quietly skip when none runs (boot, tests)."""
+    def _rescan(self, added: bool, removed: bool, published: list[Step] = ()) -> None:
+        """Tell a running s6-svscan; quietly skip when none runs (boot, tests).
+
+        When it refuses, the slots just ``published`` are taken out again: nothing would
+        ever supervise them (SPEC §15), and the next run publishes them afresh.
+        """
         if not (added or removed) or self.s6.scanner_running(self.scandir) is False:
             return
         try:
             self.s6.svscanctl(self.scandir, "-an" if removed else "-a")
         except S6Error as exc:
             self.errors.setdefault("(rescan)", _message(exc))
+            for step in published:
+                if step.slot not in self.errors:
+                    self._guard(step.slot, self._unpublish, step, _message(exc))
+
+    def _unpublish(self, step: Step, why: str) -> None:
+        path = os.path.join(self.scandir, step.slot)
+        if self.s6.supervised(path):
+            return  # s6-svscan took it anyway: supervised, not an orphan
+        gone = os.path.join(self.scandir, f".{step.slot}.unpublished")
+        fsops.remove_tree(gone)
+        os.rename(path, gone)
+        fsops.remove_tree(gone)
+        self.errors[step.slot] = (f"{step.slot} was removed again: the rescan failed ({why}), "
+                                  "so nothing would supervise it")
+        self._restore(step)
 
     def _delete_retired(self, old: str) -> None:
         alive = self.s6.wait_unsupervised([old, os.path.join(old, "log")], SUPERVISOR_EXIT_TIMEOUT)

@@ -56,6 +56,9 @@ class Facts:
     # Profiles whose gateway another host runs (it holds the ownership lock): name -> host.
     # Read only for --wait (see :func:`owners`).
     elsewhere: dict[str, str] = dataclasses.field(default_factory=dict)
+    # GATEWAY_MULTIPLEX_PROFILES (SPEC §15): named profiles whose state says running but
+    # whose slot reconcile registers down, since the default gateway serves them.
+    multiplexed: set[str] = dataclasses.field(default_factory=set)
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -120,6 +123,7 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False,
     except Exception as exc:  # noqa: BLE001 - see _unreadable
         _unreadable(settings, existing, exc, warn)
         known.ports, known.blocked = {}, {}
+    multiplexing(known, warn, starting)
     return known
 
 
@@ -136,6 +140,20 @@ def _unreadable(settings: Settings, existing: list[str], exc: BaseException,
         raise TaskError(f"{text}; nothing was changed")
     warn(f"{text}; only gateway-default (down) and the registrar are published")
     return [Profile(profiles.DEFAULT, (), None, False)]
+
+
+def multiplexing(known: Facts, warn, starting: Iterable[str] = ()) -> None:
+    """With GATEWAY_MULTIPLEX_PROFILES truthy in the container environment, the default
+    gateway serves every profile: a named gateway started explicitly duplicates it."""
+    from .. import container
+
+    if not container.multiplex():
+        return
+    known.multiplexed = {p.name for p in known.profiles[1:] if p.autostart}
+    for name in sorted(set(starting)):
+        if name != profiles.DEFAULT:
+            warn(f"GATEWAY_MULTIPLEX_PROFILES is on: the default gateway already serves "
+                 f"{profiles.escape(name)}; its own gateway duplicates the multiplexer")
 
 
 def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=None,

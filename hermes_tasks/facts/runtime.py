@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from .. import crashloop, state, svstatus
 from ..profiles import profile_parts
@@ -21,6 +22,7 @@ class Runtime:
 
     status: svstatus.Status
     reason: str = ""  # from gateway_state.json (state.GatewayState.reason)
+    logger: str = ""  # why the slot's logger cannot start (empty when it runs or may)
     # finish holds it down after a crash loop (SPEC §14.6); None when not held
     hold: crashloop.Hold | None = None
     # the profile's .env/config.yaml changed since the hold: the next reconcile lifts it
@@ -92,7 +94,8 @@ def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = No
         hold = crashloop.read_hold(slot_path, dir_fd)
         if hold is not None and profile is not None:
             lifted = crashloop.files_changed(home, profile_parts(profile), hold)
-    return Runtime(status, reason, hold, lifted)
+    logger = logger_problem(slot_path) if status.supervised and profile is not None else ""
+    return Runtime(status, reason, logger, hold, lifted)
 
 
 def with_log_tail(rt: Runtime, log_path: str, lines: int = 3) -> Runtime:
@@ -100,3 +103,19 @@ def with_log_tail(rt: Runtime, log_path: str, lines: int = 3) -> Runtime:
     if rt.hold is None:
         return rt
     return dataclasses.replace(rt, log_tail=tuple(crashloop.last_lines(log_path, lines)))
+
+
+def logger_problem(slot_path: str) -> str:
+    """Why the slot's logger is not running although s6 wants it up (it keeps exiting,
+    e.g. 111 on a log directory the service user may not write), or ""."""
+    try:
+        st = svstatus.read(slot_path + "/log", None, False)
+    except (OSError, ValueError):
+        return ""
+    if not st.supervised or st.running or not st.wanted_up or st.finishing:
+        return ""
+    if st.exit_code in (None, 0) and st.signal is None:
+        return ""
+    how = f"exited {st.exit_code}" if st.signal is None else f"killed by {st.signal}"
+    return (f"logger not running: s6-log {how} (is logs/gateways/{os.path.basename(slot_path)[8:]} "
+            "writable by the service user?)")
