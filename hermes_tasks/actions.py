@@ -24,7 +24,9 @@ def reconcile(cfg: Settings, check: bool, diff: bool, json: bool, wait: bool = F
     intent = Intent(RECONCILE, wait=wait, timeout=_timeout(cfg, timeout))
     result = engine.run(cfg, intent, check=check, diff=diff, show_secrets=show_secrets)
     if not check and os.geteuid() == 0:
-        write_metrics(cfg)  # metrics_textfile (SPEC §14): fresh after every root reconcile
+        from . import metrics
+
+        metrics.publish(cfg, report.warn)  # metrics_textfile (SPEC §14): after every root reconcile
     aside = result.registrar
     rows = result.rows
     report.emit(rows, json, "reconcile", check=check,
@@ -172,22 +174,6 @@ def status(cfg: Settings, profile: str | None, json: bool, health: bool = False,
     for line in found:
         sys.stderr.write(f"hermes-tasks: unhealthy: {line}\n")
     return 1 if found else 0
-
-
-def write_metrics(cfg: Settings) -> None:
-    """Write the Prometheus text to ``metrics_textfile`` when set (never fails the caller:
-    a problem is a warning). Called at the end of every root reconcile; the agent's
-    watch pass calls it too."""
-    path = getattr(cfg, "metrics_textfile", None)
-    if not path:
-        return
-    from . import metrics
-    from . import status as model
-
-    try:
-        metrics.write_textfile(path, metrics.text(model.collect(cfg), cfg.host_id))
-    except (OSError, TaskError) as exc:
-        report.warn(f"metrics_textfile {path}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def logs(cfg: Settings, profile: str | None, lines, follow: bool, host: str) -> int:

@@ -168,11 +168,15 @@ def tick(settings: Settings, watch: Watch, log=print) -> bool:
     the executor is safe to interrupt (a restart it owed is finished by the next run), and
     a stopping container must not wait for a reconcile.
     """
+    from . import metrics
+
     now = fingerprint(settings)
     if not watch.moved(settings, now):
+        metrics.publish(settings, log)  # metrics_textfile: fresh on every pass (SPEC §14)
         return False
     converge(settings, log)
     watch.remember(settings, fingerprint(settings))
+    metrics.publish(settings, log)
     return True
 
 

@@ -84,3 +84,18 @@ def write_textfile(path: str, body: str) -> None:
     directory, name = os.path.split(os.path.abspath(path))
     with fsops.opened_dir(directory) as dfd:
         fsops.write_atomic(dfd, name, body.encode(), 0o644, durable=False)
+
+
+def publish(cfg, warn) -> None:
+    """Write the Prometheus text to ``metrics_textfile`` when set; a problem is a warning,
+    never the caller's failure. Root's reconcile and every pass of the agent call it."""
+    path = getattr(cfg, "metrics_textfile", None)
+    if not path:
+        return
+    from . import status as model
+    from .errors import TaskError
+
+    try:
+        write_textfile(path, text(model.collect(cfg), cfg.host_id))
+    except (OSError, TaskError) as exc:
+        warn(f"metrics_textfile {path}: {getattr(exc, 'strerror', None) or exc}")

@@ -63,3 +63,27 @@ def test_a_request_planted_as_a_symlink_is_removed_not_followed(tmp_path):
     assert agent.consume(cfg, "alice")
     assert target.read_text() == "keep\n"
     assert not os.path.lexists(home / "profiles" / "alice" / agent.RESTART_REQUEST)
+
+
+def test_every_pass_rewrites_the_metrics_textfile(tmp_path):
+    """SPEC §14: with metrics_textfile set, the agent writes it on every pass, also when
+    nothing moved (a look that converges nothing still refreshes uptime and restarts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cfg, home, _ = setup(tmp_path)
+    out = tmp_path / "textfile" / "hermes.prom"
+    out.parent.mkdir()
+    cfg = inventory.load(None, [f"hermes_home={home}", f"scandir={cfg.scandir}",
+                                f"metrics_textfile={out}"], environ={})
+    watch = agent.Watch()
+    watch.remember(cfg, agent.fingerprint(cfg))  # nothing moved since: no reconcile
+    warnings: list[str] = []
+    assert agent.tick(cfg, watch, warnings.append) is False
+    text = out.read_text()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "hermes_tasks_desired_running" in names, text
+    assert 'profile="alice"' in text and not warnings
+    out.write_text("stale\n")
+    agent.tick(cfg, watch, warnings.append)
+    again = out.read_text()
+    assert "stale" not in again and 'profile="alice"' in again
