@@ -133,7 +133,7 @@ def runs_here(settings: Settings, name: str) -> bool:
     other host holds the ownership lock (one host: whenever its slot is up)."""
     if not settings.shared_volume:
         return True
-    if ownership.held_elsewhere(settings.hermes_home, name, settings.host_id):
+    if ownership.held_elsewhere(settings.hermes_home, name, settings.host_id, True):
         return False
     record = ownership.read_owner(settings.hermes_home, name)
     return bool(record and record["host_id"] == settings.host_id)

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import stat
 import struct
 
 from . import fsops, svstatus
@@ -139,34 +138,3 @@ def clear(slot: str) -> None:
             os.unlink("hold", dir_fd=dfd)
         finally:
             os.close(dfd)
-
-
-def log_path(home: str, profile: str, shared_volume: bool, host_id: str) -> str:
-    """The gateway's log (templates/gateway/log/run.j2): per host on a shared volume."""
-    parts = [home, "logs", "gateways", profile] + ([host_id] if shared_volume else [])
-    return os.path.join(*parts, "current")
-
-
-def last_lines(path: str, n: int = 3, window: int = 4096) -> list[str]:
-    """The last ``n`` non-empty lines of the log at ``path`` (on the volume: hostile), read
-    from its last ``window`` bytes, never following a symlink or blocking on a FIFO; s6-log's
-    timestamp is kept. [] when it cannot be read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return []
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return []
-        raw = os.pread(fd, window, max(0, st.st_size - window))
-    except OSError:
-        return []
-    finally:
-        os.close(fd)
-    lines = [line.strip() for line in raw.decode("utf-8", "replace").splitlines()]
-    if st.st_size > window and lines:
-        lines = lines[1:]  # the first may be cut
-    # printed as they are, one line each: anything unprintable is escaped
-    return ["".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line[:200])
-            for line in lines if line][-n:]

@@ -78,12 +78,17 @@ def text(docs: list[dict], host: str) -> str:
 def write_textfile(path: str, body: str) -> None:
     """Replace ``path`` with ``body`` in one rename (node-exporter never sees half a file).
 
-    ``path`` comes from the inventory (root's setting), so its directory is trusted; the
-    file itself is replaced, never written through a link. Mode 0644: metrics are public.
+    ``path`` is root's setting, but it could name a directory below the volume: its
+    directory is reached without following a symlink and refused when another user can
+    write it (:func:`fsops.open_private_path`); the file is replaced, never written through
+    a link. Mode 0644: metrics are public.
     """
     directory, name = os.path.split(os.path.abspath(path))
-    with fsops.opened_dir(directory) as dfd:
+    dfd = fsops.open_private_path(directory)
+    try:
         fsops.write_atomic(dfd, name, body.encode(), 0o644, durable=False)
+    finally:
+        os.close(dfd)
 
 
 def publish(cfg, warn) -> None:

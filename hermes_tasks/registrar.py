@@ -20,6 +20,7 @@ refused (:func:`channel.refuse_named`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -149,6 +150,12 @@ def handle(settings: Settings, request) -> dict:
     warnings: list[str] = []
     try:
         intent, check, diff, show = _intent(request)
+        if intent.wait and intent.timeout > settings.readiness_timeout:
+            # a --wait holds root's lock: another user's request waits no longer than
+            # root's own setting allows, whatever it asked (and whether or not it is still there)
+            warnings.append(f"--timeout {intent.timeout:g} s is more than root's "
+                            f"readiness_timeout: waiting at most {settings.readiness_timeout:g} s")
+            intent = dataclasses.replace(intent, timeout=float(settings.readiness_timeout))
         result = engine.run(settings, intent, check=check, diff=diff, manage_registrar=False,
                             warn=warnings.append, show_secrets=show)
     except TaskError as exc:

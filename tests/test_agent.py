@@ -87,3 +87,20 @@ def test_every_pass_rewrites_the_metrics_textfile(tmp_path):
     agent.tick(cfg, watch, warnings.append)
     again = out.read_text()
     assert "stale" not in again and 'profile="alice"' in again
+
+
+def test_a_metrics_textfile_in_a_directory_others_write_is_refused(tmp_path):
+    """Root's writer never goes through a directory another user can write (a textfile path
+    set below the volume could otherwise be redirected): one warning, nothing written."""
+    from hermes_tasks import metrics
+
+    cfg, home, _ = setup(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    cfg = inventory.load(None, [f"hermes_home={home}", f"scandir={cfg.scandir}",
+                                f"metrics_textfile={shared}/hermes.prom"], environ={})
+    warnings: list[str] = []
+    metrics.publish(cfg, warnings.append)
+    assert not (shared / "hermes.prom").exists()
+    assert len(warnings) == 1 and "metrics_textfile" in warnings[0], warnings

@@ -63,3 +63,25 @@ def test_tai64n_labels_become_utc_and_other_lines_stay(home):
         "2026-12-07 00:00:00.500000 from t", "plain line"]
     assert logs.tail(str(home), PARTS, 0) == []
     assert logs.tail(str(home), ("logs", "gateways", "nobody"), 5) == []
+
+
+def test_a_held_gateways_log_tail_never_goes_through_a_planted_link(home, tmp_path_factory):
+    """The crash-loop row quotes the log (SPEC §14.6) through no-follow directories: a link
+    at logs/gateways/<name> to a root directory holding a `current` yields no lines."""
+    from hermes_tasks import crashloop, svstatus
+    from hermes_tasks.facts import runtime
+
+    secret = tmp_path_factory.mktemp("rootonly")
+    (secret / "current").write_text("root's secret line\n")
+    gateways = home / "logs" / "gateways"
+    gateways.mkdir(parents=True, exist_ok=True)
+    (gateways / "p").symlink_to(secret)
+    rt = runtime.Runtime(svstatus.Status(supervised=True),
+                         hold=crashloop.Hold(5, 60, 1, None, time.time()))
+    held = runtime.with_log_tail(rt, str(home), logs.directory("p", "h", False))
+    assert held.log_tail == ()
+    (gateways / "p").unlink()
+    (gateways / "p").mkdir()
+    (gateways / "p" / "current").write_text("line one\nline two\n")
+    held = runtime.with_log_tail(rt, str(home), logs.directory("p", "h", False))
+    assert held.log_tail == ("line one", "line two")

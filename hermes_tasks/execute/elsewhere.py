@@ -86,7 +86,7 @@ def _acted(home: str, step, before: dict | None, me: str) -> dict | None:
     """The owner record once the owner acted (a stop: the last one seen), else None."""
     record = ownership.read_owner(home, step.profile)
     if not step.request:  # stop: the gateway there is gone (the lock is free)
-        if ownership.held_elsewhere(home, step.profile, me) is None:
+        if ownership.held_elsewhere(home, step.profile, me, True) is None:  # shared only
             return record or {}
         return None
     if _requested(home, step.profile):

@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import crashloop, ownership, placement, profiles, slots, svstatus, volfile
+from .. import ownership, placement, profiles, slots, svstatus, volfile
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -240,8 +240,10 @@ def _runtime(cfg: Settings, name: str, dfd: int | None = None,
     profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
     rt = runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
     if rt.held and profile is not None:
-        rt = runtime.with_log_tail(rt, crashloop.log_path(
-            cfg.hermes_home, profile, cfg.shared_volume, cfg.host_id))
+        from ..logs import directory
+
+        rt = runtime.with_log_tail(rt, cfg.hermes_home,
+                                   directory(profile, cfg.host_id, cfg.shared_volume))
     return rt
 
 

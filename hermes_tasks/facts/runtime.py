@@ -98,11 +98,15 @@ def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = No
     return Runtime(status, reason, logger, hold, lifted)
 
 
-def with_log_tail(rt: Runtime, log_path: str, lines: int = 3) -> Runtime:
-    """``rt`` with the last lines of the gateway's log (a held gateway's report says why)."""
+def with_log_tail(rt: Runtime, home: str, parts: tuple[str, ...], lines: int = 3) -> Runtime:
+    """``rt`` with the last lines of the gateway's log (a held gateway's report says why),
+    read below ``home`` through no-follow directories (the volume is hostile)."""
+    from .. import logs
+
     if rt.hold is None:
         return rt
-    return dataclasses.replace(rt, log_tail=tuple(crashloop.last_lines(log_path, lines)))
+    return dataclasses.replace(rt, log_tail=tuple(line[:200] for line in
+                                                  logs.tail(home, parts, lines)))
 
 
 def logger_problem(slot_path: str) -> str:

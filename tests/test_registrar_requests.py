@@ -1,0 +1,54 @@
+"""What root's registrar makes of a request (SPEC §14.1): fields checked, and a --wait that
+holds root's lock bounded by root's own readiness_timeout, whatever the caller asked."""
+
+from __future__ import annotations
+
+import pytest
+
+from hermes_tasks import engine, inventory, registrar
+from hermes_tasks.engine import Result
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """The intents root would run: engine.run records instead of acting (this tests the
+    request's reading only; tests/test_privilege_s6.py drives the real channel)."""
+    got = []
+
+    def record(settings, intent, **kwargs):
+        got.append(intent)
+        return Result([], None)
+
+    monkeypatch.setattr(engine, "run", record)
+    return got
+
+
+def settings(tmp_path):
+    return inventory.load(None, [f"hermes_home={tmp_path}/home", f"scandir={tmp_path}/scan",
+                                 "readiness_timeout=30"], environ={})
+
+
+def test_a_waits_timeout_is_bounded_by_roots_setting(tmp_path, seen):
+    cfg = settings(tmp_path)
+    doc = registrar.handle(cfg, {"task": "start", "names": ["alice"], "wait": True,
+                                 "timeout": 1e12})
+    assert "error" not in doc, doc
+    assert seen[-1].timeout == 30.0
+    assert any("readiness_timeout" in w for w in doc["warnings"]), doc
+    doc = registrar.handle(cfg, {"task": "start", "names": ["alice"], "wait": True,
+                                 "timeout": 5})
+    assert seen[-1].timeout == 5.0 and not doc["warnings"]
+
+
+@pytest.mark.parametrize("request_", [
+    None, [], "x", {"task": "rm -rf"}, {"task": "start"},
+    {"task": "start", "names": ["../etc"]}, {"task": "start", "names": ["a"], "wait": "yes"},
+    {"task": "start", "names": ["a"], "timeout": float("inf")},
+    {"task": "start", "names": ["a"], "timeout": -1},
+    {"task": "delete", "names": ["default"]}, {"task": "reconcile", "names": ["a"]},
+])
+def test_a_request_root_cannot_read_is_a_usage_error(tmp_path, seen, request_):
+    doc = registrar.handle(settings(tmp_path), request_)
+    assert doc["code"] == 1 and doc["usage"], doc
+    assert doc["error"].startswith(("the registrar got", "the default profile")), doc
+    assert not seen
