@@ -80,7 +80,7 @@ def ours_argv(home: Path, scandir: Path, cmd: Path, task: str = "reconcile",
         cache.mkdir(mode=0o700, exist_ok=True)
     settings = {"hermes_home": str(home), "scandir": str(scandir), "s6_bin_dir": str(cmd),
                 "hermes_bin": str(cmd / "hermes"), "service_user": None,
-                "max_slots": 5000, "render_cache_dir": str(cache),
+                "max_slots": 5000, "webhook_port_base": 8650 + 5000, "render_cache_dir": str(cache),
                 **{k: str(v) for k, v in extra.items()}}
     inventory = scandir.parent / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"vars": settings}}) + "\n")  # JSON is YAML

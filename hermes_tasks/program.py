@@ -27,17 +27,6 @@ class HermesProgram(Program):
     nothing more.
     """
 
-    def parse_tasks(self):
-        try:
-            super().parse_tasks()
-        except ParseError as exc:  # a mistyped task or flag: one line with a suggestion
-            from . import suggest
-
-            names = [*self.collection.task_names, *(a for v in self.collection.task_names.values()
-                                                    for a in v)]
-            raise ParseError(suggest.message(exc, exc.context, names,
-                                             self.initial_context.flags)) from None
-
     def execute(self):
         code = errors.guarded(super().execute, json=self._json())
         if code:
@@ -47,9 +36,15 @@ class HermesProgram(Program):
         try:
             super().parse_tasks()
         except ParseError as exc:  # Invoke prints it to stderr and exits 1
+            from . import suggest
+
+            # a mistyped task or flag: one line with a suggestion
+            names = [*self.collection.task_names, *(a for v in self.collection.task_names.values()
+                                                    for a in v)]
+            message = suggest.message(exc, exc.context, names, self.initial_context.flags)
             if self._json():
-                errors.emit_error(str(exc), 1)
-            raise
+                errors.emit_error(message, 1)
+            raise ParseError(message) from None
 
     def _json(self) -> bool:
         return "--json" in (getattr(self, "argv", None) or [])[1:]

@@ -350,8 +350,13 @@ def _logger_down(view: View, doc: dict) -> str | None:
         return None
     if lg["supervised"] is False:
         return "logger cannot start: not supervised"
+    from .facts.runtime import logger_problem  # the rows' wording (one text for both)
+
+    problem = logger_problem(os.path.join(view.cfg.scandir, doc["slot"]))
+    if problem:
+        return problem
     how = f"killed by {lg['signal']}" if lg["signal"] else f"exited {lg['exit_code']}"
-    return f"logger cannot start: {how}"
+    return f"logger not running: s6-log {how}"
 
 
 # Platform states a gateway records for an adapter that gave up (hermes 0.19.0 writes

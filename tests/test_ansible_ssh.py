@@ -89,8 +89,11 @@ class Fleet:
         common = {k: v for k, v in self.ssh.ssh_vars(first, sys.executable).items()
                   if k != "ansible_port"}
         doc = {"all": {
+            # watch_interval 0: these tests compare the disk between runs, and each host's
+            # agent would reconcile on its own meanwhile (its lock pid, its caches)
             "vars": {"service_user": self.user.name, "service_uid": self.user.uid,
                      "service_gid": self.user.gid, "hermes_bin": str(s6env.FAKE_GATEWAY),
+                     "watch_interval": 0,
                      **common, **self.all_vars},
             "hosts": {name: {"ansible_port": h.ssh.port, "hermes_home": str(h.home),
                              "scandir": str(h.sandbox.scandir),

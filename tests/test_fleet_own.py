@@ -24,7 +24,7 @@ CASES = {
 
 @pytest.fixture
 def own_script(tmp_path):
-    cfg = inventory.load(None, ["host_id=host-b"], environ={})
+    cfg = inventory.load(None, ["host_id=host-b", "shared_volume=true"], environ={})
     path = tmp_path / "own"
     path.write_bytes(Renderer(cfg).gateway("default", True).files["data/own"].content)
     return path

@@ -51,7 +51,7 @@ def test_list_shows_every_summary_whole():
             summaries[name] = m.group(2)
         elif name and line.strip():
             summaries[name] += " " + line.strip()
-    assert "gateway.status" in summaries and len(summaries) == 9
+    assert "gateway.status" in summaries and len(summaries) == 10
     for task, text in summaries.items():
         assert text.endswith((".", ")")) and not text.endswith(","), (task, text)
 

@@ -158,9 +158,9 @@ def test_logger_cannot_start(sandbox, supervisor):
     (logs / "alice").write_text("not a directory\n")  # s6-log's mkdir -p fails
     tasks(sb, "reconcile")
     doc = wait_why(sb, "alice", "logger")
-    assert doc["why"].startswith("logger cannot start: ")
+    assert doc["why"].startswith("logger not running: s6-log exited ")
     res = health(sb)
-    assert res.returncode == 1 and "gateway-alice: logger cannot start" in res.stderr
+    assert res.returncode == 1 and "gateway-alice: logger not running" in res.stderr
 
 
 def test_held_reason_file_plugs_in(sandbox, supervisor):

@@ -52,8 +52,10 @@ def restart(c, profile=None, all_=False, wait=False, timeout=None, json=False, c
                    "format": "text (default), json, or prometheus (OpenMetrics text)"})
 def status(c, profile=None, json=False, health=False, format=None, inventory=None, var=None,
            host=None):
-    """Explain each gateway on the volume: desired and observed state, ready, pid, uptime,
-    host, ports, platforms, restarts, last exit, and why it is not running as desired."""
+    """Explain every gateway on the volume, and why one is not running as desired.
+
+    Desired and observed state, ready, pid, uptime, host, ports, platforms, restarts, last
+    exit; --health for a health check, --format prometheus for metrics."""
     code = actions.status(settings(inventory, var, host), profile, json, health=health,
                           format=format)
     if code:

@@ -79,7 +79,10 @@ def list_(c, json=False, inventory=None, var=None, host=None):
     """List the gateway slots registered in the scandir, and every profile without one (why)."""
     cfg = settings(inventory, var, host)
     # no scandir (no s6 here): nothing is registered, an empty list (hermes's list does too)
-    names = slots.managed_names(cfg.scandir)[0] if os.path.isdir(cfg.scandir) else []
+    if not os.path.isdir(cfg.scandir):
+        print(jsonlib.dumps({"slots": []}) if json else f"no gateway slots in {cfg.scandir}")
+        return
+    names = slots.managed_names(cfg.scandir)[0]
     s6 = S6(cfg.s6_bin_dir)
     rows = []
     for name in names:
