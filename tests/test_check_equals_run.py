@@ -154,7 +154,7 @@ class Recorder:
     def save_caches(self, render_cache, slot_cache, names):
         Recorder.calls.append(("save_caches", sorted(names)))
 
-    def append_boot_log(self, rows, warn):
+    def append_boot_log(self, rows, warn, prior_exit=None):
         Recorder.calls.append(("boot_log", len(rows)))
 
     def undo_failed_creates(self, steps):
