@@ -51,7 +51,6 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(1, str(ROOT))
 import bench as harness  # noqa: E402  (bench/bench.py: command dir, boot argv)
-
 from hermes_tasks import inventory, render, svstatus  # noqa: E402
 
 BASELINE = BENCH / "baseline"
@@ -90,7 +89,8 @@ def publish(work: Path, home: Path, host_id: str, cmd: Path, variant: str) -> Pa
     scandir = work / host_id / "scan"
     scandir.mkdir(parents=True)
     settings = {"hermes_home": str(home), "scandir": str(scandir), "s6_bin_dir": str(cmd),
-                "hermes_bin": str(cmd / "hermes"), "service_user": None, "max_slots": 5000, "webhook_port_base": 8650 + 5000,
+                "hermes_bin": str(cmd / "hermes"), "service_user": None, "max_slots": 5000,
+                "webhook_port_base": 8650 + 5000,
                 "render_cache_dir": str(work / host_id / "render-cache"),
                 "host_id": host_id, "shared_volume": True}
     path = work / host_id / "inventory.yml"

@@ -65,7 +65,7 @@ def read_argv(proc: str = "/proc") -> tuple[str, ...]:
     if _has_wrapper(first):
         return first
     try:
-        pids = sorted((int(n) for n in os.listdir(proc) if n.isdigit()))[:_SCAN_LIMIT]
+        pids = sorted(int(n) for n in os.listdir(proc) if n.isdigit())[:_SCAN_LIMIT]
     except OSError:
         pids = []
     for pid in pids:

@@ -4,8 +4,9 @@ Each gateway's logger writes ``<hermes_home>/logs/gateways/<name>/current`` (one
 ``/<host_id>`` level on a shared volume: templates/gateway/log/run.j2), every line prefixed
 with s6-log's ``T`` stamp (ISO 8601 in the logger's time zone: UTC in the image, whose TZ
 is unset); a line with a TAI64N label (s6-log's ``t``) is shown in UTC. The directory is
-the service user's, so it is read as hostile input: no symlink followed below ``hermes_home``, a regular file only, never
-blocking on a FIFO, and only its tail is read — a log of any size costs a few blocks.
+the service user's, so it is read as hostile input: no symlink followed below
+``hermes_home``, a regular file only, never blocking on a FIFO, and only its tail is read —
+a log of any size costs a few blocks.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def readable(line: bytes) -> str:
     unix = svstatus._unix(int(m.group(1), 16), int(m.group(2), 16))
     if unix is None:
         return out
-    stamp = datetime.datetime.fromtimestamp(unix, datetime.timezone.utc)
+    stamp = datetime.datetime.fromtimestamp(unix, datetime.UTC)
     return f"{stamp:%Y-%m-%d %H:%M:%S.%f} {out}"
 
 

@@ -147,7 +147,7 @@ def _hold(slot: str) -> str | None:
 def _iso(unix: float | None) -> str | None:
     if unix is None:
         return None
-    return datetime.datetime.fromtimestamp(unix, datetime.timezone.utc).strftime(
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -175,7 +175,8 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
            "observed": "not registered", "host": None, "since": None, "uptime": None,
            "restarts": None, "last_exit": None, "logger": None,
            "platforms": {p: dict(v) for p, v in sorted(gs.platforms.items())},
-           "ports": {}, "served_ports": None, "api_server_bind_failed": False, "why": None, "why_kind": None, "log_tail": [], "healthy": True}
+           "ports": {}, "served_ports": None, "api_server_bind_failed": False,
+           "why": None, "why_kind": None, "log_tail": [], "healthy": True}
     st = svstatus.Status(supervised=False)
     if doc["registered"]:
         try:
@@ -519,9 +520,8 @@ def _profile_names(home: str) -> list[str]:
 def problems(cfg: Settings, docs: list[dict]) -> list[str]:
     """One line per reason ``--health`` fails: the supervision tree, then every gateway
     that should run here and is not ready (or runs though it should not)."""
-    from .s6 import S6
-
     from .render import REGISTRAR
+    from .s6 import S6
 
     out = []
     scanner = S6.scanner_running(cfg.scandir)

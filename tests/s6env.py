@@ -15,7 +15,6 @@ import json
 import os
 import pwd
 import shlex
-import shutil
 import signal
 import site
 import subprocess

@@ -484,7 +484,7 @@ def test_role_settings_are_what_ansible_resolved_from_group_vars_host_vars_and_e
     assert "HT_FROM=beta" in (beta.slot("bob") / "run").read_text().replace("'", "")
     gateways_up(fleet, {"alpha": ["default", "alice"], "beta": ["bob"]})
     # no host lists the fleet's other profiles as skipped rows (they are only counted)
-    for host, (_, doc) in task_docs(run, RECONCILE).items():
+    for _host, (_, doc) in task_docs(run, RECONCILE).items():
         assert {r["profile"] for r in doc["results"]} <= {"default", "alice", "bob"}, doc
         assert doc["stats"]["skipped"] >= 2
 

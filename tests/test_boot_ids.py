@@ -22,7 +22,6 @@ import standin
 from s6env import ServiceUser
 from test_boot_sim import SCRIPTS, rcs, start_record
 
-
 _SERIAL = itertools.count()
 
 

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import s6env
 from control_helpers import make_profile, own
-from test_e2e_hermes import hermes_bin, run, state_dir, wait_running  # noqa: F401
+from test_e2e_hermes import hermes_bin, run, state_dir, wait_running  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def settled(sb, name, want):
 
 
 @pytest.mark.parametrize("name,user", [("default", False), ("alice", True)])
-def test_stop_is_planned_and_a_bare_sigterm_is_not(root_sandbox, hermes_bin, name, user):
+def test_stop_is_planned_and_a_bare_sigterm_is_not(root_sandbox, hermes_bin, name, user):  # noqa: F811
     sb = root_sandbox
     make_profile(sb.home, "default", {"desired_state": "running" if name == "default"
                                       else "stopped"})

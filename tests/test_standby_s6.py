@@ -14,8 +14,12 @@ import time
 
 import s6env
 import standin
-from test_fleet_s6 import Host, alice_on_host_a, owner_record
-from test_fleet_s6 import second_sandbox  # noqa: F401 (a fixture)
+from test_fleet_s6 import (
+    Host,
+    alice_on_host_a,
+    owner_record,
+    second_sandbox,  # noqa: F401 (a fixture)
+)
 
 from hermes_tasks import svstatus
 

@@ -13,8 +13,7 @@ import threading
 import s6env
 import standin
 from control_helpers import make_profile, status, tasks
-from prometheus_client.openmetrics.parser import \
-    text_string_to_metric_families as openmetrics_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 # s6-log's T (what the logger writes, in its time zone: UTC in the image) or a TAI64N

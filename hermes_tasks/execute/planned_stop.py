@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .. import fsops, svstatus
 from ..inventory import Settings
@@ -50,7 +50,7 @@ def records(items: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
             continue
         doc = {"target_pid": st.pid, "target_start_time": start_time(st.pid),
                "stopper_pid": os.getpid(),
-               "written_at": datetime.now(timezone.utc).isoformat()}
+               "written_at": datetime.now(UTC).isoformat()}
         out.append((profile, (json.dumps(doc, separators=(",", ":")) + "\n").encode()))
     return out
 
