@@ -153,12 +153,34 @@ def holds_lock(pid, home, profile):
     """Whether ``pid`` has the profile's .gateway.lock open with an flock on it."""
     want = str(profile_dir(home, profile) / ".gateway.lock")
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
-                return "FLOCK" in Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
+    for fd in fds:
+        # The gateway opens and closes its state and event files meanwhile: a descriptor
+        # gone between the listing and the look is not the lock's, so look at the next.
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == want:
+                return "FLOCK" in Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
     return False
+
+
+def diagnose(hosts, profile):
+    """What a failed takeover assertion needs: the stand-in's lifecycle, each host's
+    s6-svscan output (its slots' and the agent's lines) and slot status."""
+    out = [f"events: {standin.events(hosts[0].home, profile)}"]
+    for h in hosts:
+        st = svstatus.read(str(h.sb.slot(profile)))
+        out.append(f"{h.id} status: {st}")
+        for log in (h.sb.root / "svscan.log",
+                    h.home / "logs" / "gateways" / profile / h.id / "current"):
+            try:
+                out.append(f"{h.id} {log.name}:\n" + log.read_text(errors="replace")[-6000:])
+            except OSError as exc:
+                out.append(f"{h.id} {log.name}: {exc}")
+    return "\n".join(out)
 
 
 def owner_record(home, profile):
@@ -243,8 +265,9 @@ def test_two_hosts_one_volume_one_owner_each_and_handover(sandbox, second_sandbo
         assert time.monotonic() - t0 < 3, "standby did not take over within 3 s"
         time.sleep(0.05)
     for p in ("default", "alice"):
+        pid = b.gateway_pid(p)
         assert owner_record(home, p) == {**owner_record(home, p), "host_id": "host-b",
-                                         "pid": b.gateway_pid(p)}
+                                         "pid": pid}, diagnose([a, b], p)
     s6env.wait_for(lambda: not a.sup.alive(), 10, what="host-a's s6-svscan gone")
     b.sup.stop()
 
