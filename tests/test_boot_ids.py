@@ -48,7 +48,7 @@ def own_account(home):
     ({"HERMES_UID": "99", "HERMES_GID": "100", "PUID": "5", "PGID": "6"}, (99, 100)),
 ])
 def test_ids_follow_the_deployment(root_sandbox, env, ids):
-    with own_account(root_sandbox.home) as user:
+    with own_account(root_sandbox.home) as user, contextlib.ExitStack() as stack:
         sb = dataclasses.replace(root_sandbox, user=user)
         s6env.make_profile(sb.home, "default", {"desired_state": "running"})
         s6env.make_profile(sb.home, "alice", {"desired_state": "running"})
@@ -57,13 +57,21 @@ def test_ids_follow_the_deployment(root_sandbox, env, ids):
         os.chown(outside, user.uid, user.gid)
         os.symlink(outside, sb.home / "profiles" / "alice" / "link")
         s6env.give_tree(sb.home, user)
+        # another file system mounted inside the volume, holding an entry of the old ids
+        mounted = sb.home / "mnt"
+        mounted.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mounted)],
+                       check=True)
+        stack.callback(subprocess.run, ["umount", str(mounted)], check=True)
+        (mounted / "kept").write_text("another device\n")
+        os.chown(mounted / "kept", user.uid, user.gid)
         with bootsim.Container(sb, env=env) as ctr:
             boot = ctr.boot()
             assert rcs(boot) == [(n, 0) for n in SCRIPTS], boot.console_text()
             assert (f"service user {user.name} remapped from {user.uid}:{user.gid} to "
                     f"{ids[0]}:{ids[1]}") in boot.script("01-hermes-volume").stdout
             pw = pwd.getpwnam(user.name)
-            assert (pw.pw_uid, pw.pw_gid) == ids
+            assert (pw.pw_uid, pw.pw_gid, pw.pw_dir) == (*ids, str(sb.home))
             for name in ("default", "alice"):
                 st = s6env.wait_up(ctr.slot(f"gateway-{name}"), 10)
                 start = start_record(sb, name, st["pid"])
@@ -80,6 +88,8 @@ def test_ids_follow_the_deployment(root_sandbox, env, ids):
                 assert (st.st_uid, st.st_gid) == ids, path
             # never through a link, never outside the volume
             assert (os.stat(outside).st_uid, os.stat(outside).st_gid) == (user.uid, user.gid)
+            kept = os.lstat(mounted / "kept")
+            assert (kept.st_uid, kept.st_gid) == (user.uid, user.gid)
             # the slots' shared control entries and the registrar use the new group
             control = ctr.slot("gateway-alice") / "supervise" / "control"
             assert os.stat(control).st_gid == ids[1]
