@@ -57,10 +57,22 @@ def _has_wrapper(argv: Sequence[str]) -> bool:
     return any(os.path.basename(a) == WRAPPER for a in argv)
 
 
+def _trusted(path: str) -> bool:
+    """Whether the process behind ``/proc/<pid>`` runs as root or as us (the directory's
+    owner is its effective uid): as root, the service user's processes may name the wrapper
+    too; an unprivileged container (``--user``) has one user for everything."""
+    try:
+        return os.stat(path).st_uid in (0, os.geteuid())
+    except OSError:
+        return False
+
+
 def read_argv(proc: str = "/proc") -> tuple[str, ...]:
     """The container's command line: PID 1's when it carries the wrapper (s6-overlay v2,
-    ``/init … main-wrapper.sh …``), else the first process that does (v3: PID 1 is
-    s6-svscan and ``rc.init top … main-wrapper.sh …`` runs the command), else PID 1's."""
+    ``/init … main-wrapper.sh …``), else the first root process that does (v3: PID 1 is
+    s6-svscan and ``rc.init top … main-wrapper.sh …``, root's, runs the command), else
+    PID 1's. A process of the service user naming the wrapper (``sh -c '… main-wrapper.sh
+    dashboard'``) must not turn the container into a dashboard."""
     first = _cmdline(f"{proc}/1/cmdline") or ()
     if _has_wrapper(first):
         return first
@@ -69,7 +81,7 @@ def read_argv(proc: str = "/proc") -> tuple[str, ...]:
     except OSError:
         pids = []
     for pid in pids:
-        if pid == 1:
+        if pid == 1 or not _trusted(f"{proc}/{pid}"):
             continue
         argv = _cmdline(f"{proc}/{pid}/cmdline")
         if argv and _has_wrapper(argv):
