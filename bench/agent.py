@@ -70,20 +70,25 @@ def all_up(sb, names) -> bool:
     return True
 
 
+def boot_all(sb, names, profiles) -> tuple[float, float]:
+    """One reconcile publishing every slot under the running s6-svscan: the seconds it took
+    (including the wait until all were supervised) and until every gateway was up."""
+    start = time.perf_counter()
+    res = s6env.run_tasks(sb, "reconcile", "--var", f"max_slots={profiles}",
+                          "--var", f"webhook_port_base={8650 + profiles + 50}", timeout=1800)
+    took = time.perf_counter() - start
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    s6env.wait_for(lambda: all_up(sb, names), 900, interval=0.2, what="all up")
+    return took, time.perf_counter() - start
+
+
 def idle(opts) -> None:
     sb = s6env.make_sandbox(service_user=False)
     try:
         names = populate(sb, opts.profiles)
         capacity = max(500, opts.profiles + 10)
         with s6env.Supervisor(sb, capacity=capacity if capacity > 500 else None):
-            start = time.perf_counter()
-            res = s6env.run_tasks(sb, "reconcile", "--var", f"max_slots={opts.profiles}",
-                                  "--var", f"webhook_port_base={8650 + opts.profiles + 50}",
-                                  timeout=1800)
-            took = time.perf_counter() - start
-            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-            s6env.wait_for(lambda: all_up(sb, names), 900, interval=0.2, what="all up")
-            up = time.perf_counter() - start
+            took, up = boot_all(sb, names, opts.profiles)
             cfg = settings_for(sb, watch_interval=2)
             watch = agent.Watch()
             agent.tick(cfg, watch, log=lambda m: None)  # the first look converges
@@ -120,14 +125,7 @@ def boot(opts) -> None:
         names = populate(sb, opts.profiles)
         capacity = opts.profiles + 10 if opts.profiles + 10 > 500 else None
         with s6env.Supervisor(sb, capacity=capacity):
-            start = time.perf_counter()
-            res = s6env.run_tasks(sb, "reconcile", "--var", f"max_slots={opts.profiles}",
-                                  "--var", f"webhook_port_base={8650 + opts.profiles + 50}",
-                                  timeout=1800)
-            took = time.perf_counter() - start
-            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-            s6env.wait_for(lambda: all_up(sb, names), 900, interval=0.2, what="all up")
-            up = time.perf_counter() - start
+            took, up = boot_all(sb, names, opts.profiles)
         print(f"## Boot with every gateway starting at once (issue 18)\n\n"
               f"`.venv/bin/python bench/agent.py boot --profiles {opts.profiles}`: one "
               f"reconcile publishing {opts.profiles} slots under a running s6-svscan "
