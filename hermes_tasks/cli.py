@@ -11,6 +11,14 @@ from . import workdir
 def main(fast_exit: bool = True) -> None:
     """Run the command line; ``fast_exit=False`` leaves by ``SystemExit`` (for callers in-process)."""
     workdir.leave()  # a root process never runs from the volume (SPEC §10)
+    from . import fastpath
+
+    call = fastpath.parse(sys.argv[1:], os.environ)
+    if call is not None:
+        code = fastpath.run(call)
+        if not fast_exit:
+            raise SystemExit(code)
+        _leave(code)
     from .program import program
 
     try:
@@ -22,6 +30,13 @@ def main(fast_exit: bool = True) -> None:
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)  # what sys.exit would have printed
+    except BrokenPipeError:  # Invoke's own output (help, lists) into a closed pipe
+        from . import errors
+
+        errors.quiet_stdout()
+        if not fast_exit:
+            raise SystemExit(0) from None
+        code = 0
     if not fast_exit:
         return
     # The interpreter's teardown after Invoke costs ~50 ms of CPU (hundreds on a loaded

@@ -56,8 +56,10 @@ def status(c, profile=None, json=False, health=False, format=None, inventory=Non
 
     Desired and observed state, ready, pid, uptime, host, ports, platforms, restarts, last
     exit; --health for a health check, --format prometheus for metrics."""
-    code = actions.status(settings(inventory, var, host), profile, json, health=health,
-                          format=format)
+    from .. import status as view
+
+    code = view.command(settings(inventory, var, host), profile, json, health=health,
+                        format=format)
     if code:
         raise Exit(code=code)
 
