@@ -10,11 +10,11 @@ from . import workdir
 
 def main(fast_exit: bool = True) -> None:
     """Run the command line; ``fast_exit=False`` leaves by ``SystemExit`` (for callers in-process)."""
-    workdir.leave()  # a root process never runs from the volume (SPEC §10)
-    from .program import program
+    origin = workdir.leave()  # a root process never runs from the volume (SPEC §10)
+    from .program import make
 
     try:
-        program.run()
+        make(origin).run()
         code = 0
     except SystemExit as exc:  # Invoke leaves through sys.exit
         if not fast_exit:

@@ -1,4 +1,4 @@
-"""signals.down when another task replaces the slot meanwhile (no s6 needed: a fake s6)."""
+"""supervision.down when another task replaces the slot meanwhile (no s6 needed: a fake s6)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import os
 import struct
 import time
 
-from hermes_tasks import svstatus
-from hermes_tasks.execute import signals
+from hermes_tasks import supervision, svstatus
 
 TAI = svstatus.TAI_OFFSET
 
@@ -39,7 +38,7 @@ def test_a_slot_replaced_meanwhile_is_neither_waited_for_nor_killed(tmp_path):
     ReplacingS6.root = tmp_path
     s6 = ReplacingS6()
     t = time.monotonic()
-    assert signals.down(s6, [str(slot)], "-D", timeout=2) == {}
+    assert supervision.down(s6, [str(slot)], "-D", timeout=2) == {}
     assert time.monotonic() - t < 1.5
     assert s6.calls == [("gateway-c3", "-D")]  # no -k for the new gateway
 
@@ -55,7 +54,7 @@ def test_a_slot_that_stays_up_still_fails_after_the_kill(tmp_path):
             self.calls.append(flag)
 
     s6 = Deaf()
-    errors = signals.down(s6, [str(slot)], "-d", timeout=0.2)
+    errors = supervision.down(s6, [str(slot)], "-d", timeout=0.2)
     assert s6.calls == ["-d", "-k"] and "still up" in errors[str(slot)]
 
 
@@ -73,5 +72,5 @@ def test_a_gateway_started_again_by_another_task_counts_as_stopped(tmp_path):
                 up_slot(slot, pid=os.getppid())
 
     s6 = Restarted()
-    assert signals.down(s6, [str(slot)], "-d", timeout=2) == {}
+    assert supervision.down(s6, [str(slot)], "-d", timeout=2) == {}
     assert s6.calls == ["-d"]
