@@ -365,17 +365,12 @@ class Applier:
         """
         staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
         try:
-            with fsops.exact_modes() as umask:
-                self._build(staging, spec, umask)
+            self._build(staging, spec, fsops.UMASK)
         except FileExistsError as exc:
             if exc.filename != staging:
                 raise
-            # Left by an interrupted run. Removed outside the zero-umask window: nothing
-            # but our own explicit-mode creations may happen inside it (not even a lazy
-            # import, which could create a world-writable __pycache__).
-            fsops.remove_tree(staging)
-            with fsops.exact_modes() as umask:
-                self._build(staging, spec, umask)
+            fsops.remove_tree(staging)  # left by an interrupted run
+            self._build(staging, spec, fsops.UMASK)
         return staging
 
     def _build(self, staging: str, spec: SlotSpec, umask: int) -> None:
