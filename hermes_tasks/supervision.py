@@ -219,7 +219,7 @@ def failure(code: int | None, sig: str | None, reason: str | None = None,
     """
     how = ended(code, sig)
     text = what
-    if how and how not in text:
+    if how and how != text:  # ``what`` may be just that (a gateway that exited and stays down)
         text = f"{text}; {how}" if text else how
     if reason:
         text += f": {reason}"

@@ -74,3 +74,34 @@ def test_a_gateway_started_again_by_another_task_counts_as_stopped(tmp_path):
     s6 = Restarted()
     assert supervision.down(s6, [str(slot)], "-d", timeout=2) == {}
     assert s6.calls == ["-d"]
+
+
+def test_wait_until_asks_once_more_at_the_deadline_and_never_sleeps_past_it():
+    calls = []
+    assert supervision.wait_until(lambda: calls.append(1) or True, 0) and len(calls) == 1
+    calls.clear()
+    started = time.monotonic()
+    assert not supervision.wait_until(lambda: calls.append(1), 0.1, 0.03)
+    took = time.monotonic() - started
+    assert 0.1 <= took < 0.5 and len(calls) >= 3  # first, in between, at the deadline
+    left = iter([False, False, True])
+    assert supervision.wait_until(lambda: next(left), 5, 0.001)
+    assert supervision.wait_all([1, 2, 3], lambda i: i != 2, 0.05, 0.01) == [2]
+
+
+def test_one_wording_of_how_a_gateway_failed():
+    """The rows' wording ("exited 78: reason"); --wait and gateway.status add to it."""
+    assert supervision.failure(78, None, "Port 8642 already in use") == \
+        "exited 78: Port 8642 already in use"
+    assert supervision.failure(None, "SIGKILL") == "killed by SIGKILL"
+    assert supervision.failure(1, None, "boom", "/h/logs/gateways/a/current",
+                               "exited 2 times since it was started", ("x", "y")) == (
+        "exited 2 times since it was started; exited 1: boom "
+        "(see /h/logs/gateways/a/current); last log lines: x | y")
+    # a phrase that already says how it ended is not repeated; one that only looks alike is
+    assert supervision.failure(0, None, None, None, "exited 0") == "exited 0"
+    assert supervision.failure(2, None, None, None, "exited 2 times since it was started") \
+        == "exited 2 times since it was started; exited 2"
+    assert supervision.failure(None, None, what="crash loop: 5 exits in 60 s, last exit 1",
+                               tail=("a",)) == \
+        "crash loop: 5 exits in 60 s, last exit 1; last log lines: a"

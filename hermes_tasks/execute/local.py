@@ -423,17 +423,13 @@ class Applier:
         path = os.path.join(self.scandir, step.slot)
         if step.op == SWAP:
             new = self._staging(step.spec, "new")
-        self._bring_down(path)
+        supervision.take_down(self.s6, path, DOWN_WAIT)
         old = os.path.join(self.scandir, f".{step.slot}.{'old' if step.op == SWAP else 'removing'}")
         fsops.remove_tree(old)
         os.rename(path, old)
         if step.op == SWAP:
             os.rename(new, path)
         return old
-
-    def _bring_down(self, path: str) -> None:
-        """Stop a slot that is about to leave the scan, gateway then logger, waited for."""
-        supervision.take_down(self.s6, path, DOWN_WAIT)
 
     def _rescan(self, added: bool, removed: bool, published: list[Step] = ()) -> None:
         """Tell a running s6-svscan; quietly skip when none runs (boot, tests).
@@ -473,7 +469,7 @@ class Applier:
         """Remove a dot-entry left by an interrupted run (retired ones may be supervised)."""
         path = os.path.join(self.scandir, name)
         if name.endswith((".old", ".removing")) and supervision.supervised(path):
-            self._bring_down(path)
+            supervision.take_down(self.s6, path, DOWN_WAIT)
             self._rescan(False, True)
             self._delete_retired(path)
             return
