@@ -21,9 +21,7 @@ import os
 from . import fsops, ownership, profiles, state
 from .inventory import Settings
 
-# A one-shot restart request in a profile's directory: another host's gateway.restart
-# records it, the owning host's agent restarts the gateway and removes it.
-RESTART_REQUEST = ".gateway-restart-request"
+RESTART_REQUEST = ownership.RESTART_REQUEST
 _PROFILE_FILES = ("gateway_state.json", ".env", "config.yaml", RESTART_REQUEST)
 
 

@@ -23,7 +23,7 @@ def main() -> None:
     gc.disable()
     from . import errors, workdir
 
-    workdir.leave()  # a root process never runs from the volume (SPEC §10)
+    origin = workdir.leave()  # a root process never runs from the volume (SPEC §10)
     if sys.argv[1:]:
         sys.stderr.write(f"hermes-tasks: error: {USAGE}\n")
         os._exit(1)
@@ -31,10 +31,10 @@ def main() -> None:
 
     def body():
         nonlocal code
-        from . import actions, container, inventory
+        from . import actions, container, inventory, report
 
-        cfg = inventory.load()
-        if not container.prepare_boot(cfg):  # the container's command decides (SPEC §15)
+        cfg = inventory.load(origin=origin)
+        if not container.prepare_boot(cfg, report.warn):  # the container's command decides (SPEC §15)
             return
         try:
             code = actions.reconcile(cfg, check=False, diff=False, json=False)

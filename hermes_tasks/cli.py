@@ -10,19 +10,19 @@ from . import workdir
 
 def main(fast_exit: bool = True) -> None:
     """Run the command line; ``fast_exit=False`` leaves by ``SystemExit`` (for callers in-process)."""
-    workdir.leave()  # a root process never runs from the volume (SPEC §10)
+    origin = workdir.leave()  # a root process never runs from the volume (SPEC §10)
     from . import fastpath
 
     call = fastpath.parse(sys.argv[1:], os.environ)
     if call is not None:
-        code = fastpath.run(call)
+        code = fastpath.run(call, origin)
         if not fast_exit:
             raise SystemExit(code)
         _leave(code)
-    from .program import program
+    from .program import make
 
     try:
-        program.run()
+        make(origin).run()
         code = 0
     except SystemExit as exc:  # Invoke leaves through sys.exit
         if not fast_exit:

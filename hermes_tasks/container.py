@@ -143,8 +143,8 @@ def seed_root_state(home: str, doc: dict, owner: tuple[int, int]) -> bool:
         return fsops.write_exclusive(dfd, STATE_FILE, data, 0o644, owner=owner)
 
 
-def prepare_boot(settings, proc: str = "/proc", env: Mapping[str, str] = os.environ,
-                 out=None, warn=None) -> bool:
+def prepare_boot(settings, warn, proc: str = "/proc", env: Mapping[str, str] = os.environ,
+                 out=None) -> bool:
     """The boot's container step, before reconcile: False when this container publishes no
     gateway slot at all (a dashboard); else seed the root state its command or
     ``HERMES_GATEWAY_BOOTSTRAP_STATE`` asks for (an existing file always wins)."""
@@ -153,8 +153,6 @@ def prepare_boot(settings, proc: str = "/proc", env: Mapping[str, str] = os.envi
     from .profiles import escape
 
     out = out or sys.stdout
-    if warn is None:
-        from .report import warn
     role_ = role(read_argv(proc), env)
     if role_ == DASHBOARD:
         out.write("hermes-tasks-boot: dashboard container: no gateway slot published "

@@ -1,16 +1,15 @@
 """Which gateway a ``gateway.*`` task means, and how each one is doing (SPEC §7).
 
-Changing what runs is the engine's (:mod:`engine`); this module names targets and reads
-status: supervise/status directly (:mod:`facts.runtime`), never s6-svstat's human line.
+Changing what runs is the engine's (:mod:`engine`), reading how each one is doing is
+:mod:`status`'s; this module names targets.
 """
 
 from __future__ import annotations
 
 import os
 
-from . import facts, ownership, placement, profiles, state
+from . import facts, placement, profiles
 from .errors import UsageError
-from .facts import runtime
 from .inventory import Settings
 
 
@@ -38,36 +37,3 @@ def registered(cfg: Settings) -> list[str]:
     return [n[len(profiles.SLOT_PREFIX):] for n in names if n.startswith(profiles.SLOT_PREFIX)
             and os.path.isdir(os.path.join(cfg.scandir, n))
             and placement.placed(n[len(profiles.SLOT_PREFIX):], cfg.gateway_profiles)]
-
-
-def status(cfg: Settings, name: str) -> dict:
-    """One gateway's status from ``supervise/status``, its state files and its owner record.
-
-    An unsupervised slot reads as down (``supervised`` false), never "wanted down".
-    ``owner``: ``{host_id, pid, since}`` or None; ``standby``: up here, waiting for the
-    host that owns it (SPEC §13.1).
-    """
-    slot = profiles.SLOT_PREFIX + name
-    path = os.path.join(cfg.scandir, slot)
-    doc = {"profile": name, "slot": slot, "registered": os.path.isdir(path),
-           "up": False, "wanted_up": False, "normally_up": False, "pid": None,
-           "desired_state": state.read_desired(cfg.hermes_home, name),
-           "supervised": False, "ready": False, "exit_code": None, "reason": None,
-           "owner": ownership.read_owner(cfg.hermes_home, name), "standby": False}
-    if not doc["registered"]:
-        return doc
-    rt = runtime.read(path, cfg.hermes_home, name)
-    st = rt.status
-    doc["supervised"] = st.supervised
-    if st.supervised is False:
-        return doc
-    doc.update(up=st.up, wanted_up=st.wanted_up, normally_up=st.normally_up,
-               pid=st.pid if st.up else None, ready=st.ready,
-               # a slot with a down marker that never ran reads "exit 0": not an exit
-               exit_code=None if st.up or not st.normally_up else st.exit_code,
-               reason=(rt.hold_text() if rt.held else (rt.reason or rt.logger)) or None)  # §14.6
-    # Up here while another host's record holds the profile: data/own waits on its lock.
-    owner = doc["owner"]
-    doc["standby"] = bool(cfg.shared_volume and st.up and owner
-                          and owner["host_id"] != cfg.host_id)
-    return doc

@@ -134,7 +134,7 @@ def clear(slot: str) -> None:
         dfd = os.open(os.path.join(slot, "data"), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                       | os.O_CLOEXEC)
         try:
-            fsops.write_atomic(dfd, "crash-since", f"{tai}\n".encode(), 0o644)
-            os.unlink("hold", dir_fd=dfd)
+            fsops.write_atomic(dfd, os.path.basename(SINCE), f"{tai}\n".encode(), 0o644)
+            os.unlink(os.path.basename(HOLD), dir_fd=dfd)
         finally:
             os.close(dfd)

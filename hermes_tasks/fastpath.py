@@ -53,8 +53,9 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> dict | None:
     return kwargs
 
 
-def run(kwargs: dict) -> int:
-    """The task, as the Invoke task runs it, with the Program's error handling."""
+def run(kwargs: dict, origin: str | None = None) -> int:
+    """The task, as the Invoke task runs it, with the Program's error handling; ``origin``:
+    where the command was typed (:func:`workdir.leave`), for a relative ``--inventory``."""
     from . import errors
 
     code = 0
@@ -64,7 +65,7 @@ def run(kwargs: dict) -> int:
         from . import inventory, status
 
         cfg = inventory.load(kwargs["inventory"] or None, kwargs["var"],
-                             host=kwargs["host"] or None)
+                             host=kwargs["host"] or None, origin=origin)
         code = status.command(cfg, kwargs["profile"], kwargs["json"], health=kwargs["health"],
                               format=kwargs["format"])
 

@@ -16,25 +16,30 @@ from collections.abc import Iterator
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 IS_ROOT = os.geteuid() == 0
-UMASK = os.umask(0o022)
-os.umask(UMASK)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (the kernel shows it since 4.7)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # older kernels: the only way to read it is to set it
+    os.umask(umask)
+    return umask
+
+
+# The umask is never changed here: what must have an exact mode gets an fchmod after it
+# is created (:func:`umask_keeps` says when that is needed).
+UMASK = _umask()
 
 
 def umask_keeps(mode: int, umask: int = UMASK) -> bool:
     """True when creating with ``mode`` under ``umask`` yields exactly ``mode``."""
     return not (mode & umask) and not (mode & 0o7000)
-
-
-@contextlib.contextmanager
-def exact_modes():
-    """Create with exactly the modes given (umask 0) inside the block, saving a chmod
-    per entry; yields that umask, for :func:`umask_keeps`. Only for code that names every
-    mode it creates with."""
-    saved = os.umask(0)
-    try:
-        yield 0
-    finally:
-        os.umask(saved)
 
 
 class SymlinkRefused(OSError):

@@ -87,10 +87,6 @@ class Settings:
     # cannot reach root when a task goes through the registrar (SPEC §10).
     named: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
-    def tool(self, name: str) -> str:
-        """Absolute path of an s6 tool (or ``with-contenv``) in ``s6_bin_dir``."""
-        return f"{self.s6_bin_dir}/{name}"
-
     def as_vars(self) -> dict[str, object]:
         """The settings as inventory variables (what a YAML inventory would hold)."""
         out = {name: getattr(self, name) for name in KNOWN}
@@ -158,6 +154,7 @@ def load(
     overrides: list[str] | tuple[str, ...] = (),
     environ: Mapping[str, str] | None = None,
     host: str | None = None,
+    origin: str | None = None,
 ) -> Settings:
     """Resolve and validate settings.
 
@@ -166,10 +163,11 @@ def load(
     parsed as a YAML scalar (``null``, numbers, ``{A: b}`` for ``extra_env``). ``host``
     (``--host``, else ``$HERMES_TASKS_HOST``) names this machine's entry of a multi-host
     inventory (SPEC §13.4). Variables named ``ansible_*`` are Ansible's and are ignored.
+    ``origin``: the directory a relative path is relative to (:func:`workdir.leave`'s).
     """
     environ = os.environ if environ is None else environ
     # Relative to where the command was typed, even after a root process left it for /.
-    chosen = workdir.resolve(path or environ.get(ENV_VAR) or default_inventory_path())
+    chosen = workdir.resolve(path or environ.get(ENV_VAR) or default_inventory_path(), origin)
     layers, entry, several = _read_inventory(os.fspath(chosen),
                                              host or environ.get(HOST_ENV_VAR) or None)
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}

@@ -8,6 +8,7 @@ import fcntl
 import os
 import time
 
+from . import supervision
 from .errors import LockTimeout
 
 LOCK_NAME = ".hermes-tasks.lock"
@@ -33,16 +34,12 @@ def held(scandir: str, timeout: float, what: str = "hermes-tasks"):
     try:
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"{what}: lock {path} is held{_holder(path, fd)}; gave up after "
-                        f"{timeout:g} s (raise lock_timeout or wait for the other run to "
-                        "finish)") from None
-                time.sleep(0.05)
-                continue
+            if not supervision.wait_until(lambda fd=fd: try_lock(fd),
+                                          deadline - time.monotonic(), 0.05):
+                raise LockTimeout(
+                    f"{what}: lock {path} is held{_holder(path, fd)}; gave up after "
+                    f"{timeout:g} s (raise lock_timeout or wait for the other run to "
+                    "finish)")
             if _same_file(fd, path):
                 break
             # Replaced (a lax file swapped for a private one) while we waited: lock the new.
@@ -57,6 +54,15 @@ def held(scandir: str, timeout: float, what: str = "hermes-tasks"):
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def try_lock(fd: int) -> bool:
+    """Take ``flock(LOCK_EX)`` on ``fd`` if it is free now; whether it was taken."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _open(path: str) -> int | None:

@@ -32,6 +32,11 @@ def directory(name: str, host_id: str, shared_volume: bool) -> tuple[str, ...]:
     return ("logs", "gateways", name, *((host_id,) if shared_volume else ()))
 
 
+def current(home: str, parts: tuple[str, ...]) -> str:
+    """The path of the log the logger writes now (``parts``: :func:`directory`'s)."""
+    return os.path.join(home, *parts, "current")
+
+
 def readable(line: bytes) -> str:
     """One log line with its TAI64N label as UTC (``2026-12-07 16:00:43.123456``), escaped.
 

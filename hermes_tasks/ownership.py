@@ -18,6 +18,10 @@ from . import fsops, profiles, volfile
 LOCK = ".gateway.lock"
 OWNER = ".gateway-owner.json"
 OWNER_LIMIT = 4096
+# A one-shot restart request in a profile's directory: another host's gateway.restart
+# records it (execute/elsewhere.py), the owning host's agent restarts the gateway and
+# removes it (agent.py).
+RESTART_REQUEST = ".gateway-restart-request"
 
 
 def read_owner(home: str, profile: str, warn=None) -> dict | None:

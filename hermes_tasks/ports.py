@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import re
@@ -44,7 +43,8 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 
-from . import fsops, volfile
+from . import fsops, supervision, volfile
+from .lock import try_lock
 from .profiles import DEFAULT, escape, profile_parts, valid_name
 
 API, WEBHOOK = "api_server", "webhook"
@@ -58,7 +58,6 @@ HERMES_OWN = frozenset({8642, 8644, 8645})
 ENV_KEYS = ("API_SERVER_ENABLED", "API_SERVER_KEY", "API_SERVER_PORT",
             "WEBHOOK_ENABLED", "WEBHOOK_PORT")
 TRUTHY = frozenset({"1", "true", "yes", "on"})
-FALSY = frozenset({"0", "false", "no", "off"})
 FILE = "gateway-ports.json"
 FILE_LIMIT = 1 << 20
 ENV_LIMIT = 256 << 10
@@ -487,20 +486,15 @@ class PortsFile:
                 os.close(fd)
                 self._set_aside(f"is {volfile.kind(st.st_mode)}")
                 continue
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        # Someone (the service user can) holds it: go on with what it says.
-                        self.warn(f"{self.home}/{FILE} is locked by another process; went on "
-                                  f"after {LOCK_WAIT:g} s with the allocations it holds; "
-                                  "ports allocated now are not recorded this run")
-                        self.raw = self._read_plain()
-                        os.close(fd)
-                        return
-                    time.sleep(0.05)
+            if not supervision.wait_until(lambda fd=fd: try_lock(fd),
+                                          deadline - time.monotonic(), 0.05):
+                # Someone (the service user can) holds it: go on with what it says.
+                self.warn(f"{self.home}/{FILE} is locked by another process; went on "
+                          f"after {LOCK_WAIT:g} s with the allocations it holds; "
+                          "ports allocated now are not recorded this run")
+                self.raw = self._read_plain()
+                os.close(fd)
+                return
             try:
                 now = os.stat(FILE, dir_fd=self.dfd, follow_symlinks=False)
             except FileNotFoundError:

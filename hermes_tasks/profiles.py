@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import stat
 
 from . import fsops, state
+from .names import DEFAULT, SLOT_PREFIX, escape, valid_name
+from .names import profile_parts as profile_parts  # profiles.profile_parts, for callers
 from .state import STATE_FILE
 
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_PLAIN = re.compile(r"[!-\[\]-~]*")  # printable ASCII but space and backslash
-DEFAULT = "default"
-SLOT_PREFIX = "gateway-"
 STALE_FILES = ("gateway.pid", "processes.json")
 
 
@@ -49,27 +46,6 @@ class Skipped:
 
     label: str  # raw (unescaped) name as shown in reports, e.g. "profiles/default"
     reason: str
-
-
-def valid_name(name: str) -> bool:
-    return NAME_RE.fullmatch(name) is not None
-
-
-def profile_parts(name: str) -> tuple[str, ...]:
-    """Path parts of a profile directory below ``hermes_home``."""
-    return () if name == DEFAULT else ("profiles", name)
-
-
-def escape(text: str) -> str:
-    """Printable form of any name: bytes outside ``!``..``~`` and ``\\`` become ``\\xNN``.
-
-    Spaces are escaped too, so a name can neither break a line nor forge a ``key=value``
-    field in the boot log.
-    """
-    if _PLAIN.fullmatch(text):  # the common case, without encoding byte by byte
-        return text
-    raw = os.fsencode(text)
-    return "".join(chr(b) if 0x21 <= b <= 0x7E and b != 0x5C else f"\\x{b:02x}" for b in raw)
 
 
 def read_state(home: str, parts: tuple[str, ...], warn,

@@ -50,6 +50,13 @@ class HermesProgram(Program):
         return "--json" in (getattr(self, "argv", None) or [])[1:]
 
 
-ns = namespace()
-program = HermesProgram(namespace=ns, version=__version__, name="hermes-tasks",
-                        binary="hermes-tasks", binary_names=["hermes-tasks"])
+def make(origin: str | None = None) -> HermesProgram:
+    """The program; ``origin``: where the command was typed, when the process left it
+    (:func:`workdir.leave`), handed to every task in its context's config."""
+    tasks = namespace()
+    tasks.configure({"hermes_origin": origin})
+    return HermesProgram(namespace=tasks, version=__version__, name="hermes-tasks",
+                         binary="hermes-tasks", binary_names=["hermes-tasks"])
+
+
+ns = namespace()  # for `invoke` in a checkout (tasks.py)

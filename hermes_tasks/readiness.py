@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Iterable
 
-from . import crashloop, state, svstatus
+from . import crashloop, state, supervision, svstatus
+from .profiles import SLOT_PREFIX
 
 READY, DOWN, FAILED, TIMEOUT = "ready", "down", "failed", "timeout"
 POLL = 0.025
@@ -53,33 +53,20 @@ class Outcome:
     def ok(self) -> bool:
         return self.result in (READY, DOWN)
 
-    def describe(self) -> str:
-        """One line for a report: what happened, with the gateway's exit code and reason."""
+    def describe(self, log: str | None = None, tail: tuple[str, ...] = ()) -> str:
+        """One line for a report: what happened, with the gateway's exit code and reason
+        (:func:`supervision.failure`'s wording); ``log``/``tail``: its log and last lines."""
         if self.result == READY:
             return f"ready (pid {self.pid})"
         if self.result == DOWN:
             return "down"
-        text = self.detail
-        how = exited(self.exit_code, self.signal)
-        if how and how not in text:
-            text = f"{text}; {how}" if text else how
-        if self.reason:
-            text += f": {self.reason}"
-        return text
-
-
-def exited(code: int | None, sig: str | None) -> str:
-    if sig:
-        return f"killed by {sig}"
-    return f"exited with code {code}" if code is not None else ""
+        return supervision.failure(self.exit_code, self.signal, self.reason, log, self.detail,
+                                   tail)
 
 
 def snapshot(slot: str) -> svstatus.Status | None:
     """``supervise/status`` now (None when unreadable): take it before sending a command."""
-    try:
-        return svstatus.read(slot)
-    except (OSError, ValueError):
-        return None
+    return supervision.status(slot)
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -122,7 +109,7 @@ def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, s
         doc = state.read(t.home, t.profile)
         hold = crashloop.read_hold(t.slot)
         return Outcome(FAILED, exit_code=st.exit_code, signal=st.signal, reason=doc.reason,
-                       detail=hold.text() if hold else exited(st.exit_code, st.signal)
+                       detail=hold.text() if hold else supervision.ended(st.exit_code, st.signal)
                        or "went down"), seen_up, ""
     if moved and (st.exit_code is not None or st.signal):
         died = [d for d in crashloop.deaths(t.slot) if t.last_death is None or d[0] > t.last_death]
@@ -133,9 +120,8 @@ def _check(t: Target, goal: str, seen_up: bool) -> tuple[Outcome | None, bool, s
                 seen_up, ""
     if moved and (st.exit_code is not None or st.signal):
         doc = state.read(t.home, t.profile)
-        how = exited(st.exit_code, st.signal)
-        return None, seen_up, f"down, restarting; it last {how}" + (
-            f": {doc.reason}" if doc.reason else "")
+        return None, seen_up, "down, restarting; it last " + supervision.failure(
+            st.exit_code, st.signal, doc.reason)
     return None, seen_up, "down, not started yet" if st.wanted_up else "down"
 
 
@@ -181,17 +167,15 @@ def wait(targets: Iterable[Target], goal: str, timeout: float,
     outcomes: list[Outcome | None] = [None] * len(targets)
     seen = [False] * len(targets)
     doing = [""] * len(targets)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def settled() -> bool:
         for i, t in enumerate(targets):
             if outcomes[i] is None:
                 outcomes[i], seen[i], doing[i] = _check(t, goal, seen[i])
-        if all(o is not None for o in outcomes):
-            return outcomes  # type: ignore[return-value]
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        time.sleep(min(poll, left))
+        return all(o is not None for o in outcomes)
+
+    if supervision.wait_until(settled, timeout, poll):
+        return outcomes  # type: ignore[return-value]
     word = "ready" if goal == READY else "down"
     return [o if o is not None else
             Outcome(TIMEOUT, detail=f"not {word} after {timeout:g} s: {doing[i] or 'no change'}")
@@ -204,3 +188,45 @@ def target(slot: str, home: str, profile: str) -> Target:
         return Target(slot, home, profile, None)
     return Target(slot, home, profile, snapshot(slot), last_death=crashloop.newest_death(slot)
                   or 0.0)
+
+
+# -- --wait for the executor: the slots it just signalled ----------------------------------
+
+QUOTED_LINES = 3
+
+
+def targets(paths: list[str], home: str) -> dict[str, Target]:
+    """Each gateway slot's :class:`Target` (path -> Target), taken just before it is
+    signalled (see :func:`settle`)."""
+    return {path: target(path, home, _profile(path)) for path in paths}
+
+
+def settle(paths: list[str], goal: str, timeout: float, settings,
+           before: dict[str, Target]) -> dict[str, str]:
+    """``--wait``: until each gateway is ready (``goal`` "up") or down; {path: why not}.
+
+    Ready is :func:`is_ready` (SPEC §5): s6 has it up and the gateway says ``running`` as
+    that process (on a shared volume, with this host's ownership record). A gateway that
+    exits after it was told to come up (a change since its :func:`targets` snapshot) and
+    stays down fails at once with its exit code, its own reason, its log and the log's
+    last lines (:func:`supervision.failure`). Standbys (SPEC §13.1) are not passed here:
+    the plan marks them (``Step.standby``, from ``facts.owners``).
+    """
+    from . import logs
+
+    home = settings.hermes_home
+    owner = settings.host_id if settings.shared_volume else None
+    chosen = [dataclasses.replace(before.get(p) or target(p, home, _profile(p)),
+                                  host_id=owner) for p in paths]
+    outcomes = wait(chosen, READY if goal == "up" else DOWN, timeout)
+    failures = {}
+    for path, outcome in zip(paths, outcomes, strict=True):
+        if not outcome.ok:
+            parts = logs.directory(_profile(path), settings.host_id, settings.shared_volume)
+            failures[path] = outcome.describe(logs.current(home, parts),
+                                              tuple(logs.tail(home, parts, QUOTED_LINES)))
+    return failures
+
+
+def _profile(path: str) -> str:
+    return os.path.basename(path).removeprefix(SLOT_PREFIX)

@@ -207,11 +207,9 @@ def listen(path: str, gid: int | None) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     if os.path.lexists(path):
         os.unlink(path)
-    old = os.umask(0o177)  # born private; opened to the group below
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
+    # Whatever mode bind() gives it, nobody can connect before listen(): the owner and
+    # mode are set first (no umask switch, which would be the whole process's).
+    sock.bind(path)
     if fsops.IS_ROOT and gid is not None:
         os.chown(path, 0, gid, follow_symlinks=False)
     os.chmod(path, 0o660)

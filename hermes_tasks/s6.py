@@ -4,20 +4,17 @@ Every tool is run from ``s6_bin_dir``. Exit codes are mapped as measured on real
 (reference/s6.md §6): 100 no supervisor listening, 111 system error (usually EACCES),
 99 a ``-w…`` wait timed out.
 
-Only root subscribes to s6's events (``s6-svc -w…``, ``s6-svwait``): a slot's ``event/``
-is root's alone (SPEC §5, reference/s6.md §7). Any other caller sends the plain command
-and then polls ``supervise/status`` (:func:`poll_until`), bounded by the same timeout.
+This module only runs the tools. Reading a slot's status and waiting for it to change
+are :mod:`supervision`'s (it polls ``supervise/status``, so root and the service user wait
+alike: a slot's ``event/`` is root's alone, SPEC §5, reference/s6.md §7).
 """
 
 from __future__ import annotations
 
 import os
-import time
 
-from . import fsops, svstatus
+from . import fsops
 from .errors import TaskError
-
-STATUS_FIELDS = ("up", "wantedup", "normallyup", "pid")
 
 
 class S6Error(TaskError):
@@ -87,42 +84,15 @@ class S6:
         raise S6Error(f"{tool} failed on {target}: {detail}")
 
     def svc(self, slot: str, *flags: str, wait_ms: int | None = None) -> None:
-        """``s6-svc`` with ``flags``; ``wait_ms`` adds ``-T`` for the ``-w…`` forms.
-
-        Not root, a ``-w…`` flag is carried out by polling the status instead.
-        """
+        """``s6-svc`` with ``flags``; ``wait_ms`` adds ``-T`` for the ``-w…`` forms (root's:
+        they subscribe to ``event/``; everyone else waits with :mod:`supervision`)."""
         _need_slot(slot)
-        waits = [f for f in flags if f.startswith("-w")]
-        if waits and not fsops.IS_ROOT:
-            goal = _GOALS[waits[0][2:]]
-            before = _status(slot)
-            self._run("s6-svc", [*(f for f in flags if f not in waits), slot], slot)
-            timeout = (wait_ms if wait_ms is not None else 10000) / 1000
-            poll_until(slot, lambda st: goal(st, before), timeout,
-                       f"s6-svc {' '.join(flags)}")
-            return
         args = list(flags)
         timeout = None
         if wait_ms is not None:
             args = [f"-T{wait_ms}", *args]
             timeout = wait_ms / 1000 + self.call_timeout
         self._run("s6-svc", [*args, slot], slot, timeout)
-
-    def svstat(self, slot: str, fields=STATUS_FIELDS) -> dict[str, object]:
-        """``s6-svstat -o`` fields: booleans as bool, ``pid`` as int or None."""
-        _need_slot(slot)
-        out = self._run("s6-svstat", ["-o", ",".join(fields), slot], slot).split()
-        if len(out) != len(fields) or ("pid" in fields and not _is_int(out[fields.index("pid")])):
-            raise S6Error(f"unexpected s6-svstat output for {slot}: {' '.join(out)!r}")
-        status: dict[str, object] = {}
-        for name, value in zip(fields, out):
-            if value in ("true", "false"):
-                status[name] = value == "true"
-            elif name == "pid":
-                status[name] = int(value) if int(value) > 0 else None
-            else:
-                status[name] = value
-        return status
 
     def svscanctl(self, scandir: str, *flags: str) -> None:
         """``s6-svscanctl`` (``-a``, ``-an``…); NotSupervised when no s6-svscan listens."""
@@ -135,72 +105,7 @@ class S6:
         """Is an s6-svscan listening on ``scandir``? None when we may not tell (EACCES)."""
         return fsops.fifo_has_reader(os.path.join(scandir, ".s6-svscan", "control"))
 
-    @staticmethod
-    def supervised(slot: str) -> bool | None:
-        """Is an s6-supervise listening on ``slot``? None when we may not tell."""
-        return fsops.fifo_has_reader(os.path.join(slot, "supervise", "control"))
-
-    def wait_unsupervised(self, paths: list[str], timeout: float) -> list[str]:
-        """Wait until no supervisor listens on any of ``paths``; return those still alive."""
-        deadline = time.monotonic() + timeout
-        pending = list(paths)
-        while pending:
-            pending = [p for p in pending if self.supervised(p)]
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        return pending
-
-
-def poll_until(slot: str, predicate, timeout: float, what: str = "the wait",
-               interval: float = 0.02) -> svstatus.Status:
-    """Read ``supervise/status`` until ``predicate(status)`` holds; return that status.
-
-    Raises :class:`Timeout` after ``timeout`` seconds, :class:`PermissionDenied` when the
-    record cannot be read, :class:`NotSupervised` when no supervisor is (or stays) there.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        st = _status(slot)
-        if predicate(st):
-            return st
-        if time.monotonic() > deadline:
-            if st.supervised is False:
-                raise NotSupervised(f"{slot}: no s6-supervise is listening")
-            raise Timeout(f"{slot}: timed out waiting for s6 ({what}, {timeout:g} s)")
-        time.sleep(interval)
-
-
-def _status(slot: str) -> svstatus.Status:
-    try:
-        return svstatus.read(slot)
-    except PermissionError:
-        raise PermissionDenied(f"{slot}: permission denied reading supervise/status") from None
-    except ValueError as exc:
-        raise S6Error(f"{slot}: {exc}") from None
-
-
-def _changed(st: svstatus.Status, before: svstatus.Status | None) -> bool:
-    """A new instance since ``before`` (for -wr/-wR: the restart has happened)."""
-    return before is None or not before.up or st.pid != before.pid
-
-
-# What each -w… letter (and s6-svwait flag) waits for, judged from the status record:
-# u up, U up and ready, d down, D down with finish done, r/R restarted (then up / ready).
-_GOALS = {
-    "u": lambda st, before: st.up,
-    "U": lambda st, before: st.up and st.ready,
-    "d": lambda st, before: not st.up,
-    "D": lambda st, before: not st.up and not st.finishing,
-    "r": lambda st, before: st.up and _changed(st, before),
-    "R": lambda st, before: st.ready and _changed(st, before),
-}
-
 
 def _need_slot(slot: str) -> None:
     if not os.path.isdir(slot):
         raise NoSuchSlot(f"no slot at {slot}")
-
-
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()

@@ -14,6 +14,7 @@ import os
 import time
 
 from . import fsops
+from .names import escape, profile_parts
 
 STATE_FILE = "gateway_state.json"
 STATE_LIMIT = 1 << 20
@@ -143,8 +144,6 @@ def read_at(dfd: int) -> GatewayState:
 
 def read(home: str, name: str) -> GatewayState:
     """The state file of profile ``name`` (never raises; a missing directory = :data:`NONE`)."""
-    from .profiles import profile_parts
-
     try:
         with fsops.opened_dir(home, profile_parts(name)) as dfd:
             return read_at(dfd)
@@ -156,8 +155,6 @@ def read(home: str, name: str) -> GatewayState:
 
 def read_desired(home: str, name: str) -> str | None:
     """The recorded ``desired_state`` of a profile, escaped for printing, or None."""
-    from .profiles import escape
-
     value = read(home, name).desired_state
     return escape(value) if value is not None else None
 
@@ -178,8 +175,6 @@ def record_desired(home: str, name: str, desired: str | None, owner: tuple[int, 
     object is kept beside it as ``gateway_state.json.corrupt`` rather than lost. fsync
     matters here: this is the operator's intent that must survive a power cut.
     """
-    from .profiles import profile_parts
-
     with fsops.opened_dir(home, profile_parts(name)) as dfd:
         doc: dict = {}
         try:

@@ -24,7 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from . import fsops, logs, ownership, placement, profiles, readiness, state, svstatus
+from . import fsops, logs, ownership, placement, profiles, readiness, state, supervision, svstatus
 from . import ports as portsmod
 from .facts.runtime import KEPT_DOWN
 from .inventory import Settings
@@ -340,8 +340,7 @@ def _crash_loop(view: View, doc: dict) -> str | None:
 
 def _exited(view: View, doc: dict) -> str | None:
     if doc["registered"] and not doc["up"] and not doc["wanted_up"] and doc["exit_code"] is not None:
-        text = f"exited {doc['exit_code']}"
-        return f"{text}: {doc['reason']}" if doc["reason"] else text
+        return supervision.failure(doc["exit_code"], None, doc["reason"])
     return None
 
 
@@ -356,8 +355,7 @@ def _logger_down(view: View, doc: dict) -> str | None:
     problem = logger_problem(os.path.join(view.cfg.scandir, doc["slot"]))
     if problem:
         return problem
-    how = f"killed by {lg['signal']}" if lg["signal"] else f"exited {lg['exit_code']}"
-    return f"logger not running: s6-log {how}"
+    return f"logger not running: s6-log {supervision.ended(lg['exit_code'], lg['signal'])}"
 
 
 # Platform states a gateway records for an adapter that gave up (hermes 0.19.0 writes
@@ -393,8 +391,7 @@ def _starting(view: View, doc: dict) -> str | None:
         return f"starting: up {doc['uptime'] or 0:g} s, not ready yet"
     if not doc["up"] and doc["wanted_up"]:
         last = doc["last_exit"] or {}
-        how = (f"killed by {last['signal']}" if last.get("signal") else
-               f"exited {last['code']}" if last.get("code") is not None else "down")
+        how = supervision.ended(last.get("code"), last.get("signal")) or "down"
         return f"restarting: it last {how}"
     if not doc["up"]:
         return "down: not started (run gateway.start or reconcile)"
@@ -563,7 +560,7 @@ def human(docs: list[dict]) -> str:
                 (", wanted up" if d["wanted_up"] else ", wanted down") + \
                 (", normally up" if d["normally_up"] else ", normally down")
             if not d["up"] and d["exit_code"] is not None:
-                line += f", exited {d['exit_code']}" + (f": {d['reason']}" if d["reason"] else "")
+                line += ", " + supervision.failure(d["exit_code"], None, d["reason"])
         if d["host"]:
             line += f", on {d['host']}"
         if d["restarts"]:

@@ -3,8 +3,9 @@
 The record is s6-supervise's own (35 bytes in s6 2.11; reference/s6.md §16), replaced by
 rename on every write, so one read is always a whole record. Reading it costs microseconds
 where ``s6-svstat`` costs a process (~1 ms): this is how many slots are read at once.
-Whether a supervisor is alive is not in the record; :func:`read` asks the control FIFO
-(a reader on it means a supervisor listens), as ``s6-svok`` does.
+Whether a supervisor is alive is not in the record; :func:`supervised` asks the control
+FIFO (a reader on it means a supervisor listens), as ``s6-svok`` does. Waiting on a status
+and signalling are :mod:`supervision`'s.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def read(slot: str, dir_fd: int | None = None, down: bool | None = None) -> Stat
         control, marker, status = _RELATIVE
     else:
         control, marker, status = (os.path.join(slot, rel) for rel in _RELATIVE)
-    supervised = fsops.fifo_has_reader(control, dir_fd)
+    supervised_ = supervised(control, dir_fd)
     if down is not None:
         normally_up = not down
     else:
@@ -102,13 +103,19 @@ def read(slot: str, dir_fd: int | None = None, down: bool | None = None) -> Stat
         fd = os.open(status, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                      dir_fd=dir_fd)
     except FileNotFoundError:
-        return Status(supervised=False if supervised is None else supervised,
+        return Status(supervised=False if supervised_ is None else supervised_,
                       normally_up=normally_up)
     try:
         raw = os.read(fd, RECORD + 1)
     finally:
         os.close(fd)
-    return parse(raw, supervised, normally_up)
+    return parse(raw, supervised_, normally_up)
+
+
+def supervised(control: str, dir_fd: int | None = None) -> bool | None:
+    """Whether an s6-supervise listens on the ``supervise/control`` FIFO at ``control``
+    (relative to ``dir_fd`` when given); None when we may not tell (EACCES)."""
+    return fsops.fifo_has_reader(control, dir_fd)
 
 
 def _unix(stamp: int, nanos: int = 0) -> float | None:

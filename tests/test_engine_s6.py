@@ -133,12 +133,12 @@ def test_exit_78_fails_start_wait_naming_code_and_reason_until_fixed(sandbox, su
     s6env.wait_up(sb.slot("default"))
     exited(sb, "default", 78, "Port 8642 already in use")
     res = tasks(sb, "gateway.restart", "--wait", "--timeout", "10", ok=False)
-    line = one_line_error(res, "gateway-default", "exited with code 78",
+    line = one_line_error(res, "gateway-default", "exited 78: Port 8642 already in use",
                           "Port 8642 already in use")
     assert "; last log lines: " in line and "fake-gateway: started" in line  # SPEC §14.8
     res = tasks(sb, "gateway.start", "--wait", "--json", ok=False)
     doc = json.loads(res.stdout)  # JSON even for a failed single target
-    assert doc["stats"]["failed"] == 1 and "exited with code 78" in doc["error"]
+    assert doc["stats"]["failed"] == 1 and "exited 78: Port 8642 already in use" in doc["error"]
     assert doc["results"][0]["result"] == "failed"
     _, rows = reconcile_json(sb, "--wait", ok_codes=(2,))
     assert rows["default"]["result"] == "failed" and "exited 78" in rows["default"]["message"]

@@ -352,8 +352,8 @@ def test_root_entry_points_run_from_slash(root_sandbox, supervisor, tmp_path):
     # the console script itself runs from /
     probe = subprocess.run(
         [s6env.python_for(None)[0], "-c",
-         "import os, sys; from hermes_tasks import cli, workdir; cli.workdir.leave(); "
-         "print(os.getcwd(), workdir.resolve('x'))"],
+         "import os, sys; from hermes_tasks import cli, workdir; o = cli.workdir.leave(); "
+         "print(os.getcwd(), workdir.resolve('x', o))"],
         cwd=work, env=s6env.tool_env(sb), capture_output=True, text=True, timeout=60)
     assert probe.stdout.split() == ["/", str(work / "x")], (probe.stdout, probe.stderr)
     # the registrar's run process, as root, from /

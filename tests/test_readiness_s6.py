@@ -80,7 +80,7 @@ def test_exit_78_with_reason_fails_the_wait_naming_code_and_reason(sandbox, supe
     tasks(sb, "reconcile")
     s6env.wait_down(sb.slot("carol"))
     res = tasks(sb, "gateway.start", "-p", "carol", "--wait", "--timeout", "20", ok=False)
-    line = one_line_error(res, "gateway-carol", "exited with code 78",
+    line = one_line_error(res, "gateway-carol", "exited 78",
                           "Port 8642 already in use\\x1b[31m")
     assert "\x1b" not in line
     # finish kept it down; the intent is still recorded

@@ -16,6 +16,7 @@ import pytest
 import s6env
 from control_helpers import make_profile, one_line_error, tasks
 
+from hermes_tasks import supervision
 from hermes_tasks.s6 import S6, NoSuchSlot, NotSupervised, PermissionDenied, S6Error, Timeout
 
 
@@ -61,10 +62,6 @@ CASES = [
     ("s6-svc", 111, ("s6-svlisten1: fatal: unable to subscribe to events for {slot}: "
      "Permission denied"), "svc_wait", PermissionDenied, "subscribe"),
     ("s6-svc", 100, "s6-svc: usage: s6-svc [ -wu ] ...", "svc", S6Error, "usage"),
-    ("s6-svstat", 1, ("s6-svstat: fatal: unable to read status for {slot}: "
-     "s6-supervise not running"), "svstat", NotSupervised, "s6-supervise"),
-    ("s6-svstat", 111, "s6-svstat: fatal: unable to check {slot}: Permission denied",
-     "svstat", PermissionDenied, "Permission denied"),
     ("s6-svscanctl", 100, ("s6-svscanctl: fatal: unable to control {scan}: "
      "supervisor not listening"), "svscanctl", NotSupervised, "no s6-svscan is listening"),
     ("s6-svscanctl", 111, "s6-svscanctl: fatal: unable to control {scan}: Permission denied",
@@ -77,8 +74,6 @@ def call(s6: S6, how: str, slot: Path):
         return s6.svc(str(slot), "-u")
     if how == "svc_wait":
         return s6.svc(str(slot), "-wu", "-u", wait_ms=100)
-    if how == "svstat":
-        return s6.svstat(str(slot))
     return s6.svscanctl(str(slot.parent), "-a")
 
 
@@ -98,23 +93,9 @@ def test_exit_codes_map_to_named_errors(tmp_path, slot, tool, rc, stderr, how, e
 def test_arguments_and_parsing(tmp_path, slot):
     bin_dir = tmp_path / "bin"
     fake_tool(bin_dir, "s6-svc")
-    fake_tool(bin_dir, "s6-svstat", stdout="true false true 4483")
     s6 = S6(str(bin_dir))
     s6.svc(str(slot), "-wD", "-d", wait_ms=2500)
-    assert s6.svstat(str(slot)) == {"up": True, "wantedup": False, "normallyup": True,
-                                    "pid": 4483}
-    assert calls(bin_dir) == [f"s6-svc -T2500 -wD -d {slot}",
-                              f"s6-svstat -o up,wantedup,normallyup,pid {slot}"]
-    fake_tool(bin_dir, "s6-svstat", stdout="false false true -1")
-    assert s6.svstat(str(slot))["pid"] is None
-
-
-@pytest.mark.parametrize("stdout", ["up (pid 12) 3 seconds", "true true", "true true true x"])
-def test_unexpected_svstat_output_is_an_error(tmp_path, slot, stdout):
-    bin_dir = tmp_path / "bin"
-    fake_tool(bin_dir, "s6-svstat", stdout=stdout)
-    with pytest.raises(S6Error, match="unexpected s6-svstat output"):
-        S6(str(bin_dir)).svstat(str(slot))
+    assert calls(bin_dir) == [f"s6-svc -T2500 -wD -d {slot}"]
 
 
 def test_a_hanging_tool_times_out(tmp_path, slot):
@@ -130,13 +111,11 @@ def test_a_hanging_tool_times_out(tmp_path, slot):
 
 def test_missing_slot_runs_nothing(tmp_path):
     bin_dir = tmp_path / "bin"
-    for tool in ("s6-svc", "s6-svstat"):
-        fake_tool(bin_dir, tool)
+    fake_tool(bin_dir, "s6-svc")
     s6 = S6(str(bin_dir))
     missing = str(tmp_path / "scan" / "gateway-none")
-    for fn in (lambda: s6.svc(missing, "-u"), lambda: s6.svstat(missing)):
-        with pytest.raises(NoSuchSlot, match="no slot at"):
-            fn()
+    with pytest.raises(NoSuchSlot, match="no slot at"):
+        s6.svc(missing, "-u")
     assert calls(bin_dir) == []
 
 
@@ -208,12 +187,13 @@ def test_real_tools_without_a_supervisor(sandbox):
     sb = sandbox
     slot = s6env.publish_test_slot(sb.scandir, "gateway-x", "#!/bin/sh\nexec sleep 100\n")
     s6 = S6(str(sb.cmd_dir))
-    for fn in (lambda: s6.svc(str(slot), "-u"), lambda: s6.svstat(str(slot)),
+    for fn in (lambda: s6.svc(str(slot), "-u"),
                lambda: s6.svc(str(slot), "-wu", "-u", wait_ms=200),
                lambda: s6.svscanctl(str(sb.scandir), "-a")):
         with pytest.raises(NotSupervised):
             fn()
-    assert s6.supervised(str(slot)) is False and s6.scanner_running(str(sb.scandir)) is False
+    assert supervision.supervised(str(slot)) is False
+    assert s6.scanner_running(str(sb.scandir)) is False
 
 
 def test_real_tools_wait_timeout(sandbox, supervisor):
@@ -234,13 +214,13 @@ def test_real_tools_permission_denied(root_sandbox, supervisor):
     supervisor.rescan()
     s6env.wait_up(slot)
     probe = ("import sys\nfrom hermes_tasks.s6 import S6\ns6 = S6(sys.argv[1])\n"
-             "for fn in (lambda: s6.svc(sys.argv[2], '-d'), lambda: s6.svstat(sys.argv[2]),\n"
+             "for fn in (lambda: s6.svc(sys.argv[2], '-d'),\n"
              "           lambda: s6.svscanctl(sys.argv[3], '-a')):\n"
              "    try:\n        fn()\n    except Exception as exc:\n"
              "        print(type(exc).__name__)\n")
     res = s6env.run_tasks(sb, None, argv=["python", "-c", probe, str(sb.cmd_dir), str(slot),
                                           str(sb.scandir)], user=sb.user)
-    assert res.stdout.split() == ["PermissionDenied"] * 3, res.stdout + res.stderr
+    assert res.stdout.split() == ["PermissionDenied"] * 2, res.stdout + res.stderr
     assert s6env.svstat(slot)["up"]
 
 

@@ -218,8 +218,8 @@ def test_a_restart_pending_file_without_tokens_keeps_the_slot_unrecorded(tmp_pat
 
 
 def test_staging_over_a_left_over_staging_dir_starts_clean(sandbox):
-    """A staging dir left by an interrupted run is removed (outside the zero-umask window)
-    and built again: nothing of the old one survives, every mode is exact."""
+    """A staging dir left by an interrupted run is removed and built again: nothing of the
+    old one survives, every mode is exact."""
     from hermes_tasks.execute.local import Applier
     from hermes_tasks.render import Renderer
 
@@ -238,3 +238,53 @@ def test_staging_over_a_left_over_staging_dir_starts_clean(sandbox):
     now = os.umask(0)
     os.umask(now)
     assert now == fsops.UMASK == START_UMASK  # restored, and what fsops believes
+
+
+STAGE = """
+import json, os, sys
+from hermes_tasks import inventory
+from hermes_tasks.execute.local import Applier
+from hermes_tasks.render import Renderer
+
+settings = inventory.load(None, sys.argv[2:], environ={})
+spec = Renderer(settings).gateway("alice", True, {"api_server": 8650, "webhook": 8750})
+path = Applier(settings)._staging(spec, sys.argv[1])
+modes = {}
+for root, dirs, files in os.walk(path):
+    for name in dirs + files:
+        full = os.path.join(root, name)
+        modes[os.path.relpath(full, path)] = os.lstat(full).st_mode & 0o7777
+status = open("/proc/self/status").read()
+print(json.dumps({"modes": modes, "umask": [l for l in status.splitlines()
+                                            if l.startswith("Umask:")][0]}))
+"""
+
+
+def test_every_mode_is_exact_whatever_the_umask_and_the_umask_is_never_switched(sandbox):
+    """No process-global umask switch: a slot built under umask 077 or 000 has the modes
+    of one built under 022 (what the umask strips or adds is fchmod-ed), and the process's
+    umask is what it was."""
+    import json
+    import subprocess
+    import sys
+
+    import s6env
+
+    args = s6env.inventory_args(sandbox)[1::2]
+    seen = {}
+    for umask in (0o022, 0o077, 0o000):
+        res = subprocess.run([sys.executable, "-c", STAGE, f"u{umask:o}", *args],
+                             capture_output=True, text=True, timeout=60,
+                             preexec_fn=lambda umask=umask: os.umask(umask))
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        assert doc["umask"].split()[1] == f"{umask:04o}"
+        seen[umask] = doc["modes"]
+    assert seen[0o077] == seen[0o022] == seen[0o000]
+    from hermes_tasks.render import Renderer
+
+    spec = Renderer(kit.settings_for(sandbox)).gateway("alice", True,
+                                                       {"api_server": 8650, "webhook": 8750})
+    assert {rel: seen[0o077][rel] for rel in spec.files} == \
+        {rel: f.mode for rel, f in spec.files.items()}
+    assert seen[0o000]["event"] == 0o700

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Task, task
 
-from .. import inventory
+from .. import inventory, workdir
 from ..inventory import Settings
 
 INVENTORY_HELP = {
@@ -46,8 +46,12 @@ def hermes_task(help: dict[str, str], **kwargs):
     return wrap
 
 
-def settings(inventory_path: str | None, var: list[str], host: str | None = None) -> Settings:
-    return inventory.load(inventory_path or None, var or (), host=host or None)
+def settings(c, inventory_path: str | None, var: list[str], host: str | None = None
+             ) -> Settings:
+    """The settings a task's flags name; a relative ``--inventory`` is relative to where
+    the command was typed (``c``: the task's context, which knows that directory)."""
+    return inventory.load(inventory_path or None, var or (), host=host or None,
+                          origin=workdir.origin(c))
 
 
 def check_mode(c, check: bool) -> bool:

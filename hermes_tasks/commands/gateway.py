@@ -18,7 +18,7 @@ ALL_HELP = {"all": "act on every gateway-* slot in the scandir"}
 
 
 def _run(c, action, profile, all_, wait, timeout, json, check, inventory, var, host):
-    code = actions.gateway(settings(inventory, var, host), action, profile, all_, wait, timeout,
+    code = actions.gateway(settings(c, inventory, var, host), action, profile, all_, wait, timeout,
                            json=json, check=check_mode(c, check))
     if code:
         raise Exit(code=code)
@@ -58,7 +58,7 @@ def status(c, profile=None, json=False, health=False, format=None, inventory=Non
     exit; --health for a health check, --format prometheus for metrics."""
     from .. import status as view
 
-    code = view.command(settings(inventory, var, host), profile, json, health=health,
+    code = view.command(settings(c, inventory, var, host), profile, json, health=health,
                         format=format)
     if code:
         raise Exit(code=code)
@@ -75,9 +75,9 @@ def logs(c, profile=None, lines=20, follow=False, inventory=None, var=None, host
     from ..errors import InventoryError
 
     try:
-        cfg = settings(inventory, var, host)
+        cfg = settings(c, inventory, var, host)
     except InventoryError:
         if not host:
             raise
-        cfg = settings(inventory, var, None)  # a host of the shared volume, not of this inventory
+        cfg = settings(c, inventory, var, None)  # a host of the shared volume, not of this inventory
     actions.logs(cfg, profile, lines, follow, host or cfg.host_id)

@@ -20,7 +20,7 @@ COMMON = {
 def create(c, name, start=False, check=False, diff=False, json=False, inventory=None, var=None,
            show_secrets=False, host=None):
     """Create profiles/NAME with a SOUL.md (never overwritten) and register its slot down."""
-    code = actions.profile_create(settings(inventory, var, host), name, start,
+    code = actions.profile_create(settings(c, inventory, var, host), name, start,
                                   check_mode(c, check), diff, json=json,
                                   show_secrets=show_secrets)
     if code:
@@ -32,7 +32,7 @@ def create(c, name, start=False, check=False, diff=False, json=False, inventory=
 def delete(c, name, purge=False, check=False, diff=False, json=False, inventory=None, var=None,
            show_secrets=False, host=None):
     """Stop and remove a profile's slot; move the profile to .trash (or --purge it)."""
-    code = actions.profile_delete(settings(inventory, var, host), name, purge,
+    code = actions.profile_delete(settings(c, inventory, var, host), name, purge,
                                   check_mode(c, check), diff, json=json,
                                   show_secrets=show_secrets)
     if code:

@@ -19,7 +19,7 @@ from .common import SECRETS_HELP, check_mode, hermes_task, settings
 def reconcile(c, check=False, diff=False, json=False, wait=False, timeout=None, inventory=None,
               var=None, show_secrets=False, host=None):
     """Bring every gateway slot and process in line with the profiles on disk (run at boot)."""
-    code = actions.reconcile(settings(inventory, var, host), check_mode(c, check), diff,
+    code = actions.reconcile(settings(c, inventory, var, host), check_mode(c, check), diff,
                              json=json, wait=wait, timeout=timeout, show_secrets=show_secrets)
     if code:
         raise Exit(code=code)

@@ -7,10 +7,9 @@ import json as jsonlib
 import os
 import sys
 
-from .. import fsops, profiles, redact, slots, workdir
+from .. import fsops, profiles, redact, slots, supervision, workdir
 from ..errors import UsageError
 from ..render import Renderer
-from ..s6 import S6
 from .common import SECRETS_HELP, hermes_task, settings
 
 
@@ -30,7 +29,7 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
-    spec = Renderer(settings(inventory, var, host)).gateway(name, autostart=not down)
+    spec = Renderer(settings(c, inventory, var, host)).gateway(name, autostart=not down)
     files = dict(spec.files)
     if dest and c.config.run.dry:  # --dry means check mode for every task: write nothing
         for rel in files:
@@ -43,7 +42,7 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
         if spec.down:
             sys.stdout.write(f"==> {spec.name}/down (mode 0644) <==\n")
         return
-    dest = workdir.resolve(dest)  # as typed, though a root process now runs from /
+    dest = workdir.resolve(dest, workdir.origin(c))  # as typed, though a root process now runs from /
     try:
         _write_under(dest, files, spec.down)
     except fsops.UnsafeDirectory as exc:
@@ -77,20 +76,19 @@ def _write_under(dest: str, files: dict, down: bool) -> None:
 @hermes_task(help={"json": "print {\"slots\": [...]} as JSON"})
 def list_(c, json=False, inventory=None, var=None, host=None):
     """List the gateway slots registered in the scandir, and every profile without one (why)."""
-    cfg = settings(inventory, var, host)
+    cfg = settings(c, inventory, var, host)
     # no scandir (no s6 here): nothing is registered, an empty list (hermes's list does too)
     if not os.path.isdir(cfg.scandir):
         print(jsonlib.dumps({"slots": []}) if json else f"no gateway slots in {cfg.scandir}")
         return
     names = slots.managed_names(cfg.scandir)[0]
-    s6 = S6(cfg.s6_bin_dir)
     rows = []
     for name in names:
         path = os.path.join(cfg.scandir, name)
         if not name.startswith(profiles.SLOT_PREFIX):
             continue
         rows.append({"slot": name, "profile": name[len(profiles.SLOT_PREFIX):],
-                     "supervised": bool(s6.supervised(path)),
+                     "supervised": bool(supervision.supervised(path)),
                      "down_marker": os.path.lexists(os.path.join(path, "down")),
                      "registered": True, "reason": None})
     rows += _unregistered(cfg, {r["profile"] for r in rows})

@@ -2,7 +2,7 @@
 
 On a shared volume a gateway runs on the host whose ``data/own`` holds the profile's
 ownership lock. ``gateway.stop`` elsewhere records ``desired_state`` (the plan does); a
-``gateway.restart`` records a one-shot request (:data:`agent.RESTART_REQUEST`) that the
+``gateway.restart`` records a one-shot request (:data:`ownership.RESTART_REQUEST`) that the
 owner's agent consumes. Either takes effect within the owner's ``watch_interval``; --wait
 watches the volume until it did (or fails with what was last seen).
 """
@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from .. import agent, fsops, ownership, profiles, state
+from .. import fsops, ownership, profiles, state, supervision
 
 POLL = 0.1
 
@@ -27,7 +27,7 @@ def ask(settings, steps, errors: dict[str, str]) -> None:
         try:
             with fsops.opened_dir(settings.hermes_home,
                                   profiles.profile_parts(step.profile)) as dfd:
-                fsops.write_atomic(dfd, agent.RESTART_REQUEST, data, 0o644,
+                fsops.write_atomic(dfd, ownership.RESTART_REQUEST, data, 0o644,
                                    owner=(settings.service_uid, settings.service_gid),
                                    durable=False)
         except OSError as exc:
@@ -47,21 +47,17 @@ def settle(settings, steps, before: dict, timeout: float, errors: dict[str, str]
     restarted one consumed the request and runs again as a new process — or the timeout."""
     home = settings.hermes_home
     pending = [s for s in steps if s.owner and s.slot not in errors]
-    deadline = time.monotonic() + timeout
-    while pending:
-        left = []
-        for step in pending:
-            record = _acted(home, step, before.get(step.slot), settings.host_id)
-            if record is not None:
-                notes.setdefault(step.slot, []).append(
-                    f"{step.owner} restarted it: now pid {record['pid']} on "
-                    f"{record['host_id']}" if step.request else f"{step.owner} stopped it")
-            else:
-                left.append(step)
-        pending = left
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL)
+
+    def acted(step) -> bool:
+        record = _acted(home, step, before.get(step.slot), settings.host_id)
+        if record is None:
+            return False
+        notes.setdefault(step.slot, []).append(
+            f"{step.owner} restarted it: now pid {record['pid']} on "
+            f"{record['host_id']}" if step.request else f"{step.owner} stopped it")
+        return True
+
+    pending = supervision.wait_all(pending, acted, timeout, POLL)
     for step in pending:
         if step.request:
             seen = ("the request is still on record" if _requested(home, step.profile)
@@ -76,7 +72,7 @@ def _requested(home: str, profile: str) -> bool:
     """Whether the profile's restart request is still on record (not yet consumed)."""
     try:
         with fsops.opened_dir(home, profiles.profile_parts(profile)) as dfd:
-            os.stat(agent.RESTART_REQUEST, dir_fd=dfd, follow_symlinks=False)
+            os.stat(ownership.RESTART_REQUEST, dir_fd=dfd, follow_symlinks=False)
     except OSError:
         return False
     return True

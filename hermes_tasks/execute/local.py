@@ -18,16 +18,16 @@ import contextlib
 import os
 import stat
 
-from .. import fsops, slots
+from .. import fsops, readiness, slots, supervision
 from ..errors import TaskError
 from ..inventory import Settings
 from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
 from ..render import SlotSpec
 from ..s6 import S6, S6Error
 from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
-from . import elsewhere, planned_stop, signals, volume
+from . import elsewhere, planned_stop, volume
 
-DOWN_WAIT_MS = 10000
+DOWN_WAIT = 10.0
 SUPERVISOR_EXIT_TIMEOUT = 15.0
 # s6-svscan starting no further supervisor for this long is "no progress" (SPEC §14.7);
 # the whole wait is bounded by the supervise_timeout setting.
@@ -135,18 +135,18 @@ class Applier:
                     if s.runtime == "down" and s.slot.startswith("gateway-")]
         marked = planned_stop.mark(self.settings.hermes_home, stopping,
                                    planned_stop.ids(self.settings))
-        failed = signals.down(self.s6, [path(s) for s in going])
+        failed = supervision.down(self.s6, [path(s) for s in going])
         planned_stop.clear(self.settings.hermes_home,
                            [p for p, sp in stopping if p in marked and sp in failed])
         coming = [s for s in todo if s.runtime in ("up", "restart")]
-        self.before.update(signals.snapshot([path(s) for s in coming],
+        self.before.update(readiness.targets([path(s) for s in coming],
                                             self.settings.hermes_home))
         # -U takes the down marker away in the same act as the start: a run killed in
         # between must not leave a normally-up slot that never ran, which reads "exit 0"
         # exactly like a gateway that exited 0 and must stay down (SPEC §6).
         for flag, chosen in (("-U", [s for s in coming if s.set_down is False]),
                              ("-u", [s for s in coming if s.set_down is not False])):
-            failed.update(signals.up(self.s6, [path(s) for s in chosen
+            failed.update(supervision.up(self.s6, [path(s) for s in chosen
                                                if path(s) not in failed], flag))
         for step in todo:
             if path(step) in failed:
@@ -198,7 +198,7 @@ class Applier:
         paths = {os.path.join(self.scandir, s.slot): s for s in steps
                  if s.slot not in self.errors and s.slot not in self.verified}
         limit = self.settings.supervise_timeout
-        for path in signals.supervised_progress(list(paths), SUPERVISED_TIMEOUT, limit):
+        for path in supervision.wait_supervised(list(paths), SUPERVISED_TIMEOUT, limit):
             step = paths.pop(path)
             self.errors.setdefault(step.slot, f"{step.slot} is not supervised: s6-svscan "
                                    f"started no supervisor for it ({SUPERVISED_TIMEOUT:g} s "
@@ -229,7 +229,7 @@ class Applier:
             goals[os.path.join(self.scandir, step.slot)] = (goal, step)
         for goal in ("up", "down"):
             paths = [p for p, (g, _) in goals.items() if g == goal]
-            for path, why in signals.wait(paths, goal, timeout, self.settings,
+            for path, why in readiness.settle(paths, goal, timeout, self.settings,
                                           self.before).items():
                 step = goals[path][1]
                 self.errors.setdefault(step.slot, f"{step.slot}: {why}")
@@ -332,7 +332,7 @@ class Applier:
                 self.notes.setdefault(step.slot, []).append("gateway not up, not restarted")
         log = os.path.join(path, "log")
         if step.restart_logger:
-            if self.s6.supervised(log):
+            if supervision.supervised(log):
                 self.s6.svc(log, "-r")
                 self.notes.setdefault(step.slot, []).append("restarted the logger")
             owed.discard("logger")
@@ -365,17 +365,12 @@ class Applier:
         """
         staging = os.path.join(self.scandir, f".{spec.name}.{suffix}")
         try:
-            with fsops.exact_modes() as umask:
-                self._build(staging, spec, umask)
+            self._build(staging, spec, fsops.UMASK)
         except FileExistsError as exc:
             if exc.filename != staging:
                 raise
-            # Left by an interrupted run. Removed outside the zero-umask window: nothing
-            # but our own explicit-mode creations may happen inside it (not even a lazy
-            # import, which could create a world-writable __pycache__).
-            fsops.remove_tree(staging)
-            with fsops.exact_modes() as umask:
-                self._build(staging, spec, umask)
+            fsops.remove_tree(staging)  # left by an interrupted run
+            self._build(staging, spec, fsops.UMASK)
         return staging
 
     def _build(self, staging: str, spec: SlotSpec, umask: int) -> None:
@@ -428,31 +423,13 @@ class Applier:
         path = os.path.join(self.scandir, step.slot)
         if step.op == SWAP:
             new = self._staging(step.spec, "new")
-        self._bring_down(path)
+        supervision.take_down(self.s6, path, DOWN_WAIT)
         old = os.path.join(self.scandir, f".{step.slot}.{'old' if step.op == SWAP else 'removing'}")
         fsops.remove_tree(old)
         os.rename(path, old)
         if step.op == SWAP:
             os.rename(new, path)
         return old
-
-    def _bring_down(self, path: str) -> None:
-        """Stop a slot that is about to leave the scan: gateway first, then its logger.
-
-        Both are waited for, so the rescan that drops the old supervisors can never run the
-        old gateway beside a new one, nor let a new s6-log meet the old one's lock on the
-        shared log directory. A symlinked slot is followed (s6 supervises its target).
-        """
-        for target in (path, os.path.join(path, "log")):
-            if not self.s6.supervised(target):
-                continue
-            try:
-                self.s6.svc(target, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
-            except S6Error:
-                with contextlib.suppress(S6Error):
-                    self.s6.svc(target, "-k")
-                with contextlib.suppress(S6Error):
-                    self.s6.svc(target, "-wD", "-d", wait_ms=DOWN_WAIT_MS)
 
     def _rescan(self, added: bool, removed: bool, published: list[Step] = ()) -> None:
         """Tell a running s6-svscan; quietly skip when none runs (boot, tests).
@@ -472,7 +449,7 @@ class Applier:
 
     def _unpublish(self, step: Step, why: str) -> None:
         path = os.path.join(self.scandir, step.slot)
-        if self.s6.supervised(path):
+        if supervision.supervised(path):
             return  # s6-svscan took it anyway: supervised, not an orphan
         gone = os.path.join(self.scandir, f".{step.slot}.unpublished")
         fsops.remove_tree(gone)
@@ -483,7 +460,7 @@ class Applier:
         self._restore(step)
 
     def _delete_retired(self, old: str) -> None:
-        alive = self.s6.wait_unsupervised([old, os.path.join(old, "log")], SUPERVISOR_EXIT_TIMEOUT)
+        alive = supervision.wait_unsupervised([old, os.path.join(old, "log")], SUPERVISOR_EXIT_TIMEOUT)
         if alive:
             raise S6Error(f"supervisor of {old} did not exit; it will be retried next run")
         fsops.remove_tree(old)
@@ -491,8 +468,8 @@ class Applier:
     def _remove_stale(self, name: str) -> None:
         """Remove a dot-entry left by an interrupted run (retired ones may be supervised)."""
         path = os.path.join(self.scandir, name)
-        if name.endswith((".old", ".removing")) and self.s6.supervised(path):
-            self._bring_down(path)
+        if name.endswith((".old", ".removing")) and supervision.supervised(path):
+            supervision.take_down(self.s6, path, DOWN_WAIT)
             self._rescan(False, True)
             self._delete_retired(path)
             return
@@ -500,12 +477,6 @@ class Applier:
 
 
 _DONE = {"up": "brought up", "down": "brought down", "restart": "restarted the gateway"}
-
-
-def _parts(profile: str) -> tuple[str, ...]:
-    from ..profiles import profile_parts
-
-    return profile_parts(profile)
 
 
 def file_owner(mode: int, gid: int) -> tuple[int, int] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .. import crashloop, state, svstatus
+from .. import crashloop, state, supervision, svstatus
 from ..profiles import profile_parts
 
 # finish turns these into "stay down" (exit 125): reconcile reports them, never restarts them.
@@ -38,10 +38,8 @@ class Runtime:
 
     def hold_text(self) -> str:
         """``crash loop: 5 exits in 60 s, last exit 1; last log lines: …`` for a failed row."""
-        text = self.hold.text() if self.hold else ""
-        if self.log_tail:
-            text += "; last log lines: " + " | ".join(self.log_tail)
-        return text
+        return supervision.failure(None, None, what=self.hold.text() if self.hold else "",
+                                   tail=self.log_tail)
 
     @property
     def supervised(self) -> bool | None:
@@ -63,9 +61,8 @@ class Runtime:
                 and st.normally_up and not st.finishing and st.exit_code in KEPT_DOWN)
 
     def exit_text(self) -> str:
-        """``exited 78: <reason>`` for a failed row."""
-        text = f"exited {self.status.exit_code}"
-        return f"{text}: {self.reason}" if self.reason else text
+        """``exited 78: <reason>`` for a failed row (:func:`supervision.failure`)."""
+        return supervision.failure(self.status.exit_code, None, self.reason)
 
 
 NOT_SUPERVISED = Runtime(svstatus.Status(supervised=False))
@@ -120,6 +117,6 @@ def logger_problem(slot_path: str) -> str:
         return ""
     if st.exit_code in (None, 0) and st.signal is None:
         return ""
-    how = f"exited {st.exit_code}" if st.signal is None else f"killed by {st.signal}"
+    how = supervision.ended(st.exit_code, st.signal)
     return (f"logger not running: s6-log {how} (is logs/gateways/{os.path.basename(slot_path)[8:]} "
             "writable by the service user?)")

@@ -208,7 +208,8 @@ def config_exit(st):
         return None
     if st.get("desired_state") not in (None, "running"):
         return None
-    return f"exited with code {EX_CONFIG}" + (f": {st['reason']}" if st.get("reason") else "")
+    # the tool's own wording for such a row (hermes_tasks/supervision.py failure())
+    return f"exited {EX_CONFIG}" + (f": {st['reason']}" if st.get("reason") else "")
 
 
 def main():
