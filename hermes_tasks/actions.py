@@ -7,7 +7,6 @@ The Invoke tasks in ``commands/`` call these; so does the boot entry point.
 
 from __future__ import annotations
 
-import json as jsonlib
 import os
 import sys
 

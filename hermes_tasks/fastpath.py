@@ -62,11 +62,11 @@ def run(kwargs: dict, origin: str | None = None) -> int:
 
     def body() -> None:
         nonlocal code
-        from . import inventory, status
+        from . import gatewaystatus, inventory
 
         cfg = inventory.load(kwargs["inventory"] or None, kwargs["var"],
                              host=kwargs["host"] or None, origin=origin)
-        code = status.command(cfg, kwargs["profile"], kwargs["json"], health=kwargs["health"],
-                              format=kwargs["format"])
+        code = gatewaystatus.command(cfg, kwargs["profile"], kwargs["json"],
+                                     health=kwargs["health"], format=kwargs["format"])
 
     return errors.guarded(body, json=kwargs["json"]) or code

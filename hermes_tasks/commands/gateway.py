@@ -56,10 +56,10 @@ def status(c, profile=None, json=False, health=False, format=None, inventory=Non
 
     Desired and observed state, ready, pid, uptime, host, ports, platforms, restarts, last
     exit; --health for a health check, --format prometheus for metrics."""
-    from .. import status as view
+    from .. import gatewaystatus
 
-    code = view.command(settings(c, inventory, var, host), profile, json, health=health,
-                        format=format)
+    code = gatewaystatus.command(settings(c, inventory, var, host), profile, json,
+                                 health=health, format=format)
     if code:
         raise Exit(code=code)
 
