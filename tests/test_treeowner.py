@@ -1,0 +1,81 @@
+"""treeowner: a profile's tree given to one uid without following links or leaving the tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hermes_tasks import treeowner
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other uids needs root")
+
+U, G = 20777, 20777
+
+
+def owners(root):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames, ""]:
+            p = os.path.join(dirpath, name) if name else dirpath
+            st = os.lstat(p)
+            out[os.path.relpath(p, root)] = (st.st_uid, st.st_gid)
+    return out
+
+
+def test_converts_the_tree_and_nothing_outside(tmp_path):
+    home = tmp_path / "home"
+    prof = home / "profiles" / "alice"
+    (prof / "a" / "b").mkdir(parents=True)
+    (prof / "a" / "b" / "f").write_text("x")
+    (prof / ".env").write_text("K=v")
+    decoy = tmp_path / "decoy"
+    (decoy / "sub").mkdir(parents=True)
+    (decoy / "secret").write_text("s")
+    (prof / "link-dir").symlink_to(decoy)
+    (prof / "link-file").symlink_to(decoy / "secret")
+    os.link(decoy / "secret", prof / "hard")
+    os.mkfifo(prof / "fifo")
+    deep = prof
+    for _ in range(300):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    before_outside = {**owners(decoy), "home": os.lstat(home).st_uid,
+                      "profiles": os.lstat(home / "profiles").st_uid}
+    changed, left = treeowner.convert(str(home), ["profiles", "alice"], U, G, 0o700)
+    assert changed > 300
+    assert any("hard links" in item for item in left)
+    got = owners(prof)
+    assert {k: v for k, v in got.items() if k != "hard"} == dict.fromkeys(
+        [k for k in got if k != "hard"], (U, G))
+    assert os.lstat(prof / "hard").st_uid == 0  # a hard link may be anyone's: left alone
+    assert os.stat(prof).st_mode & 0o7777 == 0o700
+    assert {**owners(decoy), "home": os.lstat(home).st_uid,
+            "profiles": os.lstat(home / "profiles").st_uid} == before_outside
+    # and back (isolation switched off): the same walk to another uid
+    treeowner.convert(str(home), ["profiles", "alice"], 0, 0, 0o755)
+    assert set(owners(prof).values()) == {(0, 0)}
+    assert os.stat(prof).st_mode & 0o7777 == 0o755
+
+
+def test_a_symlinked_top_is_refused_and_create_makes_a_log_dir(tmp_path):
+    home = tmp_path / "home"
+    (home / "profiles").mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (home / "profiles" / "bob").symlink_to(target)
+    with pytest.raises(OSError):
+        treeowner.convert(str(home), ["profiles", "bob"], U, G, 0o700)
+    assert os.lstat(target).st_uid == 0
+    (home / "logs" / "gateways").mkdir(parents=True)
+    treeowner.convert(str(home), ["logs", "gateways", "bob"], U, G, 0o700, create=True)
+    st = os.lstat(home / "logs" / "gateways" / "bob")
+    assert (st.st_uid, st.st_mode & 0o777) == (U, 0o700)
+    run = subprocess.run([sys.executable, "-m", "hermes_tasks.treeowner", str(U), str(G),
+                          "700", str(home), "profiles", "bob"], capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "hermes_tasks.treeowner", "1", "1", "700",
+                          str(home), ".."], capture_output=True, text=True)
+    assert bad.returncode == 2
