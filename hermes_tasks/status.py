@@ -494,8 +494,20 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> 
         port_names = [profile] if profile != DEFAULT else []
     gws = portsmod.for_settings(cfg, port_names, warn, write=False, facts=files or None)
     view = View(cfg, names)
-    return [record(view, name, states.get(name) or state.read(cfg.hermes_home, name),
+    docs = [record(view, name, states.get(name) or state.read(cfg.hermes_home, name),
                    gws.get(name)) for name in targets]
+    if cfg.profile_isolation:
+        _uids(cfg, docs, warn)
+    return docs
+
+
+def _uids(cfg: Settings, docs: list[dict], warn) -> None:
+    """SPEC §16: the uid each gateway runs as (the default keeps the service user's)."""
+    from . import uids
+
+    found = uids.read_record(cfg.hermes_home, warn, cfg.profile_uid_base).profiles
+    for doc in docs:
+        doc["uid"] = cfg.service_uid if doc["profile"] == DEFAULT else found.get(doc["profile"])
 
 
 def _slot_names(scandir: str) -> list[str]:
@@ -566,6 +578,8 @@ def human(docs: list[dict]) -> str:
                 line += f", exited {d['exit_code']}" + (f": {d['reason']}" if d["reason"] else "")
         if d["host"]:
             line += f", on {d['host']}"
+        if "uid" in d:
+            line += f", uid {d['uid'] if d['uid'] is not None else '-'}"
         if d["restarts"]:
             line += f", {d['restarts']} exits recorded"
         line += f"; desired_state={d['desired_state']}; ports: {_ports_text(d)}"
