@@ -1,8 +1,8 @@
 """Per-profile uids for isolated profiles (SPEC §16): the record and its stable allocation.
 
 With ``profile_isolation`` on, :func:`for_settings` (called by ``facts.gather``) gives each
-named profile its uid, written back by root (docs/ISOLATION.md). Each named profile gets one number used as both its uid and its
-gid (a private group), allocated from ``profile_uid_base`` and recorded in
+named profile its uid, written back by root (docs/ISOLATION.md). Each named profile gets
+one number used as both its uid and its gid (a private group), allocated from ``profile_uid_base`` and recorded in
 ``<hermes_home>/profile-uids.json``::
 
     {"profiles": {"alice": 20000, "bob": 20001}, "retired": [20002]}
