@@ -140,6 +140,28 @@ def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     text = tasks(sb, "gateway.status", *ON).stdout
     assert f"uid {alice}" in text and f"uid {sb.user.uid}" in text
 
+    # hermes-tasks exec: the operator's way to run `hermes -p NAME …` as the profile's uid
+    def exec_(*cmd, user=None):
+        return s6env.run_tasks(sb, None, user=user, argv=[
+            "python", "-m", "hermes_tasks", "exec", "-p", "alice", *s6env.inventory_args(sb),
+            *ON, "--", *cmd])
+    res = exec_("sh", "-c", 'id -u; id -G; echo "$HERMES_HOME $HOME $TMPDIR"; pwd; '
+                'cat "$HERMES_HOME/profiles/alice/.env"')
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:2] == [str(alice), str(alice)]
+    alice_home = str(sb.home / "profiles" / "alice")
+    assert lines[2] == f"{sb.home} {alice_home} {alice_home}/tmp" and lines[3] == alice_home
+    assert "s3cret-alice" in res.stdout
+    res = exec_("cat", str(bob_home / ".env"))
+    assert res.returncode != 0 and "s3cret" not in res.stdout
+    res = exec_("true", user=sb.user)
+    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert "needs root" in res.stderr and "Traceback" not in res.stderr
+    res = s6env.run_tasks(sb, None, argv=["python", "-m", "hermes_tasks", "exec", "-p", "alice"])
+    assert res.returncode == 1 and "usage: hermes-tasks exec" in res.stderr
+    assert len(res.stderr.splitlines()) == 1
+
     # converged: a second run changes nothing and restarts nothing
     again = json.loads(tasks(sb, "reconcile", "--json", *ON).stdout)
     assert again["stats"]["changed"] == 0, again
