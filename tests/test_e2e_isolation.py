@@ -110,6 +110,15 @@ def test_isolated_real_gateways_serve_and_cannot_reach_each_other(root_sandbox,
         assert {n: docs[n]["uid"] for n in ("alice", "bob")} == uids
         assert docs["default"]["uid"] == sb.user.uid
         assert all(docs[n]["ready"] for n in ("alice", "bob"))
+
+        # a deliberate stop still reaches hermes's planned-stop path: it exits 0, "stopped"
+        tasks(sb, hermes_bin, "gateway.stop", "-p", "alice", "--wait")
+        s6env.wait_down(sb.slot("alice"), GATEWAY_TIMEOUT)
+        st = s6env.svstat(sb.slot("alice"), ("up", "exitcode"))
+        state = json.loads((sb.home / "profiles" / "alice" / "gateway_state.json").read_text())
+        assert (st["exitcode"], state["gateway_state"]) == (0, "stopped"), (st, state)
+        tasks(sb, hermes_bin, "gateway.start", "-p", "alice", "--wait")
+        assert running_as(sb, "alice", alice)
     finally:
         sup.stop()
     assert os.stat(bob_home).st_uid == uids["bob"]
