@@ -475,6 +475,13 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> 
     from . import facts
 
     facts.require_scandir(cfg)
+    if cfg.profile_isolation and not fsops.IS_ROOT:
+        from .errors import TaskError
+
+        # Each isolated profile's files are its own uid's: read as anyone else, every
+        # state would look stopped (SPEC §16).
+        raise TaskError("with profile_isolation the profiles' files are their own uids': "
+                        "run gateway.status as root (docker exec's default user)")
     files: dict = {}
     states: dict[str, state.GatewayState] = {}
     if profile is None:

@@ -138,6 +138,15 @@ def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     docs = status(sb, *ON)
     assert {n: d["uid"] for n, d in docs.items()} == {"default": sb.user.uid, **uids}
     text = tasks(sb, "gateway.status", *ON).stdout
+    # the service user cannot read isolated profiles: status says so, it never guesses
+    mine = tasks(sb, "gateway.status", *ON, user=sb.user, ok=False)
+    assert mine.returncode == 1 and len(mine.stderr.splitlines()) == 1, mine.stderr
+    assert "as root" in mine.stderr
+    # ...but drives them through the registrar as before
+    tasks(sb, "gateway.stop", "-p", "alice", "--wait", *ON, user=sb.user)
+    s6env.wait_down(sb.slot("alice"))
+    tasks(sb, "gateway.start", "-p", "alice", "--wait", *ON, user=sb.user)
+    pids["alice"] = running_as(sb, "alice", alice)
     assert f"uid {alice}" in text and f"uid {sb.user.uid}" in text
 
     # hermes-tasks exec: the operator's way to run `hermes -p NAME …` as the profile's uid
