@@ -227,3 +227,25 @@ def test_switch_on_off_on_with_sigkill_converges(root_sandbox, supervisor):
         assert not changed, changed  # nothing outside the profile trees changed owner
         assert snapshot(decoy, set()) == decoy_before
         assert os.lstat(alice_dir / "hard-secret").st_uid == 0  # a hard link: left alone
+
+
+def test_a_replaced_profile_directory_is_not_given_to_the_profile(root_sandbox, supervisor):
+    """The service user owns profiles/: it can move alice's tree away and plant its own.
+    Once alice was converted, a planted directory is refused, never given to alice."""
+    sb = root_sandbox
+    volume(sb)
+    tasks(sb, "reconcile", *ON)
+    uids = recorded(sb)
+    converged(sb, uids, on=True)
+    plant = ("set -e; cd profiles; mv alice alice.moved; mkdir alice; "
+             "echo 'you are evil now' > alice/SOUL.md")
+    subprocess.run(["s6-setuidgid", sb.user.name, "sh", "-c", plant], cwd=sb.home, check=True)
+    subprocess.run([str(sb.cmd_dir / "s6-svc"), "-r", str(sb.slot("alice"))], check=True)
+    s6env.wait_for(lambda: s6env.svstat(sb.slot("alice"), ("up", "exitcode"))["exitcode"] == 78,
+                   20, interval=0.1, what="alice's run refusing the planted directory")
+    assert tree_owners(sb.home / "profiles" / "alice") == {(sb.user.uid, sb.user.gid)}
+    # the operator accepts it: the mark goes, the next start converts it
+    os.unlink(sb.slot("alice") / "data" / "isolated-tree")
+    tasks(sb, "gateway.start", "-p", "alice", *ON)
+    running_as(sb, "alice", uids["alice"])
+    assert tree_owners(sb.home / "profiles" / "alice") == {(uids["alice"],) * 2}
