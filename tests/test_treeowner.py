@@ -79,3 +79,21 @@ def test_a_symlinked_top_is_refused_and_create_makes_a_log_dir(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hermes_tasks.treeowner", "1", "1", "700",
                           str(home), ".."], capture_output=True, text=True)
     assert bad.returncode == 2
+
+
+def test_an_interrupted_walk_is_finished_by_the_next(tmp_path):
+    """A walk killed half way leaves the top directory as it was (changed last): the
+    run script's check sees it unconverted and walks again, completing it."""
+    home = tmp_path / "home"
+    prof = home / "profiles" / "carol"
+    for i in range(20):
+        (prof / f"d{i}").mkdir(parents=True)
+        (prof / f"d{i}" / "f").write_text("x")
+    for i in range(0, 20, 2):  # what a killed walk may have done
+        os.chown(prof / f"d{i}", U, G)
+        os.chown(prof / f"d{i}" / "f", U, G)
+    assert os.stat(prof).st_uid == 0  # so the check says: not converted
+    treeowner.convert(str(home), ["profiles", "carol"], U, G, 0o700)
+    assert set(owners(prof).values()) == {(U, G)}
+    changed, _ = treeowner.convert(str(home), ["profiles", "carol"], U, G, 0o700)
+    assert changed == 0  # idempotent
