@@ -36,6 +36,11 @@ def volume(sb):
     os.chmod(sb.home / ".standin", 0o777)
 
 
+def rows(res) -> list[tuple]:
+    return [(r["profile"], r["slot"], r["action"], r["result"])
+            for r in json.loads(res.stdout)["results"]]
+
+
 def uid_of(pid: int) -> int:
     with open(f"/proc/{pid}/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith("Uid:"))
@@ -92,7 +97,11 @@ def as_uid(uid: int, *cmd: str) -> subprocess.CompletedProcess:
 def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     sb = root_sandbox
     volume(sb)
-    tasks(sb, "reconcile", *ON)
+    tasks(sb, "reconcile", *OFF)
+    converged(sb, {"alice": 0, "bob": 0}, on=False)
+    check = rows(tasks(sb, "reconcile", "--check", "--json", *ON))
+    assert not (sb.home / "profile-uids.json").exists()  # --check writes nothing
+    assert rows(tasks(sb, "reconcile", "--json", *ON)) == check  # the run did as checked
     uids = recorded(sb)
     assert set(uids) == {"alice", "bob"} and len(set(uids.values())) == 2
     assert min(uids.values()) >= 20000
