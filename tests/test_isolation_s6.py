@@ -97,6 +97,8 @@ def as_uid(uid: int, *cmd: str) -> subprocess.CompletedProcess:
 def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     sb = root_sandbox
     volume(sb)
+    (sb.home / ".standin" / "behaviour.json").write_text(  # a stop leaves root's record
+        json.dumps({"profiles": {"alice": {"term_state": ""}}}))
     tasks(sb, "reconcile", *OFF)
     converged(sb, {"alice": 0, "bob": 0}, on=False)
     check = rows(tasks(sb, "reconcile", "--check", "--json", *ON))
@@ -154,6 +156,10 @@ def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     # ...but drives them through the registrar as before
     tasks(sb, "gateway.stop", "-p", "alice", "--wait", *ON, user=sb.user)
     s6env.wait_down(sb.slot("alice"))
+    state = sb.home / "profiles" / "alice" / "gateway_state.json"
+    assert json.loads(state.read_text())["desired_state"] == "stopped"
+    st = os.stat(state)
+    assert (st.st_uid, st.st_gid) == (alice, alice)  # what root records there is alice's
     tasks(sb, "gateway.start", "-p", "alice", "--wait", *ON, user=sb.user)
     pids["alice"] = running_as(sb, "alice", alice)
     assert f"uid {alice}" in text and f"uid {sb.user.uid}" in text
