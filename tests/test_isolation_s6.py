@@ -149,6 +149,11 @@ def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     docs = status(sb, *ON)
     assert {n: d["uid"] for n, d in docs.items()} == {"default": sb.user.uid, **uids}
     text = tasks(sb, "gateway.status", *ON).stdout
+    # slot.render shows what reconcile renders: the drop to alice's uid, run 0700
+    shown = tasks(sb, "slot.render", "alice", *ON).stdout
+    assert f"s6-applyuidgid -u {alice} -g {alice}" in shown
+    assert "gateway-alice/run (mode 0700)" in shown
+
     # the service user cannot read isolated profiles: status says so, it never guesses
     mine = tasks(sb, "gateway.status", *ON, user=sb.user, ok=False)
     assert mine.returncode == 1 and len(mine.stderr.splitlines()) == 1, mine.stderr
