@@ -292,6 +292,22 @@ def for_settings(settings, names: Iterable[str], owners: Mapping[str, int], warn
     return {n: u for n, u in alloc.uids.items() if n not in blocked}, blocked
 
 
+def retire(settings, name: str, warn) -> None:
+    """A deleted profile's uid is retired at once (root, a real run): re-created before the
+    next reconcile, the name must not get it back (files or processes of it may remain)."""
+    record = read_record(settings.hermes_home, warn, settings.profile_uid_base)
+    if name not in record.profiles or not fsops.IS_ROOT:
+        return
+    kept = {n: u for n, u in record.profiles.items() if n != name}
+    new = Record(kept, record.retired | {record.profiles[name]})
+    try:
+        with fsops.opened_dir(settings.hermes_home) as dfd:
+            fsops.write_atomic(dfd, FILE, to_json(new), 0o644, owner=(0, 0))
+    except OSError as exc:
+        warn(f"could not retire the uid of profile {name} in "
+             f"{escape(settings.hermes_home)}/{FILE}: {volfile.why(exc)}")
+
+
 def accounts() -> dict[int, str]:
     """Every uid and gid of this host's ``/etc/passwd`` and ``/etc/group`` (root's files)."""
     texts = []

@@ -269,3 +269,21 @@ def test_a_replaced_profile_directory_is_not_given_to_the_profile(root_sandbox, 
     tasks(sb, "gateway.start", "-p", "alice", *ON)
     running_as(sb, "alice", uids["alice"])
     assert tree_owners(sb.home / "profiles" / "alice") == {(uids["alice"],) * 2}
+
+
+def test_created_and_deleted_profiles_get_and_retire_their_uids(root_sandbox, supervisor):
+    sb = root_sandbox
+    volume(sb)
+    tasks(sb, "reconcile", *ON)
+    uids = recorded(sb)
+    converged(sb, uids, on=True)
+    tasks(sb, "profile.create", "carol", "--start", *ON)
+    carol = recorded(sb)["carol"]
+    assert carol not in uids.values()
+    converged(sb, {"carol": carol}, on=True)
+    tasks(sb, "profile.delete", "bob", "--purge", *ON)
+    tasks(sb, "profile.create", "bob", "--start", *ON)
+    now = recorded(sb)
+    assert now["bob"] != uids["bob"]  # a deleted profile's uid is never handed out again
+    assert uids["bob"] in json.loads((sb.home / "profile-uids.json").read_text())["retired"]
+    converged(sb, {"bob": now["bob"], "alice": uids["alice"]}, on=True)

@@ -77,6 +77,10 @@ def dispose(cfg: Settings, name: str, purge: bool) -> str:
         except FileNotFoundError:
             raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles "
                              "(deleted meanwhile)") from None
+        from .. import uids
+        from ..report import warn
+
+        uids.retire(cfg, name, warn)  # SPEC §16: never handed out again, even to NAME
         if purge:
             try:
                 fsops.remove_tree_at(tfd, target)
