@@ -1,6 +1,7 @@
 """Give one profile's tree to one uid, as root, safely (SPEC §16: isolated profiles).
 
-``python -m hermes_tasks.treeowner UID GID MODE HOME PART... [--create]`` converts
+``python -m hermes_tasks.treeowner UID GID MODE HOME PART... [--create] [--kill-uid OLD]``
+converts
 ``HOME/PART/...`` (a profile's directory, or its log directory) and everything in it to
 ``UID:GID``, then sets the top directory's mode to ``MODE`` (octal). A slot's ``run`` and
 ``log/run`` call it as root, before dropping to the profile's uid, only when the top
@@ -169,8 +170,39 @@ def _entries(fd: int, dev: int, where: str, uid: int, gid: int,
     return subdirs, changed
 
 
+def kill_uid(uid: int) -> list[int]:
+    """SIGKILL every process running as ``uid`` (by pid, from ``/proc``): what a profile's
+    gateway left behind must not write into its tree while it is given back (isolation
+    switched off). Returns the pids signalled."""
+    import signal
+
+    killed = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as fh:
+                line = next((x for x in fh if x.startswith(b"Uid:")), b"")
+            if uid in (int(v) for v in line.split()[1:]):
+                os.kill(int(name), signal.SIGKILL)
+                killed.append(int(name))
+        except (OSError, ValueError):
+            continue
+    return killed
+
+
 def main(argv: list[str]) -> int:
     create = "--create" in argv
+    argv = list(argv)
+    kill = None
+    if "--kill-uid" in argv:
+        at = argv.index("--kill-uid")
+        value = argv[at + 1] if at + 1 < len(argv) else ""
+        del argv[at:at + 2]
+        if not value.isdigit() or int(value) < 1000:
+            sys.stderr.write("treeowner: --kill-uid needs a uid of at least 1000\n")
+            return 2
+        kill = int(value)
     args = [a for a in argv if a != "--create"]
     if len(args) < 5 or not args[0].isdigit() or not args[1].isdigit() or \
             not all(c in "01234567" for c in args[2]) or any(
@@ -180,6 +212,11 @@ def main(argv: list[str]) -> int:
         return 2
     uid, gid, mode, home, *parts = args
     where = os.path.join(home, *parts)
+    if kill is not None and kill != int(uid):
+        pids = kill_uid(kill)
+        if pids:
+            sys.stderr.write(f"hermes-tasks: stopped {len(pids)} process(es) of uid {kill} "
+                             "left from the isolated profile\n")
     try:
         changed, left = convert(home, parts, int(uid), int(gid), int(mode, 8), create)
     except OSError as exc:

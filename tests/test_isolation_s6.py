@@ -229,6 +229,10 @@ def test_switch_on_off_on_with_sigkill_converges(root_sandbox, supervisor):
     rng = random.Random(os.environ.get("ISOLATION_SEED") or time.time_ns())
     uids = None
     for flags, on in ((ON, True), (OFF, False), (ON, True)):
+        leftover = None
+        if not on:  # something alice's agent left running as its uid
+            leftover = subprocess.Popen(["s6-applyuidgid", "-u", str(uids["alice"]), "-g",
+                                         str(uids["alice"]), "-G", "", "sleep", "300"])
         # a reconcile killed at a random point of its run, then one that completes
         cmd = [*s6env.python_for(None)[:1], "-m", "hermes_tasks", "reconcile", *flags,
                *s6env.inventory_args(sb)]
@@ -247,6 +251,13 @@ def test_switch_on_off_on_with_sigkill_converges(root_sandbox, supervisor):
         assert not changed, changed  # nothing outside the profile trees changed owner
         assert snapshot(decoy, set()) == decoy_before
         assert os.lstat(alice_dir / "hard-secret").st_uid == 0  # a hard link: left alone
+        if leftover is not None:
+            try:  # stopped before alice's tree was given back
+                assert leftover.wait(timeout=10) == -signal.SIGKILL
+            finally:
+                if leftover.poll() is None:
+                    leftover.kill()
+                    leftover.wait()
 
 
 def test_a_replaced_profile_directory_is_not_given_to_the_profile(root_sandbox, supervisor):

@@ -188,6 +188,7 @@ def test_isolated_scripts_lint_and_drop_to_the_profile_uid(tmp_path, on, hostile
     else:
         assert spec.files["run"].mode == 0o750 and "s6-applyuidgid" not in run + check + log_run
         assert "treeowner 10000 10000 755" in run and "treeowner 10000 10000 755" in log_run
+        assert "profiles alice --kill-uid 20001 || exit 111" in run and "kill-uid" not in log_run
     # without a uid nothing isolated is rendered, whatever the setting (the default profile)
     plain = isolated_renderer(on, hostile).gateway("default", autostart=True)
     assert b"treeowner" not in plain.files["run"].content + plain.files["log/run"].content

@@ -97,3 +97,30 @@ def test_an_interrupted_walk_is_finished_by_the_next(tmp_path):
     assert set(owners(prof).values()) == {(U, G)}
     changed, _ = treeowner.convert(str(home), ["profiles", "carol"], U, G, 0o700)
     assert changed == 0  # idempotent
+
+
+def test_giving_a_tree_back_stops_what_the_old_uid_left_running(tmp_path):
+    (tmp_path / "home" / "profiles" / "dave").mkdir(parents=True)
+    left = subprocess.Popen(["s6-applyuidgid", "-u", str(U), "-g", str(G), "-G", "",
+                             "sleep", "60"])
+    mine = subprocess.Popen(["sleep", "60"])  # root's: not the old uid's, untouched
+    try:
+        import time
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until it has dropped to the uid
+            with open(f"/proc/{left.pid}/status") as fh:
+                if f"Uid:\t{U}" in fh.read():
+                    break
+            time.sleep(0.01)
+        run = subprocess.run([sys.executable, "-m", "hermes_tasks.treeowner", "0", "0", "755",
+                              str(tmp_path / "home"), "profiles", "dave", "--kill-uid", str(U)],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert left.wait(timeout=5) == -9
+        assert mine.poll() is None
+    finally:
+        for p in (left, mine):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
