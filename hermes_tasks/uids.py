@@ -265,6 +265,10 @@ def for_settings(settings, names: Iterable[str], owners: Mapping[str, int], warn
         back = {n: record.profiles[n] for n in names if n in record.profiles}
         back.update({n: u for n, u in owners.items() if n in names and n not in back
                      and _in_range(u, base, DEFAULT_LIMIT) and u != settings.service_uid})
+        if back:  # the old uid's processes are stopped: never an account's (hostile record)
+            taken = accounts()
+            back = {n: u for n, u in back.items()
+                    if u not in taken and u not in (settings.service_uid, settings.service_gid)}
         return back, {}
     taken = accounts()
     taken.setdefault(settings.service_uid, "the service user")
