@@ -158,6 +158,9 @@ def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     mine = tasks(sb, "gateway.status", *ON, user=sb.user, ok=False)
     assert mine.returncode == 1 and len(mine.stderr.splitlines()) == 1, mine.stderr
     assert "as root" in mine.stderr
+    logs = tasks(sb, "gateway.logs", "-p", "alice", *ON, user=sb.user, ok=False)
+    assert logs.returncode == 1 and len(logs.stderr.splitlines()) == 1, logs.stderr
+    assert tasks(sb, "gateway.logs", "-p", "alice", *ON).returncode == 0  # root reads it
     # ...but drives them through the registrar as before
     tasks(sb, "gateway.stop", "-p", "alice", "--wait", *ON, user=sb.user)
     s6env.wait_down(sb.slot("alice"))
