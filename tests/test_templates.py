@@ -194,9 +194,11 @@ def test_isolated_scripts_lint_and_drop_to_the_profile_uid(tmp_path, on, hostile
     assert b"treeowner" not in plain.files["run"].content + plain.files["log/run"].content
 
 
-def test_isolation_off_renders_exactly_as_before():
-    off = Renderer(inventory.load(None, ["host_id=host-1"], environ={}),
-                   python="/opt/hermes-tasks/venv/bin/python")
-    a = off.gateway("alice", autostart=True, ports=PORTS)
-    b = container_renderer().gateway("alice", autostart=True, ports=PORTS, uid=None)
+def test_without_a_uid_nothing_isolated_is_rendered():
+    """The snapshots above are isolation off; a profile with no uid renders the same even
+    with isolation on (the setting alone changes no script)."""
+    on = Renderer(inventory.load(None, ["host_id=host-1", "profile_isolation=true"],
+                                 environ={}), python="/opt/hermes-tasks/venv/bin/python")
+    a = on.gateway("alice", autostart=True, ports=PORTS, uid=None)
+    b = container_renderer().gateway("alice", autostart=True, ports=PORTS)
     assert a.files == b.files
