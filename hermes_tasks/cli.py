@@ -11,6 +11,13 @@ from . import workdir
 def main(fast_exit: bool = True) -> None:
     """Run the command line; ``fast_exit=False`` leaves by ``SystemExit`` (for callers in-process)."""
     origin = workdir.leave()  # a root process never runs from the volume (SPEC §10)
+    if sys.argv[1:2] == ["exec"]:  # before Invoke, which would join the command's words
+        from . import account
+
+        code = account.main(sys.argv[2:], origin)
+        if not fast_exit:
+            raise SystemExit(code)
+        _leave(code)
     from . import fastpath
 
     call = fastpath.parse(sys.argv[1:], os.environ)

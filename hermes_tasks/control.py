@@ -23,10 +23,24 @@ def check_name(name: str) -> None:
 def target(cfg: Settings, name: str) -> str:
     """The name of an existing profile; a UsageError naming the fix for anything else."""
     check_name(name)
-    if not profiles.profile_exists(cfg.hermes_home, name):
+    if not profiles.profile_exists(cfg.hermes_home, name) and not _isolated(cfg, name):
         raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles: create it with "
                          f"`hermes-tasks profile.create {name}`")
     return name
+
+
+def _isolated(cfg: Settings, name: str) -> bool:
+    """A profile directory the caller may not look into because isolation gave it to the
+    profile's uid (SPEC §16): root, through the registrar, decides whether it is one."""
+    import stat
+
+    if not cfg.profile_isolation or os.geteuid() == 0:
+        return False
+    try:
+        st = os.lstat(os.path.join(cfg.hermes_home, "profiles", name))
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid != os.geteuid()
 
 
 def registered(cfg: Settings) -> list[str]:

@@ -125,7 +125,8 @@ def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_reg
     if intent.wait or (intent.gateway and settings.shared_volume):
         # §14.3: a gateway another host runs is asked of that host's agent
         facts.owners(known, [p.name for p in scoped if p.autostart or intent.gateway], warn)
-    desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name)))
+    desired = [(p, renderer.gateway(p.name, p.autostart, _exports(known, p.name),
+                                    known.uids.get(p.name)))
                for p in scoped]
     if manage_registrar:
         desired.append((None, renderer.registrar()))

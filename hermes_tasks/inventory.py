@@ -81,6 +81,10 @@ class Settings:
     # Where the Prometheus text of gateway.status goes after every root reconcile and
     # agent pass (node-exporter's textfile collector), or None (SPEC §14).
     metrics_textfile: str | None = None
+    # Isolated profiles (SPEC §16): each named profile's gateway and logger run as its own
+    # uid (= gid), allocated from profile_uid_base and recorded in profile-uids.json.
+    profile_isolation: bool = False
+    profile_uid_base: int = 20000
     # Where the values came from, for messages and for the registrar's copy.
     source: str = dataclasses.field(default="<defaults>", compare=False)
     # What the caller named itself (--inventory, $HERMES_TASKS_INVENTORY, --var KEY): what
@@ -190,6 +194,7 @@ def load(
             os.uname().nodename, "the hostname (set host_id in the inventory)")
     values = {key: _validate(key, value, origin) for key, (value, origin) in merged.items()}
     _check_port_ranges(values, merged)
+    _check_isolation(values, merged)
     named = (("--inventory",) if path else (f"${ENV_VAR}",) if environ.get(ENV_VAR) else ()) + \
         tuple(f"--var {key}" for key in layers[-1][1])
     return Settings(**values, source=str(chosen), named=named)
@@ -207,6 +212,23 @@ def _check_port_ranges(values: dict, merged: dict) -> None:
                     f"leaves api_port_base ({api}) and webhook_port_base ({webhook}) fewer "
                     f"than max_slots ({slots}) apart: their ranges would interleave (set "
                     f"webhook_port_base to {api + slots} or more)")
+
+
+def _check_isolation(values: dict, merged: dict) -> None:
+    """Isolation needs a service user to fall back to and room for max_slots uids."""
+    from .uids import DEFAULT_LIMIT
+
+    get = lambda k: values.get(k, getattr(Settings, k))  # noqa: E731
+    if not get("profile_isolation"):
+        return
+    origin = merged.get("profile_isolation", (None, "<defaults>"))[1]
+    if get("service_user") is None:
+        raise _fail(origin, "profile_isolation", "needs root and a service_user: with "
+                    "service_user null every gateway runs as the one user of the container")
+    base, slots = get("profile_uid_base"), get("max_slots")
+    if base + slots > DEFAULT_LIMIT:
+        raise _fail(origin, "profile_isolation", f"needs profile_uid_base ({base}) + "
+                    f"max_slots ({slots}) to stay at most {DEFAULT_LIMIT}")
 
 
 def _unknown_key(origin: str, key: str) -> str:
@@ -449,7 +471,15 @@ def _validate(key: str, value: object, origin: str) -> object:
         if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
             raise _fail(origin, key, f"must be an absolute path or null, got {value!r}")
         return value
-    if key == "shared_volume":
+    if key == "profile_uid_base":
+        from .uids import DEFAULT_LIMIT  # uids imports profiles and fsops, never us
+
+        if isinstance(value, bool) or not isinstance(value, int) or \
+                not 1000 <= value <= DEFAULT_LIMIT:
+            raise _fail(origin, key, f"must be an integer from 1000 to {DEFAULT_LIMIT}, "
+                                     f"got {value!r}")
+        return value
+    if key in ("shared_volume", "profile_isolation"):
         if not isinstance(value, bool):
             raise _fail(origin, key, f"must be true or false, got {value!r}")
         return value

@@ -29,6 +29,7 @@ DATA = 0o644
 # Root gives them to the service group (apply.file_owner), which may read them anyway.
 PRIVATE_EXEC = 0o750
 PRIVATE_DATA = 0o640
+ISOLATED_EXEC = 0o700
 # The per-profile scripts, in the order _render_scripts returns them.
 GATEWAY_SCRIPTS = ("run", "log/run", "check", "own")
 NOTIFICATION_FD = b"3\n"
@@ -132,15 +133,18 @@ class Renderer:
                                lambda: environment().get_template(name).render(ctx))
 
     def gateway(self, name: str, autostart: bool,
-                ports: dict[str, int] | None = None) -> SlotSpec:
+                ports: dict[str, int] | None = None, uid: int | None = None) -> SlotSpec:
         """The slot of profile ``name`` (``default`` runs the gateway without ``-p``).
 
         ``ports`` maps ``api_server``/``webhook`` to the port a named profile's run
-        script exports (SPEC §11); the default gateway exports none.
+        script exports (SPEC §11); the default gateway exports none. ``uid`` (SPEC §16):
+        with ``profile_isolation`` the uid the profile's gateway and logger run as; without,
+        the uid isolation once gave its tree, which the scripts give back to the service user.
         """
         ports = {} if name == DEFAULT else dict(ports or {})
+        drop, tree = self._isolation(name, uid)
         named = None
-        if (name != DEFAULT and valid_name(name) and len(ports) == 2
+        if (name != DEFAULT and valid_name(name) and len(ports) == 2 and tree is None
                 and "extra_env" not in self.settings.profile_vars.get(name, {})):
             named = self._named_scripts()
         key = None
@@ -151,10 +155,12 @@ class Renderer:
             key = f"{self._named_key}:{name}:{api}:{webhook}"
         else:
             run, log_run, check, own = (t.encode() for t in self._render_scripts(
-                name, ports.get("api_server"), ports.get("webhook")))
+                name, ports.get("api_server"), ports.get("webhook"), drop, tree))
         files = {
             "type": _TYPE,
-            "run": File(run, PRIVATE_EXEC),
+            # An isolated profile's run is root's alone: the service group holds no secret
+            # of a profile it cannot otherwise read (SPEC §16).
+            "run": File(run, ISOLATED_EXEC if drop is not None else PRIVATE_EXEC),
             "finish": self._finish,
             "log/run": File(log_run, EXEC),
             # Readiness (SPEC §5): s6-notifyoncheck in run polls data/check.
@@ -165,9 +171,21 @@ class Renderer:
         }
         return SlotSpec(SLOT_PREFIX + name, files, down=not autostart, key=key)
 
-    def _render_scripts(self, name: str, api_port, webhook_port) -> tuple[str, ...]:
+    def _isolation(self, name: str, uid: int | None) -> tuple[int | None, str | None]:
+        """(the uid to drop to or None, the tree's owner ``UID:GID:MODE`` or None; giving
+        it back, ``UID:GID:MODE:OLD``, whose processes are stopped first)."""
+        cfg = self.settings
+        if uid is None or name == DEFAULT or not valid_name(name) or cfg.service_user is None:
+            return None, None
+        if cfg.profile_isolation:
+            return uid, f"{uid}:{uid}:700"
+        return None, f"{cfg.service_uid}:{cfg.service_gid}:755:{uid}"
+
+    def _render_scripts(self, name: str, api_port, webhook_port, drop: int | None = None,
+                        tree: str | None = None) -> tuple[str, ...]:
         default = name == DEFAULT
         ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
+               "profile_uid": drop, "tree_owner": tree,
                "is_default": default,
                "env": self.settings.profile_env(name if valid_name(name) else ""),
                "scoped_env": [] if default else list(self.settings.profile_scoped_env),

@@ -472,6 +472,13 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> 
     from . import facts
 
     facts.require_scandir(cfg)
+    if cfg.profile_isolation and not fsops.IS_ROOT:
+        from .errors import TaskError
+
+        # Each isolated profile's files are its own uid's: read as anyone else, every
+        # state would look stopped (SPEC §16).
+        raise TaskError("with profile_isolation the profiles' files are their own uids': "
+                        "run gateway.status as root (docker exec's default user)")
     files: dict = {}
     states: dict[str, state.GatewayState] = {}
     if profile is None:
@@ -491,8 +498,20 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> 
         port_names = [profile] if profile != DEFAULT else []
     gws = portsmod.for_settings(cfg, port_names, warn, write=False, facts=files or None)
     view = View(cfg, names)
-    return [record(view, name, states.get(name) or state.read(cfg.hermes_home, name),
+    docs = [record(view, name, states.get(name) or state.read(cfg.hermes_home, name),
                    gws.get(name)) for name in targets]
+    if cfg.profile_isolation:
+        _uids(cfg, docs, warn)
+    return docs
+
+
+def _uids(cfg: Settings, docs: list[dict], warn) -> None:
+    """SPEC §16: the uid each gateway runs as (the default keeps the service user's)."""
+    from . import uids
+
+    found = uids.read_record(cfg.hermes_home, warn, cfg.profile_uid_base).profiles
+    for doc in docs:
+        doc["uid"] = cfg.service_uid if doc["profile"] == DEFAULT else found.get(doc["profile"])
 
 
 def _slot_names(scandir: str) -> list[str]:
@@ -563,6 +582,8 @@ def human(docs: list[dict]) -> str:
                 line += ", " + supervision.failure(d["exit_code"], None, d["reason"])
         if d["host"]:
             line += f", on {d['host']}"
+        if "uid" in d:
+            line += f", uid {d['uid'] if d['uid'] is not None else '-'}"
         if d["restarts"]:
             line += f", {d['restarts']} exits recorded"
         line += f"; desired_state={d['desired_state']}; ports: {_ports_text(d)}"

@@ -1,8 +1,8 @@
 """Per-profile uids for isolated profiles (SPEC §16): the record and its stable allocation.
 
-Groundwork for ``profile_isolation``: nothing calls this yet (see docs/ISOLATION.md for the
-design that wires it in). Each named profile gets one number used as both its uid and its
-gid (a private group), allocated from ``profile_uid_base`` and recorded in
+With ``profile_isolation`` on, :func:`for_settings` (called by ``facts.gather``) gives each
+named profile its uid, written back by root (docs/ISOLATION.md). Each named profile gets
+one number used as both its uid and its gid (a private group), allocated from ``profile_uid_base`` and recorded in
 ``<hermes_home>/profile-uids.json``::
 
     {"profiles": {"alice": 20000, "bob": 20001}, "retired": [20002]}
@@ -28,7 +28,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 
-from . import fsops
+from . import fsops, volfile
 from .profiles import DEFAULT, escape, valid_name
 
 FILE = "profile-uids.json"
@@ -71,14 +71,18 @@ def read_record(home: str, warn, base: int = DEFAULT_BASE, limit: int = DEFAULT_
     path = escape(os.path.join(home, FILE))
     try:
         with fsops.opened_dir(home) as dfd:
-            raw = fsops.read_bounded(dfd, FILE, FILE_LIMIT)
+            raw, why = volfile.read(dfd, FILE, FILE_LIMIT)
     except FileNotFoundError:
         return Record()
     except OSError as exc:
-        why = "a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror or exc
+        why = "a symlink, not followed" if exc.errno == errno.ELOOP else volfile.why(exc)
+        raw = None
+    if why:
         warn(f"{path} is unusable ({why}); uids are allocated afresh")
         return Record()
-    return parse_record(raw, lambda why: warn(f"{path}: {why}"), base, limit)
+    if raw is None:
+        return Record()
+    return parse_record(raw, lambda text: warn(f"{path}: {text}"), base, limit)
 
 
 def parse_record(raw: bytes, warn, base: int = DEFAULT_BASE,
@@ -237,4 +241,100 @@ def taken_from_files(passwd: bytes, group: bytes) -> dict[int, str]:
             if len(fields) < 3 or not fields[2].isdigit():
                 continue
             out.setdefault(int(fields[2]), f"{kind} {escape(fields[0])}")
+    return out
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def for_settings(settings, names: Iterable[str], owners: Mapping[str, int], warn,
+                 write: bool) -> tuple[dict[str, int], dict[str, str]]:
+    """(profile → uid, profile → why its gateway must not start) for one run.
+
+    ``names`` are the named profiles on the volume (and any about to be created),
+    ``owners`` the owner uid of each one's top directory. Isolation on: every profile
+    gets its allocation; with ``write`` (a real run as root, never ``--check``) a changed
+    allocation is recorded first, before any tree is converted. Isolation off: the
+    profiles isolation once converted (recorded, or a tree a uid of the range owns),
+    whose run scripts give their trees back to the service user.
+    """
+    base = settings.profile_uid_base
+    names = [n for n in names if valid_name(n) and n != DEFAULT]
+    record = read_record(settings.hermes_home, warn, base)
+    if not settings.profile_isolation:
+        back = {n: record.profiles[n] for n in names if n in record.profiles}
+        back.update({n: u for n, u in owners.items() if n in names and n not in back
+                     and _in_range(u, base, DEFAULT_LIMIT) and u != settings.service_uid})
+        if back:  # the old uid's processes are stopped: never an account's (hostile record)
+            taken = accounts()
+            back = {n: u for n, u in back.items()
+                    if u not in taken and u not in (settings.service_uid, settings.service_gid)}
+        return back, {}
+    taken = accounts()
+    taken.setdefault(settings.service_uid, "the service user")
+    taken.setdefault(settings.service_gid, "the service group")
+    alloc = allocate(names, record, taken, base, warn=warn, owners=owners)
+    fresh = {u for n, u in alloc.uids.items() if record.profiles.get(n) != u}
+    if fresh:  # a uid handed out now must not be one a process still runs as
+        live = {u: "the uid of a running process" for u in live_uids() if u not in taken}
+        if fresh & set(live):
+            alloc = allocate(names, record, {**taken, **live}, base, warn=warn, owners=owners)
+    blocked = dict(alloc.conflicts)
+    for name in names:
+        if name not in alloc.uids:
+            blocked[name] = f"no free uid left for profile {name} in {base}..{DEFAULT_LIMIT}"
+    if write and alloc.changed and fsops.IS_ROOT:
+        try:
+            with fsops.opened_dir(settings.hermes_home) as dfd:
+                fsops.write_atomic(dfd, FILE, to_json(alloc.record), 0o644, owner=(0, 0))
+        except OSError as exc:
+            # Unrecorded, an allocation could move next run: nothing isolated starts.
+            why = f"could not record the uids in {escape(settings.hermes_home)}/{FILE}: " \
+                  f"{volfile.why(exc)}"
+            warn(why)
+            return {}, dict.fromkeys(names, why)
+    return {n: u for n, u in alloc.uids.items() if n not in blocked}, blocked
+
+
+def retire(settings, name: str, warn) -> None:
+    """A deleted profile's uid is retired at once (root, a real run): re-created before the
+    next reconcile, the name must not get it back (files or processes of it may remain)."""
+    record = read_record(settings.hermes_home, warn, settings.profile_uid_base)
+    if name not in record.profiles or not fsops.IS_ROOT:
+        return
+    kept = {n: u for n, u in record.profiles.items() if n != name}
+    new = Record(kept, record.retired | {record.profiles[name]})
+    try:
+        with fsops.opened_dir(settings.hermes_home) as dfd:
+            fsops.write_atomic(dfd, FILE, to_json(new), 0o644, owner=(0, 0))
+    except OSError as exc:
+        warn(f"could not retire the uid of profile {name} in "
+             f"{escape(settings.hermes_home)}/{FILE}: {volfile.why(exc)}")
+
+
+def accounts() -> dict[int, str]:
+    """Every uid and gid of this host's ``/etc/passwd`` and ``/etc/group`` (root's files)."""
+    texts = []
+    for path in ("/etc/passwd", "/etc/group"):
+        try:
+            with open(path, "rb") as fh:
+                texts.append(fh.read(FILE_LIMIT * 8))
+        except OSError:
+            texts.append(b"")
+    return taken_from_files(*texts)
+
+
+def live_uids() -> set[int]:
+    """The uids running processes have (owners of ``/proc/<pid>``)."""
+    out = set()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if name.isdigit():
+            try:
+                out.add(os.stat(f"/proc/{name}").st_uid)
+            except OSError:
+                continue
     return out

@@ -111,3 +111,20 @@ def test_port_ranges_that_would_interleave_are_refused():
         inventory.load(None, ["max_slots=451"], environ={})
     assert inventory.load(None, ["max_slots=100", "webhook_port_base=8750"],
                           environ={}).webhook_port_base == 8750
+
+
+def test_isolation_settings_are_validated():
+    s = inventory.load(environ={})
+    assert (s.profile_isolation, s.profile_uid_base) == (False, 20000)
+    on = inventory.load(None, ["profile_isolation=true", "profile_uid_base=30000"], environ={})
+    assert (on.profile_isolation, on.profile_uid_base) == (True, 30000)
+    for bad, needle in (("profile_isolation=yes please", "'profile_isolation' must be true or"),
+                        ("profile_uid_base=999", "'profile_uid_base' must be an integer from"),
+                        ("profile_uid_base=true", "'profile_uid_base' must be an integer"),
+                        ("profile_uid_base=70000", "'profile_uid_base' must be an integer")):
+        with pytest.raises(inventory.InventoryError, match=needle):
+            inventory.load(None, [bad], environ={})
+    with pytest.raises(inventory.InventoryError, match="needs root and a service_user"):
+        inventory.load(None, ["profile_isolation=true", "service_user=null"], environ={})
+    with pytest.raises(inventory.InventoryError, match="max_slots"):
+        inventory.load(None, ["profile_isolation=true", "profile_uid_base=65200"], environ={})

@@ -133,7 +133,8 @@ def test_templates_use_no_undeclared_variables():
 
     env = environment()
     known = set(inventory.KNOWN) | {"name", "slot", "is_default", "python", "env", "scoped_env",
-                                    "api_server_port", "webhook_port"}
+                                    "api_server_port", "webhook_port", "profile_uid",
+                                    "tree_owner"}
     for path in Path(templates_dir()).rglob("*.j2"):
         source = path.read_text()
         undeclared = jinja2.meta.find_undeclared_variables(env.parse(source))
@@ -150,3 +151,54 @@ def test_substituted_names_equal_a_full_render(renderer):
         assert fast.files["log/run"].content == log_run.encode()
         assert fast.files["data/check"].content == check.encode()
         assert fast.files["data/own"].content == own.encode()
+
+
+def isolated_renderer(on=True, hostile=False):
+    vars_ = ["host_id=host-1", f"profile_isolation={'true' if on else 'false'}"]
+    if hostile:
+        vars_ += ["hermes_home=/data/with space/'quote'", "shared_volume=true"]
+    return Renderer(inventory.load(None, vars_, environ={}), python="/opt/venv/bin/python")
+
+
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("hostile", [False, True])
+def test_isolated_scripts_lint_and_drop_to_the_profile_uid(tmp_path, on, hostile):
+    """SPEC §16: on, run/check/log drop to the profile's uid (no group but its own) and
+    convert its trees first; off with a uid once given, they give them back."""
+    spec = isolated_renderer(on, hostile).gateway("alice", autostart=True, ports=PORTS,
+                                                  uid=20001)
+    for rel in SCRIPTS:
+        path = tmp_path / rel.replace("/", "-")
+        path.write_bytes(spec.files[rel].content)
+        subprocess.run(["sh", "-n", str(path)], check=True)
+        lint = subprocess.run([shellcheck(), "-s", "sh", "-f", "gcc", str(path)],
+                              capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+    run = spec.files["run"].content.decode()
+    log_run = spec.files["log/run"].content.decode()
+    check = spec.files["data/check"].content.decode()
+    drop = '/command/s6-applyuidgid -u 20001 -g 20001 -G ""'
+    if on:
+        assert spec.files["run"].mode == 0o700
+        assert f'{drop} "$service_dir/data/own" hermes -p alice gateway run --replace' in run
+        assert "s6-setuidgid hermes" not in run and f"{drop} /bin/sh ./data/check" in check
+        assert f"{drop} /command/s6-log" in log_run
+        assert "treeowner 20001 20001 700" in run and "HERMES_KANBAN_HOME" in run
+        assert "treeowner 20001 20001 700" in log_run and "--create" in log_run
+    else:
+        assert spec.files["run"].mode == 0o750 and "s6-applyuidgid" not in run + check + log_run
+        assert "treeowner 10000 10000 755" in run and "treeowner 10000 10000 755" in log_run
+        assert "profiles alice --kill-uid 20001 || exit 111" in run and "kill-uid" not in log_run
+    # without a uid nothing isolated is rendered, whatever the setting (the default profile)
+    plain = isolated_renderer(on, hostile).gateway("default", autostart=True)
+    assert b"treeowner" not in plain.files["run"].content + plain.files["log/run"].content
+
+
+def test_without_a_uid_nothing_isolated_is_rendered():
+    """The snapshots above are isolation off; a profile with no uid renders the same even
+    with isolation on (the setting alone changes no script)."""
+    on = Renderer(inventory.load(None, ["host_id=host-1", "profile_isolation=true"],
+                                 environ={}), python="/opt/hermes-tasks/venv/bin/python")
+    a = on.gateway("alice", autostart=True, ports=PORTS, uid=None)
+    b = container_renderer().gateway("alice", autostart=True, ports=PORTS)
+    assert a.files == b.files

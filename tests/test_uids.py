@@ -287,3 +287,48 @@ def test_read_applies_the_configured_range(tmp_path):
     rec = read_record(str(tmp_path), warn, base=30000, limit=30010)
     assert rec.profiles == {"alice": 30000}
     assert len(warnings) == 1 and uids.FILE in warnings[0] and "bob" in warnings[0]
+
+
+def _settings(**kw):
+    from hermes_tasks import inventory
+
+    return inventory.load(None, [f"{k}={v}" for k, v in kw.items()], environ={})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's to write")
+def test_for_settings_allocates_records_and_blocks(tmp_path, monkeypatch):
+    cfg = _settings(hermes_home=str(tmp_path), profile_isolation="true")
+    warnings = []
+    got, blocked = uids.for_settings(cfg, ["alice", "bob", "default"], {}, warnings.append,
+                                     write=False)
+    assert set(got) == {"alice", "bob"} and not blocked
+    assert not (tmp_path / uids.FILE).exists()  # --check: nothing written
+    again, _ = uids.for_settings(cfg, ["alice", "bob"], {}, warnings.append, write=True)
+    assert again == got  # the check's answer is the run's
+    st = os.stat(tmp_path / uids.FILE)
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644)
+    # a tampered record never moves an allocation the trees show (only root chowns them)
+    (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": got["bob"],
+                                                               "bob": got["alice"]}}))
+    owners = {"alice": got["alice"], "bob": got["bob"]}
+    same, _ = uids.for_settings(cfg, ["alice", "bob"], owners, warnings.append, write=True)
+    assert same == got
+    # an account that took a recorded uid fails that profile, naming both
+    (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": 20000}}))
+    real = uids.accounts
+    monkeypatch.setattr(uids, "accounts", lambda: {**real(), 20000: "account eve"})
+    got, blocked = uids.for_settings(cfg, ["alice"], {}, warnings.append, write=False)
+    monkeypatch.undo()
+    assert got == {} and "account eve" in blocked["alice"] and "alice" in blocked["alice"]
+    # isolation off: the profiles isolation once converted, to be given back
+    off = _settings(hermes_home=str(tmp_path))
+    back, blocked = uids.for_settings(off, ["alice", "bob"], {"bob": 20005}, warnings.append,
+                                      write=True)
+    assert back == {"alice": 20000, "bob": 20005} and not blocked
+    assert json.loads((tmp_path / uids.FILE).read_text()) == {"profiles": {"alice": 20000}}
+
+
+def test_for_settings_off_with_no_record_reads_nothing_else(tmp_path):
+    cfg = _settings(hermes_home=str(tmp_path))
+    assert uids.for_settings(cfg, ["alice"], {"alice": 10000}, print, write=True) == ({}, {})
+    assert not (tmp_path / uids.FILE).exists()

@@ -29,7 +29,8 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
     if not profiles.valid_name(name):
         raise UsageError(f"invalid profile name '{profiles.escape(name)}': "
                          "names match [a-z0-9][a-z0-9_-]{0,63}")
-    spec = Renderer(settings(c, inventory, var, host)).gateway(name, autostart=not down)
+    cfg = settings(c, inventory, var, host)
+    spec = Renderer(cfg).gateway(name, autostart=not down, uid=_uid(cfg, name))
     files = dict(spec.files)
     if dest and c.config.run.dry:  # --dry means check mode for every task: write nothing
         for rel in files:
@@ -50,6 +51,19 @@ def render(c, name, dest=None, down=False, inventory=None, var=None, show_secret
                          "could redirect what is written there; choose a directory only you "
                          "(or root) can write") from None
     print(f"wrote {len(files)} files of {spec.name} under {dest}")
+
+
+def _uid(cfg, name: str) -> int | None:
+    """The uid reconcile would render for ``name`` (SPEC §16), read only: nothing recorded."""
+    from .. import uids
+
+    owners = {}
+    with contextlib.suppress(OSError):
+        with fsops.opened_dir(cfg.hermes_home, ("profiles", name)) as dfd:
+            owners[name] = os.fstat(dfd).st_uid
+    found, _ = uids.for_settings(cfg, [name], owners, lambda m: sys.stderr.write(
+        f"hermes-tasks: warning: {m}\n"), write=False)
+    return found.get(name)
 
 
 def _write_under(dest: str, files: dict, down: bool) -> None:

@@ -17,8 +17,20 @@ from ..profiles import escape
 SOUL = b"# SOUL\n\nThis profile was created by hermes-tasks. Describe its persona here.\n"
 
 
-def owner(cfg: Settings) -> tuple[int, int]:
-    return (cfg.service_uid, cfg.service_gid)
+def owner(cfg: Settings, name: str | None = None) -> tuple[int, int]:
+    """Who a file root writes belongs to: the service user, or in an isolated profile
+    (SPEC §16) the uid its directory belongs to (only root gives one of that range)."""
+    service = (cfg.service_uid, cfg.service_gid)
+    if name is None or not cfg.profile_isolation or name == "default":
+        return service
+    from ..uids import DEFAULT_LIMIT
+
+    try:
+        with fsops.opened_dir(cfg.hermes_home, ("profiles", name)) as dfd:
+            uid = os.fstat(dfd).st_uid
+    except OSError:
+        return service
+    return (uid, uid) if cfg.profile_uid_base <= uid <= DEFAULT_LIMIT else service
 
 
 def create_profile(cfg: Settings, name: str) -> None:
@@ -65,6 +77,10 @@ def dispose(cfg: Settings, name: str, purge: bool) -> str:
         except FileNotFoundError:
             raise UsageError(f"no profile '{name}' under {cfg.hermes_home}/profiles "
                              "(deleted meanwhile)") from None
+        from .. import uids
+        from ..report import warn
+
+        uids.retire(cfg, name, warn)  # SPEC §16: never handed out again, even to NAME
         if purge:
             try:
                 fsops.remove_tree_at(tfd, target)
@@ -108,7 +124,7 @@ def record(cfg: Settings, name: str, desired: str | None) -> None:
     A profile deleted meanwhile (its directory gone) is a one-line error naming it.
     """
     try:
-        state.record_desired(cfg.hermes_home, name, desired, owner(cfg))
+        state.record_desired(cfg.hermes_home, name, desired, owner(cfg, name))
     except FileNotFoundError:
         raise TaskError(f"no profile '{name}' left under {cfg.hermes_home}/profiles: it was "
                         "deleted meanwhile") from None

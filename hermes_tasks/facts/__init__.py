@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import ownership, placement, profiles, slots, svstatus, volfile
+from .. import ownership, placement, profiles, slots, svstatus, uids, volfile
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -59,6 +59,9 @@ class Facts:
     # GATEWAY_MULTIPLEX_PROFILES (SPEC §15): named profiles whose state says running but
     # whose slot reconcile registers down, since the default gateway serves them.
     multiplexed: set[str] = dataclasses.field(default_factory=set)
+    # Isolated profiles (SPEC §16): name -> the uid its gateway runs as (isolation on), or
+    # the uid it had, for a profile whose tree goes back to the service user (off).
+    uids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -71,16 +74,20 @@ def require_scandir(settings: Settings) -> None:
                         "(is s6 set up? set scandir in the inventory or with --var)")
 
 
-def volume(settings: Settings, warn, files=None) -> tuple[list[Profile], list[Skipped]]:
+def volume(settings: Settings, warn, files=None,
+           owners=None) -> tuple[list[Profile], list[Skipped]]:
     """Profiles (default first, then by name) and the directories skipped with a warning.
 
     ``files``, a dict, receives each profile's port-relevant files (``.env``,
-    ``config.yaml``), read through the directory discovery has open anyway.
+    ``config.yaml``), read through the directory discovery has open anyway; ``owners``,
+    a dict, the owner uid of each one's directory (SPEC §16).
     """
     home = settings.hermes_home
     each = None
     if files is not None:
         def each(name, dfd):
+            if owners is not None:
+                owners[name] = os.fstat(dfd).st_uid
             try:
                 files[name] = portsmod.read_profile_at(dfd, home, name, warn)
             except Exception as exc:  # noqa: BLE001 - hostile input fails this profile's ports only
@@ -108,9 +115,10 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False,
     """
     require_scandir(settings)
     files: dict = {}
+    owners: dict = {}
     existing, stale, scanner = scandir(settings)
     try:
-        found, skipped = volume(settings, warn, files)
+        found, skipped = volume(settings, warn, files, owners)
     except Exception as exc:  # noqa: BLE001 - see _unreadable
         found, skipped = _unreadable(settings, existing, exc, warn), []
     known = Facts(settings, found, skipped, existing, stale, scanner)
@@ -123,8 +131,27 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False,
     except Exception as exc:  # noqa: BLE001 - see _unreadable
         _unreadable(settings, existing, exc, warn)
         known.ports, known.blocked = {}, {}
+    isolation(known, warn, write=write, new=new, owners=owners)
     multiplexing(known, warn, starting)
     return known
+
+
+def isolation(known: Facts, warn, *, write: bool, new: Iterable[str] = (),
+              owners=None) -> None:
+    """Fill ``known.uids`` (SPEC §16); a profile with no usable uid is blocked."""
+    names = [p.name for p in known.profiles[1:]]
+    names += sorted(n for n in set(new) if n not in names)
+    try:
+        known.uids, blocked = uids.for_settings(known.settings, names, owners or {}, warn,
+                                                write)
+    except Exception as exc:  # noqa: BLE001 - hostile input: nothing isolated starts
+        if not known.settings.profile_isolation:
+            return
+        why = f"could not allocate the profiles' uids: {volfile.why(exc)}"
+        warn(why)
+        known.uids, blocked = {}, dict.fromkeys(names, why)
+    for name, why in blocked.items():
+        known.blocked.setdefault(name, why)
 
 
 def _unreadable(settings: Settings, existing: list[str], exc: BaseException,
