@@ -267,10 +267,9 @@ class BringDown(Change):
 
 @dataclasses.dataclass(frozen=True)
 class BringUp(Change):
-    """The gateway must run and does not: brought up with the batch. ``clear_marker``:
-    ``s6-svc -U`` takes the down marker away in the same act."""
+    """The gateway must run and does not: brought up with the batch (with ``s6-svc -U``
+    when the row also removes the down marker: both in one act)."""
 
-    clear_marker: bool = False
     observed: ClassVar[bool] = True
 
     def describe(self, check: bool) -> str:

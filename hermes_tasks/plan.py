@@ -1,7 +1,10 @@
-"""The pure planner: intent + facts + desired slots -> the changes, one :class:`Step` per row.
+"""The pure planner: intent + facts + desired slots -> one :class:`Step` per row, each with
+its typed changes (:mod:`.changes`).
 
 Nothing here touches the world, so ``--check``/``--dry``/``--diff`` are this plan, printed,
-and a run carries out exactly this plan (check rows == run rows by construction).
+and a run carries out exactly this plan (check rows == run rows by construction). While it
+decides, the planner keeps private notes per row (:class:`_Draft`); :func:`_lower` turns
+them into the changes, which are all the executor and the report ever see.
 
 Files: "identical" follows copier (reference/conventions.md §5): same bytes and same mode;
 the ``down`` marker and the shared ``supervise/``/``event/`` skeleton are compared too.
@@ -116,13 +119,13 @@ class _Draft:
     remark: str = ""
 
     @property
-    def changes(self) -> bool:
+    def alters(self) -> bool:
         return bool(self.op not in (OK, SKIP) or self.runtime or self.record
                     or self.create_profile or self.dispose or self.sweep is not None
                     or self.rescan or self.request)
 
 
-_RUNTIME = {"up": None, "down": ch.BringDown, "restart": ch.RestartGateway}
+_RUNTIME = {"up": ch.BringUp, "down": ch.BringDown, "restart": ch.RestartGateway}
 
 
 def _lower(d: _Draft) -> Step:
@@ -155,9 +158,7 @@ def _lower(d: _Draft) -> Step:
         out.append(ch.AskOwner(d.owner, d.request))
     if d.sweep is not None:
         out.append(ch.SweepStale(d.sweep))
-    if d.runtime == "up":
-        out.append(ch.BringUp(clear_marker=d.set_down is False))
-    elif d.runtime:
+    if d.runtime:
         out.append(_RUNTIME[d.runtime]())
     if d.restart_logger and d.op == UPDATE:
         out.append(ch.RestartLogger())
@@ -368,7 +369,7 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
         step.sweep = profile.parts
     if intent.task == intents.CREATE:
         step.create_profile = facts.profile(label) is None
-        if not step.changes:
+        if not step.alters:
             step.note = "profile already exists"
     if intent.desired and profile and profile.recorded != intent.desired:
         step.record = intent.desired

@@ -635,15 +635,19 @@ class Allocation:
 def for_settings(settings, names: list[str], warn, *, write: bool,
                  environ: Mapping[str, str] | None = None,
                  facts: Mapping[str, ProfileFacts] | None = None) -> dict[str, Gateway]:
-    """:func:`layout` with an inventory's settings and this process's environment."""
-    return plan_for_settings(settings, names, warn, recording=write, environ=environ,
-                             facts=facts, _record=write)[0]
+    """:func:`layout` with an inventory's settings and this process's environment (``write``:
+    and record the allocation now)."""
+    gateways, allocation = plan_for_settings(settings, names, warn, recording=write,
+                                             environ=environ, facts=facts)
+    if allocation is not None:
+        allocation.record(warn)
+    return gateways
 
 
 def plan_for_settings(settings, names: list[str], warn, *, recording: bool,
                       environ: Mapping[str, str] | None = None,
                       facts: Mapping[str, ProfileFacts] | None = None,
-                      _record: bool = False) -> tuple[dict[str, Gateway], Allocation | None]:
+                      ) -> tuple[dict[str, Gateway], Allocation | None]:
     """Every gateway's ports with an inventory's settings, and (``recording``: for a run)
     the allocation the run must record; the file is only read here.
 
@@ -655,7 +659,7 @@ def plan_for_settings(settings, names: list[str], warn, *, recording: bool,
                   os.environ if environ is None else environ, settings.profile_scoped_env,
                   {n: settings.profile_env(n) for n in [DEFAULT, *names]},
                   {API: settings.api_port_base, WEBHOOK: settings.webhook_port_base},
-                   warn, recording=recording, record=_record,
+                   warn, recording=recording, record=False,
                    owner=(settings.service_uid, settings.service_gid), facts=facts)
 
 

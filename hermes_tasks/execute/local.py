@@ -1,15 +1,19 @@
-"""The local executor: carry out a plan with files, renames and s6 calls (SPEC §6).
+"""The local executor: carry out a plan's changes with files, renames and s6 calls (SPEC §6).
 
-The only code that writes slots or signals gateways for root (or the scandir's owner).
-Order of a run: remove what an interrupted run left; create profile directories; record
-``desired_state`` (before any signal: a live gateway rewrites that file on shutdown); sweep
-stale runtime files; update existing slots in place (restarts they owe recorded first in
-``data/restart-pending``); publish default and the registrar, rescan and wait for their
-supervisors, then publish the rest; retire removed or structurally changed slots; one
-rescan; delete retired slots; then the runtime, batched: everything owed a stop or restart
-brought down together and waited for once, then everything owed a start brought up
-together; verify every published slot is supervised. A failure of one slot is recorded
-on its step and never stops the others; what it still owes is finished by the next run.
+The only code that writes slots or signals gateways for root (or the scandir's owner). Each
+phase takes the rows' changes of its kinds (:mod:`..changes`); run-level changes (the ports
+allocation, before the rows; the caches, the boot log, the undo of failed creates, after)
+come one by one through :meth:`Applier.apply`.
+
+Order of the rows' changes: remove what an interrupted run left; create profile
+directories; record ``desired_state`` (before any signal: a live gateway rewrites that file
+on shutdown); sweep stale runtime files; update existing slots in place (restarts they owe
+recorded first in ``data/restart-pending``); publish default and the registrar, rescan and
+wait for their supervisors, then publish the rest; retire removed or structurally changed
+slots; one rescan; delete retired slots; then the runtime, batched: everything owed a stop
+or restart brought down together and waited for once, then everything owed a start brought
+up together; verify every published slot is supervised. A failure of one slot is recorded
+on its row and never stops the others; what it still owes is finished by the next run.
 """
 
 from __future__ import annotations
