@@ -594,10 +594,12 @@ class Allocation:
     """The allocation a plan used, for the run to record in ``gateway-ports.json``
     (the executor's :class:`..changes.AllocatePorts`).
 
-    ``table`` is what the plan allocated from the file as it read it; ``names``,
-    ``claimed`` and ``bases`` are the inputs, so the record re-allocates from the file as
-    found under its lock (another host's writer may have added entries meanwhile: they
-    are kept, never overwritten).
+    ``table`` is what the plan allocated from the file as it read it (name → platform →
+    port, as tuples); ``names``, ``claimed`` and ``bases`` are its inputs. The record
+    allocates again from the file as found under its lock: an entry another host's writer
+    made meanwhile for one of ``names`` is kept, never overwritten (with a warning when it
+    differs from what this run rendered), and this run's own entries stay as planned where
+    no such entry took their port; as in every allocation, profiles not in ``names`` go.
     """
 
     home: str
@@ -605,7 +607,13 @@ class Allocation:
     names: tuple[str, ...]
     claimed: tuple[tuple[int, str], ...]
     bases: tuple[tuple[str, int], ...]
-    table: str  # to_json of the planned table (hashable)
+    table: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+
+    @classmethod
+    def of(cls, home, owner, names, claimed, bases, table) -> Allocation:
+        return cls(home, owner, tuple(sorted(set(names))), tuple(claimed.items()),
+                   tuple(bases.items()),
+                   tuple((n, tuple(sorted(e.items()))) for n, e in sorted(table.items())))
 
     def record(self, warn) -> bool:
         """Lock the file (0.5 s at most), set an unusable one aside by one rename (never
@@ -614,11 +622,17 @@ class Allocation:
         try:
             if not pf.locked:
                 return False
-            table = allocate(pf.table, self.names, dict(self.claimed), dict(self.bases),
+            planned = {n: dict(e) for n, e in self.table}
+            current = dict(pf.table)
+            used = {port for e in current.values() for port in e.values()}
+            for name in self.names:
+                if name not in current and name in planned:
+                    kept = {p: port for p, port in planned[name].items() if port not in used}
+                    current[name] = kept
+                    used.update(kept.values())
+            table = allocate(current, self.names, dict(self.claimed), dict(self.bases),
                              _quiet)
-            planned = json.loads(self.table)["profiles"]
-            found = to_doc(table)["profiles"]
-            moved = [n for n in self.names if n in planned and found.get(n) != planned[n]]
+            moved = [n for n in self.names if n in planned and table.get(n) != planned[n]]
             if moved:
                 warn(f"{self.home}/{FILE} changed while this run planned; the ports of "
                      f"{', '.join(moved)} recorded there differ from the ones rendered now "
@@ -711,8 +725,7 @@ def _layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str,
         table = allocate(pf.table, names, claimed, bases, warn)
     finally:
         pf.close()
-    allocation = Allocation(home, owner, tuple(sorted(set(names))), tuple(claimed.items()),
-                            tuple(bases.items()), to_json(table).decode()) if recording else None
+    allocation = Allocation.of(home, owner, names, claimed, bases, table) if recording else None
     if record and allocation is not None:
         allocation.record(warn)
     out = {DEFAULT: Gateway(DEFAULT, {}, {p: default[p][1] for p in PLATFORMS},
