@@ -36,7 +36,7 @@ OK, CREATE, UPDATE, SWAP, REMOVE, SKIP = "ok", "create", "update", "swap", "remo
 FileFact = tuple[bytes, int] | None  # (content, mode) as found, None when missing
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Step:
     """One row of the plan: the slot (or skipped profile) it is about and its changes.
 

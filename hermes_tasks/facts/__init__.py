@@ -160,7 +160,7 @@ def multiplexing(known: Facts, warn, starting: Iterable[str] = ()) -> None:
                  f"{profiles.escape(name)}; its own gateway duplicates the multiplexer")
 
 
-def ports(known: Facts, warn, *, for_run: bool, new: Iterable[str] = (), files=None,
+def ports(known: Facts, warn, *, for_run: bool = False, new: Iterable[str] = (), files=None,
           starting: Iterable[str] = ()) -> None:
     """Fill ``known.ports`` and ``known.blocked``: of two gateways that would bind one port
     the later is registered down and failed, never started (SPEC §11).
