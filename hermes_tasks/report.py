@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sys
 
+from .changes import AskOwner, CreateProfile, RecordState
 from .profiles import escape
 from .volfile import shown
 
@@ -122,8 +123,6 @@ def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
     Each change words itself (:meth:`changes.Change.describe`); in the run, an observed
     change is worded by the executor as it happened (``done``, in the order it happened).
     """
-    from .changes import AskOwner, CreateProfile, RecordState
-
     if step.skip is not None:
         return step.skip
     parts = [text for c in step.changes if not c.observed and not isinstance(c, AskOwner)
