@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import channel, facts, lock, plan, preflight, rendercache
+from . import changes, channel, facts, lock, plan, preflight, rendercache
 from .errors import TaskError
 from .intent import CREATE, RECONCILE, Intent
 from .inventory import Settings
@@ -39,7 +39,8 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
     ``manage_registrar`` defaults to "running as root, reconciling everything"; the
     registrar's own reconcile passes False so it never restarts itself. ``executor`` is
     the class that carries out the plan (default :class:`execute.local.Applier`; a
-    recorder in tests): every write and signal of a run goes through it, under the lock.
+    recorder in tests): every write and signal of a run is one of its changes
+    (:mod:`.changes`), carried out under the lock.
     """
     from .report import warn as default_warn
 
@@ -66,17 +67,20 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         # Facts are read under the lock: gateway.* records desired_state under the same
         # lock, so a plan never acts on a state read before another task changed it.
         steps, known = make_plan(settings, intent, renderer, manage_registrar, warn,
-                                 write=True)
-        applier = (executor or Applier)(settings)
+                                 for_run=True)
+        applier = (executor or Applier)(settings, warn=warn)
+        if known.allocation is not None:
+            applier.apply(changes.AllocatePorts(known.allocation))
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
-        applier.save_caches(cache if intent.task == RECONCILE else None, known.slot_cache,
-                            {*known.existing, *(s.slot for s in steps)})
+        applier.apply(changes.SaveCaches(cache if intent.task == RECONCILE else None,
+                                         known.slot_cache,
+                                         frozenset({*known.existing, *(s.slot for s in steps)})))
         result = _result(steps, applier.errors, applier.notes, diff, check=False,
                          show_secrets=show_secrets)
         if intent.task == RECONCILE:
-            applier.append_boot_log(result.rows, warn,
-                                    {r.slot: prior_exit(known, r.slot) for r in result.rows})
-        applier.undo_failed_creates(steps)
+            applier.apply(changes.AppendBootLog(
+                tuple(result.rows), {r.slot: prior_exit(known, r.slot) for r in result.rows}))
+        applier.apply(changes.UndoFailedCreates(tuple(steps)))
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:
             warn(message)
@@ -109,11 +113,12 @@ def _through_registrar(settings: Settings, intent: Intent, check: bool, diff: bo
 
 
 def make_plan(settings: Settings, intent: Intent, renderer: Renderer, manage_registrar: bool,
-              warn, *, write: bool = False) -> tuple[list[plan.Step], facts.Facts]:
-    """Gather the facts and plan the intent against them (``write``: under the lock, for real)."""
+              warn, *, for_run: bool = False) -> tuple[list[plan.Step], facts.Facts]:
+    """Gather the facts and plan the intent against them (``for_run``: under the lock, for
+    real: the facts then carry the port allocation the run records)."""
     new = intent.names or () if intent.task == CREATE else ()
     starting = intent.names or () if intent.desired == "running" else ()
-    known = facts.gather(settings, warn, intent.names or (), write=write, new=new,
+    known = facts.gather(settings, warn, intent.names or (), for_run=for_run, new=new,
                          starting=starting)
     if intent.task != RECONCILE:
         known.skipped = []

@@ -1,7 +1,10 @@
-"""The pure planner: intent + facts + desired slots -> the changes, one :class:`Step` per row.
+"""The pure planner: intent + facts + desired slots -> one :class:`Step` per row, each with
+its typed changes (:mod:`.changes`).
 
 Nothing here touches the world, so ``--check``/``--dry``/``--diff`` are this plan, printed,
-and a run carries out exactly this plan (check rows == run rows by construction).
+and a run carries out exactly this plan (check rows == run rows by construction). While it
+decides, the planner keeps private notes per row (:class:`_Draft`); :func:`_lower` turns
+them into the changes, which are all the executor and the report ever see.
 
 Files: "identical" follows copier (reference/conventions.md §5): same bytes and same mode;
 the ``down`` marker and the shared ``supervise/``/``event/`` skeleton are compared too.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import changes as ch
 from . import intent as intents
 from . import redact
 from .facts import Facts
@@ -32,14 +36,56 @@ OK, CREATE, UPDATE, SWAP, REMOVE, SKIP = "ok", "create", "update", "swap", "remo
 FileFact = tuple[bytes, int] | None  # (content, mode) as found, None when missing
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Step:
-    """One slot's planned change.
+    """One row of the plan: the slot (or skipped profile) it is about and its changes.
 
-    ``op`` is what apply does (``ok`` = nothing); ``action`` is the reported word
-    (started/registered/skipped/removed). ``before`` keeps the old bytes and mode of every
-    file in ``write`` for ``--diff``.
+    ``changes`` is what the executor carries out for the row, in the order the row is worded
+    (:mod:`.changes`); ``action`` is the reported word (started/registered/skipped/removed).
+    ``skip``: the row is skipped, for this reason; ``failure``: it is known to fail before
+    anything is done (its changes are still carried out: an over-capacity slot is retired);
+    ``note``: the message of a row with nothing to do; ``standby``: the host a --wait'ed
+    gateway runs on; ``remark``: said at the end of the row (SPEC §15).
     """
+
+    slot: str | None
+    profile: str
+    prior_state: str | None
+    action: str
+    spec: SlotSpec | None = None
+    changes: tuple[ch.Change, ...] = ()
+    skip: str | None = None
+    failure: str = ""
+    note: str = ""
+    standby: str | None = None
+    remark: str = ""
+
+    def get(self, kind):
+        """The row's change of ``kind`` (a class or a tuple of classes), or None."""
+        return next((c for c in self.changes if isinstance(c, kind)), None)
+
+    def has(self, kind) -> bool:
+        return self.get(kind) is not None
+
+    @property
+    def alters(self) -> bool:
+        """Whether carrying the row out changes anything (files, state or processes)."""
+        return any(c.alters for c in self.changes)
+
+    @property
+    def slot_files(self) -> bool:
+        """Whether the slot directory changes (what --diff shows)."""
+        return any(c.slot_files for c in self.changes)
+
+    @property
+    def in_place(self) -> bool:
+        return any(c.in_place for c in self.changes)
+
+
+@dataclasses.dataclass
+class _Draft:
+    """The planner's working notes for one row while it decides; :func:`_lower` turns
+    them into the row's typed changes. Nothing outside this module sees a draft."""
 
     slot: str | None
     profile: str
@@ -58,39 +104,78 @@ class Step:
     bring_up: bool = False  # an earlier restart took the gateway down: bring it back up
     litter: tuple[str, ...] = ()  # temp files an interrupted run left in the slot
     sweep: tuple[str, ...] | None = None  # profile dir parts whose stale files to sweep
-    # Runtime: "up", "down" or "restart" (batched by the executor), or None.
-    runtime: str | None = None
+    runtime: str | None = None  # "up", "down" or "restart"
     record: str | None = None  # desired_state to record before s6 is told
-    create_profile: bool = False  # profile.create: make profiles/NAME/SOUL.md first
-    dispose: bool = False  # profile.delete: move the profile to .trash (or purge it)
-    purge: bool = False  # profile.delete --purge: then delete it from .trash
-    failure: str = ""  # known to fail before anything is done: the row's message
+    create_profile: bool = False
+    dispose: bool = False
+    purge: bool = False
+    failure: str = ""
     first: bool = False  # default/registrar: published and supervised before the rest
-    rescan: bool = False  # an existing slot nobody supervises under a running scanner
-    note: str = ""  # message of a row with nothing to do (e.g. "profile already exists")
-    # --wait for a gateway another host runs: a standby here, never ready (SPEC §13.1)
+    rescan: bool = False
+    note: str = ""
     standby: str | None = None
-    # gateway.stop/restart of a gateway another host runs (SPEC §14.3): that host, whose
-    # agent acts on the intent recorded here; ``request``: a one-shot restart request
     owner: str | None = None
     request: bool = False
-    # said at the end of the row: no s6-svscan to start it; multiplexed (SPEC §15)
     remark: str = ""
 
     @property
-    def changes(self) -> bool:
-        """Whether carrying the step out changes anything (files, state or processes)."""
+    def alters(self) -> bool:
         return bool(self.op not in (OK, SKIP) or self.runtime or self.record
                     or self.create_profile or self.dispose or self.sweep is not None
                     or self.rescan or self.request)
 
-    @property
-    def file_changes(self) -> bool:
-        return self.op not in (OK, SKIP)
+
+_RUNTIME = {"up": ch.BringUp, "down": ch.BringDown, "restart": ch.RestartGateway}
+
+
+def _lower(d: _Draft) -> Step:
+    """The row's typed changes, in the order its message words them."""
+    out: list[ch.Change] = []
+    if d.create_profile:
+        out.append(ch.CreateProfile(d.profile))
+    if d.op == CREATE:
+        out.append(ch.Publish(d.spec, d.first))
+    elif d.op == SWAP:
+        out.append(ch.Replace(d.spec, d.reason, d.before, d.set_down, d.first))
+    elif d.op == REMOVE:
+        out.append(ch.Retire(d.reason))
+    elif d.op == UPDATE:
+        if d.write:
+            out.append(ch.WriteFiles(d.write, d.before))
+        if d.set_down is not None:
+            out.append(ch.SetMarker(d.set_down))
+        if d.fix_skeleton:
+            out.append(ch.RepairSkeleton())
+        if d.litter:
+            out.append(ch.RemoveLitter(d.litter))
+        if d.pending or d.restart_gateway or d.restart_logger:
+            out.append(ch.OwedRestarts(d.pending, d.restart_gateway))
+    if d.record:
+        out.append(ch.RecordState(d.record))
+    if d.rescan:
+        out.append(ch.Rescan())
+    if d.owner:
+        out.append(ch.AskOwner(d.owner, d.request))
+    if d.sweep is not None:
+        out.append(ch.SweepStale(d.sweep))
+    if d.runtime:
+        out.append(_RUNTIME[d.runtime]())
+    if d.restart_logger and d.op == UPDATE:
+        out.append(ch.RestartLogger())
+    if d.dispose:
+        out.append(ch.DisposeProfile(d.purge))
+    return Step(d.slot, d.profile, d.prior_state, d.action, d.spec, tuple(out),
+                d.reason if d.op == SKIP else None, d.failure, d.note, d.standby, d.remark)
 
 
 def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
               prior_state: str | None) -> Step:
+    """One desired slot against what is on disk, as a row (see :func:`_draft_slot`)."""
+    return _lower(_draft_slot(spec, facts, profile, prior_state))
+
+
+def _draft_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
+                prior_state: str | None) -> _Draft:
     """Compare one desired slot with what is on disk.
 
     * absent → ``create`` (staging dir + one rename);
@@ -99,7 +184,7 @@ def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
       restart handlers their change needs, or ``ok`` when all is identical.
     """
     action = "registered" if spec.down else "started"
-    step = Step(spec.name, profile, prior_state, action, OK, spec)
+    step = _Draft(spec.name, profile, prior_state, action, OK, spec)
     if facts is None:
         step.op = CREATE
         step.write = tuple(spec.files)
@@ -186,46 +271,46 @@ def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, Slot
     ``desired`` pairs each profile of :func:`scope` with its rendered slot (plus the
     registrar, whose profile is None). Steps past ``max_slots`` gateway slots fail.
     """
-    steps: list[Step] = []
+    steps: list[_Draft] = []
     allowed = _within_capacity(facts, desired, max_slots)
     for profile, spec in desired:
         steps.append(_slot_step(intent, facts, profile, spec, spec.name in allowed, max_slots))
     steps += _other_steps(intent, facts, {spec.name for _, spec in desired})
-    return steps
+    return [_lower(s) for s in steps]
 
 
-def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
+def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[_Draft]:
     """Rows without a desired slot: skipped directories, profiles placed elsewhere, slots
     to retire (reconcile, profile.delete), and gateway slots whose profile is gone (--all)."""
-    steps: list[Step] = []
+    steps: list[_Draft] = []
     if intent.task == intents.RECONCILE:
         for skip in facts.skipped:
-            steps.append(Step(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
+            steps.append(_Draft(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
         # §12: placed elsewhere → a skipped row, even when its slot here is retired below
         for name, why in facts.unplaced.items():
-            steps.append(Step(None, name, None, "skipped", SKIP, reason=why))
+            steps.append(_Draft(None, name, None, "skipped", SKIP, reason=why))
         for name in facts.existing:
             if name.startswith(SLOT_PREFIX) and name not in wanted:
                 profile = name[len(SLOT_PREFIX):]
-                steps.append(Step(name, profile, None, "removed", REMOVE, reason=facts.unplaced.get(
+                steps.append(_Draft(name, profile, None, "removed", REMOVE, reason=facts.unplaced.get(
                     profile, "its profile no longer exists")))
     elif intent.names:  # a named target placed on another host (§13.3)
         for name in sorted(set(intent.names) & set(facts.unplaced)):
             why = facts.unplaced[name]
             if intent.gateway:
-                steps.append(Step(SLOT_PREFIX + name, name, None, _word(intent, None), SKIP,
+                steps.append(_Draft(SLOT_PREFIX + name, name, None, _word(intent, None), SKIP,
                                   failure=why))
             elif intent.task == intents.CREATE:  # the profile, but no slot here
                 why = f"{why}: no slot registered here"
                 if facts.profile(name) is None:
-                    steps.append(Step(None, name, None, "skipped", OK, note=why,
+                    steps.append(_Draft(None, name, None, "skipped", OK, note=why,
                                       create_profile=True))
                 else:
-                    steps.append(Step(None, name, None, "skipped", SKIP, reason=why))
+                    steps.append(_Draft(None, name, None, "skipped", SKIP, reason=why))
     if intent.task == intents.DELETE:
         for name in sorted(intent.names or ()):
             slot = SLOT_PREFIX + name
-            step = Step(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
+            step = _Draft(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
                         dispose=True, purge=intent.purge, reason="its profile is deleted")
             known = facts.profile(name)
             if step.op == REMOVE and known and known.autostart:
@@ -236,44 +321,44 @@ def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
     elif intent.all:
         for name in facts.existing:  # gateway slots whose profile is gone: runtime only
             if name.startswith(SLOT_PREFIX) and name not in wanted:
-                step = Step(name, name[len(SLOT_PREFIX):], None, _word(intent, None), OK)
+                step = _Draft(name, name[len(SLOT_PREFIX):], None, _word(intent, None), OK)
                 _runtime(step, intent, facts, None, None)
                 steps.append(step)
     return steps
 
 
 def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: SlotSpec,
-               allowed: bool, max_slots: int) -> Step:
+               allowed: bool, max_slots: int) -> _Draft:
     """The step of one desired slot: files, intent to record, runtime, or why it fails."""
     label = profile.name if profile else spec.name
     prior = profile.prior_state if profile else None
     word = _word(intent, spec)
     if not allowed and facts.slots.get(spec.name) is None:
-        return Step(spec.name, label, prior, word, SKIP, spec,
+        return _Draft(spec.name, label, prior, word, SKIP, spec,
                     failure=f"over capacity: not published: max_slots ({max_slots}) gateway "
                     "slots reached; s6-overlay's s6-svscan supervises at most 500 services "
                     "(raise max_slots only with s6-svscan -c)")
     if not allowed:
         # SPEC §14.7: an existing slot past max_slots is retired (the last by priority:
         # default first, then by name), so what stays fits what s6-svscan supervises
-        return Step(spec.name, label, prior, word, REMOVE, failure=f"over capacity: its slot "
+        return _Draft(spec.name, label, prior, word, REMOVE, failure=f"over capacity: its slot "
                     f"is retired: max_slots ({max_slots}) gateway slots reached (default "
                     "first, then by name)", reason="over capacity")
     if intent.task == intents.RESTART and intent.all and profile and not profile.autostart:
-        return Step(spec.name, label, prior, word, SKIP, spec,
+        return _Draft(spec.name, label, prior, word, SKIP, spec,
                     reason="stopped (desired_state not running): left stopped")
     if intent.task == intents.CREATE and intent.start and facts.scanner is False:
         # It could be published but never started: refuse before creating anything.
-        return Step(spec.name, label, prior, word, SKIP, spec,
+        return _Draft(spec.name, label, prior, word, SKIP, spec,
                     failure=_unsupervised(spec.name, facts))
     if (profile and profile.name in facts.blocked and intent.desired != "stopped"
             and _up(facts, spec.name)):
         # SPEC §14.5: failed before it is restarted; it keeps running as it is (its files
         # untouched: nothing it runs now changes)
         why = facts.blocked[profile.name].replace("not started: ", "not restarted: ", 1)
-        return Step(spec.name, label, prior, word, SKIP, spec,
+        return _Draft(spec.name, label, prior, word, SKIP, spec,
                     failure=f"{why}; it keeps running on its current ports")
-    step = plan_slot(spec, facts.slots.get(spec.name), label, prior)
+    step = _draft_slot(spec, facts.slots.get(spec.name), label, prior)
     step.action = word
     if intent.task == intents.STOP and step.op == CREATE:
         # stop registers nothing: it records the intent for when the slot appears
@@ -284,7 +369,7 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
         step.sweep = profile.parts
     if intent.task == intents.CREATE:
         step.create_profile = facts.profile(label) is None
-        if not step.changes:
+        if not step.alters:
             step.note = "profile already exists"
     if intent.desired and profile and profile.recorded != intent.desired:
         step.record = intent.desired
@@ -316,7 +401,7 @@ def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: Slot
     return step
 
 
-def _elsewhere(step: Step, intent: Intent, host: str) -> None:
+def _elsewhere(step: _Draft, intent: Intent, host: str) -> None:
     """SPEC §14.3: the gateway runs on ``host``. A stop is the recorded intent (this host's
     standby goes down too); a restart is a one-shot request that host's agent consumes,
     and this host's standby is left alone. Either way ``host`` acts on it."""
@@ -359,7 +444,7 @@ def by_priority(slots) -> list[str]:
     return sorted(set(slots), key=lambda n: (n != SLOT_PREFIX + DEFAULT, n))
 
 
-def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None,
+def _runtime(step: _Draft, intent: Intent, facts: Facts, spec: SlotSpec | None,
              profile: Profile | None) -> None:
     """Decide what must happen to the process (SPEC §6), from the runtime facts alone.
 
@@ -425,13 +510,17 @@ def diff(step: Step, show_secrets: bool = False) -> str:
     """
     import difflib  # only for --diff: not on the boot path
 
-    if step.op == REMOVE:
+    if step.has(ch.Retire):
         return f"--- before: {step.slot} (present)\n+++ after: {step.slot} (absent)\n"
-    if step.spec is None or not step.changes:
+    if step.spec is None or not step.alters:
         return ""
     out: list[str] = []
-    for rel in step.write:
-        old = step.before.get(rel)
+    changed = step.get((ch.Publish, ch.Replace, ch.WriteFiles))
+    files = tuple(step.spec.files) if isinstance(changed, (ch.Publish, ch.Replace)) else (
+        changed.files if changed else ())
+    before = getattr(changed, "before", {})
+    for rel in files:
+        old = before.get(rel)
         new = step.spec.files[rel]
         path = f"{step.slot}/{rel}"
         old_label = f"before: {path}" + (" (absent)" if old is None else "")
@@ -448,8 +537,10 @@ def diff(step: Step, show_secrets: bool = False) -> str:
             chunk = [f"--- {old_label}\n", f"+++ {new_label}\n"]
         out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
                    for line in chunk)
-    if step.set_down is not None:
-        state = ("absent", "present") if step.set_down else ("present", "absent")
+    marker = step.get((ch.Publish, ch.Replace, ch.SetMarker))
+    down = marker.down if isinstance(marker, ch.SetMarker) else getattr(marker, "marker", None)
+    if down is not None:
+        state = ("absent", "present") if down else ("present", "absent")
         out.append(f"--- before: {step.slot}/down ({state[0]})\n"
                    f"+++ after: {step.slot}/down ({state[1]})\n")
     return "".join(out)

@@ -9,8 +9,8 @@ API server (or webhook) would bind the same port fight over it. This module
   are on and which port they bind (:func:`bound`: ``gateway/config.py``
   ``_apply_env_overrides`` and the two adapters' constructors);
 * keeps named profiles' allocations stable in ``<hermes_home>/gateway-ports.json``
-  (:func:`allocate`, pure; :func:`load_file`/:func:`save_file` around it, under an
-  ``flock`` on the file);
+  (:func:`allocate`, pure; the plan reads the file, and the run records what it used with
+  :meth:`Allocation.record`, under an ``flock`` on the file: the executor's change);
 * decides which of two gateways that would bind the same port fails (:func:`collisions`).
 
 What hermes 0.19.0 does (measured from its source):
@@ -435,8 +435,12 @@ class PortsFile:
     after locking so a rename by another host's writer is never missed.
     """
 
-    def __init__(self, home: str, owner: tuple[int, int] | None, warn, lock: bool):
+    def __init__(self, home: str, owner: tuple[int, int] | None, warn, lock: bool,
+                 quiet: frozenset[str] = frozenset()):
         self.home, self.owner, self.warn = home, owner, warn
+        # what another read of the same run already said: "unusable" (a plain read before
+        # the run sets the file aside), "entries" (the locked re-read of the run)
+        self.quiet = quiet
         self.dfd: int | None = None
         self.fd: int | None = None
         self.locked = False
@@ -539,12 +543,12 @@ class PortsFile:
             if set_aside and self.locked:
                 self._set_aside(why)
                 self._relock()
-            else:
+            elif "unusable" not in self.quiet:
                 self.warn(f"{self.home}/{FILE} is unusable ({why}); ports are allocated "
                           "afresh (they may move)")
             return {}
         self.doc = doc
-        return validate_file(doc, self.warn)
+        return validate_file(doc, _quiet if "entries" in self.quiet else self.warn)
 
     def _relock(self) -> None:
         """After setting a corrupt file aside: lock a fresh one."""
@@ -575,21 +579,96 @@ class PortsFile:
 # --------------------------------------------------------------------------- the whole picture
 
 
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """The allocation a plan used, for the run to record in ``gateway-ports.json``
+    (the executor's :class:`..changes.AllocatePorts`).
+
+    ``table`` is what the plan allocated from the file as it read it (name → platform →
+    port, as tuples); ``names``, ``claimed`` and ``bases`` are its inputs. The record
+    allocates again from the file as found under its lock: an entry another host's writer
+    made meanwhile for one of ``names`` is kept, never overwritten (with a warning when it
+    differs from what this run rendered), and this run's own entries stay as planned where
+    no such entry took their port; as in every allocation, profiles not in ``names`` go.
+    """
+
+    home: str
+    owner: tuple[int, int] | None
+    names: tuple[str, ...]
+    claimed: tuple[tuple[int, str], ...]
+    bases: tuple[tuple[str, int], ...]
+    table: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+
+    @classmethod
+    def of(cls, home, owner, names, claimed, bases, table) -> Allocation:
+        return cls(home, owner, tuple(sorted(set(names))), tuple(claimed.items()),
+                   tuple(bases.items()),
+                   tuple((n, tuple(sorted(e.items()))) for n, e in sorted(table.items())))
+
+    def record(self, warn) -> bool:
+        """Lock the file (0.5 s at most), set an unusable one aside by one rename (never
+        following a link), and save the allocation if it changed. True when written."""
+        pf = PortsFile(self.home, self.owner, warn, lock=True, quiet=frozenset({"entries"}))
+        try:
+            if not pf.locked:
+                return False
+            planned = {n: dict(e) for n, e in self.table}
+            current = dict(pf.table)
+            used = {port for e in current.values() for port in e.values()}
+            for name in self.names:
+                if name not in current and name in planned:
+                    kept = {p: port for p, port in planned[name].items() if port not in used}
+                    current[name] = kept
+                    used.update(kept.values())
+            table = allocate(current, self.names, dict(self.claimed), dict(self.bases),
+                             _quiet)
+            moved = [n for n in self.names if n in planned and table.get(n) != planned[n]]
+            if moved:
+                warn(f"{self.home}/{FILE} changed while this run planned; the ports of "
+                     f"{', '.join(moved)} recorded there differ from the ones rendered now "
+                     "(the next run renders them)")
+            try:
+                return pf.save(table)
+            except OSError as exc:
+                warn(f"could not record {self.home}/{FILE}: {exc.strerror or exc}")
+                return False
+        finally:
+            pf.close()
+
+
 def for_settings(settings, names: list[str], warn, *, write: bool,
                  environ: Mapping[str, str] | None = None,
                  facts: Mapping[str, ProfileFacts] | None = None) -> dict[str, Gateway]:
-    """:func:`layout` with an inventory's settings and this process's environment.
+    """:func:`layout` with an inventory's settings and this process's environment (``write``:
+    and record the allocation now)."""
+    gateways, allocation = plan_for_settings(settings, names, warn, recording=write,
+                                             environ=environ, facts=facts)
+    if allocation is not None:
+        allocation.record(warn)
+    return gateways
+
+
+def plan_for_settings(settings, names: list[str], warn, *, recording: bool,
+                      environ: Mapping[str, str] | None = None,
+                      facts: Mapping[str, ProfileFacts] | None = None,
+                      ) -> tuple[dict[str, Gateway], Allocation | None]:
+    """Every gateway's ports with an inventory's settings, and (``recording``: for a run)
+    the allocation the run must record; the file is only read here.
 
     The container environment is this process's: reconcile runs under ``with-contenv``
     (cont-init, the registrar), ``gateway.status`` through ``docker exec``. ``facts``
     holds profiles' files already read (the rest are read here).
     """
-    return layout(settings.hermes_home, names, settings.profile_vars,
+    return _layout(settings.hermes_home, names, settings.profile_vars,
                   os.environ if environ is None else environ, settings.profile_scoped_env,
                   {n: settings.profile_env(n) for n in [DEFAULT, *names]},
                   {API: settings.api_port_base, WEBHOOK: settings.webhook_port_base},
-                  warn, write=write, owner=(settings.service_uid, settings.service_gid),
-                  facts=facts)
+                   warn, recording=recording, record=False,
+                   owner=(settings.service_uid, settings.service_gid), facts=facts)
 
 
 def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, object]],
@@ -601,8 +680,19 @@ def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, 
 
     ``env`` is the container environment, ``scoped`` the ``profile_scoped_env``
     prefixes, ``extra_env`` each profile's merged ``extra_env``. With ``write``, the
-    allocation file is locked, updated and saved; without, it is only read.
+    allocation is then recorded (:meth:`Allocation.record`); without, the file is only read.
     """
+    return _layout(home, names, profile_vars, env, scoped, extra_env, bases, warn,
+                   recording=write, record=write, owner=owner, facts=facts)[0]
+
+
+def _layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, object]],
+            env: Mapping[str, str], scoped: tuple[str, ...],
+            extra_env: dict[str, dict[str, str]], bases: Mapping[str, int], warn, *,
+            recording: bool, record: bool, owner: tuple[int, int] | None = None,
+            facts: Mapping[str, ProfileFacts] | None = None,
+            ) -> tuple[dict[str, Gateway], Allocation | None]:
+    """:func:`layout`, and the allocation to record when ``recording`` (``record``: now)."""
     facts = dict(facts or {})
     for name in [DEFAULT, *names]:
         if name not in facts:
@@ -619,18 +709,19 @@ def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, 
     for name in names:
         for port in wanted[name].values():
             claimed.setdefault(port, name)
-    if write and not names:  # nothing to allocate: do not create the file for nothing
-        write = os.path.lexists(os.path.join(home, FILE))
-    pf = PortsFile(home, owner, warn, lock=write)
+    if recording and not names:  # nothing to allocate: do not create the file for nothing
+        recording = os.path.lexists(os.path.join(home, FILE))
+    # A run sets an unusable file aside when it records (and says so then), so its plan
+    # does not also call it unusable.
+    pf = PortsFile(home, owner, warn, lock=False,
+                   quiet=frozenset({"unusable"}) if recording else frozenset())
     try:
         table = allocate(pf.table, names, claimed, bases, warn)
-        if write:
-            try:
-                pf.save(table)
-            except OSError as exc:
-                warn(f"could not record {home}/{FILE}: {exc.strerror or exc}")
     finally:
         pf.close()
+    allocation = Allocation.of(home, owner, names, claimed, bases, table) if recording else None
+    if record and allocation is not None:
+        allocation.record(warn)
     out = {DEFAULT: Gateway(DEFAULT, {}, {p: default[p][1] for p in PLATFORMS},
                             {p: default[p][1] for p in PLATFORMS if default[p][0]})}
     for name in names:
@@ -645,7 +736,7 @@ def layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str, 
                              for p in PLATFORMS},
                             {p: state[p][1] for p in PLATFORMS if state[p][0]},
                             dict(table.get(name, {})))
-    return out
+    return out, allocation
 
 
 def collisions(order: list[tuple[str, bool]], gateways: Mapping[str, Gateway],

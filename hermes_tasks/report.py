@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sys
 
+from .changes import AskOwner, CreateProfile, RecordState
 from .profiles import escape
 from .volfile import shown
 
@@ -107,73 +108,36 @@ def rows_from(steps, errors: dict[str, str], notes: dict[str, list[str]], diff: 
         elif step.slot in errors:
             result, message = "failed", errors[step.slot]
         else:
-            result = "skipped" if step.op == plan.SKIP else (
-                "changed" if step.changes else "ok")
+            result = "skipped" if step.skip is not None else (
+                "changed" if step.alters else "ok")
             message = describe(step, check, notes.get(step.slot, ()))
         rows.append(Row(step.slot, step.profile, step.prior_state, step.action, result,
                         message,
-                        plan.diff(step, show_secrets) if diff and step.file_changes else ""))
+                        plan.diff(step, show_secrets) if diff and step.slot_files else ""))
     return rows
 
 
-_WOULD = {"up": "would bring up", "down": "would bring down",
-          "restart": "would restart the gateway"}
-
-
 def describe(step, check: bool, done: list[str] | tuple = ()) -> str:
-    """One line saying what changed (or, in check mode, what would), for the report."""
-    from . import plan
+    """One line saying what changed (or, in check mode, what would), for the report.
 
-    if step.op == plan.SKIP:
-        return step.reason
-    parts = []
-    if step.create_profile:
-        parts.append(("would create " if check else "created ") + f"profiles/{step.profile}")
-    if step.op == plan.CREATE:
-        parts.append("would be published" if check else "published")
-    elif step.op == plan.SWAP:
-        parts.append(f"{'would be ' if check else ''}replaced: {step.reason}")
-    elif step.op == plan.REMOVE:
-        parts.append(f"{'would be ' if check else ''}retired: {step.reason}")
-    if step.write and step.op == plan.UPDATE:
-        parts.append(("would rewrite " if check else "rewrote ") + ", ".join(step.write))
-    if step.set_down is not None and step.op == plan.UPDATE:
-        verb = ("would add" if step.set_down else "would remove") if check else (
-            "added" if step.set_down else "removed")
-        parts.append(f"{verb} the down marker")
-    if step.fix_skeleton:
-        parts.append(("would repair" if check else "repaired") + " supervise/event permissions")
-    if step.litter:
-        parts.append(("would remove" if check else "removed") + " temp files left by an "
-                     "interrupted run: " + ", ".join(step.litter))
-    if step.pending:
-        parts.append(("would finish" if check else "finished")
-                     + " a restart an earlier run left pending")
-    if step.record:
-        parts.append(("would record" if check else "recorded") + f" {step.record}")
-    if step.rescan:
-        parts.append("not supervised: would rescan" if check else "not supervised: rescanned")
+    Each change words itself (:meth:`changes.Change.describe`); in the run, an observed
+    change is worded by the executor as it happened (``done``, in the order it happened).
+    """
+    if step.skip is not None:
+        return step.skip
+    parts = [text for c in step.changes if not c.observed and not isinstance(c, AskOwner)
+             if (text := c.describe(check))]
     if step.standby:
         parts.append(f"standby: running on {step.standby}")
-    if step.owner:  # SPEC §14.3: the host that runs it acts on the intent
-        what = "to restart it" if step.request else "to stop it"
-        parts.append(f"{'would ask' if check else 'asked'} {step.owner}, which runs the "
-                     f"gateway, {what}")
+    if asked := step.get(AskOwner):  # SPEC §14.3: the host that runs it acts on the intent
+        parts.append(asked.describe(check))
     if check:
-        if step.sweep is not None:
-            parts.append("would remove stale runtime files")
-        if step.runtime:
-            parts.append(_WOULD[step.runtime])
-        if step.restart_logger:
-            parts.append("would restart the logger")
-        if step.dispose:
-            parts.append("would delete the profile" if step.purge
-                         else "would move the profile to .trash")
+        parts += [c.describe(True) for c in step.changes if c.observed]
     else:
         parts.extend(done)
-    if step.note and (not parts or step.record):
+    if step.note and (not parts or step.has(RecordState)):
         parts = [step.note]
-    elif step.note and step.create_profile:  # a profile made on a host not placing it (§13.3)
+    elif step.note and step.has(CreateProfile):  # a profile made on a host not placing it (§13.3)
         parts.append(step.note)
     if step.remark:
         parts.append(step.remark)

@@ -64,7 +64,7 @@ class View:
 
             found, _ = profiles.discover(self.cfg.hermes_home, lambda _m: None)
             known = _PortFacts(self.cfg, found)
-            collide(known, lambda _m: None, write=False)
+            collide(known, lambda _m: None)
             self._blocked = known.blocked
         return self._blocked
 

@@ -6,6 +6,7 @@ import difflib
 
 import pytest
 
+from hermes_tasks import changes as ch
 from hermes_tasks import plan, svstatus
 from hermes_tasks.facts import Facts
 from hermes_tasks.facts.runtime import Runtime
@@ -44,6 +45,39 @@ def step_for(s, f, profile="alice", prior=None):
     return plan.plan_slot(s, f, profile, prior)
 
 
+def kinds(step) -> list[str]:
+    return [type(c).__name__ for c in step.changes]
+
+
+def written(step) -> tuple[str, ...]:
+    w = step.get(ch.WriteFiles)
+    return w.files if w else ()
+
+
+def restarts(step) -> tuple[bool, bool]:
+    """(the gateway owes a restart, the logger is restarted)."""
+    debt = step.get(ch.OwedRestarts)
+    return bool(debt and debt.gateway), step.has(ch.RestartLogger)
+
+
+def marker(step) -> bool | None:
+    m = step.get(ch.SetMarker)
+    return None if m is None else m.down
+
+
+_RUNTIME = {ch.BringUp: "up", ch.BringDown: "down", ch.RestartGateway: "restart"}
+
+
+def planned_runtime(step) -> str | None:
+    c = step.get(ch.RUNTIME)
+    return _RUNTIME[type(c)] if c else None
+
+
+def sweep(step):
+    c = step.get(ch.SweepStale)
+    return c.parts if c else None
+
+
 # ------------------------------------------------------------------------- plan_slot
 
 
@@ -51,9 +85,7 @@ def step_for(s, f, profile="alice", prior=None):
 def test_identical_slot_is_ok_and_plans_nothing(down):
     s = spec(down=down)
     step = step_for(s, facts(s), prior="running")
-    assert (step.op, step.write, step.set_down, step.fix_skeleton) == (plan.OK, (), None, False)
-    assert not step.restart_gateway and not step.restart_logger
-    assert not step.changes
+    assert step.changes == () and not step.alters and step.skip is None
     assert step.action == ("registered" if down else "started")
     assert step.prior_state == "running"
     assert plan.diff(step) == ""
@@ -62,11 +94,10 @@ def test_identical_slot_is_ok_and_plans_nothing(down):
 def test_absent_slot_is_created_whole():
     s = spec(down=True)
     step = step_for(s, None)
-    assert step.op == plan.CREATE and step.changes
-    assert step.write == ("type", "run", "finish", "log/run")
-    assert step.before == dict.fromkeys(step.write)
+    assert kinds(step) == ["Publish"] and step.alters
+    assert tuple(step.get(ch.Publish).spec.files) == ("type", "run", "finish", "log/run")
+    assert step.get(ch.Publish).marker is True
     assert step.action == "registered"
-    assert not step.restart_gateway and not step.restart_logger
 
 
 @pytest.mark.parametrize("rel", ["run", "finish"])
@@ -74,32 +105,30 @@ def test_changed_gateway_file_is_updated_and_restarts_the_gateway(rel):
     s = spec()
     old = (b"#!/bin/sh\nexec old\n", 0o755)
     step = step_for(s, facts(s, **{rel: old}))
-    assert step.op == plan.UPDATE
-    assert step.write == (rel,)
-    assert step.before == {rel: old}
-    assert step.restart_gateway and not step.restart_logger
-    assert step.set_down is None and not step.fix_skeleton
+    assert kinds(step) == ["WriteFiles", "OwedRestarts"]
+    assert written(step) == (rel,)
+    assert step.get(ch.WriteFiles).before == {rel: old}
+    assert restarts(step) == (True, False)
 
 
 def test_changed_log_run_restarts_only_the_logger():
     s = spec()
     step = step_for(s, facts(s, log_run=(b"#!/bin/sh\nexec s6-log n3\n", 0o755)))
-    assert (step.op, step.write) == (plan.UPDATE, ("log/run",))
-    assert step.restart_logger and not step.restart_gateway
+    assert kinds(step) == ["WriteFiles", "OwedRestarts", "RestartLogger"]
+    assert written(step) == ("log/run",)
+    assert restarts(step) == (False, True)
 
 
 def test_changed_type_restarts_nothing():
     s = spec()
     step = step_for(s, facts(s, type=(b"oneshot\n", 0o644)))
-    assert (step.op, step.write) == (plan.UPDATE, ("type",))
-    assert not step.restart_gateway and not step.restart_logger
+    assert kinds(step) == ["WriteFiles"] and written(step) == ("type",)
 
 
 def test_mode_only_change_is_a_change():
     s = spec()
     step = step_for(s, facts(s, run=(RUN, 0o644)))
-    assert (step.op, step.write) == (plan.UPDATE, ("run",))
-    assert step.restart_gateway
+    assert written(step) == ("run",) and restarts(step) == (True, False)
     text = plan.diff(step)
     assert text == ("--- before: gateway-alice/run (mode 0644)\n"
                     "+++ after: gateway-alice/run (mode 0755)\n")
@@ -108,15 +137,15 @@ def test_mode_only_change_is_a_change():
 def test_foreign_or_unreadable_file_is_rewritten():
     s = spec()
     step = step_for(s, facts(s, finish=(b"", -1)))  # what slots.read_at reports for a symlink
-    assert (step.op, step.write) == (plan.UPDATE, ("finish",))
+    assert written(step) == ("finish",)
     assert "(mode unknown" in plan.diff(step)
 
 
 def test_missing_file_is_written():
     s = spec()
     step = step_for(s, facts(s, run=None, log_run=None))
-    assert step.write == ("run", "log/run")
-    assert step.restart_gateway and step.restart_logger
+    assert written(step) == ("run", "log/run")
+    assert restarts(step) == (True, True)
     text = plan.diff(step)
     assert "--- before: gateway-alice/run (absent)\n+++ after: gateway-alice/run\n" in text
 
@@ -125,10 +154,8 @@ def test_missing_file_is_written():
 def test_down_marker_only_change_signals_nothing(want_down):
     s = spec(down=want_down)
     step = step_for(s, facts(s, down=not want_down))
-    assert step.op == plan.UPDATE and step.changes
-    assert step.set_down is want_down
-    assert step.write == ()
-    assert not step.restart_gateway and not step.restart_logger
+    assert kinds(step) == ["SetMarker"] and step.alters
+    assert marker(step) is want_down
     before, after = ("absent", "present") if want_down else ("present", "absent")
     assert plan.diff(step) == (f"--- before: gateway-alice/down ({before})\n"
                                f"+++ after: gateway-alice/down ({after})\n")
@@ -139,8 +166,7 @@ def test_down_marker_only_change_signals_nothing(want_down):
 def test_bad_skeleton_is_repaired_without_restart():
     s = spec()
     step = step_for(s, facts(s, skeleton_ok=False))
-    assert step.op == plan.UPDATE and step.fix_skeleton
-    assert step.write == () and not step.restart_gateway and not step.restart_logger
+    assert kinds(step) == ["RepairSkeleton"]
     assert describe(step, check=True) == "would repair supervise/event permissions"
 
 
@@ -148,12 +174,11 @@ def test_structural_problem_plans_a_swap_of_the_whole_slot():
     s = spec()
     f = facts(s, structural="has no log/ directory", log_run=None)
     step = step_for(s, f)
-    assert step.op == plan.SWAP
-    assert step.reason == "gateway-alice has no log/ directory"
-    assert step.write == tuple(s.files)
-    assert step.before["log/run"] is None and step.before["run"] == (RUN, 0o755)
     # the swap starts a fresh supervisor: no in-place handlers
-    assert not step.restart_gateway and not step.restart_logger
+    assert kinds(step) == ["Replace"]
+    swap = step.get(ch.Replace)
+    assert swap.reason == "gateway-alice has no log/ directory"
+    assert swap.before["log/run"] is None and swap.before["run"] == (RUN, 0o755)
     assert describe(step, check=True) == "would be replaced: gateway-alice has no log/ directory"
 
 
@@ -161,10 +186,10 @@ def test_everything_at_once_is_one_update_with_both_handlers():
     s = spec(down=True)
     step = step_for(s, facts(s, down=False, skeleton_ok=False, run=(b"x\n", 0o755),
                              log_run=(b"y\n", 0o700)))
-    assert step.op == plan.UPDATE
-    assert step.write == ("run", "log/run")
-    assert step.set_down is True and step.fix_skeleton
-    assert step.restart_gateway and step.restart_logger
+    assert kinds(step) == ["WriteFiles", "SetMarker", "RepairSkeleton", "OwedRestarts",
+                           "RestartLogger"]
+    assert written(step) == ("run", "log/run") and marker(step) is True
+    assert restarts(step) == (True, True)
     assert describe(step, check=True) == (
         "would rewrite run, log/run; would add the down marker; would repair supervise/event "
         "permissions; would restart the logger")
@@ -177,7 +202,7 @@ def test_unlogged_slot_never_restarts_a_logger():
     s = SlotSpec(REGISTRAR, {"run": File(b"#!/bin/sh\n", 0o755)}, down=False, logged=False)
     step = step_for(s, SlotFacts(REGISTRAR, "/scan/x", {"run": (b"#!/bin/sh\nold\n", 0o755)},
                                  False, True))
-    assert step.write == ("run",) and step.restart_gateway and not step.restart_logger
+    assert written(step) == ("run",) and restarts(step) == (True, False)
 
 
 # ------------------------------------------------------------------------- build
@@ -208,19 +233,20 @@ def test_build_orders_rows_and_retires_unknown_slots():
     steps = plan.build(Intent("reconcile"), world(desired, found, skipped, existing), desired,
                        450)
 
-    assert [(s.slot, s.profile, s.op, s.action) for s in steps] == [
-        ("gateway-default", "default", plan.OK, "started"),
-        ("gateway-alice", "alice", plan.UPDATE, "started"),
-        ("gateway-bob", "bob", plan.CREATE, "registered"),
-        (REGISTRAR, REGISTRAR, plan.CREATE, "started"),
-        (None, "Bad.Name", plan.SKIP, "skipped"),
-        ("gateway-zoe", "zoe", plan.REMOVE, "removed"),
+    assert [(s.slot, s.profile, kinds(s), s.action) for s in steps] == [
+        ("gateway-default", "default", ["SweepStale"], "started"),
+        ("gateway-alice", "alice", ["WriteFiles", "OwedRestarts", "SweepStale"], "started"),
+        ("gateway-bob", "bob", ["Publish", "SweepStale"], "registered"),
+        (REGISTRAR, REGISTRAR, ["Publish"], "started"),
+        (None, "Bad.Name", [], "skipped"),
+        ("gateway-zoe", "zoe", ["Retire"], "removed"),
     ]
-    assert [s.sweep for s in steps[:4]] == [(), ("profiles", "alice"), ("profiles", "bob"), None]
+    assert steps[4].skip == "invalid profile name"
+    assert [sweep(s) for s in steps[:4]] == [(), ("profiles", "alice"), ("profiles", "bob"), None]
     assert steps[2].prior_state == "stopped"
     # a sweep of stale runtime files is a change too (reported, SPEC §4)
-    assert [s.changes for s in steps] == [True, True, True, True, False, True]
-    assert steps[5].reason == "its profile no longer exists"
+    assert [s.alters for s in steps] == [True, True, True, True, False, True]
+    assert steps[5].get(ch.Retire).reason == "its profile no longer exists"
     assert plan.diff(steps[5]) == ("--- before: gateway-zoe (present)\n"
                                    "+++ after: gateway-zoe (absent)\n")
     assert describe(steps[5], check=False) == "retired: its profile no longer exists"
@@ -232,7 +258,7 @@ def test_only_profiles_with_stale_files_are_swept():
     s = spec()
     desired = [(profile("alice", stale=False), s)]
     steps = plan.build(Intent("reconcile"), world(desired, {s.name: None}), desired, 450)
-    assert steps[0].sweep is None
+    assert sweep(steps[0]) is None
 
 
 def test_stale_files_of_a_gateway_that_is_up_are_kept():
@@ -241,7 +267,7 @@ def test_stale_files_of_a_gateway_that_is_up_are_kept():
     up = {s.name: rt(up=True, wanted_up=True)}
     steps = plan.build(Intent("reconcile"), world(desired, {s.name: facts(s)}, (), [s.name], up),
                        desired, 450)
-    assert steps[0].sweep is None and not steps[0].changes
+    assert sweep(steps[0]) is None and not steps[0].alters
 
 
 def test_a_gateway_task_keeps_unknown_slots():
@@ -259,13 +285,13 @@ def test_capacity_fails_the_profiles_past_max_slots_by_name():
     desired.append((None, SlotSpec(REGISTRAR, {}, down=False, logged=False)))
     steps = plan.build(Intent("reconcile"), world(desired, {}), desired, 2)
     by_slot = {s.slot: s for s in steps}
-    assert by_slot["gateway-default"].op == plan.CREATE and by_slot["gateway-default"].first
-    assert by_slot["gateway-alice"].op == plan.CREATE
+    assert by_slot["gateway-default"].get(ch.Publish).first
+    assert not by_slot["gateway-alice"].get(ch.Publish).first
     for n in ("bob", "carol"):
-        assert by_slot[f"gateway-{n}"].op == plan.SKIP
+        assert by_slot[f"gateway-{n}"].skip is not None and not by_slot[f"gateway-{n}"].changes
         assert "max_slots (2)" in by_slot[f"gateway-{n}"].failure
         assert "s6-overlay" in by_slot[f"gateway-{n}"].failure
-    assert by_slot[REGISTRAR].op == plan.CREATE and by_slot[REGISTRAR].first
+    assert by_slot[REGISTRAR].get(ch.Publish).first
 
 
 def rt(supervised=True, up=False, wanted_up=False, normally_up=True, exit_code=None,
@@ -310,7 +336,7 @@ def test_runtime_convergence_table(task, running, runtime, change, failure):
     known = world(desired, {s.name: facts(s, down=not runtime.status.normally_up)}, (),
                   [s.name], {s.name: runtime})
     step = plan.build(intent, known, desired, 450)[0]
-    assert step.runtime == change
+    assert planned_runtime(step) == change
     assert (failure in step.failure) if failure else step.failure == ""
     assert step.action in ({"started", "registered"} if task == "reconcile"
                            else {"started", "stopped", "restarted"})
@@ -324,7 +350,7 @@ def test_changed_run_restarts_only_a_gateway_that_is_up():
         known = world(desired, {s.name: facts(s, run=(b"old\n", 0o755))}, (), [s.name],
                       {s.name: runtime})
         step = plan.build(Intent("reconcile"), known, desired, 450)[0]
-        assert step.restart_gateway and step.runtime == change
+        assert restarts(step)[0] and planned_runtime(step) == change
 
 
 # ------------------------------------------------------------------------- diff
@@ -366,8 +392,8 @@ def test_restart_left_pending_is_planned_even_when_files_are_identical():
     f = facts(s)
     f.pending = frozenset({"gateway"})
     step = step_for(s, f)
-    assert step.op == plan.UPDATE and step.changes and step.write == ()
-    assert step.restart_gateway and not step.bring_up and not step.restart_logger
+    assert kinds(step) == ["OwedRestarts"] and step.alters
+    assert step.get(ch.OwedRestarts).pending == {"gateway"} and restarts(step) == (True, False)
     assert describe(step, check=True) == "would finish a restart an earlier run left pending"
 
 
@@ -376,7 +402,8 @@ def test_gateway_taken_down_by_an_interrupted_restart_is_brought_up():
     f = facts(s)
     f.pending = frozenset({"gateway", "gateway-up", "logger"})
     step = step_for(s, f)
-    assert step.restart_gateway and step.bring_up and step.restart_logger
+    assert restarts(step) == (True, True)
+    assert "gateway-up" in step.get(ch.OwedRestarts).pending
 
 
 def test_pending_is_ignored_by_a_swap():
@@ -384,7 +411,7 @@ def test_pending_is_ignored_by_a_swap():
     f = facts(s, structural="has no log/ directory")
     f.pending = frozenset({"gateway"})
     step = step_for(s, f)
-    assert step.op == plan.SWAP and not step.restart_gateway and step.pending == frozenset()
+    assert kinds(step) == ["Replace"]
 
 
 def test_temp_files_left_in_a_slot_are_removed_without_restart():
@@ -392,8 +419,7 @@ def test_temp_files_left_in_a_slot_are_removed_without_restart():
     f = facts(s)
     f.litter = (".run.hermes-tasks.tmp", "log/.run.hermes-tasks.tmp")
     step = step_for(s, f)
-    assert step.op == plan.UPDATE and step.write == ()
-    assert not step.restart_gateway and not step.restart_logger
+    assert kinds(step) == ["RemoveLitter"]
     assert describe(step, check=False) == (
         "removed temp files left by an interrupted run: .run.hermes-tasks.tmp, "
         "log/.run.hermes-tasks.tmp")
@@ -416,17 +442,17 @@ def test_placement_and_blocked_gateways_are_facts_the_plan_obeys():
     desired = [(p, spec(p.slot, down=not p.autostart)) for p in scoped]
     steps = plan.build(Intent("reconcile"), known, desired, 450)
     by = {s.profile: s for s in steps}
-    assert by["alice"].op == plan.SKIP and by["alice"].reason == "not placed on host-a"
+    assert by["alice"].skip == "not placed on host-a" and not by["alice"].changes
     # up: failed before any restart, and left running as it is (SPEC §14.5)
-    assert by["bob"].failure.startswith("port 8650") and by["bob"].runtime is None
-    assert by["bob"].op == plan.SKIP and by["bob"].set_down is None and not by["bob"].write
+    assert by["bob"].failure.startswith("port 8650") and planned_runtime(by["bob"]) is None
+    assert by["bob"].skip is not None and not by["bob"].changes
     assert by["bob"].failure.endswith("it keeps running on its current ports")
     # down: registered down, never started
     known.runtime["gateway-bob"] = rt(up=False, wanted_up=False)
     by = {s.profile: s for s in plan.build(Intent("reconcile"), known, desired, 450)}
-    assert by["bob"].failure == known.blocked["bob"] and by["bob"].runtime is None
-    assert by["bob"].set_down is True
+    assert by["bob"].failure == known.blocked["bob"] and planned_runtime(by["bob"]) is None
+    assert marker(by["bob"]) is True
     known.existing.append("gateway-alice")
     steps = plan.build(Intent("reconcile"), known, desired, 450)
     retired = [s for s in steps if s.slot == "gateway-alice"]
-    assert retired[0].op == plan.REMOVE and retired[0].reason == "not placed on host-a"
+    assert retired[0].get(ch.Retire).reason == "not placed on host-a"

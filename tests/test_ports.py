@@ -249,6 +249,38 @@ def test_corrupt_file_is_set_aside(tmp_path, content):
     assert set(saved(tmp_path)) == {"a", "b"}
 
 
+def test_the_plan_only_reads_and_the_recorded_allocation_is_the_one_planned(tmp_path):
+    """The facts layer reads the file; the run records it (the executor's AllocatePorts)."""
+    _seed(tmp_path)
+    (tmp_path / ports.FILE).write_bytes(b"{not json")
+    warnings: list[str] = []
+    args = (str(tmp_path), ["a", "b"], {}, {}, (), {"default": {}, "a": {}, "b": {}}, BASES,
+            warnings.append)
+    gws, allocation = ports._layout(*args, recording=True, record=False)
+    assert (tmp_path / ports.FILE).read_bytes() == b"{not json" and warnings == []
+    assert allocation.record(warnings.append)
+    assert (tmp_path / (ports.FILE + ".corrupt")).read_bytes() == b"{not json"
+    assert len(warnings) == 1 and "set aside" in warnings[0], warnings  # said once, by the run
+    assert saved(tmp_path) == {n: {"api_server_port": gws[n].exports["api_server"],
+                                   "webhook_port": gws[n].exports["webhook"]} for n in "ab"}
+    assert not allocation.record(warnings.append)  # nothing changed: nothing written
+    # check mode: no allocation to record, the file untouched
+    assert ports._layout(*args, recording=False, record=False)[1] is None
+
+
+def test_an_entry_written_between_plan_and_record_is_kept_and_named(tmp_path):
+    _seed(tmp_path)
+    args = (str(tmp_path), ["a", "b"], {}, {}, (), {"default": {}, "a": {}, "b": {}}, BASES)
+    _, allocation = ports._layout(*args, lambda m: None, recording=True, record=False)
+    (tmp_path / ports.FILE).write_text(json.dumps(
+        {"profiles": {"a": {"api_server_port": 8660, "webhook_port": 8760}}}))
+    warnings: list[str] = []
+    assert allocation.record(warnings.append)
+    assert saved(tmp_path)["a"] == {"api_server_port": 8660, "webhook_port": 8760}
+    assert saved(tmp_path)["b"] == {"api_server_port": 8651, "webhook_port": 8751}  # as planned
+    assert len(warnings) == 1 and "the ports of a recorded there differ" in warnings[0]
+
+
 def test_symlink_fifo_and_huge_file_are_never_followed_or_read(tmp_path):
     _seed(tmp_path)
     secret = tmp_path / "secret"

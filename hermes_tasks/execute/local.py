@@ -1,15 +1,19 @@
-"""The local executor: carry out a plan with files, renames and s6 calls (SPEC §6).
+"""The local executor: carry out a plan's changes with files, renames and s6 calls (SPEC §6).
 
-The only code that writes slots or signals gateways for root (or the scandir's owner).
-Order of a run: remove what an interrupted run left; create profile directories; record
-``desired_state`` (before any signal: a live gateway rewrites that file on shutdown); sweep
-stale runtime files; update existing slots in place (restarts they owe recorded first in
-``data/restart-pending``); publish default and the registrar, rescan and wait for their
-supervisors, then publish the rest; retire removed or structurally changed slots; one
-rescan; delete retired slots; then the runtime, batched: everything owed a stop or restart
-brought down together and waited for once, then everything owed a start brought up
-together; verify every published slot is supervised. A failure of one slot is recorded
-on its step and never stops the others; what it still owes is finished by the next run.
+The only code that writes slots or signals gateways for root (or the scandir's owner). Each
+phase takes the rows' changes of its kinds (:mod:`..changes`); run-level changes (the ports
+allocation, before the rows; the caches, the boot log, the undo of failed creates, after)
+come one by one through :meth:`Applier.apply`.
+
+Order of the rows' changes: remove what an interrupted run left; create profile
+directories; record ``desired_state`` (before any signal: a live gateway rewrites that file
+on shutdown); sweep stale runtime files; update existing slots in place (restarts they owe
+recorded first in ``data/restart-pending``); publish default and the registrar, rescan and
+wait for their supervisors, then publish the rest; retire removed or structurally changed
+slots; one rescan; delete retired slots; then the runtime, batched: everything owed a stop
+or restart brought down together and waited for once, then everything owed a start brought
+up together; verify every published slot is supervised. A failure of one slot is recorded
+on its row and never stops the others; what it still owes is finished by the next run.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import contextlib
 import os
 import stat
 
+from .. import changes as ch
 from .. import fsops, readiness, slots, supervision
 from ..errors import TaskError
 from ..inventory import Settings
-from ..plan import CREATE, REMOVE, SWAP, UPDATE, Step
+from ..plan import Step
 from ..render import SlotSpec
 from ..s6 import S6, S6Error
 from ..slots import CONTROL_MODE, EVENT_MODE, SUPERVISE_MODE, owner
@@ -35,10 +40,13 @@ SUPERVISED_TIMEOUT = 10.0
 
 
 class Applier:
-    """Applies steps for one settings object. ``errors`` maps slot name -> message."""
+    """Carries out the changes of a plan for one settings object, phase by phase, each
+    phase taking the changes of its kinds (:mod:`..changes`). ``errors`` maps slot name ->
+    message; ``notes`` slot -> the words of its observed changes, as they happened."""
 
-    def __init__(self, settings: Settings, s6: S6 | None = None):
+    def __init__(self, settings: Settings, s6: S6 | None = None, warn=None):
         self.settings = settings
+        self.warn = warn or (lambda _message: None)
         self.s6 = s6 or S6(settings.s6_bin_dir)
         self.scandir = settings.scandir
         self.errors: dict[str, str] = {}
@@ -52,22 +60,22 @@ class Applier:
 
     def run(self, steps: list[Step], stale: list[str] = (), scanner: bool | None = None,
             wait: tuple[bool, float] = (False, 0.0)) -> None:
-        """Carry out every changing step; per-slot failures land in ``self.errors``."""
-        live = [s for s in steps if s.changes]
+        """Carry out every changing row; per-slot failures land in ``self.errors``."""
+        live = [s for s in steps if s.alters]
         for name in stale:
             self._guard(name, self._remove_stale, name)
         for step in live:
-            if step.create_profile:
+            if step.has(ch.CreateProfile):
                 self._guard(step.slot, volume.create_profile, self.settings, step.profile)
         self._record(live)
         for step in live:
-            if step.sweep is not None and step.slot not in self.errors:
+            if step.has(ch.SweepStale) and step.slot not in self.errors:
                 self._guard(step.slot, self._sweep, step)
         for step in live:
-            if step.op == UPDATE and step.slot not in self.errors:
+            if step.in_place and step.slot not in self.errors:
                 self._guard(step.slot, self._update, step)
-        created = [s for s in live if s.op == CREATE and s.slot not in self.errors]
-        first = [s for s in created if s.first]
+        created = [s for s in live if s.has(ch.Publish) and s.slot not in self.errors]
+        first = [s for s in created if s.get(ch.Publish).first]
         for step in first:
             self._guard(step.slot, self._publish, step.spec)
         if first and scanner:
@@ -75,44 +83,59 @@ class Applier:
             # have their supervisors before the rest can use up the supervisor limit.
             self._rescan(True, False, first)
             self._verify_supervised(first)
-        for step in created:
-            if not step.first:
-                self._guard(step.slot, self._publish, step.spec)
+        rest = [s for s in created if not s.get(ch.Publish).first]
+        for step in rest:
+            self._guard(step.slot, self._publish, step.spec)
         retired = []
         for step in live:
-            if step.op in (SWAP, REMOVE) and step.slot not in self.errors:
+            if step.has((ch.Replace, ch.Retire)) and step.slot not in self.errors:
                 self._guard(step.slot, lambda s=step: retired.append((s, self._retire(s))))
         for step in live:
-            if step.dispose and step.slot not in self.errors:
+            if step.has(ch.DisposeProfile) and step.slot not in self.errors:
                 self._guard(step.slot, self._dispose, step)
-        rescan = [s for s in live if s.rescan]
         if scanner is not False:
-            self._rescan(bool(rescan) or any(s.op in (CREATE, SWAP) and not s.first
-                                             for s in live), bool(retired),
-                         [s for s in created if not s.first])
+            added = any(s.has(ch.Rescan) or not getattr(s.get((ch.Publish, ch.Replace)),
+                                                        "first", True) for s in live)
+            self._rescan(added, bool(retired), rest)
         for step, old in retired:
             self._guard(step.slot, self._delete_retired, old)
         asked = elsewhere.snapshot(self.settings, live)
         elsewhere.ask(self.settings, live, self.errors)  # SPEC §14.3
         self._runtime(live)
         for step in live:
-            if step.op == UPDATE and step.slot not in self.errors:
+            if step.in_place and step.slot not in self.errors:
                 self._guard(step.slot, self._restart, step)
         if scanner:
-            self._verify_supervised([s for s in live if s.op in (CREATE, SWAP) or s.rescan])
+            self._verify_supervised([s for s in live
+                                     if s.has((ch.Publish, ch.Replace, ch.Rescan))])
         if wait[0]:
             self._settle([s for s in steps if not s.failure], wait[1], scanner)
             elsewhere.settle(self.settings, [s for s in live if not s.failure], asked,
                              wait[1], self.errors, self.notes)
+
+    def apply(self, change: ch.Change) -> None:
+        """Carry out one run-level change (under the lock, like every other write)."""
+        if isinstance(change, ch.AllocatePorts):
+            change.allocation.record(self.warn)
+        elif isinstance(change, ch.SaveCaches):
+            if change.render_cache is not None:
+                change.render_cache.save()
+            change.slot_cache.save(change.names)
+        elif isinstance(change, ch.AppendBootLog):
+            self._append_boot_log(change.rows, change.prior_exit)
+        elif isinstance(change, ch.UndoFailedCreates):
+            self._undo_failed_creates(change.steps)
+        else:
+            raise TypeError(f"not a run-level change: {change!r}")
 
     # -- intent and runtime ----------------------------------------------------------
 
     def _record(self, steps: list[Step]) -> None:
         """Record each step's ``desired_state`` before s6 is told; keep the old for a refusal."""
         for step in steps:
-            if step.record and step.slot not in self.errors:
+            if (rec := step.get(ch.RecordState)) and step.slot not in self.errors:
                 before = volume.recorded(self.settings, step.profile)
-                self._guard(step.slot, volume.record, self.settings, step.profile, step.record)
+                self._guard(step.slot, volume.record, self.settings, step.profile, rec.state)
                 self.previous[step.slot] = before
 
     def _runtime(self, steps: list[Step]) -> None:
@@ -124,28 +147,28 @@ class Applier:
         def path(step: Step) -> str:
             return os.path.join(self.scandir, step.slot)
 
-        todo = [s for s in steps if s.runtime and s.slot not in self.errors
+        todo = [s for s in steps if s.has(ch.RUNTIME) and s.slot not in self.errors
                 and not self._overtaken(s)]
-        owe = [s for s in todo if s.runtime == "restart"]
+        owe = [s for s in todo if s.has(ch.RestartGateway)]
         for step in owe:  # from here on it may be down: remember it must come back
             self._guard(step.slot, self._set_pending, path(step),
                         set(_owed(step)) | {"gateway-up"})
-        going = [s for s in todo if s.runtime in ("down", "restart")]
+        going = [s for s in todo if s.has((ch.BringDown, ch.RestartGateway))]
         stopping = [(s.profile, path(s)) for s in going
-                    if s.runtime == "down" and s.slot.startswith("gateway-")]
+                    if s.has(ch.BringDown) and s.slot.startswith("gateway-")]
         marked = planned_stop.mark(self.settings.hermes_home, stopping,
                                    planned_stop.ids(self.settings))
         failed = supervision.down(self.s6, [path(s) for s in going])
         planned_stop.clear(self.settings.hermes_home,
                            [p for p, sp in stopping if p in marked and sp in failed])
-        coming = [s for s in todo if s.runtime in ("up", "restart")]
+        coming = [s for s in todo if s.has((ch.BringUp, ch.RestartGateway))]
         self.before.update(readiness.targets([path(s) for s in coming],
                                             self.settings.hermes_home))
         # -U takes the down marker away in the same act as the start: a run killed in
         # between must not leave a normally-up slot that never ran, which reads "exit 0"
         # exactly like a gateway that exited 0 and must stay down (SPEC §6).
-        for flag, chosen in (("-U", [s for s in coming if s.set_down is False]),
-                             ("-u", [s for s in coming if s.set_down is not False])):
+        for flag, chosen in (("-U", [s for s in coming if _unmarks(s)]),
+                             ("-u", [s for s in coming if not _unmarks(s)])):
             failed.update(supervision.up(self.s6, [path(s) for s in chosen
                                                if path(s) not in failed], flag))
         for step in todo:
@@ -153,13 +176,13 @@ class Applier:
                 self.errors.setdefault(step.slot, failed[path(step)])
                 self._restore(step)
             else:
-                self.notes.setdefault(step.slot, []).append(_DONE[step.runtime])
+                self.notes.setdefault(step.slot, []).append(step.get(ch.RUNTIME).done())
         for step in owe:
             if step.slot not in self.errors:
                 self._guard(step.slot, self._set_pending, path(step),
                             set(_owed(step)) - {"gateway", "gateway-up"})
         for step in todo:
-            if step.record and step.slot not in self.errors:
+            if step.has(ch.RecordState) and step.slot not in self.errors:
                 self._guard(step.slot, self._verify_record, step)
 
     def _verify_record(self, step: Step) -> None:
@@ -168,19 +191,21 @@ class Applier:
         The live gateway rewrites gateway_state.json as it shuts down (read, modify, write);
         a write of ours between its read and its write is lost to it (SPEC §7).
         """
-        if step.dispose:
+        if step.has(ch.DisposeProfile):
             return  # the profile is gone (moved to .trash): nothing left to record in
-        if volume.recorded(self.settings, step.profile) != step.record:
-            volume.record(self.settings, step.profile, step.record)
+        wanted = step.get(ch.RecordState).state
+        if volume.recorded(self.settings, step.profile) != wanted:
+            volume.record(self.settings, step.profile, wanted)
             self.notes.setdefault(step.slot, []).append(
-                f"recorded {step.record} again (the gateway's own write had dropped it)")
+                f"recorded {wanted} again (the gateway's own write had dropped it)")
 
     def _overtaken(self, step: Step) -> bool:
         """True when the recorded desired state changed since the plan (then leave it be)."""
-        if step.record or not step.slot.startswith("gateway-") or step.dispose:
+        if (step.has(ch.RecordState) or not step.slot.startswith("gateway-")
+                or step.has(ch.DisposeProfile)):
             return False
         now = volume.recorded(self.settings, step.profile)
-        planned = "running" if step.runtime in ("up", "restart") else "stopped"
+        planned = "running" if step.has((ch.BringUp, ch.RestartGateway)) else "stopped"
         if now is not None and (now == "running") != (planned == "running"):
             self.notes.setdefault(step.slot, []).append(
                 f"left alone: desired_state changed to {now} meanwhile")
@@ -215,9 +240,10 @@ class Applier:
         """
         goals = {}
         for step in steps:
-            if (step.slot in self.errors or not step.slot or step.dispose or step.spec is None
-                    or step.op == REMOVE or not step.slot.startswith("gateway-")
-                    or step.standby or (step.owner and not step.spec.down)):
+            if (step.slot in self.errors or not step.slot or step.has(ch.DisposeProfile)
+                    or step.spec is None or step.has(ch.Retire)
+                    or not step.slot.startswith("gateway-") or step.standby
+                    or (step.has(ch.AskOwner) and not step.spec.down)):
                 continue  # (a restart another host does: elsewhere.settle waits for it)
             goal = "down" if step.spec.down else "up"
             if goal == "down" and scanner is False:
@@ -236,37 +262,27 @@ class Applier:
 
     # -- the run's own records (under the lock, like every other write) -----------------
 
-    def save_caches(self, render_cache, slot_cache, names) -> None:
-        """Keep what this run rendered and found (render cache: None for a partial run,
-        whose renders would evict the others'; the slot cache of ``names``)."""
-        if render_cache is not None:
-            render_cache.save()
-        slot_cache.save(names)
-
-    def append_boot_log(self, rows, warn, prior_exit: dict | None = None) -> None:
-        """One line per row in the volume's boot log (SPEC §7), the service user's file;
-        ``prior_exit``: slot → the exit code of its last run, when known (SPEC §15)."""
+    def _append_boot_log(self, rows, prior_exit: dict) -> None:
+        """One line per row in the volume's boot log (SPEC §7), the service user's file."""
         from .. import bootlog
 
         cfg = self.settings
-        prior_exit = prior_exit or {}
         bootlog.append(cfg.hermes_home, [(r.profile, r.prior_state, r.action, r.result,
                                           prior_exit.get(r.slot)) for r in rows],
-                       cfg.boot_log_rotate_bytes, (cfg.service_uid, cfg.service_gid), warn,
+                       cfg.boot_log_rotate_bytes, (cfg.service_uid, cfg.service_gid), self.warn,
                        name=bootlog.file_name(cfg.shared_volume and cfg.host_id))
 
-    def undo_failed_creates(self, steps: list[Step]) -> None:
-        """A profile.create whose slot failed leaves nothing behind (SPEC §7)."""
+    def _undo_failed_creates(self, steps) -> None:
         for step in steps:
-            if step.create_profile and step.slot in self.errors:
+            if step.has(ch.CreateProfile) and step.slot in self.errors:
                 volume.remove_new_profile(self.settings, step.profile,
                                           self.notes.setdefault(step.slot, []).append)
 
     def _dispose(self, step: Step) -> None:
-        moved = volume.dispose(self.settings, step.profile, step.purge)
+        change = step.get(ch.DisposeProfile)
+        moved = volume.dispose(self.settings, step.profile, change.purge)
         self.notes.setdefault(step.slot, []).append(
-            "deleted the profile" if step.purge else
-            f"moved the profile to {self.settings.hermes_home}/.trash/profiles/{moved}")
+            change.done(self.settings.hermes_home, moved))
 
     # -- steps -----------------------------------------------------------------------
 
@@ -279,9 +295,11 @@ class Applier:
     # -- steps -----------------------------------------------------------------------
 
     def _sweep(self, step: Step) -> None:
-        removed = volume.sweep(self.settings, step.sweep, os.path.join(self.scandir, step.slot))
+        change = step.get(ch.SweepStale)
+        removed = volume.sweep(self.settings, change.parts,
+                               os.path.join(self.scandir, step.slot))
         if removed:
-            self.notes.setdefault(step.slot, []).append("removed stale " + ", ".join(removed))
+            self.notes.setdefault(step.slot, []).append(change.done(removed))
 
     def _update(self, step: Step) -> None:
         """Replace the changed files in place, each by a temp file + fsync + rename.
@@ -291,14 +309,16 @@ class Applier:
         rather than a gateway silently running the old ``run``.
         """
         path = os.path.join(self.scandir, step.slot)
-        for rel in step.litter:
+        litter = step.get(ch.RemoveLitter)
+        for rel in litter.names if litter else ():
             parent, name = os.path.split(os.path.join(path, rel))
             with fsops.opened_dir(parent) as dfd:
                 fsops.unlink_if_present(dfd, name)
         owed = _owed(step)
-        if owed != step.pending:
+        if owed != _pending(step):
             self._set_pending(path, owed)
-        for rel in step.write:
+        written = step.get(ch.WriteFiles)
+        for rel in written.files if written else ():
             f = step.spec.files[rel]
             parent, name = os.path.split(os.path.join(path, rel))
             os.makedirs(parent, 0o755, exist_ok=True)
@@ -306,13 +326,13 @@ class Applier:
                 # fsync: a slot may live on a persistent disk in some setups; it is cheap.
                 fsops.write_atomic(dfd, name, f.content, f.mode,
                                    owner=file_owner(f.mode, self.gid))
-        if step.fix_skeleton:
+        if step.has(ch.RepairSkeleton):
             self._seed_skeleton(path, step.spec.logged, step.spec.shared)
-        if step.set_down is not None:
+        if marker := step.get(ch.SetMarker):
             with fsops.opened_dir(path) as dfd:
-                if not step.set_down and step.runtime == "up":
+                if not marker.down and step.has(ch.BringUp):
                     pass  # `s6-svc -U` removes it as it brings the gateway up (see _runtime)
-                elif not step.set_down:
+                elif not marker.down:
                     fsops.unlink_if_present(dfd, "down")
                 elif not fsops.lexists(dfd, "down"):
                     fsops.write_new(dfd, "down", b"", 0o644)
@@ -326,19 +346,21 @@ class Applier:
         """
         path = os.path.join(self.scandir, step.slot)
         owed = set(_owed(step))
-        if step.restart_gateway and step.runtime != "restart":
+        restarted = step.has(ch.RestartGateway)
+        debt = step.get(ch.OwedRestarts)
+        if debt and debt.gateway and not restarted:
             owed -= {"gateway", "gateway-up"}
-            if step.runtime is None:
-                self.notes.setdefault(step.slot, []).append("gateway not up, not restarted")
+            if not step.has(ch.RUNTIME):
+                self.notes.setdefault(step.slot, []).append(debt.not_up())
         log = os.path.join(path, "log")
-        if step.restart_logger:
+        if logger := step.get(ch.RestartLogger):
             if supervision.supervised(log):
                 self.s6.svc(log, "-r")
-                self.notes.setdefault(step.slot, []).append("restarted the logger")
+                self.notes.setdefault(step.slot, []).append(logger.done())
             owed.discard("logger")
-        if step.runtime == "restart":
+        if restarted:
             owed -= {"gateway", "gateway-up"}
-        if step.pending or _owed(step):
+        if _pending(step) or _owed(step):
             self._set_pending(path, owed)
 
     def _set_pending(self, path: str, tokens) -> None:
@@ -421,13 +443,14 @@ class Applier:
     def _retire(self, step: Step) -> str:
         """Take a slot out of the scan: down and wait, rename to a dot-name; return it."""
         path = os.path.join(self.scandir, step.slot)
-        if step.op == SWAP:
+        swap = step.has(ch.Replace)
+        if swap:
             new = self._staging(step.spec, "new")
         supervision.take_down(self.s6, path, DOWN_WAIT)
-        old = os.path.join(self.scandir, f".{step.slot}.{'old' if step.op == SWAP else 'removing'}")
+        old = os.path.join(self.scandir, f".{step.slot}.{'old' if swap else 'removing'}")
         fsops.remove_tree(old)
         os.rename(path, old)
-        if step.op == SWAP:
+        if swap:
             os.rename(new, path)
         return old
 
@@ -476,22 +499,32 @@ class Applier:
         fsops.remove_tree(path)
 
 
-_DONE = {"up": "brought up", "down": "brought down", "restart": "restarted the gateway"}
-
-
 def file_owner(mode: int, gid: int) -> tuple[int, int] | None:
     """Root's file not readable by others (it holds extra_env) goes to the service group."""
     return (0, gid) if fsops.IS_ROOT and not mode & 0o007 else None
 
 
+def _pending(step: Step) -> frozenset[str]:
+    """The restarts an earlier run left the slot owing (:data:`slots.PENDING`)."""
+    debt = step.get(ch.OwedRestarts)
+    return debt.pending if debt else frozenset()
+
+
 def _owed(step: Step) -> frozenset[str]:
     """The restarts ``step`` owes its slot, as recorded in :data:`slots.PENDING`."""
-    owed = set(step.pending)
-    if step.restart_gateway:
+    debt = step.get(ch.OwedRestarts)
+    owed = set(_pending(step))
+    if debt and debt.gateway:
         owed.add("gateway")
-    if step.restart_logger:
+    if step.has(ch.RestartLogger):
         owed.add("logger")
     return frozenset(owed)
+
+
+def _unmarks(step: Step) -> bool:
+    """Whether the row removes the down marker (``s6-svc -U`` does it as it starts)."""
+    marker = step.get(ch.SetMarker)
+    return marker is not None and not marker.down
 
 
 def _mkdir_at(dir_fd: int, rel: str, made: set[str], umask: int) -> None:

@@ -7,7 +7,8 @@
 * ports — each gateway's API server and webhook ports, and the gateways that must not
   start because another takes their port (:mod:`..ports`, SPEC §11).
 
-Reading only; never follows a symlink on the volume; one ``supervise/status`` read per slot,
+Reading only (what a run records, e.g. the ports it allocated, is a change the executor
+carries out: ``Facts.allocation``); never follows a symlink on the volume; one ``supervise/status`` read per slot,
 no process per slot.
 """
 
@@ -62,6 +63,8 @@ class Facts:
     # Isolated profiles (SPEC §16): name -> the uid its gateway runs as (isolation on), or
     # the uid it had, for a profile whose tree goes back to the service user (off).
     uids: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The port allocation a run records (None: nothing to record, or --check).
+    allocation: portsmod.Allocation | None = None
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -103,15 +106,16 @@ def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
     return existing, stale, S6.scanner_running(settings.scandir)
 
 
-def gather(settings: Settings, warn, names=(), *, write: bool = False,
+def gather(settings: Settings, warn, names=(), *, for_run: bool = False,
            new: Iterable[str] = (), starting: Iterable[str] = ()) -> Facts:
     """Volume, scandir, placement and port facts; slot files and runtime come from :func:`read_slots`.
 
     ``names`` are the intent's named targets: one placed elsewhere is unplaced even before
     its profile exists (profile.create makes only the directory then, SPEC §13.3).
-    ``write`` lets the port allocation file be locked and updated (a real run, never
-    ``--check``); ``new`` names profiles about to be created, which get ports too;
-    ``starting`` the ones the task starts (checked for ports after all the others).
+    ``for_run``: the plan of a real run (never ``--check``), which records the ports it
+    allocates (``Facts.allocation``, carried out by the executor); ``new`` names profiles
+    about to be created, which get ports too; ``starting`` the ones the task starts
+    (checked for ports after all the others).
     """
     require_scandir(settings)
     files: dict = {}
@@ -127,11 +131,11 @@ def gather(settings: Settings, warn, names=(), *, write: bool = False,
         if not placement.placed(name, settings.gateway_profiles):
             known.unplaced[name] = why
     try:
-        ports(known, warn, write=write, new=new, files=files, starting=starting)
+        ports(known, warn, for_run=for_run, new=new, files=files, starting=starting)
     except Exception as exc:  # noqa: BLE001 - see _unreadable
         _unreadable(settings, existing, exc, warn)
-        known.ports, known.blocked = {}, {}
-    isolation(known, warn, write=write, new=new, owners=owners)
+        known.ports, known.blocked, known.allocation = {}, {}, None
+    isolation(known, warn, write=for_run, new=new, owners=owners)
     multiplexing(known, warn, starting)
     return known
 
@@ -183,7 +187,7 @@ def multiplexing(known: Facts, warn, starting: Iterable[str] = ()) -> None:
                  f"{profiles.escape(name)}; its own gateway duplicates the multiplexer")
 
 
-def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=None,
+def ports(known: Facts, warn, *, for_run: bool = False, new: Iterable[str] = (), files=None,
           starting: Iterable[str] = ()) -> None:
     """Fill ``known.ports`` and ``known.blocked``: of two gateways that would bind one port
     the later is registered down and failed, never started (SPEC §11).
@@ -194,7 +198,8 @@ def ports(known: Facts, warn, *, write: bool, new: Iterable[str] = (), files=Non
     names = [p.name for p in known.profiles[1:]]
     names += sorted(n for n in set(new) if n not in names and n != profiles.DEFAULT
                     and profiles.valid_name(n))
-    known.ports = portsmod.for_settings(known.settings, names, warn, write=write, facts=files)
+    known.ports, known.allocation = portsmod.plan_for_settings(
+        known.settings, names, warn, recording=for_run, facts=files)
     order = [(p.name, p.autostart and p.name not in known.unplaced) for p in known.profiles]
     blocked = portsmod.collisions(order, known.ports)
     serving = _serving(known, order) if blocked else {}
