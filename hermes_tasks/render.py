@@ -172,13 +172,15 @@ class Renderer:
         return SlotSpec(SLOT_PREFIX + name, files, down=not autostart, key=key)
 
     def _isolation(self, name: str, uid: int | None) -> tuple[int | None, str | None]:
-        """(the uid to drop to or None, the tree's owner ``UID:GID:MODE`` or None; giving
-        it back, ``UID:GID:MODE:OLD``, whose processes are stopped first)."""
+        """(the uid to drop to or None, the tree's owner ``UID:GID:MODE:PREV`` or None).
+        ``PREV`` is the previous owner, whose entries alone are converted: the service user
+        switching isolation on; giving the tree back, the profile's old uid, whose
+        processes are stopped first."""
         cfg = self.settings
         if uid is None or name == DEFAULT or not valid_name(name) or cfg.service_user is None:
             return None, None
         if cfg.profile_isolation:
-            return uid, f"{uid}:{uid}:700"
+            return uid, f"{uid}:{uid}:700:{cfg.service_uid}"
         return None, f"{cfg.service_uid}:{cfg.service_gid}:755:{uid}"
 
     def _render_scripts(self, name: str, api_port, webhook_port, drop: int | None = None,

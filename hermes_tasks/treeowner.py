@@ -1,7 +1,7 @@
 """Give one profile's tree to one uid, as root, safely (SPEC §16: isolated profiles).
 
-``python -m hermes_tasks.treeowner UID GID MODE HOME PART... [--create] [--kill-uid OLD]``
-converts
+``python -m hermes_tasks.treeowner UID GID MODE HOME PART... --from PREV [--create]
+[--kill-uid OLD]`` converts
 ``HOME/PART/...`` (a profile's directory, or its log directory) and everything in it to
 ``UID:GID``, then sets the top directory's mode to ``MODE`` (octal). A slot's ``run`` and
 ``log/run`` call it as root, before dropping to the profile's uid, only when the top
@@ -17,6 +17,12 @@ hostile), so:
 * entries are changed through a descriptor of the very inode inspected (``O_PATH``, then
   ``fchownat(fd, "", AT_EMPTY_PATH)``), so swapping a name for a link between the look and
   the change changes nothing else;
+* only what the previous owner ``PREV`` (the service user switching isolation on, the
+  profile's old uid switching it off) or ``UID`` owns is changed: an entry of any other
+  owner is left alone and not entered, and a top directory of another owner is refused.
+  The service user owns ``profiles/`` and can rename entries in it: another profile's
+  converted directory moved into this tree (or in place of it) must not become this
+  profile's;
 * a regular file with more than one link is left alone and named: a hard link may be
   another tree's file (the old owner could link anything it owned into its tree);
 * another file system mounted inside is not entered;
@@ -52,12 +58,14 @@ def _fchown_path(fd: int, uid: int, gid: int) -> None:
 
 
 def convert(home: str, parts: list[str], uid: int, gid: int, mode: int,
-            create: bool = False) -> tuple[int, list[str]]:
+            create: bool = False, prev: int | None = None) -> tuple[int, list[str]]:
     """Give ``home/<parts…>`` and its tree to ``uid:gid``; the top directory gets ``mode``.
 
     ``create`` makes a missing top directory (root's ``mkdirat`` below a no-follow fd:
     a logger's directory the profile's uid cannot create in the service user's
-    ``logs/gateways``). Returns (entries changed, paths left alone with why).
+    ``logs/gateways``; one of another owner is set aside first). ``prev``: the previous
+    owner; with it, entries of other owners are left alone (None: every entry changes). Returns (entries changed, paths left alone
+    with why).
     """
     fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -66,16 +74,25 @@ def convert(home: str, parts: list[str], uid: int, gid: int, mode: int,
             os.close(fd)
             fd = nfd
         last = parts[-1]
+        where = os.path.join(home, *parts)
+        owners = None if prev is None else {uid, prev}
+        made = False
         if create:
+            _aside(fd, last, owners, where)
             try:
                 os.mkdir(last, 0o700, dir_fd=fd)
+                made = True
             except FileExistsError:
                 pass
         top = os.open(last, _DIR, dir_fd=fd)
     finally:
         os.close(fd)
     try:
-        changed, left = _walk(top, os.path.join(home, *parts), uid, gid)
+        if owners is not None and not made and os.fstat(top).st_uid not in owners:
+            raise OSError(errno.EPERM, f"it belongs to uid {os.fstat(top).st_uid}, neither "
+                          f"the previous owner ({prev}) nor the profile's ({uid}); not "
+                          "converted (moved here from another tree?)", where)
+        changed, left = _walk(top, where, uid, gid, owners)
         st = os.fstat(top)
         if (st.st_uid, st.st_gid) != (uid, gid):
             os.fchown(top, uid, gid)
@@ -87,7 +104,28 @@ def convert(home: str, parts: list[str], uid: int, gid: int, mode: int,
     return changed, left
 
 
-def _walk(top: int, where: str, uid: int, gid: int) -> tuple[int, list[str]]:
+def _aside(fd: int, name: str, owners: set[int] | None, where: str) -> None:
+    """A directory to be created (a logger's) that exists with another owner — a deleted
+    profile's of the same name, or one moved here from another profile — is renamed aside
+    (``.NAME.uid<UID>.<time>``, keeping its owner), so a fresh one is made."""
+    import time
+
+    if owners is None:
+        return
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if st.st_uid in owners:
+        return
+    os.rename(name, f".{name}.uid{st.st_uid}.{int(time.time())}", src_dir_fd=fd,
+              dst_dir_fd=fd)
+    sys.stderr.write(f"hermes-tasks: {where!r} belonged to uid {st.st_uid}: set aside, "
+                     "a new one is made\n")
+
+
+def _walk(top: int, where: str, uid: int, gid: int,
+          owners: set[int] | None = None) -> tuple[int, list[str]]:
     """Everything below the directory open as ``top`` (not ``top`` itself)."""
     top_st = os.fstat(top)
     dev = top_st.st_dev
@@ -99,7 +137,7 @@ def _walk(top: int, where: str, uid: int, gid: int) -> tuple[int, list[str]]:
         while True:
             level = path[-1]
             if level[2] is None:
-                level[2], n = _entries(fd, dev, level[1], uid, gid, left)
+                level[2], n = _entries(fd, dev, level[1], uid, gid, left, owners)
                 changed += n
             if level[2]:
                 name, ino = level[2].pop()
@@ -108,7 +146,8 @@ def _walk(top: int, where: str, uid: int, gid: int) -> tuple[int, list[str]]:
                 except OSError:
                     continue  # gone or replaced by a non-directory meanwhile: not ours to follow
                 nst = os.fstat(nfd)
-                if (nst.st_dev, nst.st_ino) != (dev, ino):
+                if (nst.st_dev, nst.st_ino) != (dev, ino) or (
+                        owners is not None and nst.st_uid not in owners):
                     os.close(nfd)
                     left.append(f"{os.path.join(level[1], name)} (replaced while walked)")
                     continue
@@ -133,10 +172,11 @@ def _walk(top: int, where: str, uid: int, gid: int) -> tuple[int, list[str]]:
         os.close(fd)
 
 
-def _entries(fd: int, dev: int, where: str, uid: int, gid: int,
-             left: list[str]) -> tuple[list[tuple[str, int]], int]:
+def _entries(fd: int, dev: int, where: str, uid: int, gid: int, left: list[str],
+             owners: set[int] | None = None) -> tuple[list[tuple[str, int]], int]:
     """Change every non-directory entry of the directory ``fd``; return its subdirectories
-    (name, inode) on this file system, and how many entries changed."""
+    (name, inode) on this file system, and how many entries changed. An entry whose owner
+    is not in ``owners`` (when given) is left alone, and a directory of it not entered."""
     subdirs, changed = [], 0
     for name in os.listdir(fd):
         try:
@@ -145,6 +185,9 @@ def _entries(fd: int, dev: int, where: str, uid: int, gid: int,
             continue
         if st.st_dev != dev:
             left.append(f"{os.path.join(where, name)} (another file system)")
+            continue
+        if owners is not None and st.st_uid not in owners:
+            left.append(f"{os.path.join(where, name)} (uid {st.st_uid}'s)")
             continue
         if stat.S_ISDIR(st.st_mode):
             subdirs.append((name, st.st_ino))
@@ -157,7 +200,8 @@ def _entries(fd: int, dev: int, where: str, uid: int, gid: int,
             continue
         try:
             est = os.fstat(efd)  # the inode the descriptor holds: the one changed
-            if stat.S_ISDIR(est.st_mode) or est.st_dev != dev:
+            if stat.S_ISDIR(est.st_mode) or est.st_dev != dev or (
+                    owners is not None and est.st_uid not in owners):
                 continue  # swapped meanwhile: the walk's next look decides
             if stat.S_ISREG(est.st_mode) and est.st_nlink > 1:
                 left.append(f"{os.path.join(where, name)} ({est.st_nlink} hard links)")
@@ -194,7 +238,15 @@ def kill_uid(uid: int) -> list[int]:
 def main(argv: list[str]) -> int:
     create = "--create" in argv
     argv = list(argv)
-    kill = None
+    kill = prev = None
+    if "--from" in argv:
+        at = argv.index("--from")
+        value = argv[at + 1] if at + 1 < len(argv) else ""
+        del argv[at:at + 2]
+        if not value.isdigit():
+            sys.stderr.write("treeowner: --from needs the previous owner's uid\n")
+            return 2
+        prev = int(value)
     if "--kill-uid" in argv:
         at = argv.index("--kill-uid")
         value = argv[at + 1] if at + 1 < len(argv) else ""
@@ -208,7 +260,7 @@ def main(argv: list[str]) -> int:
             not all(c in "01234567" for c in args[2]) or any(
                 not p or p in (".", "..") or "/" in p for p in args[4:]):
         sys.stderr.write("usage: python -m hermes_tasks.treeowner UID GID MODE HOME "
-                         "PART... [--create]\n")
+                         "PART... --from PREV [--create] [--kill-uid OLD]\n")
         return 2
     uid, gid, mode, home, *parts = args
     where = os.path.join(home, *parts)
@@ -218,7 +270,8 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(f"hermes-tasks: stopped {len(pids)} process(es) of uid {kill} "
                              "left from the isolated profile\n")
     try:
-        changed, left = convert(home, parts, int(uid), int(gid), int(mode, 8), create)
+        changed, left = convert(home, parts, int(uid), int(gid), int(mode, 8), create,
+                                prev if prev is not None else kill)
     except OSError as exc:
         sys.stderr.write(f"hermes-tasks: could not give {where!r} to {uid}:{gid}: "
                          f"{exc.strerror or exc}"

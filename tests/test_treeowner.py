@@ -124,3 +124,70 @@ def test_giving_a_tree_back_stops_what_the_old_uid_left_running(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+SERVICE, BOB = 20700, 20778
+
+
+def give(root, uid):
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames, ""]:
+            os.lchown(os.path.join(dirpath, name) if name else dirpath, uid, uid)
+
+
+def test_only_the_previous_owners_entries_change(tmp_path):
+    """The service user owns profiles/ and can rename entries in it: bob's converted
+    directory moved into alice's tree, or in place of it, never becomes alice's."""
+    home = tmp_path / "home"
+    alice, bob = home / "profiles" / "alice", home / "profiles" / "bob"
+    (alice / "memories").mkdir(parents=True)
+    (alice / "memories" / "m").write_text("alice's")
+    (bob / "sessions").mkdir(parents=True)
+    (bob / ".env").write_text("BOB_KEY=secret")
+    give(alice, SERVICE)
+    give(bob, BOB)  # bob is isolated already
+    (alice / "planted").mkdir()
+    os.chown(alice / "planted", BOB, BOB)  # an entry of another uid, made by root here
+    os.rename(bob, alice / "stolen")  # what the service user can do before alice converts
+    changed, left = treeowner.convert(str(home), ["profiles", "alice"], U, G, 0o700,
+                                      prev=SERVICE)
+    assert changed == 3  # alice, memories, m: nothing of bob's
+    assert set(owners(alice / "stolen").values()) == {(BOB, BOB)}
+    assert os.lstat(alice / "planted").st_uid == BOB
+    assert any("stolen" in item and f"uid {BOB}" in item for item in left), left
+    assert owners(alice)["memories/m"] == (U, G)
+    # bob's whole directory put in place of alice's: refused, nothing changes
+    os.rename(alice, home / "profiles" / "alice-old")
+    os.rename(home / "profiles" / "alice-old" / "stolen", alice)
+    with pytest.raises(OSError, match="neither the previous owner"):
+        treeowner.convert(str(home), ["profiles", "alice"], U, G, 0o700, prev=SERVICE)
+    assert set(owners(alice).values()) == {(BOB, BOB)}
+
+
+def test_the_command_line_refuses_a_foreign_top_in_one_line(tmp_path):
+    home = tmp_path / "home"
+    (home / "profiles" / "alice").mkdir(parents=True)
+    give(home / "profiles" / "alice", BOB)
+    res = subprocess.run([sys.executable, "-I", "-m", "hermes_tasks.treeowner", str(U), str(G),
+                          "700", str(home), "profiles", "alice", "--from", str(SERVICE)],
+                         capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(treeowner.__file__)))
+    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert "neither the previous owner" in res.stderr and "Traceback" not in res.stderr
+    assert os.lstat(home / "profiles" / "alice").st_uid == BOB
+
+
+def test_a_loggers_directory_of_another_uid_is_set_aside_and_made_anew(tmp_path):
+    """A deleted profile's log directory (its retired uid), or one the service user moved
+    here from another profile, is never given to this profile: renamed aside, kept."""
+    home = tmp_path / "home"
+    gateways = home / "logs" / "gateways"
+    (gateways / "bob").mkdir(parents=True)
+    (gateways / "bob" / "current").write_text("old bob's lines")
+    give(gateways / "bob", BOB)
+    treeowner.convert(str(home), ["logs", "gateways", "bob"], U, G, 0o700, create=True,
+                      prev=SERVICE)
+    assert owners(gateways / "bob") == {".": (U, G)}  # fresh and empty
+    aside = [p for p in gateways.iterdir() if p.name.startswith(f".bob.uid{BOB}.")]
+    assert len(aside) == 1 and set(owners(aside[0]).values()) == {(BOB, BOB)}
+    assert (aside[0] / "current").read_text() == "old bob's lines"
