@@ -64,8 +64,8 @@ def convert(home: str, parts: list[str], uid: int, gid: int, mode: int,
     ``create`` makes a missing top directory (root's ``mkdirat`` below a no-follow fd:
     a logger's directory the profile's uid cannot create in the service user's
     ``logs/gateways``; one of another owner is set aside first). ``prev``: the previous
-    owner; with it, entries of other owners are left alone (None: every entry changes). Returns (entries changed, paths left alone
-    with why).
+    owner; with it, entries of other owners are left alone (None: every entry changes).
+    Returns (entries changed, paths left alone with why).
     """
     fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
