@@ -9,6 +9,7 @@ the reconcile at a random point.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -301,3 +302,28 @@ def test_created_and_deleted_profiles_get_and_retire_their_uids(root_sandbox, su
     assert now["bob"] != uids["bob"]  # a deleted profile's uid is never handed out again
     assert uids["bob"] in json.loads((sb.home / "profile-uids.json").read_text())["retired"]
     converged(sb, {"bob": now["bob"], "alice": uids["alice"]}, on=True)
+
+
+def test_a_held_uid_record_lock_hands_out_no_new_uid(root_sandbox, supervisor):
+    """The record's lock is the volume's, not the host's: while another process (the
+    service user can) holds it, a profile that needs a new uid fails in one line and is
+    not created; running ones keep their uids; the next run creates it."""
+    sb = root_sandbox
+    volume(sb)
+    tasks(sb, "reconcile", *ON)
+    uids = recorded(sb)
+    pids = converged(sb, uids, on=True)
+    holder = os.open(sb.home / "profile-uids.json", os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        res = tasks(sb, "profile.create", "carol", "--start", *ON, ok=False)
+    finally:
+        os.close(holder)
+    assert res.returncode == 1
+    assert "locked by another process" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert "carol" not in recorded(sb) and not (sb.home / "profiles" / "carol").exists()
+    assert {n: s6env.svstat(sb.slot(n))["pid"] for n in uids} == pids
+    tasks(sb, "profile.create", "carol", "--start", *ON)
+    carol = recorded(sb)["carol"]
+    assert carol not in uids.values()
+    converged(sb, {"carol": carol}, on=True)

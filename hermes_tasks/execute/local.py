@@ -117,6 +117,10 @@ class Applier:
         """Carry out one run-level change (under the lock, like every other write)."""
         if isinstance(change, ch.AllocatePorts):
             change.allocation.record(self.warn)
+        elif isinstance(change, ch.AllocateUids):
+            for name, why in change.allocation.record(self.warn).items():
+                if name in change.slots:  # its row fails: nothing of it starts or converts
+                    self.errors.setdefault(change.slots[name], why)
         elif isinstance(change, ch.SaveCaches):
             if change.render_cache is not None:
                 change.render_cache.save()
