@@ -327,3 +327,29 @@ def test_a_held_uid_record_lock_hands_out_no_new_uid(root_sandbox, supervisor):
     carol = recorded(sb)["carol"]
     assert carol not in uids.values()
     converged(sb, {"carol": carol}, on=True)
+
+
+def test_a_deliberate_stop_leaves_no_marker_and_records_stopped(root_sandbox, supervisor):
+    """hermes's planned-stop marker in an isolated profile is the profile uid's file (its
+    0700 directory holds nothing else's); the gateway consumes it at the stop: none is
+    left behind and the gateway records ``stopped``."""
+    sb = root_sandbox
+    volume(sb)
+    (sb.home / ".standin" / "behaviour.json").write_text(
+        json.dumps({"profiles": {"alice": {"planned_stop": "1"}}}))
+    tasks(sb, "reconcile", *ON)
+    uids = recorded(sb)
+    pids = converged(sb, uids, on=True)
+    tasks(sb, "gateway.stop", "-p", "alice", "--wait", *ON)
+    s6env.wait_down(sb.slot("alice"), 20)
+    alice_dir = sb.home / "profiles" / "alice"
+    assert not (alice_dir / ".gateway-planned-stop.json").exists()
+    stops = [json.loads(line) for line in
+             (sb.home / ".standin" / "alice.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "stop"]
+    assert [(e["pid"], e["marker_uid"], e["code"]) for e in stops] == \
+        [(pids["alice"], uids["alice"], 0)]
+    assert s6env.svstat(sb.slot("alice"), ("up", "exitcode"))["exitcode"] == 0
+    state = json.loads((alice_dir / "gateway_state.json").read_text())
+    assert state["gateway_state"] == "stopped"
+    assert tree_owners(alice_dir) - {(uids["alice"],) * 2} <= {(0, 0)}

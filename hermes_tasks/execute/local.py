@@ -161,7 +161,8 @@ class Applier:
         stopping = [(s.profile, path(s)) for s in going
                     if s.has(ch.BringDown) and s.slot.startswith("gateway-")]
         marked = planned_stop.mark(self.settings.hermes_home, stopping,
-                                   planned_stop.ids(self.settings))
+                                   planned_stop.ids(self.settings),
+                                   planned_stop.isolated(self.settings))
         failed = supervision.down(self.s6, [path(s) for s in going])
         planned_stop.clear(self.settings.hermes_home,
                            [p for p, sp in stopping if p in marked and sp in failed])
