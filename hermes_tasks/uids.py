@@ -6,7 +6,13 @@ named profile its uid, recorded by root's executor under a lock on the record
 one number used as both its uid and its gid (a private group), allocated from ``profile_uid_base`` and recorded in
 ``<hermes_home>/profile-uids.json``::
 
-    {"profiles": {"alice": 20000, "bob": 20001}, "retired": [20002]}
+    {"profiles": {"alice": 20000, "bob": 20001}, "retired": [20002],
+     "converted": {"alice": [2049, 131075]}}
+
+``converted`` is the (st_dev, st_ino) of each profile directory root gave to its uid: a
+directory found there later that is another one (the service user owns ``profiles/`` and
+can swap entries) is refused, never converted, also after a container restart wiped the
+scandir (:func:`converted_check`). It is trusted only from a root-owned record.
 
 The record lives on the volume, which the service user (and the default profile's agent)
 can write, so root reads it as hostile input (:func:`read_record`, :func:`parse_record`):
@@ -49,10 +55,12 @@ LOCK_WAIT = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """A validated record: ``profiles`` name → uid, ``retired`` uids never handed out again."""
+    """A validated record: ``profiles`` name → uid, ``retired`` uids never handed out again,
+    ``converted`` name → (st_dev, st_ino) of the directory root gave to its uid."""
 
     profiles: Mapping[str, int] = dataclasses.field(default_factory=dict)
     retired: frozenset[int] = frozenset()
+    converted: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +151,17 @@ def parse_record(raw: bytes, warn, base: int = DEFAULT_BASE,
         warn(f"{len(bad)} retired uid(s) not integers in {base}..{limit}; dropped")
     retired.update(u for u in raw_retired if _in_range(u, base, limit))
     retired.difference_update(kept.values())  # a live allocation wins over a stale retirement
-    return Record(kept, frozenset(retired))
+    raw_conv = doc.get("converted", {})
+    if not isinstance(raw_conv, dict):
+        warn("'converted' is not an object; ignored")
+        raw_conv = {}
+    converted = {n: (v[0], v[1]) for n, v in raw_conv.items() if n in kept
+                 and isinstance(v, list) and len(v) == 2
+                 and all(type(x) is int and 0 <= x < 1 << 64 for x in v)}
+    if len(converted) != len(raw_conv):
+        warn(f"{len(raw_conv) - len(converted)} 'converted' entr(ies) not a recorded profile's "
+             "[device, inode]; dropped")
+    return Record(kept, frozenset(retired), converted)
 
 
 def _in_range(uid: object, base: int, limit: int) -> bool:
@@ -228,14 +246,20 @@ def allocate(names: Iterable[str], record: Record, taken: Mapping[int, str] | It
             continue
         profiles[name] = uid
         used.add(uid)
-    new = Record(dict(sorted(profiles.items())), frozenset(retired))
-    changed = dict(new.profiles) != dict(record.profiles) or new.retired != record.retired
+    # A directory stays marked converted while its profile keeps the uid it was given to.
+    converted = {n: v for n, v in record.converted.items()
+                 if n in profiles and profiles[n] == record.profiles.get(n)}
+    new = Record(dict(sorted(profiles.items())), frozenset(retired), converted)
+    changed = dict(new.profiles) != dict(record.profiles) or new.retired != record.retired \
+        or dict(new.converted) != dict(record.converted)
     return Allocation(new, dict(new.profiles), conflicts, changed)
 
 
 def to_json(record: Record) -> bytes:
     doc = {"profiles": dict(sorted(record.profiles.items())),
            "retired": sorted(record.retired)}
+    if record.converted:
+        doc["converted"] = {n: list(v) for n, v in sorted(record.converted.items())}
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
@@ -395,7 +419,7 @@ def locked(home: str, warn, base: int = DEFAULT_BASE):
                     raise OSError(errno.EINVAL, f"{FILE} is {volfile.kind(st.st_mode)}")
                 if not supervision.wait_until(lambda fd=fd: try_lock(fd),
                                               deadline - time.monotonic(), 0.05):
-                    yield None, read_record(home, warn, base)
+                    yield None, _trusted(_parse_fd(fd, home, warn, base), st)
                     return
                 try:
                     now = os.stat(FILE, dir_fd=dfd, follow_symlinks=False)
@@ -403,17 +427,57 @@ def locked(home: str, warn, base: int = DEFAULT_BASE):
                     now = None
                 if now is None or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
                     continue  # replaced while we waited: lock the new one
-                raw = os.pread(fd, FILE_LIMIT + 1, 0)
-                if len(raw) > FILE_LIMIT:
-                    warn(f"{escape(home)}/{FILE} is unusable (too large); uids are "
-                         "allocated afresh")
-                    raw = b""
-                yield dfd, parse_record(raw, lambda text: warn(f"{escape(home)}/{FILE}: "
-                                                               f"{text}"), base)
+                yield dfd, _trusted(_parse_fd(fd, home, warn, base), st)
                 return
             finally:
                 os.close(fd)
         raise OSError(errno.EAGAIN, f"{FILE} kept being replaced")
+
+
+def _parse_fd(fd: int, home: str, warn, base: int) -> Record:
+    raw = os.pread(fd, FILE_LIMIT + 1, 0)
+    if len(raw) > FILE_LIMIT:
+        warn(f"{escape(home)}/{FILE} is unusable (too large); uids are allocated afresh")
+        raw = b""
+    return parse_record(raw, lambda text: warn(f"{escape(home)}/{FILE}: {text}"), base)
+
+
+def _trusted(record: Record, st: os.stat_result) -> Record:
+    """Conversion marks count only in root's own file: the service user can plant a record
+    of its own (it owns the directory), never one owned by root."""
+    return record if st.st_uid == 0 or not record.converted else \
+        dataclasses.replace(record, converted={})
+
+
+def converted_check(home: str, name: str, uid: int, here: tuple[int, int], warn
+                    ) -> str | None:
+    """Why ``profiles/NAME`` (whose (st_dev, st_ino) is ``here``) must not be given to
+    ``uid``: root converted another directory of that name for it before (one line), or
+    None."""
+    with locked(home, warn) as (_dfd, record):
+        was = record.converted.get(name)
+    if was is None or record.profiles.get(name) != uid or tuple(was) == tuple(here):
+        return None
+    return (f"{escape(home)}/profiles/{escape(name)} is not the directory given to uid {uid} "
+            f"(replaced?): not converted, not started; to give it to the profile anyway, "
+            f"delete \"{escape(name)}\" under \"converted\" in {escape(home)}/{FILE}")
+
+
+def remember(home: str, name: str, uid: int, here: tuple[int, int] | None, warn) -> None:
+    """Record (``here``) or forget (None) which directory root gave to NAME's uid."""
+    with locked(home, warn) as (dfd, record):
+        if dfd is None:
+            warn(f"{escape(home)}/{FILE} is locked by another process; which directory "
+                 f"profile {escape(name)} has is not recorded this time")
+            return
+        converted = dict(record.converted)
+        if here is not None and record.profiles.get(name) == uid:
+            converted[name] = tuple(here)
+        else:
+            converted.pop(name, None)
+        if converted != dict(record.converted):
+            new = dataclasses.replace(record, converted=converted)
+            fsops.write_atomic(dfd, FILE, to_json(new), 0o644, owner=(0, 0))
 
 
 def retire(settings, name: str, warn) -> None:
@@ -432,7 +496,8 @@ def retire(settings, name: str, warn) -> None:
                      "retired at the next reconcile")
                 return
             kept = {n: u for n, u in record.profiles.items() if n != name}
-            new = Record(kept, record.retired | {record.profiles[name]})
+            new = Record(kept, record.retired | {record.profiles[name]},
+                         {n: v for n, v in record.converted.items() if n != name})
             fsops.write_atomic(dfd, FILE, to_json(new), 0o644, owner=(0, 0))
     except OSError as exc:
         warn(f"could not retire the uid of profile {name} in {where}: {volfile.why(exc)}")

@@ -9,6 +9,7 @@ the reconcile at a random point.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -88,6 +89,11 @@ def converged(sb, uids: dict[str, int], on: bool, timeout: float = 30) -> dict[s
         assert os.stat(logs).st_mode & 0o777 == (0o700 if on else 0o755)
         assert os.stat(sb.slot(name) / "run").st_mode & 0o777 == (0o700 if on else 0o750)
     return pids
+
+
+def refused(sb, name: str) -> bool:
+    st = s6env.svstat(sb.slot(name), ("up", "exitcode"))
+    return not st["up"] and st["exitcode"] == 78
 
 
 def without_uptime(text: str) -> str:
@@ -301,8 +307,25 @@ def test_a_replaced_profile_directory_is_not_given_to_the_profile(root_sandbox, 
     s6env.wait_for(lambda: s6env.svstat(sb.slot("alice"), ("up", "exitcode"))["exitcode"] == 78,
                    20, interval=0.1, what="alice's run refusing the planted directory")
     assert tree_owners(sb.home / "profiles" / "alice") == {(sb.user.uid, sb.user.gid)}
-    # the operator accepts it: the mark goes, the next start converts it
+    # a container restart wipes the scandir's mark: root's record still knows which
+    # directory it gave to alice's uid, and refuses the planted one in one line
     os.unlink(sb.slot("alice") / "data" / "isolated-tree")
+    subprocess.run([str(sb.cmd_dir / "s6-svc"), "-u", str(sb.slot("alice"))], check=True)
+    log = sb.home / "logs" / "gateways" / "alice" / "current"
+    s6env.wait_for(lambda: "is not the directory given to uid" in log.read_text(), 20,
+                   interval=0.1, what="alice's run refusing the planted directory by the record")
+    s6env.wait_for(lambda: refused(sb, "alice"), 20, interval=0.1, what="alice down, 78")
+    lines = [x for x in log.read_text().splitlines() if "is not the directory given" in x]
+    assert len(lines) >= 1 and "profile-uids.json" in lines[-1]
+    assert tree_owners(sb.home / "profiles" / "alice") == {(sb.user.uid, sb.user.gid)}
+    # the operator accepts it: the marks go (the record's and the scandir's), the next
+    # start converts it
+    record = json.loads((sb.home / "profile-uids.json").read_text())
+    assert "alice" in record["converted"]
+    del record["converted"]["alice"]
+    (sb.home / "profile-uids.json").write_text(json.dumps(record))  # stays root's
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sb.slot("alice") / "data" / "isolated-tree")
     tasks(sb, "gateway.start", "-p", "alice", *ON)
     running_as(sb, "alice", uids["alice"])
     assert tree_owners(sb.home / "profiles" / "alice") == {(uids["alice"],) * 2}

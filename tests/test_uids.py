@@ -406,3 +406,35 @@ def test_retire_waits_for_the_lock_and_never_follows_a_symlink(tmp_path):
     os.symlink("elsewhere", tmp_path / uids.FILE)
     uids.retire(cfg, "alice", warnings.append)
     assert (tmp_path / "elsewhere").read_text() == "keep\n"
+
+
+def test_conversion_marks_are_kept_with_their_uid_and_validated():
+    rec, warnings = parsed(json.dumps({"profiles": {"alice": 20000, "bob": 20001},
+                                       "converted": {"alice": [2049, 77], "bob": ["x", 1],
+                                                     "carol": [1, 2]}}))
+    assert rec.converted == {"alice": (2049, 77)}
+    assert len(warnings) == 1 and "2 'converted'" in warnings[0]
+    kept = allocate(["alice", "bob"], rec, {})
+    assert kept.record.converted == {"alice": (2049, 77)} and not kept.changed
+    gone = allocate(["bob"], rec, {})  # alice deleted: her uid retired, her mark forgotten
+    assert gone.record.converted == {} and gone.changed
+    assert json.loads(uids.to_json(kept.record))["converted"] == {"alice": [2049, 77]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's to write")
+def test_a_planted_directory_is_refused_only_by_roots_own_record(tmp_path):
+    (tmp_path / "profiles" / "alice").mkdir(parents=True)
+    here = (1, 2)
+    uids.remember(str(tmp_path), "alice", 20000, here, print)  # no allocation: nothing kept
+    assert not json.loads((tmp_path / uids.FILE).read_text() or "{}").get("converted")
+    (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": 20000}}))
+    uids.remember(str(tmp_path), "alice", 20000, here, print)
+    assert uids.converted_check(str(tmp_path), "alice", 20000, here, print) is None
+    why = uids.converted_check(str(tmp_path), "alice", 20000, (1, 3), print)
+    assert "not the directory given to uid 20000" in why and "\n" not in why
+    assert uids.converted_check(str(tmp_path), "alice", 20001, (1, 3), print) is None
+    os.chown(tmp_path / uids.FILE, 1000, 1000)  # planted by the service user: not trusted
+    assert uids.converted_check(str(tmp_path), "alice", 20000, (1, 3), print) is None
+    os.chown(tmp_path / uids.FILE, 0, 0)
+    uids.remember(str(tmp_path), "alice", 10000, None, print)  # given back: forgotten
+    assert uids.converted_check(str(tmp_path), "alice", 20000, (1, 3), print) is None
