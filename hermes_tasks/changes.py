@@ -10,13 +10,15 @@ bring up, verify); the report (:mod:`.report`) words a row from its changes' own
 logger that was not supervised is not restarted, a sweep that found nothing says
 nothing): the executor reports those, through :meth:`done`, when they happened.
 
-Run-level changes (no row of their own) are :class:`AllocatePorts`, :class:`SaveCaches`,
+Run-level changes (no row of their own) are :class:`AllocatePorts`, :class:`AllocateUids`,
+:class:`SaveCaches`,
 :class:`AppendBootLog` and :class:`UndoFailedCreates`, given to the executor's ``apply``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 FileFact = tuple[bytes, int] | None  # (content, mode) as found, None when missing
@@ -311,6 +313,20 @@ class AllocatePorts(Change):
 
     def describe(self, check: bool) -> str:
         return _verb(check, "would record", "recorded") + " the gateways' ports"
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocateUids(Change):
+    """Lock ``profile-uids.json`` (0.5 s at most), re-read it and save the isolated
+    profiles' uids the plan used (:class:`..uids.Pending`); a profile whose uid could not
+    be recorded as planned fails this run (the next run retries): ``slots`` maps each
+    profile of the plan to its row's slot."""
+
+    allocation: Any
+    slots: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    def describe(self, check: bool) -> str:
+        return _verb(check, "would record", "recorded") + " the profiles' uids"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A caller who may not change slots (the service user) sends root its intent over the
 registrar's socket (:mod:`.registrar` serves it) and gets root's rows back; settings the
-caller named that root lacks are refused here first (they would be dropped silently).
+caller named that root lacks are refused here first (they would be dropped silently). With
+``profile_isolation`` it asks root for ``gateway.status``'s documents the same way
+(:func:`ask_status`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ NEEDS_ROOT = ("{what} needs root: run this task as root, or run `hermes-tasks re
               "once so the registrar slot exists under a running s6-svscan")
 STOPPED = ("the registrar {slot} is stopped: start it with `s6-svc -u {slot}` as root, or run "
            "`hermes-tasks reconcile` as root")
+STATUS = "gateway.status"  # a read root answers: not an intent, takes no lock
 MAX_REQUEST = 1 << 16
 MAX_ANSWER = 1 << 26  # rows with diffs of a few thousand slots
 IO_TIMEOUT = 1.0  # the most a caller can hold the registrar, reading or answering
@@ -82,16 +85,63 @@ def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn,
     ``registrar_timeout`` (plus ``--timeout`` with ``--wait``), or root's run failed as a
     whole (its one-line error, with its exit code).
     """
-    import socket  # only a caller who asks pays for it, not root's reconcile
-
     what = intent.task if intent.task == RECONCILE else f"{intent.task} {sorted(intent.names or [])}"
-    slot = os.path.join(settings.scandir, REGISTRAR)
     request = {"task": intent.task, "names": sorted(intent.names) if intent.names else None,
                "all": intent.all, "start": intent.start, "purge": intent.purge,
                "wait": intent.wait, "timeout": intent.timeout, "check": check, "diff": diff,
                "show_secrets": show_secrets}
     deadline = time.monotonic() + settings.registrar_timeout + (
         intent.timeout if intent.wait else 0)
+    slot = os.path.join(settings.scandir, REGISTRAR)
+    raw = _exchange(settings, request, what, deadline)
+    try:
+        doc = json.loads(raw)
+        if doc.get("error") is not None:
+            raise (UsageError if doc.get("usage") else TaskError)(
+                str(doc["error"]), int(doc.get("code") or 1))
+        for message in doc.get("warnings", []):
+            warn(str(message))
+        rows = [_row(r) for r in doc["results"]]
+        aside = _row(doc["registrar"]) if doc.get("registrar") else None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise TaskError(f"the registrar {slot} answered something unreadable; see its log "
+                        "(the s6-svscan log)") from None
+    return rows, aside
+
+
+def ask_status(settings: Settings, profile: str | None, warn) -> list[dict]:
+    """root's ``gateway.status`` documents (every profile, or ``profile``), computed by the
+    registrar with root's settings: with ``profile_isolation`` only root can read the
+    profiles' files (SPEC §16), and the operator's service user keeps ``gateway.*``.
+
+    Errors as :func:`ask`; root's warnings passed on.
+    """
+    what = STATUS + (f" -p {profile}" if profile else "")
+    deadline = time.monotonic() + settings.registrar_timeout
+    slot = os.path.join(settings.scandir, REGISTRAR)
+    raw = _exchange(settings, {"task": STATUS, "profile": profile}, what, deadline)
+    try:
+        doc = json.loads(raw)
+        if doc.get("error") is not None:
+            raise (UsageError if doc.get("usage") else TaskError)(
+                str(doc["error"]), int(doc.get("code") or 1))
+        for message in doc.get("warnings", []):
+            warn(str(message))
+        docs = doc["gateways"]
+        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+            raise TypeError("gateways")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise TaskError(f"the registrar {slot} answered something unreadable; see its log "
+                        "(the s6-svscan log)") from None
+    return docs
+
+
+def _exchange(settings: Settings, request: dict, what: str, deadline: float) -> bytes:
+    """Send one request to the registrar and read its whole answer (bounded in size and
+    by ``deadline``); TaskError when it cannot be reached or does not answer."""
+    import socket  # only a caller who asks pays for it, not root's reconcile
+
+    slot = os.path.join(settings.scandir, REGISTRAR)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(settings.registrar_timeout)
         try:
@@ -111,19 +161,7 @@ def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn,
     if raw is None:
         raise TaskError(f"the registrar {slot} did not answer within "
                         f"{settings.registrar_timeout:g} s (registrar_timeout)")
-    try:
-        doc = json.loads(raw)
-        if doc.get("error") is not None:
-            raise (UsageError if doc.get("usage") else TaskError)(
-                str(doc["error"]), int(doc.get("code") or 1))
-        for message in doc.get("warnings", []):
-            warn(str(message))
-        rows = [_row(r) for r in doc["results"]]
-        aside = _row(doc["registrar"]) if doc.get("registrar") else None
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        raise TaskError(f"the registrar {slot} answered something unreadable; see its log "
-                        "(the s6-svscan log)") from None
-    return rows, aside
+    return raw
 
 
 def _row(doc: dict) -> Row:

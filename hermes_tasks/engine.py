@@ -71,6 +71,9 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         applier = (executor or Applier)(settings, warn=warn)
         if known.allocation is not None:
             applier.apply(changes.AllocatePorts(known.allocation))
+        if known.uid_allocation is not None:  # before any tree is converted (the run scripts)
+            applier.apply(changes.AllocateUids(known.uid_allocation, {
+                s.profile: s.slot for s in steps if s.slot}))
         applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
         applier.apply(changes.SaveCaches(cache if intent.task == RECONCILE else None,
                                          known.slot_cache,

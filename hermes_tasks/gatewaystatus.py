@@ -18,15 +18,22 @@ def command(cfg: Settings, profile: str | None, json: bool, health: bool = False
     import json as jsonlib
     import sys
 
-    from . import control, metrics, report
+    from . import control, fsops, metrics, report
     from .errors import UsageError
     from .status import collect, human, problems
 
     fmt = (format or ("json" if json else "text")).lower()
     if fmt not in ("text", "json", "prometheus", "openmetrics"):
         raise UsageError(f"--format: expected text, json or prometheus, got {format!r}")
-    docs = collect(cfg, control.target(cfg, profile) if profile else None,
-                   lambda msg: report.warn(msg))
+    if cfg.profile_isolation and not fsops.IS_ROOT:
+        # Isolated profiles' files are their own uids': root reads them (SPEC §16).
+        from . import channel
+
+        channel.refuse_named(cfg, channel.root_settings(cfg), "gateway.status")
+        docs = channel.ask_status(cfg, profile, lambda msg: report.warn(msg))
+    else:
+        docs = collect(cfg, control.target(cfg, profile) if profile else None,
+                       lambda msg: report.warn(msg))
     if health and format is None and not json:
         pass  # the health check's output is its problem lines (Docker keeps the last 4 KiB)
     elif fmt == "json":

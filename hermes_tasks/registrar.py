@@ -8,7 +8,10 @@ peer's uid checked). A request is one JSON line: the task, its profile names and
 never settings. Root plans it with root's settings (``data/inventory.yml``) and carries it
 out with the same engine and executor as a root run, then answers with the rows (and
 diffs) and warnings; :func:`channel.ask` hands them to the caller, which prints them as its own,
-so ``--check``, ``--json``, the recap and exit codes are what root would print.
+so ``--check``, ``--json``, the recap and exit codes are what root would print. A
+``gateway.status`` request (``{"task": "gateway.status", "profile": NAME or null}``) is a
+read: root answers its status documents (:func:`status.collect`), which the caller prints
+as root would.
 
 The service user can only ask: it cannot signal, pause or kill the registrar. A request is
 read bounded (size and one second), before root's lock is taken; the answer is written
@@ -31,7 +34,7 @@ import sys
 import time
 
 from . import agent, engine, fsops, inventory
-from .channel import DATA, IO_TIMEOUT, MAX_REQUEST, _read
+from .channel import DATA, IO_TIMEOUT, MAX_REQUEST, STATUS, _read
 from .errors import TaskError, UsageError
 from .intent import CREATE, DELETE, RECONCILE, RESTART, START, STOP, Intent
 from .inventory import Settings
@@ -148,6 +151,8 @@ class Server:
 def handle(settings: Settings, request) -> dict:
     """Carry out one request as root; the answer (rows, warnings, or an error and code)."""
     warnings: list[str] = []
+    if isinstance(request, dict) and request.get("task") == STATUS:
+        return _status(settings, request, warnings)
     try:
         intent, check, diff, show = _intent(request)
         if intent.wait and intent.timeout > settings.readiness_timeout:
@@ -169,6 +174,27 @@ def handle(settings: Settings, request) -> dict:
             "registrar": result.registrar.as_json() if result.registrar else None,
             "stats": stats(rows), "warnings": warnings,
             "code": exit_code(rows, multi=True)}
+
+
+def _status(settings: Settings, request: dict, warnings: list[str]) -> dict:
+    """``gateway.status``'s documents as root computes them (root's settings, a read: no
+    lock), for a caller who cannot read isolated profiles' files (SPEC §16)."""
+    from . import control, status
+    from .profiles import valid_name
+
+    profile = request.get("profile")
+    try:
+        if profile is not None and not (isinstance(profile, str) and valid_name(profile)):
+            raise UsageError("the registrar got a request with an invalid profile name")
+        docs = status.collect(settings, control.target(settings, profile) if profile else None,
+                              warnings.append)
+    except TaskError as exc:
+        return {"error": str(exc), "code": exc.code, "usage": isinstance(exc, UsageError),
+                "warnings": warnings}
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return {"error": f"{where}{exc.strerror or exc}", "code": 1, "warnings": warnings}
+    return {"gateways": docs, "warnings": warnings, "code": 0}
 
 
 def _intent(request) -> tuple[Intent, bool, bool, bool]:

@@ -1,7 +1,7 @@
 """Give one profile's tree to one uid, as root, safely (SPEC §16: isolated profiles).
 
 ``python -m hermes_tasks.treeowner UID GID MODE HOME PART... --from PREV [--create]
-[--kill-uid OLD]`` converts
+[--kill-uid OLD] [--mark]`` converts
 ``HOME/PART/...`` (a profile's directory, or its log directory) and everything in it to
 ``UID:GID``, then sets the top directory's mode to ``MODE`` (octal). A slot's ``run`` and
 ``log/run`` call it as root, before dropping to the profile's uid, only when the top
@@ -29,7 +29,12 @@ hostile), so:
 * iterative with one directory fd open at a time (no recursion, no ``EMFILE``); going back
   up checks ``..`` by device and inode, so a directory moved away meanwhile stops the walk;
 * the top directory changes owner **last**: "top is UID:GID with MODE" means a walk
-  completed, so a walk interrupted (SIGKILL) is simply redone by the next start.
+  completed, so a walk interrupted (SIGKILL) is simply redone by the next start;
+* ``--mark`` (a profile's directory, ``profiles NAME``): root's record
+  (``profile-uids.json``, :mod:`.uids`) names the directory it once gave to NAME's uid by
+  device and inode; another directory of that name is refused (exit 78, one line), never
+  converted, whatever the scandir forgot at a container restart. A conversion to NAME's
+  recorded uid records the directory; one to any other uid (given back) forgets it.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ def _fchown_path(fd: int, uid: int, gid: int) -> None:
     if _libc.fchownat(fd, b"", uid, gid, _AT_EMPTY_PATH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+class Foreign(OSError):
+    """The top directory belongs to neither the previous owner nor the profile: it will not
+    become convertible by itself (exit 78: s6 does not restart the gateway into it)."""
 
 
 def convert(home: str, parts: list[str], uid: int, gid: int, mode: int,
@@ -89,7 +99,7 @@ def convert(home: str, parts: list[str], uid: int, gid: int, mode: int,
         os.close(fd)
     try:
         if owners is not None and not made and os.fstat(top).st_uid not in owners:
-            raise OSError(errno.EPERM, f"it belongs to uid {os.fstat(top).st_uid}, neither "
+            raise Foreign(errno.EPERM, f"it belongs to uid {os.fstat(top).st_uid}, neither "
                           f"the previous owner ({prev}) nor the profile's ({uid}); not "
                           "converted (moved here from another tree?)", where)
         changed, left = _walk(top, where, uid, gid, owners)
@@ -235,9 +245,31 @@ def kill_uid(uid: int) -> list[int]:
     return killed
 
 
+def _identity(home: str, parts: list[str]) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of ``home/<parts…>`` (not followed), or None when it is missing."""
+    fd = os.open(home, _DIR)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        try:
+            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+    finally:
+        os.close(fd)
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"hermes-tasks: warning: {message}\n")
+
+
 def main(argv: list[str]) -> int:
     create = "--create" in argv
-    argv = list(argv)
+    mark = "--mark" in argv
+    argv = [a for a in argv if a != "--mark"]
     kill = prev = None
     if "--from" in argv:
         at = argv.index("--from")
@@ -260,7 +292,7 @@ def main(argv: list[str]) -> int:
             not all(c in "01234567" for c in args[2]) or any(
                 not p or p in (".", "..") or "/" in p for p in args[4:]):
         sys.stderr.write("usage: python -m hermes_tasks.treeowner UID GID MODE HOME "
-                         "PART... --from PREV [--create] [--kill-uid OLD]\n")
+                         "PART... --from PREV [--create] [--kill-uid OLD] [--mark]\n")
         return 2
     uid, gid, mode, home, *parts = args
     where = os.path.join(home, *parts)
@@ -269,6 +301,19 @@ def main(argv: list[str]) -> int:
         if pids:
             sys.stderr.write(f"hermes-tasks: stopped {len(pids)} process(es) of uid {kill} "
                              "left from the isolated profile\n")
+    here = None
+    if mark and len(parts) == 2 and parts[0] == "profiles":
+        from . import uids
+
+        try:
+            here = _identity(home, parts)
+            why = uids.converted_check(home, parts[1], int(uid), here, _warn) \
+                if here is not None else None
+        except OSError as exc:
+            why = f"could not read {os.path.join(home, uids.FILE)!r}: {exc.strerror or exc}"
+        if why:
+            sys.stderr.write(f"hermes-tasks: {why}\n")
+            return 78
     try:
         changed, left = convert(home, parts, int(uid), int(gid), int(mode, 8), create,
                                 prev if prev is not None else kill)
@@ -277,9 +322,17 @@ def main(argv: list[str]) -> int:
                          f"{exc.strerror or exc}"
                          + (f" at {exc.filename!r}" if isinstance(exc.filename, str) else "")
                          + "\n")
-        return 1
+        return 78 if isinstance(exc, Foreign) else 1
     sys.stderr.write(f"hermes-tasks: gave {where!r} to {uid}:{gid} "
                      f"({changed} entries changed)\n")
+    if here is not None:
+        from . import uids
+
+        try:
+            uids.remember(home, parts[1], int(uid), here, _warn)
+        except OSError as exc:  # the scandir's mark still guards this container's life
+            _warn(f"could not record which directory profile {parts[1]} has: "
+                  f"{exc.strerror or exc}")
     for item in left:
         sys.stderr.write(f"hermes-tasks: left alone: {item!r}\n")
     return 0

@@ -61,7 +61,8 @@ ROW_KINDS = [
 
 DONE_ARGS = {ch.SweepStale: (["gateway.pid"],), ch.DisposeProfile: ("/home", "alice.1")}
 
-RUN_KINDS = [ch.AllocatePorts, ch.SaveCaches, ch.AppendBootLog, ch.UndoFailedCreates]
+RUN_KINDS = [ch.AllocatePorts, ch.AllocateUids, ch.SaveCaches, ch.AppendBootLog,
+             ch.UndoFailedCreates]
 
 
 def _row(change: ch.Change) -> Step:

@@ -9,6 +9,8 @@ the reconcile at a random point.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -89,6 +91,24 @@ def converged(sb, uids: dict[str, int], on: bool, timeout: float = 30) -> dict[s
     return pids
 
 
+def refused(sb, name: str) -> bool:
+    st = s6env.svstat(sb.slot(name), ("up", "exitcode"))
+    return not st["up"] and st["exitcode"] == 78
+
+
+def without_uptime(text: str) -> str:
+    """gateway.status's output but for the fields that change between two calls."""
+    import re
+
+    if text.startswith("{"):
+        doc = json.loads(text)
+        for gw in doc["gateways"]:
+            gw.pop("uptime", None)
+        return json.dumps(doc, sort_keys=True)
+    text = re.sub(r", \d+ s,", ",", text)
+    return "".join(line for line in text.splitlines(True) if "uptime" not in line)
+
+
 def as_uid(uid: int, *cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(["s6-applyuidgid", "-u", str(uid), "-g", str(uid), "-G", "", *cmd],
                           capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
@@ -154,10 +174,19 @@ def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     assert f"s6-applyuidgid -u {alice} -g {alice}" in shown
     assert "gateway-alice/run (mode 0700)" in shown
 
-    # the service user cannot read isolated profiles: status says so, it never guesses
-    mine = tasks(sb, "gateway.status", *ON, user=sb.user, ok=False)
-    assert mine.returncode == 1 and len(mine.stderr.splitlines()) == 1, mine.stderr
-    assert "as root" in mine.stderr
+    # the service user cannot read isolated profiles: its gateway.status asks root (the
+    # registrar) and prints root's answer exactly as root does, in every format
+    for args in ((), ("--json",), ("--format", "prometheus"), ("-p", "alice", "--json"),
+                 ("--health",), ("--health", "--json")):
+        theirs = tasks(sb, "gateway.status", *args, *ON, ok=False)
+        mine = tasks(sb, "gateway.status", *args, *ON, user=sb.user, ok=False)
+        assert (mine.returncode, without_uptime(mine.stdout), mine.stderr) == \
+            (theirs.returncode, without_uptime(theirs.stdout), theirs.stderr), args
+    assert f"uid {alice}" in tasks(sb, "gateway.status", *ON, user=sb.user).stdout
+    bad = tasks(sb, "gateway.status", "-p", "nobody", *ON, user=sb.user, ok=False)
+    root_bad = tasks(sb, "gateway.status", "-p", "nobody", *ON, ok=False)
+    assert (bad.returncode, bad.stderr) == (root_bad.returncode, root_bad.stderr) != (0, "")
+    assert len(bad.stderr.splitlines()) == 1 and "no profile 'nobody'" in bad.stderr
     logs = tasks(sb, "gateway.logs", "-p", "alice", *ON, user=sb.user, ok=False)
     assert logs.returncode == 1 and len(logs.stderr.splitlines()) == 1, logs.stderr
     assert tasks(sb, "gateway.logs", "-p", "alice", *ON).returncode == 0  # root reads it
@@ -278,8 +307,25 @@ def test_a_replaced_profile_directory_is_not_given_to_the_profile(root_sandbox, 
     s6env.wait_for(lambda: s6env.svstat(sb.slot("alice"), ("up", "exitcode"))["exitcode"] == 78,
                    20, interval=0.1, what="alice's run refusing the planted directory")
     assert tree_owners(sb.home / "profiles" / "alice") == {(sb.user.uid, sb.user.gid)}
-    # the operator accepts it: the mark goes, the next start converts it
+    # a container restart wipes the scandir's mark: root's record still knows which
+    # directory it gave to alice's uid, and refuses the planted one in one line
     os.unlink(sb.slot("alice") / "data" / "isolated-tree")
+    subprocess.run([str(sb.cmd_dir / "s6-svc"), "-u", str(sb.slot("alice"))], check=True)
+    log = sb.home / "logs" / "gateways" / "alice" / "current"
+    s6env.wait_for(lambda: "is not the directory given to uid" in log.read_text(), 20,
+                   interval=0.1, what="alice's run refusing the planted directory by the record")
+    s6env.wait_for(lambda: refused(sb, "alice"), 20, interval=0.1, what="alice down, 78")
+    lines = [x for x in log.read_text().splitlines() if "is not the directory given" in x]
+    assert len(lines) >= 1 and "profile-uids.json" in lines[-1]
+    assert tree_owners(sb.home / "profiles" / "alice") == {(sb.user.uid, sb.user.gid)}
+    # the operator accepts it: the marks go (the record's and the scandir's), the next
+    # start converts it
+    record = json.loads((sb.home / "profile-uids.json").read_text())
+    assert "alice" in record["converted"]
+    del record["converted"]["alice"]
+    (sb.home / "profile-uids.json").write_text(json.dumps(record))  # stays root's
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sb.slot("alice") / "data" / "isolated-tree")
     tasks(sb, "gateway.start", "-p", "alice", *ON)
     running_as(sb, "alice", uids["alice"])
     assert tree_owners(sb.home / "profiles" / "alice") == {(uids["alice"],) * 2}
@@ -301,3 +347,54 @@ def test_created_and_deleted_profiles_get_and_retire_their_uids(root_sandbox, su
     assert now["bob"] != uids["bob"]  # a deleted profile's uid is never handed out again
     assert uids["bob"] in json.loads((sb.home / "profile-uids.json").read_text())["retired"]
     converged(sb, {"bob": now["bob"], "alice": uids["alice"]}, on=True)
+
+
+def test_a_held_uid_record_lock_hands_out_no_new_uid(root_sandbox, supervisor):
+    """The record's lock is the volume's, not the host's: while another process (the
+    service user can) holds it, a profile that needs a new uid fails in one line and is
+    not created; running ones keep their uids; the next run creates it."""
+    sb = root_sandbox
+    volume(sb)
+    tasks(sb, "reconcile", *ON)
+    uids = recorded(sb)
+    pids = converged(sb, uids, on=True)
+    holder = os.open(sb.home / "profile-uids.json", os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        res = tasks(sb, "profile.create", "carol", "--start", *ON, ok=False)
+    finally:
+        os.close(holder)
+    assert res.returncode == 1
+    assert "locked by another process" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert "carol" not in recorded(sb) and not (sb.home / "profiles" / "carol").exists()
+    assert {n: s6env.svstat(sb.slot(n))["pid"] for n in uids} == pids
+    tasks(sb, "profile.create", "carol", "--start", *ON)
+    carol = recorded(sb)["carol"]
+    assert carol not in uids.values()
+    converged(sb, {"carol": carol}, on=True)
+
+
+def test_a_deliberate_stop_leaves_no_marker_and_records_stopped(root_sandbox, supervisor):
+    """hermes's planned-stop marker in an isolated profile is the profile uid's file (its
+    0700 directory holds nothing else's); the gateway consumes it at the stop: none is
+    left behind and the gateway records ``stopped``."""
+    sb = root_sandbox
+    volume(sb)
+    (sb.home / ".standin" / "behaviour.json").write_text(
+        json.dumps({"profiles": {"alice": {"planned_stop": "1"}}}))
+    tasks(sb, "reconcile", *ON)
+    uids = recorded(sb)
+    pids = converged(sb, uids, on=True)
+    tasks(sb, "gateway.stop", "-p", "alice", "--wait", *ON)
+    s6env.wait_down(sb.slot("alice"), 20)
+    alice_dir = sb.home / "profiles" / "alice"
+    assert not (alice_dir / ".gateway-planned-stop.json").exists()
+    stops = [json.loads(line) for line in
+             (sb.home / ".standin" / "alice.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "stop"]
+    assert [(e["pid"], e["marker_uid"], e["code"]) for e in stops] == \
+        [(pids["alice"], uids["alice"], 0)]
+    assert s6env.svstat(sb.slot("alice"), ("up", "exitcode"))["exitcode"] == 0
+    state = json.loads((alice_dir / "gateway_state.json").read_text())
+    assert state["gateway_state"] == "stopped"
+    assert tree_owners(alice_dir) - {(uids["alice"],) * 2} <= {(0, 0)}

@@ -52,3 +52,21 @@ def test_a_request_root_cannot_read_is_a_usage_error(tmp_path, seen, request_):
     assert doc["code"] == 1 and doc["usage"], doc
     assert doc["error"].startswith(("the registrar got", "the default profile")), doc
     assert not seen
+
+
+@pytest.mark.parametrize("profile", [5, "../etc", "", ["alice"], "x" * 300])
+def test_a_status_request_with_a_bad_profile_is_a_usage_error(tmp_path, seen, profile):
+    doc = registrar.handle(settings(tmp_path), {"task": "gateway.status", "profile": profile})
+    assert doc["usage"] and "invalid profile name" in doc["error"] and not seen
+
+
+def test_a_status_request_is_a_read_with_roots_settings(tmp_path, seen):
+    """gateway.status is answered from root's own status model, never run as an intent."""
+    cfg = settings(tmp_path)
+    (tmp_path / "scan").mkdir()
+    (tmp_path / "home" / "profiles").mkdir(parents=True)
+    doc = registrar.handle(cfg, {"task": "gateway.status", "profile": None})
+    assert "error" not in doc, doc
+    assert [g["profile"] for g in doc["gateways"]] == ["default"] and not seen
+    doc = registrar.handle(cfg, {"task": "gateway.status", "profile": "nobody"})
+    assert doc["usage"] and "no profile 'nobody'" in doc["error"]

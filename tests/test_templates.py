@@ -184,14 +184,15 @@ def test_isolated_scripts_lint_and_drop_to_the_profile_uid(tmp_path, on, hostile
         assert "s6-setuidgid hermes" not in run and f"{drop} /bin/sh ./data/check" in check
         assert f"{drop} /command/s6-log" in log_run
         assert "treeowner 20001 20001 700" in run and "HERMES_KANBAN_HOME" in run
+        assert "profiles alice --from 10000 --mark || { [ $? -eq 78 ] && exit 78; exit 111; }" in run
         assert "treeowner 20001 20001 700" in log_run and "--create" in log_run
         # only the service user's entries become the profile's (another uid's are left)
-        assert "profiles alice --from 10000 ||" in run and "kill-uid" not in run
+        assert "kill-uid" not in run
         assert "gateways alice --from 10000 --create" in log_run
     else:
         assert spec.files["run"].mode == 0o750 and "s6-applyuidgid" not in run + check + log_run
         assert "treeowner 10000 10000 755" in run and "treeowner 10000 10000 755" in log_run
-        assert "profiles alice --from 20001 --kill-uid 20001 || exit 111" in run
+        assert "profiles alice --from 20001 --kill-uid 20001 --mark || {" in run
         assert "kill-uid" not in log_run and "gateways alice --from 20001 --create" in log_run
     # without a uid nothing isolated is rendered, whatever the setting (the default profile)
     plain = isolated_renderer(on, hostile).gateway("default", autostart=True)

@@ -172,7 +172,7 @@ def test_the_command_line_refuses_a_foreign_top_in_one_line(tmp_path):
                           "700", str(home), "profiles", "alice", "--from", str(SERVICE)],
                          capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(treeowner.__file__)))
-    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.returncode == 78 and len(res.stderr.splitlines()) == 1, res.stderr
     assert "neither the previous owner" in res.stderr and "Traceback" not in res.stderr
     assert os.lstat(home / "profiles" / "alice").st_uid == BOB
 

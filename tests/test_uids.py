@@ -3,6 +3,7 @@ that never moves an allocation, never reuses a uid and never collides with an ac
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 
@@ -295,40 +296,145 @@ def _settings(**kw):
     return inventory.load(None, [f"{k}={v}" for k, v in kw.items()], environ={})
 
 
+def _recorded(pending, warnings) -> dict[str, str]:
+    return pending.record(warnings.append)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's to write")
 def test_for_settings_allocates_records_and_blocks(tmp_path, monkeypatch):
     cfg = _settings(hermes_home=str(tmp_path), profile_isolation="true")
     warnings = []
-    got, blocked = uids.for_settings(cfg, ["alice", "bob", "default"], {}, warnings.append,
-                                     write=False)
+    got, blocked, pending = uids.for_settings(cfg, ["alice", "bob", "default"], {},
+                                              warnings.append)
     assert set(got) == {"alice", "bob"} and not blocked
-    assert not (tmp_path / uids.FILE).exists()  # --check: nothing written
-    again, _ = uids.for_settings(cfg, ["alice", "bob"], {}, warnings.append, write=True)
-    assert again == got  # the check's answer is the run's
+    assert not (tmp_path / uids.FILE).exists()  # the facts only read: nothing written
+    again, _, pending = uids.for_settings(cfg, ["alice", "bob"], {}, warnings.append)
+    assert again == got and pending.uids == got  # the check's answer is the run's
+    assert _recorded(pending, warnings) == {}  # the executor records it
+    assert json.loads((tmp_path / uids.FILE).read_text())["profiles"] == got
     st = os.stat(tmp_path / uids.FILE)
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644)
+    assert uids.for_settings(cfg, ["alice", "bob"], {}, warnings.append)[2] is None
     # a tampered record never moves an allocation the trees show (only root chowns them)
     (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": got["bob"],
                                                                "bob": got["alice"]}}))
     owners = {"alice": got["alice"], "bob": got["bob"]}
-    same, _ = uids.for_settings(cfg, ["alice", "bob"], owners, warnings.append, write=True)
-    assert same == got
+    same, _, pending = uids.for_settings(cfg, ["alice", "bob"], owners, warnings.append)
+    assert same == got and _recorded(pending, warnings) == {}
     # an account that took a recorded uid fails that profile, naming both
     (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": 20000}}))
     real = uids.accounts
     monkeypatch.setattr(uids, "accounts", lambda: {**real(), 20000: "account eve"})
-    got, blocked = uids.for_settings(cfg, ["alice"], {}, warnings.append, write=False)
+    got, blocked, _ = uids.for_settings(cfg, ["alice"], {}, warnings.append)
     monkeypatch.undo()
     assert got == {} and "account eve" in blocked["alice"] and "alice" in blocked["alice"]
     # isolation off: the profiles isolation once converted, to be given back
     off = _settings(hermes_home=str(tmp_path))
-    back, blocked = uids.for_settings(off, ["alice", "bob"], {"bob": 20005}, warnings.append,
-                                      write=True)
-    assert back == {"alice": 20000, "bob": 20005} and not blocked
+    back, blocked, pending = uids.for_settings(off, ["alice", "bob"], {"bob": 20005},
+                                               warnings.append)
+    assert back == {"alice": 20000, "bob": 20005} and not blocked and pending is None
     assert json.loads((tmp_path / uids.FILE).read_text()) == {"profiles": {"alice": 20000}}
 
 
 def test_for_settings_off_with_no_record_reads_nothing_else(tmp_path):
     cfg = _settings(hermes_home=str(tmp_path))
-    assert uids.for_settings(cfg, ["alice"], {"alice": 10000}, print, write=True) == ({}, {})
+    assert uids.for_settings(cfg, ["alice"], {"alice": 10000}, print) == ({}, {}, None)
     assert not (tmp_path / uids.FILE).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's to write")
+def test_a_held_lock_hands_out_no_new_uid(tmp_path):
+    """The service user can hold the record's lock: root waits 0.5 s, then no new uid is
+    handed out (those profiles fail this run, the next run retries); recorded ones work."""
+    cfg = _settings(hermes_home=str(tmp_path), profile_isolation="true")
+    (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": 20000}}))
+    got, blocked, pending = uids.for_settings(cfg, ["alice", "bob"], {}, print)
+    assert got == {"alice": 20000, "bob": 20001} and not blocked
+    holder = os.open(tmp_path / uids.FILE, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        warnings = []
+        failed = _recorded(pending, warnings)
+    finally:
+        os.close(holder)
+    assert list(failed) == ["bob"] and "locked by another process" in failed["bob"]
+    assert "next run" in failed["bob"] and "\n" not in failed["bob"]
+    assert json.loads((tmp_path / uids.FILE).read_text()) == {"profiles": {"alice": 20000}}
+    assert _recorded(pending, []) == {}  # the lock is free again: the next run records it
+    assert json.loads((tmp_path / uids.FILE).read_text())["profiles"] == got
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's to write")
+def test_two_hosts_on_one_volume_never_share_a_uid(tmp_path):
+    """Two hosts plan from the same record at once (their scandir locks are their own);
+    the second to record re-reads under the record's lock: its profile whose planned uid
+    the first took fails this run and gets another uid, never the same one."""
+    a = _settings(hermes_home=str(tmp_path), profile_isolation="true", host_id="a")
+    b = _settings(hermes_home=str(tmp_path), profile_isolation="true", host_id="b")
+    (tmp_path / "profiles" / "carol").mkdir(parents=True)
+    (tmp_path / "profiles" / "dave").mkdir()
+    got_a, _, pending_a = uids.for_settings(a, ["carol"], {}, print)  # creating carol
+    got_b, _, pending_b = uids.for_settings(b, ["dave"], {}, print)  # creating dave
+    assert got_a["carol"] == got_b["dave"]  # each plan alone would hand out the same uid
+    assert _recorded(pending_a, []) == {}
+    failed = _recorded(pending_b, [])
+    assert list(failed) == ["dave"] and "another host" in failed["dave"]
+    record = json.loads((tmp_path / uids.FILE).read_text())["profiles"]
+    assert record["carol"] == got_a["carol"] and record["dave"] != record["carol"]
+    again, blocked, pending = uids.for_settings(b, ["carol", "dave"], {}, print)
+    assert again == record and not blocked and pending is None  # the next run starts it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's to write")
+def test_retire_waits_for_the_lock_and_never_follows_a_symlink(tmp_path):
+    cfg = _settings(hermes_home=str(tmp_path), profile_isolation="true")
+    (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": 20000, "bob": 20001}}))
+    holder = os.open(tmp_path / uids.FILE, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    warnings = []
+    try:
+        uids.retire(cfg, "bob", warnings.append)
+    finally:
+        os.close(holder)
+    assert "bob" in json.loads((tmp_path / uids.FILE).read_text())["profiles"]
+    assert len(warnings) == 1 and "locked" in warnings[0]
+    uids.retire(cfg, "bob", warnings.append)
+    assert json.loads((tmp_path / uids.FILE).read_text()) == {"profiles": {"alice": 20000},
+                                                              "retired": [20001]}
+    os.unlink(tmp_path / uids.FILE)
+    (tmp_path / "elsewhere").write_text("keep\n")
+    os.symlink("elsewhere", tmp_path / uids.FILE)
+    uids.retire(cfg, "alice", warnings.append)
+    assert (tmp_path / "elsewhere").read_text() == "keep\n"
+
+
+def test_conversion_marks_are_kept_with_their_uid_and_validated():
+    rec, warnings = parsed(json.dumps({"profiles": {"alice": 20000, "bob": 20001},
+                                       "converted": {"alice": [2049, 77], "bob": ["x", 1],
+                                                     "carol": [1, 2]}}))
+    assert rec.converted == {"alice": (2049, 77)}
+    assert len(warnings) == 1 and "2 'converted'" in warnings[0]
+    kept = allocate(["alice", "bob"], rec, {})
+    assert kept.record.converted == {"alice": (2049, 77)} and not kept.changed
+    gone = allocate(["bob"], rec, {})  # alice deleted: her uid retired, her mark forgotten
+    assert gone.record.converted == {} and gone.changed
+    assert json.loads(uids.to_json(kept.record))["converted"] == {"alice": [2049, 77]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the record is root's to write")
+def test_a_planted_directory_is_refused_only_by_roots_own_record(tmp_path):
+    (tmp_path / "profiles" / "alice").mkdir(parents=True)
+    here = (1, 2)
+    uids.remember(str(tmp_path), "alice", 20000, here, print)  # no allocation: nothing kept
+    assert not json.loads((tmp_path / uids.FILE).read_text() or "{}").get("converted")
+    (tmp_path / uids.FILE).write_text(json.dumps({"profiles": {"alice": 20000}}))
+    uids.remember(str(tmp_path), "alice", 20000, here, print)
+    assert uids.converted_check(str(tmp_path), "alice", 20000, here, print) is None
+    why = uids.converted_check(str(tmp_path), "alice", 20000, (1, 3), print)
+    assert "not the directory given to uid 20000" in why and "\n" not in why
+    assert uids.converted_check(str(tmp_path), "alice", 20001, (1, 3), print) is None
+    os.chown(tmp_path / uids.FILE, 1000, 1000)  # planted by the service user: not trusted
+    assert uids.converted_check(str(tmp_path), "alice", 20000, (1, 3), print) is None
+    os.chown(tmp_path / uids.FILE, 0, 0)
+    uids.remember(str(tmp_path), "alice", 10000, None, print)  # given back: forgotten
+    assert uids.converted_check(str(tmp_path), "alice", 20000, (1, 3), print) is None

@@ -61,8 +61,8 @@ def _uid(cfg, name: str) -> int | None:
     with contextlib.suppress(OSError):
         with fsops.opened_dir(cfg.hermes_home, ("profiles", name)) as dfd:
             owners[name] = os.fstat(dfd).st_uid
-    found, _ = uids.for_settings(cfg, [name], owners, lambda m: sys.stderr.write(
-        f"hermes-tasks: warning: {m}\n"), write=False)
+    found, _, _ = uids.for_settings(cfg, [name], owners, lambda m: sys.stderr.write(
+        f"hermes-tasks: warning: {m}\n"))
     return found.get(name)
 
 

@@ -117,6 +117,10 @@ class Applier:
         """Carry out one run-level change (under the lock, like every other write)."""
         if isinstance(change, ch.AllocatePorts):
             change.allocation.record(self.warn)
+        elif isinstance(change, ch.AllocateUids):
+            for name, why in change.allocation.record(self.warn).items():
+                if name in change.slots:  # its row fails: nothing of it starts or converts
+                    self.errors.setdefault(change.slots[name], why)
         elif isinstance(change, ch.SaveCaches):
             if change.render_cache is not None:
                 change.render_cache.save()
@@ -157,7 +161,8 @@ class Applier:
         stopping = [(s.profile, path(s)) for s in going
                     if s.has(ch.BringDown) and s.slot.startswith("gateway-")]
         marked = planned_stop.mark(self.settings.hermes_home, stopping,
-                                   planned_stop.ids(self.settings))
+                                   planned_stop.ids(self.settings),
+                                   planned_stop.isolated(self.settings))
         failed = supervision.down(self.s6, [path(s) for s in going])
         planned_stop.clear(self.settings.hermes_home,
                            [p for p, sp in stopping if p in marked and sp in failed])

@@ -10,7 +10,9 @@ record names the process (``target_pid``, ``target_start_time`` = field 22 of
 The service user's file: the service user writes it itself; root (SPEC §13.10) writes it
 only through directory descriptors opened without following a link below ``hermes_home``,
 creates it ``O_EXCL``/``O_NOFOLLOW`` next to the target and renames it into place, and hands
-it to ``service_uid``/``service_gid`` (nothing there can block or redirect the write).
+it to ``service_uid``/``service_gid`` (nothing there can block or redirect the write). In an
+isolated profile (SPEC §16) it is the profile uid's file instead: the uid its directory
+belongs to (only root gives one of the profile range), as ``desired_state`` is.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import UTC, datetime
 
 from .. import fsops, svstatus
 from ..inventory import Settings
-from ..profiles import profile_parts
+from ..profiles import DEFAULT, profile_parts
 
 MARKER = ".gateway-planned-stop.json"
 
@@ -62,8 +64,21 @@ def ids(settings: Settings) -> tuple[int, int] | None:
     return None
 
 
-def mark(home: str, items: list[tuple[str, str]], owner: tuple[int, int] | None) -> list[str]:
+def isolated(settings: Settings) -> tuple[int, int] | None:
+    """The profile uids' range when root writes into isolated profiles (else None)."""
+    if fsops.IS_ROOT and settings.profile_isolation:
+        from ..uids import DEFAULT_LIMIT
+
+        return settings.profile_uid_base, DEFAULT_LIMIT
+    return None
+
+
+def mark(home: str, items: list[tuple[str, str]], owner: tuple[int, int] | None,
+         uid_range: tuple[int, int] | None = None) -> list[str]:
     """Write the marker for each (profile, slot path) about to be stopped on purpose.
+
+    ``uid_range``: isolation is on; a named profile whose directory a uid of this range
+    owns gets the marker as that uid's file (read from the directory fd the write uses).
 
     Returns the profiles it was written for (best effort: a gateway without one still
     stops, as an unplanned stop); :func:`clear` those s6 then refused, or the gateway would
@@ -73,9 +88,17 @@ def mark(home: str, items: list[tuple[str, str]], owner: tuple[int, int] | None)
     for profile, data in records(items):
         with contextlib.suppress(OSError):
             with fsops.opened_dir(home, profile_parts(profile)) as dfd:
-                fsops.write_atomic(dfd, MARKER, data, 0o644, owner=owner, durable=False)
+                fsops.write_atomic(dfd, MARKER, data, 0o644, durable=False,
+                                   owner=_owner(dfd, profile, owner, uid_range))
             done.append(profile)
     return done
+
+
+def _owner(dfd: int, profile: str, owner, uid_range):
+    if uid_range is None or owner is None or profile == DEFAULT:
+        return owner
+    uid = os.fstat(dfd).st_uid
+    return (uid, uid) if uid_range[0] <= uid <= uid_range[1] else owner
 
 
 def clear(home: str, profiles: list[str]) -> None:

@@ -65,6 +65,8 @@ class Facts:
     uids: dict[str, int] = dataclasses.field(default_factory=dict)
     # The port allocation a run records (None: nothing to record, or --check).
     allocation: portsmod.Allocation | None = None
+    # The uid allocation a run records (None: nothing to record, or --check).
+    uid_allocation: uids.Pending | None = None
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -135,19 +137,21 @@ def gather(settings: Settings, warn, names=(), *, for_run: bool = False,
     except Exception as exc:  # noqa: BLE001 - see _unreadable
         _unreadable(settings, existing, exc, warn)
         known.ports, known.blocked, known.allocation = {}, {}, None
-    isolation(known, warn, write=for_run, new=new, owners=owners)
+    isolation(known, warn, for_run=for_run, new=new, owners=owners)
     multiplexing(known, warn, starting)
     return known
 
 
-def isolation(known: Facts, warn, *, write: bool, new: Iterable[str] = (),
+def isolation(known: Facts, warn, *, for_run: bool = False, new: Iterable[str] = (),
               owners=None) -> None:
-    """Fill ``known.uids`` (SPEC §16); a profile with no usable uid is blocked."""
+    """Fill ``known.uids`` (SPEC §16); a profile with no usable uid is blocked. Reads only:
+    ``for_run`` keeps what the run records (``Facts.uid_allocation``, the executor's)."""
     names = [p.name for p in known.profiles[1:]]
     names += sorted(n for n in set(new) if n not in names)
     try:
-        known.uids, blocked = uids.for_settings(known.settings, names, owners or {}, warn,
-                                                write)
+        known.uids, blocked, pending = uids.for_settings(known.settings, names, owners or {},
+                                                         warn)
+        known.uid_allocation = pending if for_run else None
     except Exception as exc:  # noqa: BLE001 - hostile input: nothing isolated starts
         if not known.settings.profile_isolation:
             return
