@@ -2,9 +2,9 @@
 its typed changes (:mod:`.changes`).
 
 Nothing here touches the world, so ``--check``/``--dry``/``--diff`` are this plan, printed,
-and a run carries out exactly this plan (check rows == run rows by construction). While it
-decides, the planner keeps private notes per row (:class:`_Draft`); :func:`_lower` turns
-them into the changes, which are all the executor and the report ever see.
+and a run carries out exactly this plan (check rows == run rows by construction). Each
+decision adds a typed change to the row (or takes one back: a failed row records nothing),
+so the changes are all the executor and the report ever see.
 
 Files: "identical" follows copier (reference/conventions.md §5): same bytes and same mode;
 the ``down`` marker and the shared ``supervise/``/``event/`` skeleton are compared too.
@@ -30,10 +30,6 @@ from .slots import SlotFacts
 # Files whose change must reach a running gateway (read at the next spawn).
 GATEWAY_FILES = frozenset({"run", "finish"})
 LOGGER_FILES = frozenset({"log/run"})
-
-OK, CREATE, UPDATE, SWAP, REMOVE, SKIP = "ok", "create", "update", "swap", "remove", "skip"
-
-FileFact = tuple[bytes, int] | None  # (content, mode) as found, None when missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,141 +78,69 @@ class Step:
         return any(c.in_place for c in self.changes)
 
 
-@dataclasses.dataclass
-class _Draft:
-    """The planner's working notes for one row while it decides; :func:`_lower` turns
-    them into the row's typed changes. Nothing outside this module sees a draft."""
-
-    slot: str | None
-    profile: str
-    prior_state: str | None
-    action: str
-    op: str
-    spec: SlotSpec | None = None
-    write: tuple[str, ...] = ()
-    set_down: bool | None = None
-    fix_skeleton: bool = False
-    restart_gateway: bool = False
-    restart_logger: bool = False
-    reason: str = ""
-    before: dict[str, FileFact] = dataclasses.field(default_factory=dict)
-    pending: frozenset[str] = frozenset()  # restarts an earlier run left owed
-    bring_up: bool = False  # an earlier restart took the gateway down: bring it back up
-    litter: tuple[str, ...] = ()  # temp files an interrupted run left in the slot
-    sweep: tuple[str, ...] | None = None  # profile dir parts whose stale files to sweep
-    runtime: str | None = None  # "up", "down" or "restart"
-    record: str | None = None  # desired_state to record before s6 is told
-    create_profile: bool = False
-    dispose: bool = False
-    purge: bool = False
-    failure: str = ""
-    first: bool = False  # default/registrar: published and supervised before the rest
-    rescan: bool = False
-    note: str = ""
-    standby: str | None = None
-    owner: str | None = None
-    request: bool = False
-    remark: str = ""
-
-    @property
-    def alters(self) -> bool:
-        return bool(self.op not in (OK, SKIP) or self.runtime or self.record
-                    or self.create_profile or self.dispose or self.sweep is not None
-                    or self.rescan or self.request)
+# The order a row's message words its changes in (the report reads them in this order).
+_ORDER = (ch.CreateProfile, ch.Publish, ch.Replace, ch.Retire, ch.WriteFiles, ch.SetMarker,
+          ch.RepairSkeleton, ch.RemoveLitter, ch.OwedRestarts, ch.RecordState, ch.Rescan,
+          ch.AskOwner, ch.SweepStale, ch.BringDown, ch.BringUp, ch.RestartGateway,
+          ch.RestartLogger, ch.DisposeProfile)
+# An existing slot's update in place, and the logger restart it owes.
+_UPDATE = (ch.WriteFiles, ch.SetMarker, ch.RepairSkeleton, ch.RemoveLitter, ch.OwedRestarts,
+           ch.RestartLogger)
 
 
-_RUNTIME = {"up": ch.BringUp, "down": ch.BringDown, "restart": ch.RestartGateway}
-
-
-def _lower(d: _Draft) -> Step:
-    """The row's typed changes, in the order its message words them."""
-    out: list[ch.Change] = []
-    if d.create_profile:
-        out.append(ch.CreateProfile(d.profile))
-    if d.op == CREATE:
-        out.append(ch.Publish(d.spec, d.first))
-    elif d.op == SWAP:
-        out.append(ch.Replace(d.spec, d.reason, d.before, d.set_down, d.first))
-    elif d.op == REMOVE:
-        out.append(ch.Retire(d.reason))
-    elif d.op == UPDATE:
-        if d.write:
-            out.append(ch.WriteFiles(d.write, d.before))
-        if d.set_down is not None:
-            out.append(ch.SetMarker(d.set_down))
-        if d.fix_skeleton:
-            out.append(ch.RepairSkeleton())
-        if d.litter:
-            out.append(ch.RemoveLitter(d.litter))
-        if d.pending or d.restart_gateway or d.restart_logger:
-            out.append(ch.OwedRestarts(d.pending, d.restart_gateway))
-    if d.record:
-        out.append(ch.RecordState(d.record))
-    if d.rescan:
-        out.append(ch.Rescan())
-    if d.owner:
-        out.append(ch.AskOwner(d.owner, d.request))
-    if d.sweep is not None:
-        out.append(ch.SweepStale(d.sweep))
-    if d.runtime:
-        out.append(_RUNTIME[d.runtime]())
-    if d.restart_logger and d.op == UPDATE:
-        out.append(ch.RestartLogger())
-    if d.dispose:
-        out.append(ch.DisposeProfile(d.purge))
-    return Step(d.slot, d.profile, d.prior_state, d.action, d.spec, tuple(out),
-                d.reason if d.op == SKIP else None, d.failure, d.note, d.standby, d.remark)
+def _with(step: Step, *add: ch.Change, drop: tuple[type, ...] = (), **fields) -> Step:
+    """``step`` with the changes ``add``, without those of the kinds ``drop`` and with
+    ``fields`` replaced; its changes kept in the order its message words them."""
+    kept = [c for c in step.changes if not isinstance(c, drop)]
+    return dataclasses.replace(step, changes=tuple(sorted(
+        kept + list(add), key=lambda c: _ORDER.index(type(c)))), **fields)
 
 
 def plan_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
               prior_state: str | None) -> Step:
-    """One desired slot against what is on disk, as a row (see :func:`_draft_slot`)."""
-    return _lower(_draft_slot(spec, facts, profile, prior_state))
+    """One desired slot against what is on disk, as a row (see :func:`_slot_changes`)."""
+    action = "registered" if spec.down else "started"
+    return Step(spec.name, profile, prior_state, action, spec, _slot_changes(spec, facts))
 
 
-def _draft_slot(spec: SlotSpec, facts: SlotFacts | None, profile: str,
-                prior_state: str | None) -> _Draft:
+def _slot_changes(spec: SlotSpec, facts: SlotFacts | None,
+                  first: bool = False) -> tuple[ch.Change, ...]:
     """Compare one desired slot with what is on disk.
 
-    * absent → ``create`` (staging dir + one rename);
-    * not updatable in place (``facts.structural``) → ``swap`` (sequence B′);
-    * otherwise → ``update`` of exactly the differing files / marker / skeleton, with the
-      restart handlers their change needs, or ``ok`` when all is identical.
+    * absent → :class:`~.changes.Publish` (staging dir + one rename);
+    * not updatable in place (``facts.structural``) → :class:`~.changes.Replace`
+      (sequence B′);
+    * otherwise → an update of exactly the differing files / marker / skeleton, with the
+      restarts their change owes, or nothing when all is identical.
+
+    ``first``: default or the registrar, published and supervised before the rest.
     """
-    action = "registered" if spec.down else "started"
-    step = _Draft(spec.name, profile, prior_state, action, OK, spec)
     if facts is None:
-        step.op = CREATE
-        step.write = tuple(spec.files)
-        step.before = dict.fromkeys(spec.files)
-        step.set_down = spec.down or None
-        return step
+        return (ch.Publish(spec, first),)
+    marker = spec.down if facts.down != spec.down else None
     if facts.structural:
-        step.op, step.reason = SWAP, f"{spec.name} {facts.structural}"
-        step.write = tuple(spec.files)
-        step.before = {rel: facts.files.get(rel) for rel in spec.files}
-        if facts.down != spec.down:
-            step.set_down = spec.down
-        return step
+        before = {rel: facts.files.get(rel) for rel in spec.files}
+        return (ch.Replace(spec, f"{spec.name} {facts.structural}", before, marker, first),)
     changed = tuple(rel for rel, f in spec.files.items()
                     if facts.files.get(rel) != (f.content, f.mode))
+    out: list[ch.Change] = []
     if changed:
-        step.write = changed
-        step.before = {rel: facts.files.get(rel) for rel in changed}
-    step.pending = facts.pending
-    step.bring_up = "gateway-up" in facts.pending
-    step.restart_gateway = bool(GATEWAY_FILES.intersection(changed)) or bool(
+        out.append(ch.WriteFiles(changed, {rel: facts.files.get(rel) for rel in changed}))
+    if marker is not None:
+        out.append(ch.SetMarker(marker))
+    if not facts.skeleton_ok:
+        out.append(ch.RepairSkeleton())
+    if facts.litter:
+        out.append(ch.RemoveLitter(facts.litter))
+    gateway = bool(GATEWAY_FILES.intersection(changed)) or bool(
         facts.pending & {"gateway", "gateway-up"})
-    step.restart_logger = spec.logged and (bool(LOGGER_FILES.intersection(changed))
-                                           or "logger" in facts.pending)
-    if facts.down != spec.down:
-        step.set_down = spec.down
-    step.fix_skeleton = not facts.skeleton_ok
-    step.litter = facts.litter
-    if (changed or step.set_down is not None or step.fix_skeleton or facts.pending
-            or facts.litter):
-        step.op = UPDATE
-    return step
+    logger = spec.logged and (bool(LOGGER_FILES.intersection(changed))
+                              or "logger" in facts.pending)
+    if facts.pending or gateway or logger:
+        out.append(ch.OwedRestarts(facts.pending, gateway))
+    if logger:
+        out.append(ch.RestartLogger())
+    return tuple(out)
 
 
 def scope(intent: Intent, facts: Facts) -> list[Profile]:
@@ -271,145 +195,142 @@ def build(intent: Intent, facts: Facts, desired: list[tuple[Profile | None, Slot
     ``desired`` pairs each profile of :func:`scope` with its rendered slot (plus the
     registrar, whose profile is None). Steps past ``max_slots`` gateway slots fail.
     """
-    steps: list[_Draft] = []
     allowed = _within_capacity(facts, desired, max_slots)
-    for profile, spec in desired:
-        steps.append(_slot_step(intent, facts, profile, spec, spec.name in allowed, max_slots))
-    steps += _other_steps(intent, facts, {spec.name for _, spec in desired})
-    return [_lower(s) for s in steps]
+    steps = [_slot_step(intent, facts, profile, spec, spec.name in allowed, max_slots)
+             for profile, spec in desired]
+    return steps + _other_steps(intent, facts, {spec.name for _, spec in desired})
 
 
-def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[_Draft]:
+def _other_steps(intent: Intent, facts: Facts, wanted: set[str]) -> list[Step]:
     """Rows without a desired slot: skipped directories, profiles placed elsewhere, slots
     to retire (reconcile, profile.delete), and gateway slots whose profile is gone (--all)."""
-    steps: list[_Draft] = []
+    steps: list[Step] = []
     if intent.task == intents.RECONCILE:
         for skip in facts.skipped:
-            steps.append(_Draft(None, skip.label, None, "skipped", SKIP, reason=skip.reason))
+            steps.append(Step(None, skip.label, None, "skipped", skip=skip.reason))
         # §12: placed elsewhere → a skipped row, even when its slot here is retired below
         for name, why in facts.unplaced.items():
-            steps.append(_Draft(None, name, None, "skipped", SKIP, reason=why))
+            steps.append(Step(None, name, None, "skipped", skip=why))
         for name in facts.existing:
             if name.startswith(SLOT_PREFIX) and name not in wanted:
                 profile = name[len(SLOT_PREFIX):]
-                steps.append(_Draft(name, profile, None, "removed", REMOVE, reason=facts.unplaced.get(
-                    profile, "its profile no longer exists")))
+                why = facts.unplaced.get(profile, "its profile no longer exists")
+                steps.append(Step(name, profile, None, "removed", changes=(ch.Retire(why),)))
     elif intent.names:  # a named target placed on another host (§13.3)
         for name in sorted(set(intent.names) & set(facts.unplaced)):
             why = facts.unplaced[name]
             if intent.gateway:
-                steps.append(_Draft(SLOT_PREFIX + name, name, None, _word(intent, None), SKIP,
+                steps.append(Step(SLOT_PREFIX + name, name, None, _word(intent, None), skip="",
                                   failure=why))
             elif intent.task == intents.CREATE:  # the profile, but no slot here
                 why = f"{why}: no slot registered here"
                 if facts.profile(name) is None:
-                    steps.append(_Draft(None, name, None, "skipped", OK, note=why,
-                                      create_profile=True))
+                    steps.append(Step(None, name, None, "skipped", note=why,
+                                      changes=(ch.CreateProfile(name),)))
                 else:
-                    steps.append(_Draft(None, name, None, "skipped", SKIP, reason=why))
+                    steps.append(Step(None, name, None, "skipped", skip=why))
     if intent.task == intents.DELETE:
         for name in sorted(intent.names or ()):
             slot = SLOT_PREFIX + name
-            step = _Draft(slot, name, None, "removed", REMOVE if slot in facts.existing else OK,
-                        dispose=True, purge=intent.purge, reason="its profile is deleted")
-            known = facts.profile(name)
-            if step.op == REMOVE and known and known.autostart:
-                # §13.1: a standby on another host that takes the lock once this gateway
-                # stops re-reads desired_state, and must find it stopped
-                step.record = "stopped"
-            steps.append(step)
+            out: list[ch.Change] = []
+            if slot in facts.existing:
+                out.append(ch.Retire("its profile is deleted"))
+                known = facts.profile(name)
+                if known and known.autostart:
+                    # §13.1: a standby on another host that takes the lock once this gateway
+                    # stops re-reads desired_state, and must find it stopped
+                    out.append(ch.RecordState("stopped"))
+            out.append(ch.DisposeProfile(intent.purge))
+            steps.append(Step(slot, name, None, "removed", changes=tuple(out)))
     elif intent.all:
         for name in facts.existing:  # gateway slots whose profile is gone: runtime only
             if name.startswith(SLOT_PREFIX) and name not in wanted:
-                step = _Draft(name, name[len(SLOT_PREFIX):], None, _word(intent, None), OK)
-                _runtime(step, intent, facts, None, None)
-                steps.append(step)
+                step = Step(name, name[len(SLOT_PREFIX):], None, _word(intent, None))
+                steps.append(_runtime(step, intent, facts, None))
     return steps
 
 
 def _slot_step(intent: Intent, facts: Facts, profile: Profile | None, spec: SlotSpec,
-               allowed: bool, max_slots: int) -> _Draft:
-    """The step of one desired slot: files, intent to record, runtime, or why it fails."""
+               allowed: bool, max_slots: int) -> Step:
+    """The row of one desired slot: files, intent to record, runtime, or why it fails."""
     label = profile.name if profile else spec.name
     prior = profile.prior_state if profile else None
     word = _word(intent, spec)
     if not allowed and facts.slots.get(spec.name) is None:
-        return _Draft(spec.name, label, prior, word, SKIP, spec,
+        return Step(spec.name, label, prior, word, spec, skip="",
                     failure=f"over capacity: not published: max_slots ({max_slots}) gateway "
                     "slots reached; s6-overlay's s6-svscan supervises at most 500 services "
                     "(raise max_slots only with s6-svscan -c)")
     if not allowed:
         # SPEC §14.7: an existing slot past max_slots is retired (the last by priority:
         # default first, then by name), so what stays fits what s6-svscan supervises
-        return _Draft(spec.name, label, prior, word, REMOVE, failure=f"over capacity: its slot "
-                    f"is retired: max_slots ({max_slots}) gateway slots reached (default "
-                    "first, then by name)", reason="over capacity")
+        return Step(spec.name, label, prior, word, changes=(ch.Retire("over capacity"),),
+                    failure=f"over capacity: its slot is retired: max_slots ({max_slots}) "
+                    "gateway slots reached (default first, then by name)")
     if intent.task == intents.RESTART and intent.all and profile and not profile.autostart:
-        return _Draft(spec.name, label, prior, word, SKIP, spec,
-                    reason="stopped (desired_state not running): left stopped")
+        return Step(spec.name, label, prior, word, spec,
+                    skip="stopped (desired_state not running): left stopped")
     if intent.task == intents.CREATE and intent.start and facts.scanner is False:
         # It could be published but never started: refuse before creating anything.
-        return _Draft(spec.name, label, prior, word, SKIP, spec,
+        return Step(spec.name, label, prior, word, spec, skip="",
                     failure=_unsupervised(spec.name, facts))
     if (profile and profile.name in facts.blocked and intent.desired != "stopped"
             and _up(facts, spec.name)):
         # SPEC §14.5: failed before it is restarted; it keeps running as it is (its files
         # untouched: nothing it runs now changes)
         why = facts.blocked[profile.name].replace("not started: ", "not restarted: ", 1)
-        return _Draft(spec.name, label, prior, word, SKIP, spec,
+        return Step(spec.name, label, prior, word, spec, skip="",
                     failure=f"{why}; it keeps running on its current ports")
-    step = _draft_slot(spec, facts.slots.get(spec.name), label, prior)
-    step.action = word
-    if intent.task == intents.STOP and step.op == CREATE:
+    first = profile is None or profile.name == DEFAULT
+    step = Step(spec.name, label, prior, word, spec,
+                _slot_changes(spec, facts.slots.get(spec.name), first))
+    if intent.task == intents.STOP and step.has(ch.Publish):
         # stop registers nothing: it records the intent for when the slot appears
-        step.op, step.write, step.set_down = OK, (), None
-        step.note = "no slot registered; recorded stopped"
-    step.first = profile is None or profile.name == DEFAULT
+        step = _with(step, drop=(ch.Publish,), note="no slot registered; recorded stopped")
     if profile and profile.stale and not _up(facts, spec.name):
-        step.sweep = profile.parts
+        step = _with(step, ch.SweepStale(profile.parts))
     if intent.task == intents.CREATE:
-        step.create_profile = facts.profile(label) is None
+        if facts.profile(label) is None:
+            step = _with(step, ch.CreateProfile(label))
         if not step.alters:
-            step.note = "profile already exists"
+            step = _with(step, note="profile already exists")
     if intent.desired and profile and profile.recorded != intent.desired:
-        step.record = intent.desired
-    _runtime(step, intent, facts, spec, profile)
+        step = _with(step, ch.RecordState(intent.desired))
+    step = _runtime(step, intent, facts, spec)
     if ((intent.wait or intent.gateway) and not spec.down and profile
             and profile.name in facts.elsewhere):
-        step.standby = facts.elsewhere[profile.name]
+        step = _with(step, standby=facts.elsewhere[profile.name])
     if (intent.task in (intents.STOP, intents.RESTART) and profile
             and profile.name in facts.elsewhere and not step.failure):
-        _elsewhere(step, intent, facts.elsewhere[profile.name])
-    if (facts.scanner is False and step.slot != REGISTRAR and not spec.down
-            and step.op != SKIP):
-        step.remark = (f"not supervised: no s6-svscan runs on {facts.settings.scandir}, "
-                       "so nothing starts it until one does")
+        step = _elsewhere(step, intent, facts.elsewhere[profile.name])
+    if facts.scanner is False and step.slot != REGISTRAR and not spec.down:
+        step = _with(step, remark=f"not supervised: no s6-svscan runs on "
+                     f"{facts.settings.scandir}, so nothing starts it until one does")
     rt = facts.runtime.get(spec.name)
-    if (rt and rt.logger and not step.restart_logger and not step.failure
-            and step.op not in (CREATE, SWAP, REMOVE, SKIP)):
-        step.failure = f"{spec.name}: {rt.logger}"  # nothing it prints is kept (SPEC §15)
+    if (rt and rt.logger and not step.has(ch.RestartLogger) and not step.failure
+            and not step.has((ch.Publish, ch.Replace))):
+        # nothing it prints is kept (SPEC §15)
+        step = _with(step, failure=f"{spec.name}: {rt.logger}")
     if profile and intent.task == intents.RECONCILE and profile.name in facts.multiplexed:
-        step.remark = ("multiplex: registered down, the default gateway serves this profile "
-                       "(GATEWAY_MULTIPLEX_PROFILES)")
-        if step.runtime == "down":  # one started explicitly keeps running (gateway.stop it)
-            step.runtime = None
+        # one started explicitly keeps running (gateway.stop it): not brought down
+        step = _with(step, drop=(ch.BringDown,), remark="multiplex: registered down, the "
+                     "default gateway serves this profile (GATEWAY_MULTIPLEX_PROFILES)")
     if profile and profile.name in facts.blocked:
         # registered down and failed before it is started; brought down if up (by hand)
-        step.failure = facts.blocked[profile.name]
-        if step.record == "running":
-            step.record = None
+        record = step.get(ch.RecordState)
+        running = record is not None and record.state == "running"
+        step = _with(step, drop=(ch.RecordState,) if running else (),
+                     failure=facts.blocked[profile.name])
     return step
 
 
-def _elsewhere(step: _Draft, intent: Intent, host: str) -> None:
+def _elsewhere(step: Step, intent: Intent, host: str) -> Step:
     """SPEC §14.3: the gateway runs on ``host``. A stop is the recorded intent (this host's
     standby goes down too); a restart is a one-shot request that host's agent consumes,
     and this host's standby is left alone. Either way ``host`` acts on it."""
-    step.owner, step.standby = host, None
-    if intent.task == intents.RESTART:
-        step.request = True
-        if step.runtime == "restart":
-            step.runtime = None
+    restart = intent.task == intents.RESTART
+    return _with(step, ch.AskOwner(host, restart),
+                 drop=(ch.RestartGateway,) if restart else (), standby=None)
 
 
 def _unsupervised(slot: str, facts: Facts) -> str:
@@ -444,52 +365,43 @@ def by_priority(slots) -> list[str]:
     return sorted(set(slots), key=lambda n: (n != SLOT_PREFIX + DEFAULT, n))
 
 
-def _runtime(step: _Draft, intent: Intent, facts: Facts, spec: SlotSpec | None,
-             profile: Profile | None) -> None:
-    """Decide what must happen to the process (SPEC §6), from the runtime facts alone.
+def _runtime(step: Step, intent: Intent, facts: Facts, spec: SlotSpec | None) -> Step:
+    """What must happen to the process (SPEC §6), from the runtime facts alone.
 
     Nothing is signalled without a supervisor: at boot s6 starts what the down marker says.
     A gateway task on an unsupervised slot fails (nothing is recorded); reconcile rescans.
     """
     # A new or replaced slot starts as its down marker says; the registrar is root's own.
-    if step.slot is None or step.op in (CREATE, SWAP, REMOVE, SKIP) or step.slot == REGISTRAR:
-        return
+    if (step.slot is None or step.slot == REGISTRAR or step.skip is not None
+            or step.has((ch.Publish, ch.Replace, ch.Retire))):
+        return step
     rt: Runtime | None = facts.runtime.get(step.slot)
-    if rt is None:
-        return
-    if rt.supervised is None:  # may not tell: leave it to s6
-        return
+    if rt is None or rt.supervised is None:  # may not tell: leave it to s6
+        return step
+    explicit = intent.gateway or (intent.task == intents.CREATE and intent.start)
     if rt.supervised is False:
-        if intent.gateway or (intent.task == intents.CREATE and intent.start):
-            step.failure = _unsupervised(step.slot, facts)
-            step.record = None
-            step.op, step.write, step.set_down = OK, (), None
-        elif facts.scanner:
-            step.rescan = True
-        return
+        if explicit:
+            return _with(step, drop=_UPDATE + (ch.RecordState,),
+                         failure=_unsupervised(step.slot, facts))
+        return _with(step, ch.Rescan()) if facts.scanner else step
+    owed = step.get(ch.OwedRestarts) or ch.OwedRestarts()
+    up_owed = "gateway-up" in owed.pending  # an earlier restart took it down: bring it up
     want_up = spec is not None and not spec.down
     if spec is None:  # a slot whose profile is gone, under gateway.*--all
         want_up = intent.desired == "running" and rt.up
-    explicit = intent.gateway or (intent.task == intents.CREATE and intent.start)
     if not want_up:
-        if rt.up or rt.status.wanted_up:
-            step.runtime = "down"
-        return
+        return _with(step, ch.BringDown()) if rt.up or rt.status.wanted_up else step
     if rt.up:
-        if step.restart_gateway or (intent.task == intents.RESTART
-                                    and (not intent.all or want_up)):
-            step.runtime = "restart"
-        return
-    if (rt.held and not explicit and not rt.hold_lifted and not step.restart_gateway
-            and "gateway-up" not in step.pending):
-        step.failure = rt.hold_text()  # SPEC §14.6: until a start or a fix of its files
-        return
-    if rt.exited and not explicit and "gateway-up" not in step.pending:
-        step.failure = rt.exit_text()
-        return
-    if rt.status.wanted_up and not explicit and not step.bring_up:
-        return  # s6 is bringing it back itself (the 1 s restart delay)
-    step.runtime = "up"
+        if owed.gateway or (intent.task == intents.RESTART and (not intent.all or want_up)):
+            return _with(step, ch.RestartGateway())
+        return step
+    if rt.held and not explicit and not rt.hold_lifted and not owed.gateway and not up_owed:
+        return _with(step, failure=rt.hold_text())  # SPEC §14.6: until a start or a fix
+    if rt.exited and not explicit and not up_owed:
+        return _with(step, failure=rt.exit_text())
+    if rt.status.wanted_up and not explicit and not up_owed:
+        return step  # s6 is bringing it back itself (the 1 s restart delay)
+    return _with(step, ch.BringUp())
 
 
 def _text(data: bytes | None) -> str | None:
