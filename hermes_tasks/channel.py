@@ -93,7 +93,14 @@ def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn,
     deadline = time.monotonic() + settings.registrar_timeout + (
         intent.timeout if intent.wait else 0)
     slot = os.path.join(settings.scandir, REGISTRAR)
-    raw = _exchange(settings, request, what, deadline)
+    return _answer(_exchange(settings, request, what, deadline), slot, warn,
+                   lambda d: ([_row(r) for r in d["results"]],
+                              _row(d["registrar"]) if d.get("registrar") else None))
+
+
+def _answer(raw: bytes, slot: str, warn, read):
+    """root's answer decoded: its error raised as the caller's own, its warnings passed on,
+    then ``read(doc)``; anything unreadable is one TaskError naming the registrar."""
     try:
         doc = json.loads(raw)
         if doc.get("error") is not None:
@@ -101,12 +108,10 @@ def ask(settings: Settings, intent: Intent, check: bool, diff: bool, warn,
                 str(doc["error"]), int(doc.get("code") or 1))
         for message in doc.get("warnings", []):
             warn(str(message))
-        rows = [_row(r) for r in doc["results"]]
-        aside = _row(doc["registrar"]) if doc.get("registrar") else None
+        return read(doc)
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise TaskError(f"the registrar {slot} answered something unreadable; see its log "
                         "(the s6-svscan log)") from None
-    return rows, aside
 
 
 def ask_status(settings: Settings, profile: str | None, warn) -> list[dict]:
@@ -119,21 +124,15 @@ def ask_status(settings: Settings, profile: str | None, warn) -> list[dict]:
     what = STATUS + (f" -p {profile}" if profile else "")
     deadline = time.monotonic() + settings.registrar_timeout
     slot = os.path.join(settings.scandir, REGISTRAR)
-    raw = _exchange(settings, {"task": STATUS, "profile": profile}, what, deadline)
-    try:
-        doc = json.loads(raw)
-        if doc.get("error") is not None:
-            raise (UsageError if doc.get("usage") else TaskError)(
-                str(doc["error"]), int(doc.get("code") or 1))
-        for message in doc.get("warnings", []):
-            warn(str(message))
+
+    def gateways(doc: dict) -> list[dict]:
         docs = doc["gateways"]
         if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
             raise TypeError("gateways")
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        raise TaskError(f"the registrar {slot} answered something unreadable; see its log "
-                        "(the s6-svscan log)") from None
-    return docs
+        return docs
+
+    return _answer(_exchange(settings, {"task": STATUS, "profile": profile}, what, deadline),
+                   slot, warn, gateways)
 
 
 def _exchange(settings: Settings, request: dict, what: str, deadline: float) -> bytes:

@@ -163,12 +163,8 @@ def handle(settings: Settings, request) -> dict:
             intent = dataclasses.replace(intent, timeout=float(settings.readiness_timeout))
         result = engine.run(settings, intent, check=check, diff=diff, manage_registrar=False,
                             warn=warnings.append, show_secrets=show)
-    except TaskError as exc:
-        return {"error": str(exc), "code": exc.code, "usage": isinstance(exc, UsageError),
-                "warnings": warnings}
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return {"error": f"{where}{exc.strerror or exc}", "code": 1, "warnings": warnings}
+    except (TaskError, OSError) as exc:
+        return _failure(exc, warnings)
     rows = result.rows
     return {"results": [r.as_json() for r in rows],
             "registrar": result.registrar.as_json() if result.registrar else None,
@@ -188,13 +184,19 @@ def _status(settings: Settings, request: dict, warnings: list[str]) -> dict:
             raise UsageError("the registrar got a request with an invalid profile name")
         docs = status.collect(settings, control.target(settings, profile) if profile else None,
                               warnings.append)
-    except TaskError as exc:
+    except (TaskError, OSError) as exc:
+        return _failure(exc, warnings)
+    return {"gateways": docs, "warnings": warnings, "code": 0}
+
+
+def _failure(exc: TaskError | OSError, warnings: list[str]) -> dict:
+    """A request that failed as a whole: its one-line error and exit code, as the caller
+    raises them (:func:`channel._answer`)."""
+    if isinstance(exc, TaskError):
         return {"error": str(exc), "code": exc.code, "usage": isinstance(exc, UsageError),
                 "warnings": warnings}
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return {"error": f"{where}{exc.strerror or exc}", "code": 1, "warnings": warnings}
-    return {"gateways": docs, "warnings": warnings, "code": 0}
+    where = f"{exc.filename}: " if exc.filename else ""
+    return {"error": f"{where}{exc.strerror or exc}", "code": 1, "warnings": warnings}
 
 
 def _intent(request) -> tuple[Intent, bool, bool, bool]:
