@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import facts, placement, profiles
+from . import facts, placement, profiles, slots
 from .errors import UsageError
 from .inventory import Settings
 
@@ -44,10 +44,9 @@ def _isolated(cfg: Settings, name: str) -> bool:
 
 
 def registered(cfg: Settings) -> list[str]:
-    """The profile of every ``gateway-*`` slot in the scandir of a profile placed here:
-    default first, then by name."""
+    """The profile of every gateway slot in the scandir (:func:`slots.gateway_profiles`)
+    placed here: default first, then by name."""
     facts.require_scandir(cfg)
-    names = sorted(os.listdir(cfg.scandir), key=lambda n: (n != "gateway-default", n))
-    return [n[len(profiles.SLOT_PREFIX):] for n in names if n.startswith(profiles.SLOT_PREFIX)
-            and os.path.isdir(os.path.join(cfg.scandir, n))
-            and placement.placed(n[len(profiles.SLOT_PREFIX):], cfg.gateway_profiles)]
+    found = slots.gateway_profiles(slots.managed_names(cfg.scandir)[0])
+    return sorted((n for n in found if placement.placed(n, cfg.gateway_profiles)),
+                  key=lambda n: (n != profiles.DEFAULT, n))

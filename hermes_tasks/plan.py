@@ -19,7 +19,7 @@ import dataclasses
 
 from . import changes as ch
 from . import intent as intents
-from . import redact
+from . import redact, slots
 from .facts import Facts
 from .facts.runtime import Runtime
 from .intent import Intent
@@ -159,7 +159,7 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
     if intent.task == intents.DELETE:
         return []
     if intent.all:
-        registered = {n[len(SLOT_PREFIX):] for n in facts.existing if n.startswith(SLOT_PREFIX)}
+        registered = set(slots.gateway_profiles(facts.existing))
         chosen = [p for p in facts.profiles if p.name in registered]
     else:
         chosen = [facts.profile(n) or Profile(n, ("profiles", n), None, False)

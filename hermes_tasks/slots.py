@@ -75,6 +75,12 @@ def owner(gid: int, shared: bool = True) -> tuple[int, int]:
     return (0, gid) if shared else (0, 0)
 
 
+def gateway_profiles(names) -> list[str]:
+    """The profile of every gateway slot among slot ``names`` ("registered": the one
+    definition, for the plan and for the tasks' own checks), in the order given."""
+    return [n[len(SLOT_PREFIX):] for n in names if n.startswith(SLOT_PREFIX)]
+
+
 def managed_names(scandir: str) -> tuple[list[str], list[str]]:
     """Our visible slot names (``gateway-*``, the registrar) and our stale dot-entries.
 
