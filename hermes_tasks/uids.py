@@ -486,6 +486,9 @@ def retire(settings, name: str, warn) -> None:
     processes of it may remain)."""
     if not fsops.IS_ROOT:
         return
+    if name not in read_record(settings.hermes_home, lambda _m: None,
+                               settings.profile_uid_base).profiles:
+        return  # nothing to retire: the lock would create the record (isolation never used)
     where = f"{escape(settings.hermes_home)}/{FILE}"
     try:
         with locked(settings.hermes_home, warn, settings.profile_uid_base) as (dfd, record):

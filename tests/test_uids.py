@@ -438,3 +438,11 @@ def test_a_planted_directory_is_refused_only_by_roots_own_record(tmp_path):
     os.chown(tmp_path / uids.FILE, 0, 0)
     uids.remember(str(tmp_path), "alice", 10000, None, print)  # given back: forgotten
     assert uids.converted_check(str(tmp_path), "alice", 20000, (1, 3), print) is None
+
+
+def test_retire_with_no_record_creates_none(tmp_path):
+    """profile.delete with isolation never used: no profile-uids.json appears."""
+    cfg = _settings(hermes_home=str(tmp_path))
+    warnings = []
+    uids.retire(cfg, "alice", warnings.append)
+    assert not (tmp_path / uids.FILE).exists() and warnings == []
