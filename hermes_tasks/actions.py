@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sys
 
-from . import engine, report
+from . import engine, fsops, report
 from .errors import TaskError, UsageError
 from .intent import CREATE, DELETE, RECONCILE, Intent
 from .inventory import Settings
+from .profiles import DEFAULT
 from .volfile import shown
 
 
@@ -158,6 +159,20 @@ def logs(cfg: Settings, profile: str | None, lines, follow: bool, host: str) -> 
         raise UsageError(f"--lines: expected a whole number, got {lines!r}")
     if not HOST_ID_RE.fullmatch(host):
         raise UsageError(f"--host: not a host name: {host!r}")
+    if cfg.profile_isolation and not fsops.IS_ROOT and name != DEFAULT:
+        # An isolated profile's log directory is its own uid's: root reads it (SPEC §16).
+        from . import channel
+
+        if follow:
+            raise UsageError(f"--follow of isolated profile {name}'s log needs root (e.g. "
+                             f"`docker exec -u 0 CONTAINER hermes-tasks gateway.logs -p {name} "
+                             "-f`); without --follow root sends the last lines")
+        if count > channel.MAX_LOG_LINES:
+            raise UsageError(f"--lines: at most {channel.MAX_LOG_LINES} through the registrar")
+        channel.refuse_named(cfg, channel.root_settings(cfg), "gateway.logs")
+        got = channel.ask_logs(cfg, name, count, host, lambda msg: report.warn(msg))
+        sys.stdout.write("".join(line + "\n" for line in got))
+        return 0
     parts = logview.directory(name, host, cfg.shared_volume)
     where = "/".join((cfg.hermes_home, *parts, logview.CURRENT))
     if follow:

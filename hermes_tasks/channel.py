@@ -28,6 +28,8 @@ NEEDS_ROOT = ("{what} needs root: run this task as root, or run `hermes-tasks re
 STOPPED = ("the registrar {slot} is stopped: start it with `s6-svc -u {slot}` as root, or run "
            "`hermes-tasks reconcile` as root")
 STATUS = "gateway.status"  # a read root answers: not an intent, takes no lock
+LOGS = "gateway.logs"  # likewise: the last lines of an isolated profile's log (SPEC §16)
+MAX_LOG_LINES = 100_000  # what one answer may carry (MAX_ANSWER bounds its size too)
 MAX_REQUEST = 1 << 16
 MAX_ANSWER = 1 << 26  # rows with diffs of a few thousand slots
 IO_TIMEOUT = 1.0  # the most a caller can hold the registrar, reading or answering
@@ -133,6 +135,24 @@ def ask_status(settings: Settings, profile: str | None, warn) -> list[dict]:
 
     return _answer(_exchange(settings, {"task": STATUS, "profile": profile}, what, deadline),
                    slot, warn, gateways)
+
+
+def ask_logs(settings: Settings, profile: str, lines: int, host: str, warn) -> list[str]:
+    """The last ``lines`` lines of ``profile``'s log as root reads them (readable text, one
+    per line): with ``profile_isolation`` a profile's log directory is its own uid's.
+    Errors as :func:`ask`."""
+    what = f"{LOGS} -p {profile}"
+    deadline = time.monotonic() + settings.registrar_timeout
+    slot = os.path.join(settings.scandir, REGISTRAR)
+
+    def text(doc: dict) -> list[str]:
+        got = doc["lines"]
+        if not isinstance(got, list) or not all(isinstance(x, str) for x in got):
+            raise TypeError("lines")
+        return got
+
+    return _answer(_exchange(settings, {"task": LOGS, "profile": profile, "lines": lines,
+                                        "host": host}, what, deadline), slot, warn, text)
 
 
 def _exchange(settings: Settings, request: dict, what: str, deadline: float) -> bytes:

@@ -34,7 +34,7 @@ import sys
 import time
 
 from . import agent, engine, fsops, inventory
-from .channel import DATA, IO_TIMEOUT, MAX_REQUEST, STATUS, _read
+from .channel import DATA, IO_TIMEOUT, LOGS, MAX_LOG_LINES, MAX_REQUEST, STATUS, _read
 from .errors import TaskError, UsageError
 from .intent import CREATE, DELETE, RECONCILE, RESTART, START, STOP, Intent
 from .inventory import Settings
@@ -153,6 +153,8 @@ def handle(settings: Settings, request) -> dict:
     warnings: list[str] = []
     if isinstance(request, dict) and request.get("task") == STATUS:
         return _status(settings, request, warnings)
+    if isinstance(request, dict) and request.get("task") == LOGS:
+        return _logs(settings, request, warnings)
     try:
         intent, check, diff, show = _intent(request)
         if intent.wait and intent.timeout > settings.readiness_timeout:
@@ -187,6 +189,40 @@ def _status(settings: Settings, request: dict, warnings: list[str]) -> dict:
     except (TaskError, OSError) as exc:
         return _failure(exc, warnings)
     return {"gateways": docs, "warnings": warnings, "code": 0}
+
+
+def _logs(settings: Settings, request: dict, warnings: list[str]) -> dict:
+    """``gateway.logs``'s lines as root reads them (a read: no lock), for a caller who cannot
+    enter an isolated profile's log directory (SPEC §16). Bounded: at most
+    ``MAX_LOG_LINES`` lines, read from the end through no-follow directories."""
+    from . import control
+    from . import logs as logview
+    from .inventory import HOST_ID_RE
+    from .profiles import valid_name
+
+    profile, lines, host = request.get("profile"), request.get("lines"), request.get("host")
+    try:
+        if not (isinstance(profile, str) and valid_name(profile)):
+            raise UsageError("the registrar got a request with an invalid profile name")
+        if not (isinstance(lines, int) and not isinstance(lines, bool)
+                and 0 <= lines <= MAX_LOG_LINES):
+            raise UsageError(f"--lines: expected a whole number up to {MAX_LOG_LINES}")
+        if not (isinstance(host, str) and HOST_ID_RE.fullmatch(host)):
+            raise UsageError("the registrar got a request with an invalid host name")
+        parts = logview.directory(control.target(settings, profile), host,
+                                  settings.shared_volume)
+        where = "/".join((settings.hermes_home, *parts, logview.CURRENT))
+        try:
+            fd = logview.open_current(settings.hermes_home, parts)
+        except OSError as exc:
+            raise TaskError(f"cannot read {where}: {exc.strerror or exc}") from None
+        try:
+            got, _ = logview.tail_fd(fd, lines)
+        finally:
+            os.close(fd)
+    except (TaskError, OSError) as exc:
+        return _failure(exc, warnings)
+    return {"lines": [logview.readable(raw) for raw in got], "warnings": warnings, "code": 0}
 
 
 def _failure(exc: TaskError | OSError, warnings: list[str]) -> dict:

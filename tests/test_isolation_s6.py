@@ -187,9 +187,17 @@ def test_isolated_gateways_cannot_reach_each_other(root_sandbox, supervisor):
     root_bad = tasks(sb, "gateway.status", "-p", "nobody", *ON, ok=False)
     assert (bad.returncode, bad.stderr) == (root_bad.returncode, root_bad.stderr) != (0, "")
     assert len(bad.stderr.splitlines()) == 1 and "no profile 'nobody'" in bad.stderr
-    logs = tasks(sb, "gateway.logs", "-p", "alice", *ON, user=sb.user, ok=False)
-    assert logs.returncode == 1 and len(logs.stderr.splitlines()) == 1, logs.stderr
-    assert tasks(sb, "gateway.logs", "-p", "alice", *ON).returncode == 0  # root reads it
+    # its gateway.logs likewise: root reads the profile's log and sends the last lines
+    for args in (("-p", "alice"), ("-p", "alice", "-n", "3"), ("-p", "bob", "-n", "0")):
+        theirs = tasks(sb, "gateway.logs", *args, *ON)
+        mine = tasks(sb, "gateway.logs", *args, *ON, user=sb.user)
+        assert (mine.returncode, mine.stdout, mine.stderr) == \
+            (theirs.returncode, theirs.stdout, theirs.stderr), args
+    assert "fake-gateway: started profile=alice" in \
+        tasks(sb, "gateway.logs", "-p", "alice", *ON, user=sb.user).stdout
+    follow = tasks(sb, "gateway.logs", "-p", "alice", "-f", *ON, user=sb.user, ok=False)
+    assert follow.returncode == 1 and len(follow.stderr.splitlines()) == 1, follow.stderr
+    assert "needs root" in follow.stderr and "Traceback" not in follow.stderr
     # ...but drives them through the registrar as before
     tasks(sb, "gateway.stop", "-p", "alice", "--wait", *ON, user=sb.user)
     s6env.wait_down(sb.slot("alice"))

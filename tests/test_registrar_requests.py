@@ -70,3 +70,38 @@ def test_a_status_request_is_a_read_with_roots_settings(tmp_path, seen):
     assert [g["profile"] for g in doc["gateways"]] == ["default"] and not seen
     doc = registrar.handle(cfg, {"task": "gateway.status", "profile": "nobody"})
     assert doc["usage"] and "no profile 'nobody'" in doc["error"]
+
+
+@pytest.mark.parametrize("fields,why", [
+    ({"profile": "../etc", "lines": 5, "host": "h"}, "invalid profile name"),
+    ({"profile": None, "lines": 5, "host": "h"}, "invalid profile name"),
+    ({"profile": "alice", "lines": -1, "host": "h"}, "--lines"),
+    ({"profile": "alice", "lines": True, "host": "h"}, "--lines"),
+    ({"profile": "alice", "lines": 10**9, "host": "h"}, "--lines"),
+    ({"profile": "alice", "lines": 5, "host": "../x"}, "invalid host name"),
+    ({"profile": "alice", "lines": 5, "host": 7}, "invalid host name"),
+])
+def test_a_logs_request_root_cannot_read_is_a_usage_error(tmp_path, seen, fields, why):
+    doc = registrar.handle(settings(tmp_path), {"task": "gateway.logs", **fields})
+    assert doc["usage"] and why in doc["error"] and not seen, doc
+
+
+def test_a_logs_request_is_a_bounded_read_of_the_profiles_log(tmp_path, seen):
+    cfg = settings(tmp_path)
+    profile = tmp_path / "home" / "profiles" / "alice"
+    profile.mkdir(parents=True)
+    (profile / "SOUL.md").write_text("soul\n")
+    gateways = tmp_path / "home" / "logs" / "gateways" / "alice"
+    gateways.mkdir(parents=True)
+    (gateways / "current").write_bytes(b"".join(b"line %d\n" % i for i in range(10)))
+    doc = registrar.handle(cfg, {"task": "gateway.logs", "profile": "alice", "lines": 3,
+                                 "host": cfg.host_id})
+    assert doc["lines"] == ["line 7", "line 8", "line 9"] and not seen, doc
+    doc = registrar.handle(cfg, {"task": "gateway.logs", "profile": "nobody", "lines": 3,
+                                 "host": cfg.host_id})
+    assert doc["usage"] and "no profile 'nobody'" in doc["error"]
+    (gateways / "current").unlink()
+    (gateways / "current").symlink_to(tmp_path / "elsewhere")
+    doc = registrar.handle(cfg, {"task": "gateway.logs", "profile": "alice", "lines": 3,
+                                 "host": cfg.host_id})
+    assert doc["code"] == 1 and "cannot read" in doc["error"], doc
