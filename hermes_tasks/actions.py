@@ -183,13 +183,6 @@ def logs(cfg: Settings, profile: str | None, lines, follow: bool, host: str) -> 
         except OSError as exc:
             raise TaskError(f"cannot read {where}: {exc.strerror or exc}") from None
         return 0
-    try:
-        fd = logview.open_current(cfg.hermes_home, parts)
-    except OSError as exc:
-        raise TaskError(f"cannot read {where}: {exc.strerror or exc}") from None
-    try:
-        got, _ = logview.tail_fd(fd, count)
-    finally:
-        os.close(fd)
-    sys.stdout.write("".join(logview.readable(raw) + "\n" for raw in got))
+    sys.stdout.write("".join(line + "\n" for line in
+                             logview.last(cfg.hermes_home, parts, count)))
     return 0

@@ -84,6 +84,22 @@ def tail_fd(fd: int, lines: int) -> tuple[list[bytes], int]:
     return got[-lines:], end
 
 
+def last(home: str, parts: tuple[str, ...], lines: int) -> list[str]:
+    """``gateway.logs``: the last ``lines`` lines of a log, readable; a TaskError naming the
+    log and why it cannot be read."""
+    from .errors import TaskError
+
+    try:
+        fd = open_current(home, parts)
+        try:
+            return [readable(raw) for raw in tail_fd(fd, lines)[0]]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        where = "/".join((home, *parts, CURRENT))
+        raise TaskError(f"cannot read {where}: {exc.strerror or exc}") from None
+
+
 def tail(home: str, parts: tuple[str, ...], lines: int) -> list[str]:
     """The last ``lines`` lines of a log, readable; [] when there is no log (never raises)."""
     try:

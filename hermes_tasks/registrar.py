@@ -211,18 +211,10 @@ def _logs(settings: Settings, request: dict, warnings: list[str]) -> dict:
             raise UsageError("the registrar got a request with an invalid host name")
         parts = logview.directory(control.target(settings, profile), host,
                                   settings.shared_volume)
-        where = "/".join((settings.hermes_home, *parts, logview.CURRENT))
-        try:
-            fd = logview.open_current(settings.hermes_home, parts)
-        except OSError as exc:
-            raise TaskError(f"cannot read {where}: {exc.strerror or exc}") from None
-        try:
-            got, _ = logview.tail_fd(fd, lines)
-        finally:
-            os.close(fd)
+        got = logview.last(settings.hermes_home, parts, lines)
     except (TaskError, OSError) as exc:
         return _failure(exc, warnings)
-    return {"lines": [logview.readable(raw) for raw in got], "warnings": warnings, "code": 0}
+    return {"lines": got, "warnings": warnings, "code": 0}
 
 
 def _failure(exc: TaskError | OSError, warnings: list[str]) -> dict:

@@ -68,9 +68,12 @@ EXAMPLES = r"""
 
 - name: Reconcile with settings built from this host's variables, and keep them there
   hermes.tasks.reconcile:
-    inventory_content: "{{ {'all': {'hosts': {inventory_hostname: {'gateway_profiles': ['alice']}}}} | to_nice_yaml }}"
+    inventory_content: "{{ {'all': {'hosts': {inventory_hostname: this_host}}} | to_nice_yaml }}"
     save_inventory: /etc/hermes-tasks/inventory.yml
     wait: true
+  vars:
+    this_host:
+      gateway_profiles: [alice]
 
 - name: Place only alice on this host for this run
   hermes.tasks.reconcile:
