@@ -123,36 +123,30 @@ def ask_status(settings: Settings, profile: str | None, warn) -> list[dict]:
 
     Errors as :func:`ask`; root's warnings passed on.
     """
-    what = STATUS + (f" -p {profile}" if profile else "")
-    deadline = time.monotonic() + settings.registrar_timeout
-    slot = os.path.join(settings.scandir, REGISTRAR)
-
-    def gateways(doc: dict) -> list[dict]:
-        docs = doc["gateways"]
-        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
-            raise TypeError("gateways")
-        return docs
-
-    return _answer(_exchange(settings, {"task": STATUS, "profile": profile}, what, deadline),
-                   slot, warn, gateways)
+    return _read_only(settings, {"task": STATUS, "profile": profile},
+                      STATUS + (f" -p {profile}" if profile else ""), warn, "gateways", dict)
 
 
 def ask_logs(settings: Settings, profile: str, lines: int, host: str, warn) -> list[str]:
     """The last ``lines`` lines of ``profile``'s log as root reads them (readable text, one
     per line): with ``profile_isolation`` a profile's log directory is its own uid's.
     Errors as :func:`ask`."""
-    what = f"{LOGS} -p {profile}"
+    return _read_only(settings, {"task": LOGS, "profile": profile, "lines": lines,
+                                 "host": host}, f"{LOGS} -p {profile}", warn, "lines", str)
+
+
+def _read_only(settings: Settings, request: dict, what: str, warn, key: str, kind) -> list:
+    """A read root answers with a list of ``kind`` under ``key`` (no lock on its side)."""
     deadline = time.monotonic() + settings.registrar_timeout
     slot = os.path.join(settings.scandir, REGISTRAR)
 
-    def text(doc: dict) -> list[str]:
-        got = doc["lines"]
-        if not isinstance(got, list) or not all(isinstance(x, str) for x in got):
-            raise TypeError("lines")
+    def items(doc: dict) -> list:
+        got = doc[key]
+        if not isinstance(got, list) or not all(isinstance(x, kind) for x in got):
+            raise TypeError(key)
         return got
 
-    return _answer(_exchange(settings, {"task": LOGS, "profile": profile, "lines": lines,
-                                        "host": host}, what, deadline), slot, warn, text)
+    return _answer(_exchange(settings, request, what, deadline), slot, warn, items)
 
 
 def _exchange(settings: Settings, request: dict, what: str, deadline: float) -> bytes:
