@@ -57,6 +57,9 @@ def test_ids_follow_the_deployment(root_sandbox, env, ids):
         os.chown(outside, user.uid, user.gid)
         os.symlink(outside, sb.home / "profiles" / "alice" / "link")
         s6env.give_tree(sb.home, user)
+        # a boot stopped between the remap's two usermods left the account's home pointing
+        # away: this boot puts the volume back as its home
+        subprocess.run(["usermod", "-d", "/nonexistent", user.name], check=True)
         # another file system mounted inside the volume, holding an entry of the old ids
         mounted = sb.home / "mnt"
         mounted.mkdir()
