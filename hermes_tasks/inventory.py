@@ -14,10 +14,9 @@ import re
 import stat
 from collections.abc import Mapping
 
-import yaml
-
 from . import fsops, workdir
 from .errors import InventoryError
+from .inventorycache import ParsedCache
 
 ENV_VAR = "HERMES_TASKS_INVENTORY"
 HOST_ENV_VAR = "HERMES_TASKS_HOST"
@@ -159,6 +158,7 @@ def load(
     environ: Mapping[str, str] | None = None,
     host: str | None = None,
     origin: str | None = None,
+    cache: ParsedCache | None = None,
 ) -> Settings:
     """Resolve and validate settings.
 
@@ -168,12 +168,16 @@ def load(
     (``--host``, else ``$HERMES_TASKS_HOST``) names this machine's entry of a multi-host
     inventory (SPEC §13.4). Variables named ``ansible_*`` are Ansible's and are ignored.
     ``origin``: the directory a relative path is relative to (:func:`workdir.leave`'s).
+    ``cache``: where parsed files are looked up and kept (:mod:`inventorycache`; by default
+    the image's root-only directory, when it is the caller's alone).
     """
     environ = os.environ if environ is None else environ
     # Relative to where the command was typed, even after a root process left it for /.
     chosen = workdir.resolve(path or environ.get(ENV_VAR) or default_inventory_path(), origin)
+    cache = ParsedCache() if cache is None else cache
     layers, entry, several = _read_inventory(os.fspath(chosen),
-                                             host or environ.get(HOST_ENV_VAR) or None)
+                                             host or environ.get(HOST_ENV_VAR) or None, cache)
+    cache.save()
     env_layer = {key: environ[var] for var, key in ENV_OVERRIDES.items() if environ.get(var)}
     if "hermes_home" in env_layer:
         env_layer["hermes_home"] = profile_root(env_layer["hermes_home"])
@@ -239,7 +243,8 @@ def _unknown_key(origin: str, key: str) -> str:
     return f"{origin}: unknown variable '{key}'{tail}"
 
 
-def _read_inventory(path: str, want: str | None) -> tuple[list[tuple[str, dict]], str, bool]:
+def _read_inventory(path: str, want: str | None,
+                    cache: ParsedCache) -> tuple[list[tuple[str, dict]], str, bool]:
     """The inventory's variable layers, lowest precedence first; the chosen host entry's
     name; and whether the inventory lists several hosts."""
     if os.path.isdir(path):
@@ -250,7 +255,7 @@ def _read_inventory(path: str, want: str | None) -> tuple[list[tuple[str, dict]]
         base = path
     else:
         hosts_file, base = path, os.path.dirname(path)
-    doc = _read_yaml(hosts_file)
+    doc = _read_yaml(hosts_file, cache)
     if not isinstance(doc, dict) or not isinstance(doc.get("all"), dict):
         raise InventoryError(f"{hosts_file}: expected a mapping with a top-level 'all' group")
     group = doc["all"]
@@ -261,13 +266,13 @@ def _read_inventory(path: str, want: str | None) -> tuple[list[tuple[str, dict]]
     group_layers = []
     for label, name, gvars in groups:
         group_layers.append((f"{hosts_file} ({label}.vars)", gvars))
-        group_layers.extend(_vars_file(os.path.join(base, "group_vars", name)))
+        group_layers.extend(_vars_file(os.path.join(base, "group_vars", name), cache))
     return [
         (f"{hosts_file} (all.vars)", all_vars),
-        *_vars_file(os.path.join(base, "group_vars", "all")),
+        *_vars_file(os.path.join(base, "group_vars", "all"), cache),
         *group_layers,
         (f"{hosts_file} (hosts.{host})", host_vars),
-        *_vars_file(os.path.join(base, "host_vars", host)),
+        *_vars_file(os.path.join(base, "host_vars", host), cache),
     ], host, len(hosts) > 1
 
 
@@ -312,16 +317,16 @@ def _pick_host(hosts: dict[str, tuple[object, list]], want: str | None,
     return name, _mapping(hv, where, f"hosts.{name}"), groups
 
 
-def _vars_file(stem: str) -> list[tuple[str, dict]]:
+def _vars_file(stem: str, cache: ParsedCache) -> list[tuple[str, dict]]:
     """The optional ``<stem>.yml`` (or ``.yaml``) as a layer, if it exists."""
     for ext in (".yml", ".yaml"):
         path = stem + ext
         if os.path.isfile(path):
-            return [(path, _mapping(_read_yaml(path), path, "top level"))]
+            return [(path, _mapping(_read_yaml(path, cache), path, "top level"))]
     return []
 
 
-def _read_yaml(path: str) -> object:
+def _read_yaml(path: str, cache: ParsedCache) -> object:
     try:
         # O_NONBLOCK: a FIFO named as the inventory must not hang the boot.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -338,6 +343,13 @@ def _read_yaml(path: str) -> object:
         os.close(fd)
     if len(raw) > MAX_INVENTORY_BYTES:
         raise InventoryError(f"{path}: inventory larger than {MAX_INVENTORY_BYTES} bytes")
+    # Found and read as always; only the parse of these exact bytes may come from the cache.
+    return cache.parse(raw, lambda raw: _parse_yaml(path, raw))
+
+
+def _parse_yaml(path: str, raw: bytes) -> object:
+    import yaml  # ~10 ms and ~3 MiB: only when the cache does not know these bytes
+
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -363,6 +375,8 @@ def _mapping(value: object, where: str, key: str) -> dict:
 def _parse_overrides(items) -> dict[str, object]:
     out: dict[str, object] = {}
     for item in items or ():
+        import yaml  # --var values are YAML scalars; a boot or a plain status names none
+
         key, sep, raw = str(item).partition("=")
         if not sep or not key:
             raise InventoryError(f"--var: expected key=value, got '{item}'")

@@ -1,0 +1,141 @@
+"""Parsed inventory files kept between runs, so a boot, a re-run or a status never imports YAML.
+
+Importing PyYAML and parsing the inventory cost ~12 ms and ~3 MiB of every run (issue 24),
+and it happens before the scandir or the render cache's directory is known. Every file the
+inventory names is still found and read as before (the same probes, reads and errors); only
+``yaml.safe_load`` of its bytes is looked up here, by a hash of exactly those bytes. A
+parse is a function of its input, so a hit is right by construction: no timestamps to
+trust, nothing a restored mtime or a swapped symlink could hide, and an image can ship a
+primed cache that still matches after a pull (its files get new inodes and ctimes).
+Only documents JSON holds exactly (str keys; str, int, float, bool, null, lists, mappings)
+are kept; anything else (a date, a set, a shared alias's loop) is parsed every time.
+
+The cache is one JSON file, ``.hermes-tasks.inventory``, in :data:`DIRECTORY`, the image's
+root-only cache directory (Dockerfile), which is never created here. Its content becomes
+root's settings, so it is trusted only under the render cache's rule
+(:func:`rendercache.trusted_dir`, :func:`rendercache.read_trusted`): the directory is the
+euid's and writable by nobody else, the file is a regular file owned by the euid, not
+group/other-writable, opened without following symlinks. Anything else (missing, foreign,
+corrupt, for another PyYAML) is ignored, the files are parsed, and a trusted directory gets
+a fresh copy. A caller without such a directory (a user running from a checkout) parses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+
+try:  # CPython's own BLAKE2: importing hashlib loads OpenSSL first
+    from _blake2 import blake2b
+except ImportError:  # another Python
+    from hashlib import blake2b
+
+from . import fsops
+from .rendercache import _package_init, read_trusted, trusted_dir
+
+# The image makes it (root's, 0700) for the render cache too.
+DIRECTORY = "/var/cache/hermes-tasks"
+NAME = ".hermes-tasks.inventory"
+# Bump when the file's shape changes.
+FORMAT = 1
+LIMIT = 4 << 20
+KEEP = 16  # documents kept: a few inventories' files (the image's, a test's, an operator's)
+
+
+def stamp() -> list:
+    """What identifies the parser: this format and the installed PyYAML, found unimported."""
+    out: list = [FORMAT]
+    with contextlib.suppress(OSError, TypeError):
+        path = _package_init("yaml")
+        st = os.stat(path)
+        out.append([path, st.st_size, st.st_mtime_ns])
+    return out
+
+
+class ParsedCache:
+    """Parsed documents by the hash of their bytes; read on first use, saved on a miss."""
+
+    def __init__(self, directory: str | None = DIRECTORY):
+        self.directory = directory
+        self._loaded: dict[str, str] | None = None if directory else {}
+        self._stamp: list = []
+        self._new: dict[str, str] = {}
+
+    def _load(self) -> dict[str, str]:
+        if self._loaded is not None:
+            return self._loaded
+        self._loaded, self._stamp, where = {}, stamp(), self.directory
+        self.directory = None  # written only once found trusted
+        with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
+            with fsops.opened_dir(where) as dfd:
+                if not trusted_dir(dfd):
+                    return self._loaded
+                self.directory = where
+                raw = read_trusted(dfd, NAME, LIMIT)
+            doc = json.loads(raw) if raw else {}
+            if isinstance(doc, dict) and doc.get("format") == FORMAT and \
+                    doc.get("stamp") == self._stamp:
+                docs = doc.get("docs")
+                if isinstance(docs, dict) and all(isinstance(v, str) for v in docs.values()):
+                    self._loaded = docs
+        return self._loaded
+
+    def parse(self, raw: bytes, produce: Callable[[bytes], object]) -> object:
+        """What ``produce(raw)`` returns (a fresh object each time); its errors propagate."""
+        key = blake2b(raw, digest_size=16).hexdigest()
+        text = self._new.get(key) or self._load().get(key)
+        if text is not None:
+            with contextlib.suppress(ValueError, RecursionError):
+                return json.loads(text)
+        doc = produce(raw)
+        text = encode(doc)
+        if text is not None:
+            self._new[key] = text
+        return doc
+
+    def save(self) -> None:
+        """Keep what this run parsed (best effort: a failure costs speed only)."""
+        if not self._new or self.directory is None:
+            return
+        docs = dict(self._new)
+        size = sum(map(len, docs.values()))
+        for key, text in (self._loaded or {}).items():
+            if len(docs) >= KEEP or size + len(text) > LIMIT // 2:
+                break
+            if key not in docs:
+                docs[key] = text
+                size += len(text)
+        data = json.dumps({"format": FORMAT, "stamp": self._stamp, "docs": docs},
+                          separators=(",", ":")).encode()
+        if len(data) > LIMIT:
+            return
+        with contextlib.suppress(OSError):
+            with fsops.opened_dir(self.directory) as dfd:
+                if trusted_dir(dfd):
+                    fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+        self._loaded, self._new = docs, {}
+
+
+def encode(doc: object) -> str | None:
+    """``doc`` as JSON text when decoding that text gives back exactly ``doc``, else None."""
+    try:
+        text = json.dumps(doc, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return text if _same(doc, json.loads(text)) else None
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal with the same types throughout (1 == 1.0 == True, and a mapping's int key
+    comes back from JSON as a string); key order too, which decides error messages."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return len(a) == len(b) and all(
+            type(ka) is str and ka == kb and _same(va, vb)
+            for (ka, va), (kb, vb) in zip(a.items(), b.items()))
+    if type(a) is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) in (str, int, float, bool, type(None)) and a == b
