@@ -104,7 +104,8 @@ ENV S6_BEHAVIOUR_IF_STAGE2_FAILS=1 \
 # uid/gid 10000 match the inventory's service_uid/service_gid. No -m: the home is the data
 # volume, and the image must not seed dotfiles into it. /var/cache/hermes-tasks (root's, 0700,
 # the inventory's render_cache_dir) keeps rendered scripts across container restarts, so a
-# restarted container's boot does not import Jinja; /run/service is wiped every time.
+# restarted container's boot does not import Jinja, and the parsed inventory (primed below),
+# so no boot or status imports PyYAML; /run/service is wiped every time.
 RUN groupadd -g 10000 hermes \
     && useradd -u 10000 -g 10000 -M -d /opt/data -s /bin/sh hermes \
     && mkdir -p /opt/data \
@@ -115,13 +116,17 @@ RUN groupadd -g 10000 hermes \
 # One venv holds the gateway (hermes-agent with its `messaging` extra, pinned: without it there
 # is no aiohttp, so no API server and no messaging platform) and this tool; its bin/ goes on PATH so
 # `hermes` and `hermes-tasks` resolve for the run scripts and for `docker exec` alike. The wheel
-# is bind-mounted from the build stage so it never lands in a layer.
+# is bind-mounted from the build stage so it never lands in a layer. Loading the shipped
+# inventory once primes the parsed-inventory cache: keyed by the bytes parsed and PyYAML's own,
+# it still matches at every boot of this image, even the first.
 RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
     python -m venv /opt/hermes-tasks/venv \
     && /opt/hermes-tasks/venv/bin/pip install --no-cache-dir \
         "hermes-agent[messaging]==0.19.0" \
         /tmp/dist/*.whl \
     && /opt/hermes-tasks/venv/bin/hermes-tasks --help > /dev/null \
+    && /opt/hermes-tasks/venv/bin/python -c "from hermes_tasks import inventory; inventory.load()" \
+    && test -s /var/cache/hermes-tasks/.hermes-tasks.inventory \
     && /opt/hermes-tasks/venv/bin/python -c "import aiohttp" \
     && test -x /opt/hermes-tasks/venv/bin/hermes
 

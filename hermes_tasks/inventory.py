@@ -14,7 +14,7 @@ import re
 import stat
 from collections.abc import Mapping
 
-from . import fsops, workdir
+from . import fsops, inventorycache, workdir
 from .errors import InventoryError
 from .inventorycache import ParsedCache
 
@@ -174,7 +174,7 @@ def load(
     environ = os.environ if environ is None else environ
     # Relative to where the command was typed, even after a root process left it for /.
     chosen = workdir.resolve(path or environ.get(ENV_VAR) or default_inventory_path(), origin)
-    cache = ParsedCache() if cache is None else cache
+    cache = ParsedCache(inventorycache.DIRECTORY) if cache is None else cache
     layers, entry, several = _read_inventory(os.fspath(chosen),
                                              host or environ.get(HOST_ENV_VAR) or None, cache)
     cache.save()

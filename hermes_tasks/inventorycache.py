@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 
 try:  # CPython's own BLAKE2: importing hashlib loads OpenSSL first
@@ -45,19 +44,24 @@ KEEP = 16  # documents kept: a few inventories' files (the image's, a test's, an
 
 
 def stamp() -> list:
-    """What identifies the parser: this format and the installed PyYAML, found unimported."""
+    """What identifies the parser: this format and the installed PyYAML, found unimported.
+
+    By a hash of its ``__init__.py`` (which holds its version), not that file's stat: an
+    image layer need not keep the mtime the build saw, and the image's primed cache must
+    still match at boot.
+    """
     out: list = [FORMAT]
     with contextlib.suppress(OSError, TypeError):
-        path = _package_init("yaml")
-        st = os.stat(path)
-        out.append([path, st.st_size, st.st_mtime_ns])
+        with open(_package_init("yaml"), "rb") as fh:
+            out.append(blake2b(fh.read(LIMIT), digest_size=16).hexdigest())
     return out
 
 
 class ParsedCache:
     """Parsed documents by the hash of their bytes; read on first use, saved on a miss."""
 
-    def __init__(self, directory: str | None = DIRECTORY):
+    def __init__(self, directory: str | None):
+        """``directory``: where the cache file is (usually :data:`DIRECTORY`); None: none."""
         self.directory = directory
         self._loaded: dict[str, str] | None = None if directory else {}
         self._stamp: list = []
