@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable
 
 try:  # CPython's own BLAKE2: importing hashlib loads OpenSSL first
@@ -52,9 +53,17 @@ def stamp() -> list:
     """
     out: list = [FORMAT]
     with contextlib.suppress(OSError, TypeError):
-        with open(_package_init("yaml"), "rb") as fh:
-            out.append(blake2b(fh.read(LIMIT), digest_size=16).hexdigest())
+        # O_NONBLOCK: a FIFO swapped in after the lookup's isfile must not hang the run.
+        fd = os.open(_package_init("yaml"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            out.append(_digest(fsops.read_fd(fd, LIMIT, os.fstat(fd).st_size)))
+        finally:
+            os.close(fd)
     return out
+
+
+def _digest(data: bytes) -> str:
+    return blake2b(data, digest_size=32).hexdigest()
 
 
 class ParsedCache:
@@ -88,7 +97,7 @@ class ParsedCache:
 
     def parse(self, raw: bytes, produce: Callable[[bytes], object]) -> object:
         """What ``produce(raw)`` returns (a fresh object each time); its errors propagate."""
-        key = blake2b(raw, digest_size=16).hexdigest()
+        key = _digest(raw)
         text = self._new.get(key) or self._load().get(key)
         if text is not None:
             with contextlib.suppress(ValueError, RecursionError):
