@@ -1,6 +1,6 @@
 """Parsed inventory files kept between runs, so a boot, a re-run or a status never imports YAML.
 
-Importing PyYAML and parsing the inventory cost ~12 ms and ~3 MiB of every run (issue 24),
+Importing PyYAML and parsing the inventory cost ~12 ms and ~1 MiB of every run (issue 24),
 and it happens before the scandir or the render cache's directory is known. Every file the
 inventory names is still found and read as before (the same probes, reads and errors); only
 ``yaml.safe_load`` of its bytes is looked up here, by a hash of exactly those bytes. A
