@@ -1,6 +1,8 @@
-"""The floor: only the file operations a boot-time reconcile cannot avoid (issue 7).
+"""The floor: only the file operations a run cannot avoid (issues 7 and 24).
 
-Usage: python bench/floor.py HERMES_HOME SCANDIR
+Usage: python bench/floor.py [--rerun | --status] HERMES_HOME SCANDIR
+
+Default, the floor of a boot into an empty scandir (publish every slot):
 
 Lists the profiles (a directory with SOUL.md; ``gateway_state.json`` says whether it
 starts), then for each slot: mkdir a dot-staging dir, write run/finish/type (+down),
@@ -8,9 +10,19 @@ notification-fd, mkdir data, write data/check and data/own, mkdir log, write log
 pre-seed supervise/ + supervise/control + event/ (and under log/), rename into place. No
 templates, no checks, no locking, no boot log. The slot has the same shape and modes as the
 one hermes-tasks publishes (SPEC §5).
+
+``--rerun``, the floor of an unchanged re-run (the scandir as a boot left it): the reads a
+re-run cannot avoid to know that nothing changed, and no write. List the profiles; through
+each profile's directory fd stat ``SOUL.md`` and read ``gateway_state.json``, ``.env`` and
+``config.yaml`` (what the slot's content and ports depend on); list the scandir (a slot
+that is no longer wanted); through each slot's directory fd stat each of its files,
+directories and FIFOs once (content, modes and the skeleton's owners, SPEC §5) and read
+``supervise/status`` (is it up). No cache, no lock, no boot log, no report.
+
+``--status``, the floor of ``gateway.status``: for each profile, its state file, port files
+and ``supervise/status`` read as above, and one printed line per profile.
 """
 
-import json
 import os
 import sys
 
@@ -53,6 +65,8 @@ def skeleton(base: str) -> None:
 
 
 def autostart(profile_dir: str) -> bool:
+    import json  # only the fresh floor parses state files
+
     try:
         with open(profile_dir + "/gateway_state.json", "rb") as fh:
             return json.load(fh).get("desired_state") == "running"
@@ -60,16 +74,90 @@ def autostart(profile_dir: str) -> bool:
         return False
 
 
-def main(home: str, scandir: str) -> None:
-    os.umask(0)
+def profile_dirs(home: str) -> list[tuple[str, str]]:
     profiles = [("default", home)]
     try:
         names = sorted(os.listdir(home + "/profiles"))
     except FileNotFoundError:
         names = []
-    profiles += [(n, f"{home}/profiles/{n}") for n in names
-                 if os.path.isfile(f"{home}/profiles/{n}/SOUL.md")]
-    for name, pdir in profiles:
+    return profiles + [(n, f"{home}/profiles/{n}") for n in names
+                       if os.path.isfile(f"{home}/profiles/{n}/SOUL.md")]
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Every entry of a published slot (bench/floor.py's own fresh slots have the same shape).
+SLOT_ENTRIES = ("run", "finish", "type", "notification-fd", "down", "data", "data/check",
+                "data/own", "log", "log/run", "supervise", "supervise/control", "event",
+                "log/supervise", "log/supervise/control", "log/event")
+
+
+def read_at(dfd: int, name: str) -> bytes | None:
+    """One small file through a directory fd: open, read, close (None if absent)."""
+    try:
+        fd = os.open(name, _FILE, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def profile_facts(home: str, name: str, pdir: str, soul: bool = True) -> bytes | None:
+    """What a re-run must read of a profile; its state file's bytes."""
+    dfd = os.open(pdir, _DIR)
+    try:
+        if soul:
+            os.stat("SOUL.md", dir_fd=dfd, follow_symlinks=False)
+        state = read_at(dfd, "gateway_state.json")
+        read_at(dfd, ".env")
+        read_at(dfd, "config.yaml")
+        return state
+    finally:
+        os.close(dfd)
+
+
+def slot_facts(path: str) -> bytes | None:
+    """Stat every entry of a slot once; its ``supervise/status`` bytes."""
+    dfd = os.open(path, _DIR)
+    try:
+        os.fstat(dfd)
+        for rel in SLOT_ENTRIES:
+            try:
+                os.stat(rel, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+        return read_at(dfd, "supervise/status")
+    finally:
+        os.close(dfd)
+
+
+def rerun(home: str, scandir: str) -> None:
+    for name, pdir in profile_dirs(home):
+        profile_facts(home, name, pdir)
+    for slot in sorted(os.listdir(scandir)):
+        if slot.startswith("gateway-"):
+            slot_facts(f"{scandir}/{slot}")
+
+
+def status(home: str, scandir: str) -> None:
+    lines = []
+    for name, pdir in profile_dirs(home):
+        state = profile_facts(home, name, pdir, soul=False)
+        try:
+            raw = slot_facts(f"{scandir}/gateway-{name}")
+        except FileNotFoundError:
+            raw = None
+        # supervise/status: 12-byte stamp, 12-byte ready stamp, 8-byte pid (big-endian), ...
+        pid = int.from_bytes(raw[24:32], "big") if raw and len(raw) >= 35 else 0
+        lines.append(f"{name}\t{len(state or b'')}\t{f'up pid {pid}' if pid else 'down'}\n")
+    sys.stdout.write("".join(lines))
+
+
+def main(home: str, scandir: str) -> None:
+    os.umask(0)
+    for name, pdir in profile_dirs(home):
         slot = "gateway-" + name
         tmp = f"{scandir}/.{slot}.tmp"
         os.mkdir(tmp, 0o755)
@@ -93,4 +181,7 @@ def main(home: str, scandir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] in ("--rerun", "--status"):
+        (rerun if sys.argv[1] == "--rerun" else status)(*sys.argv[2:4])
+    else:
+        main(*sys.argv[1:3])
