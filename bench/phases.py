@@ -30,7 +30,8 @@ phase change (the high-water mark after each phase, and how much each phase rais
 with ``tracemalloc`` (the peak of traced Python allocations during each phase, and what is
 still allocated when the run ends): tracemalloc slows a run down and costs memory itself,
 so neither of those runs is timed. The floor (bench/floor.py) of each situation is timed
-alongside. Prints Markdown tables for bench/PROFILE.md; writes nothing.
+alongside, its time split into the same phases (next to ours: what that phase cannot go
+below; cold's floor is a fresh boot's). Prints Markdown tables for bench/PROFILE.md; writes nothing.
 """
 
 from __future__ import annotations
@@ -403,6 +404,30 @@ def floor_case(bench, work, n: int, name: str):
     return bench.floor_argv(home, scandir), prepare
 
 
+def run_floor(argv: list[str], bench, work) -> dict:
+    """One timed floor run; its phases (bench/floor.py writes them), total and teardown."""
+    import json
+    import subprocess
+
+    out = os.path.join(work, "floor-phases.json")
+    t0 = time.monotonic()
+    env = bench.base_env(HERMES_BENCH_FLOOR_PHASES=out, **{ENV_T0: repr(t0)})
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, _ = os.wait4(proc.pid, 0)
+    reaped = time.monotonic()
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{err[-2000:]}")
+    with open(out, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    with open(out + ".end", encoding="utf-8") as fh:
+        doc["teardown"] = reaped - float(fh.read())
+    doc["total"] = reaped - t0
+    return doc
+
+
 def fmt_ms(values: list[float] | None) -> str:
     import statistics
 
@@ -422,9 +447,11 @@ def report(n: int, runs: int, docs: dict, floors: dict, argv: list[str]) -> str:
              f"(1 min) {os.getloadavg()[0]:.2f}, uid {os.geteuid()}. Wall ms per phase, "
              f"exclusive (a phase's inner phases are charged to them), medians of {runs} runs; "
              "the phases add up to the process (spawn to reap). `n/a`: none of the phase's "
-             "functions exists in this tree.", "",
-             "| phase | " + " | ".join(f"{s} ms" for s in names) + " | what it is |",
-             "|---|" + "---:|" * len(names) + "---|"]
+             "functions exists in this tree. *floor*: bench/floor.py's run of the same "
+             "situation split the same way (cold: a fresh boot's floor; `-`: the floor has "
+             "no such phase).", "",
+             "| phase | " + " | ".join(f"{s} ms | floor" for s in names) + " | what it is |",
+             "|---|" + "---:|---:|" * len(names) + "---|"]
     what = {p: w for p, _, w in PHASES}
     what.update({"interpreter start": "spawn to the first statement (python, site, venv)",
                  IMPORTS: "every module executed, wherever imported (Jinja when cold)",
@@ -441,23 +468,33 @@ def report(n: int, runs: int, docs: dict, floors: dict, argv: list[str]) -> str:
             return doc["teardown"]
         return doc["spent"].get(phase, 0.0)
 
+    def floor_values(s: str, phase: str) -> str:
+        runs_ = floors.get(s) or []
+        if not runs_:
+            return "-"
+        if phase in ("interpreter start", "teardown"):
+            return fmt_ms([d["start" if phase == "interpreter start" else phase] for d in runs_])
+        if all(phase not in d["spent"] for d in runs_):
+            return "-"
+        return fmt_ms([d["spent"].get(phase, 0.0) for d in runs_])
+
     for phase in ORDER:
         cells = []
         for s in names:
             vals = [phase_values(d, phase) for d in docs[s]["time"]]
-            cells.append(fmt_ms(None if vals[0] is None else vals))
+            cells += [fmt_ms(None if vals[0] is None else vals), floor_values(s, phase)]
         lines.append(f"| {phase} | " + " | ".join(cells) + f" | {what[phase]} |")
-    sums = " | ".join(f"**{fmt_ms([d['total'] for d in docs[s]['time']])}**" for s in names)
+    sums = " | ".join(f"**{fmt_ms([d['total'] for d in docs[s]['time']])}** "
+                      f"| **{fmt_ms([d['total'] for d in floors.get(s, [])] or None)}**"
+                      for s in names)
     lines.append(f"| **process (spawn to reap)** | {sums} | the phases above, and the wrappers' "
                  "own cost |")
     lines.append("| harness | " + " | ".join(
-        fmt_ms([d["harness"] + d["dump"] for d in docs[s]["time"]]) for s in names)
+        fmt_ms([d["harness"] + d["dump"] for d in docs[s]["time"]]) + " | -" for s in names)
         + " | this script's own start and dump, in the process but in no phase |")
     lines.append("| CPU (user + sys) | " + " | ".join(
-        fmt_ms([d["cpu"] for d in docs[s]["time"]]) for s in names) + " | from `wait4` |")
-    lines.append("| floor (bench/floor.py) | " + " | ".join(
-        fmt_ms(floors.get(s)) for s in names)
-        + " | the whole floor process of the situation (cold: a fresh boot's) |")
+        fmt_ms([d["cpu"] for d in docs[s]["time"]]) + " | -" for s in names)
+        + " | from `wait4` |")
     lines += ["", ("Memory, one run per situation each way: *traced peak* is the peak of Python "
                    "allocations (tracemalloc) while the phase ran, MiB; *maxrss* is the process's "
                    "peak RSS (VmHWM, as `ru_maxrss` would be without the parent's share) when "
@@ -516,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             cases = [c for c in cases if c[0] in wanted]
         floors = {name: floor_case(bench, work, args.n, name) for name, *_ in cases}
         docs: dict[str, dict] = {name: {"time": []} for name, *_ in cases}
-        floor_times: dict[str, list[float]] = {name: [] for name, *_ in cases}
+        floor_runs: dict[str, list[dict]] = {name: [] for name, *_ in cases}
         for name, _, _, argv_env, prepare in cases:  # warm-up: seeds re-run and render cache
             prepare()
             run_child(argv_env, "time", work)
@@ -527,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                 docs[name]["time"].append(run_child(argv_env, "time", work))
                 f_argv, f_prepare = floors[name]
                 f_prepare()
-                floor_times[name].append(bench.timed(f_argv, bench.base_env())[0])
+                floor_runs[name].append(run_floor(f_argv, bench, work))
             print(f"round {r + 1}: " + ", ".join(
                 f"{s} {statistics.median([d['total'] for d in v['time']]) * 1000:.0f} ms"
                 for s, v in docs.items()), file=sys.stderr, flush=True)
@@ -539,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     shown = [os.path.relpath(sys.executable, ROOT), os.path.relpath(__file__, ROOT),
              *(sys.argv[1:] if argv is None else argv)]
-    print(report(args.n, args.runs, docs, floor_times, shown))
+    print(report(args.n, args.runs, docs, floor_runs, shown))
     return 0
 
 

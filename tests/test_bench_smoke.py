@@ -104,7 +104,7 @@ def test_phases_profiles_a_small_run():
                           "1"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     wall, memory = res.stdout.split("\nMemory, ")
-    assert "| phase | fresh ms | re-run ms | cold ms |" in wall
+    assert "| phase | fresh ms | floor | re-run ms | floor | cold ms | floor |" in wall
     for phase in phases.ORDER:
         assert f"\n| {phase} |" in wall
         if phase not in ("interpreter start", "teardown"):
@@ -124,8 +124,10 @@ def test_phases_missing_function_prints_na():
            "cpu": 0.05, "found": found, "spent": {"imports": 0.02}, "peak": {}, "hwm": {},
            "grew": {}, "end_traced": 0, "vmhwm": 1024, "start_rss": 512}
     docs = {"fresh": {"time": [doc], "rss": doc, "tracemalloc": doc}}
-    text = phases.report(3, 1, docs, {"fresh": [0.05]}, ["phases.py"])
-    assert "| planning | n/a |" in text
-    assert "| renders | 0.0 |" in text
+    floor = {"start": 0.01, "teardown": 0.001, "total": 0.05, "spent": {"execute": 0.03}}
+    text = phases.report(3, 1, docs, {"fresh": [floor]}, ["phases.py"])
+    assert "| planning | n/a | - |" in text
+    assert "| renders | 0.0 | - |" in text
+    assert "| execute | 0.0 | 30.0 |" in text
     for target in gone:
         assert f"`{target}`" in text
