@@ -3,7 +3,8 @@
 Run with the project venv's python, from anywhere:
 
     .venv/bin/python bench/bench.py            # N = 1, 10, 100, 1000; writes bench/RESULTS.md
-    .venv/bin/python bench/bench.py --quick    # smoke: N = 1, 10, 2 runs
+    .venv/bin/python bench/bench.py --quick    # smoke: N = 1, 10, 2 runs; standby --quick
+    .venv/bin/python bench/bench.py --no-standby   # without the standby cost and takeover
 
 Per N it times, interleaved round by round (A B C D E, A B C D E, ...): our reconcile on a
 fresh scandir, our re-run over an unchanged home, our cold boot, the reference fresh and

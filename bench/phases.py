@@ -275,6 +275,9 @@ def child(t_first: float) -> None:
     script = os.path.join(os.path.dirname(sys.executable), "hermes-tasks-boot")
     with open(script, encoding="utf-8") as fh:
         code = compile(fh.read(), script, "exec")
+    # As the console script runs: its argv, its directory first on the path, not bench/.
+    sys.argv = [script]
+    sys.path[:] = [os.path.dirname(script)] + [p for p in sys.path[1:] if p != BENCH]
     harness_s = time.monotonic() - t_harness
 
     def finish(status) -> None:
