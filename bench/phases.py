@@ -277,7 +277,7 @@ def child(t_first: float) -> None:
         code = compile(fh.read(), script, "exec")
     # As the console script runs: its argv, its directory first on the path, not bench/.
     sys.argv = [script]
-    sys.path[:] = [os.path.dirname(script)] + [p for p in sys.path[1:] if p != BENCH]
+    sys.path[:] = [os.path.dirname(script)] + [p for p in sys.path if p not in (BENCH, "")]
     harness_s = time.monotonic() - t_harness
 
     def finish(status) -> None:
