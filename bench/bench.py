@@ -448,6 +448,10 @@ def report(results: dict[int, dict[str, Case]], status: list[Case], runs: dict[i
             f"| {rss_cell(c['ours'], c['ours_rerun'], c['ours_cold'])} "
             f"| {rss_cell(c['ref'], c['ref_rerun'])} "
             f"| {rss_cell(c['floor'], c['floor_rerun'])} |")
+    lines += ["", ("Peak RSS per case (MiB; the RSS columns above take the largest of each side's "
+                   "cases; `<=`: a bound, as above):"), ""]
+    lines += [f"- N={n}: " + ", ".join(f"{c.name} {rss_cell(c)}" for c in cases.values())
+              for n, cases in results.items()]
     lines += ["", ("CPU time (user + sys of the child, medians, ms): less sensitive than wall "
                    "time to other load on the machine."), "",
               ("| N | ours fresh | ref fresh | ours re-run | ref re-run | ours cold | floor "
