@@ -79,18 +79,22 @@ def ours_argv(home: Path, scandir: Path, cmd: Path, task: str = "reconcile",
     ``reconcile`` is the boot entry point the image's cont-init runs (no arguments);
     other tasks go through the ``hermes-tasks`` program. Like the image, renders are kept
     in a ``render_cache_dir`` outside the scandir (a restarted container keeps it);
-    ``cold`` names one that does not exist: a new container's first boot.
+    ``cold`` names one that does not exist: a new container's first boot. The parsed
+    inventory is kept in a directory every case has (``$HERMES_TASKS_CACHE_DIR``), as the
+    image primes its ``/var/cache/hermes-tasks`` at build time.
     """
     cache = scandir.parent / "render-cache"
     if not cold:
         cache.mkdir(mode=0o700, exist_ok=True)
+    parsed = scandir.parent / "inventory-cache"
+    parsed.mkdir(mode=0o700, exist_ok=True)
     settings = {"hermes_home": str(home), "scandir": str(scandir), "s6_bin_dir": str(cmd),
                 "hermes_bin": str(cmd / "hermes"), "service_user": None,
                 "max_slots": 5000, "webhook_port_base": 8650 + 5000, "render_cache_dir": str(cache),
                 **{k: str(v) for k, v in extra.items()}}
     inventory = scandir.parent / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"vars": settings}}) + "\n")  # JSON is YAML
-    env = base_env(HERMES_TASKS_INVENTORY=inventory)
+    env = base_env(HERMES_TASKS_INVENTORY=inventory, HERMES_TASKS_CACHE_DIR=parsed)
     return ([str(BOOT)] if task == "reconcile" else [str(OURS), task]), env
 
 

@@ -171,12 +171,13 @@ def load(
     inventory (SPEC §13.4). Variables named ``ansible_*`` are Ansible's and are ignored.
     ``origin``: the directory a relative path is relative to (:func:`workdir.leave`'s).
     ``cache``: where parsed files are looked up and kept (:mod:`inventorycache`; by default
-    the image's root-only directory, when it is the caller's alone).
+    ``$HERMES_TASKS_CACHE_DIR`` or the image's root-only directory, when it is the caller's
+    alone).
     """
     environ = os.environ if environ is None else environ
     # Relative to where the command was typed, even after a root process left it for /.
     chosen = workdir.resolve(path or environ.get(ENV_VAR) or default_inventory_path(), origin)
-    cache = ParsedCache(inventorycache.DIRECTORY) if cache is None else cache
+    cache = ParsedCache(inventorycache.directory(environ)) if cache is None else cache
     layers, entry, several = _read_inventory(os.fspath(chosen),
                                              host or environ.get(HOST_ENV_VAR) or None, cache)
     cache.save()

@@ -37,11 +37,19 @@ from .rendercache import _package_init, read_trusted, trusted_dir
 
 # The image makes it (root's, 0700) for the render cache too.
 DIRECTORY = "/var/cache/hermes-tasks"
+# Names another directory (a host without the image's layout, the bench); trusted only
+# under the same rule, so naming a directory the caller does not own alone only costs a parse.
+DIRECTORY_VAR = "HERMES_TASKS_CACHE_DIR"
 NAME = ".hermes-tasks.inventory"
 # Bump when the file's shape changes.
 FORMAT = 1
 LIMIT = 4 << 20
 KEEP = 16  # documents kept: a few inventories' files (the image's, a test's, an operator's)
+
+
+def directory(environ) -> str:
+    """Where the cache file is: ``$HERMES_TASKS_CACHE_DIR``, else :data:`DIRECTORY`."""
+    return environ.get(DIRECTORY_VAR) or DIRECTORY
 
 
 def stamp() -> list:

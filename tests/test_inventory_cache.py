@@ -105,6 +105,21 @@ def test_a_hit_gives_the_same_settings_without_importing_yaml(tmp_path, cache_di
     assert second["settings"] == repr(fresh(inv))
 
 
+def test_the_environment_names_the_cache_directory(tmp_path, cache_dir):
+    inv = layered(tmp_path)
+    code = ("import json, sys\nfrom hermes_tasks import inventory\n"
+            "s = repr(inventory.load(sys.argv[1]))\n"
+            "print(json.dumps({'settings': s, 'yaml': 'yaml' in sys.modules}))\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+           "HERMES_TASKS_CACHE_DIR": str(cache_dir)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code, str(inv)], cwd="/", env=env,
+                                      capture_output=True, text=True, check=True).stdout)
+            for _ in range(2)]
+    assert (cache_dir / NAME).is_file()
+    assert [r["yaml"] for r in runs] == [True, False]
+    assert runs[0]["settings"] == runs[1]["settings"]
+
+
 def test_the_shipped_inventory_and_a_json_one_are_cached_alike(tmp_path, cache_dir, parses):
     shipped = inventory.default_inventory_path()
     doc = {"all": {"vars": {"hermes_home": "/h", "max_slots": 5000, "webhook_port_base": 13650}}}
