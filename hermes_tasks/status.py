@@ -24,9 +24,8 @@ import struct
 import time
 from collections.abc import Callable
 
-from . import fsops, logs, ownership, placement, profiles, readiness, state, supervision, svstatus
+from . import fsops, ownership, placement, profiles, readiness, state, supervision, svstatus
 from . import ports as portsmod
-from .facts.runtime import KEPT_DOWN
 from .inventory import Settings
 from .profiles import DEFAULT, SLOT_PREFIX
 
@@ -192,6 +191,8 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
                    exit_code=None if st.up or not st.normally_up else st.exit_code)
         doc["ready"] = readiness.is_ready(st, cfg.hermes_home, name, view.host_check, gs)
         if not st.up and st.exit_code is not None and doc["exit_code"] is not None:
+            from .facts.runtime import KEPT_DOWN  # the facts package: only for an exit
+
             doc["reason"] = (gs.reason or None) if st.exit_code in KEPT_DOWN else None
         owner = doc["owner"]
         # a record on the volume is a claim: another host exists only on a shared volume
@@ -456,6 +457,8 @@ def _explain(view: View, doc: dict, st: svstatus.Status) -> None:
             doc["why"], doc["why_kind"] = why, kind
             break
     if doc["why_kind"] in ("crash_loop", "exited", "held"):
+        from . import logs
+
         parts = logs.directory(doc["profile"], view.cfg.host_id, view.cfg.shared_volume)
         doc["log_tail"] = logs.tail(view.cfg.hermes_home, parts, LOG_LINES)
 
@@ -469,9 +472,10 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> 
     Slots in the scandir whose profile is gone are listed too (``registered`` and no
     profile directory), so nothing running is hidden.
     """
-    from . import facts
+    if not os.path.isdir(cfg.scandir):
+        from . import facts  # its one "scandir missing" error; the package is ~10 ms
 
-    facts.require_scandir(cfg)
+        facts.require_scandir(cfg)
     if cfg.profile_isolation and not fsops.IS_ROOT:
         from .errors import TaskError
 
