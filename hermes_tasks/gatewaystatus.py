@@ -25,6 +25,7 @@ def command(cfg: Settings, profile: str | None, json: bool, health: bool = False
     fmt = (format or ("json" if json else "text")).lower()
     if fmt not in ("text", "json", "prometheus", "openmetrics"):
         raise UsageError(f"--format: expected text, json or prometheus, got {format!r}")
+    quiet = health and format is None and not json
     if cfg.profile_isolation and not fsops.IS_ROOT:
         # Isolated profiles' files are their own uids': root reads them (SPEC §16).
         from . import channel
@@ -36,8 +37,9 @@ def command(cfg: Settings, profile: str | None, json: bool, health: bool = False
             from . import control
 
             profile = control.target(cfg, profile)
-        docs = collect(cfg, profile, _warn)
-    if health and format is None and not json:
+        # served_ports is the one field only the JSON prints
+        docs = collect(cfg, profile, _warn, served_ports=fmt == "json")
+    if quiet:
         pass  # the health check's output is its problem lines (Docker keeps the last 4 KiB)
     elif fmt == "json":
         print(jsonlib.dumps({"gateways": docs}))

@@ -47,6 +47,10 @@ class View:
     now: float = dataclasses.field(default_factory=time.time)
     _blocked: dict[str, str] | None = None
     _netns: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
+    # whether each up gateway's own listening ports are read (``served_ports``: only the
+    # JSON shows them); a platform that is on is always checked
+    served_ports: bool = True
+    _listening: dict[int, set[int] | None] = dataclasses.field(default_factory=dict)
 
     @property
     def host_check(self) -> str | None:
@@ -68,12 +72,15 @@ class View:
         return self._blocked
 
     def listening(self, pid: int) -> set[int] | None:
-        """TCP ports ``pid`` itself listens on; None when that cannot be told."""
-        from .facts import served
+        """TCP ports ``pid`` itself listens on; None when that cannot be told (read once
+        per run: a record asks for its platforms and for ``served_ports``)."""
+        if pid not in self._listening:
+            from .facts import served
 
-        unknown: set[int] = set()
-        found = served.listening_many([pid], self._netns, unknown)
-        return None if pid in unknown else found.get(pid, set())
+            unknown: set[int] = set()
+            found = served.listening_many([pid], self._netns, unknown)
+            self._listening[pid] = None if pid in unknown else found.get(pid, set())
+        return self._listening[pid]
 
 
 @dataclasses.dataclass
@@ -153,7 +160,7 @@ def _iso(unix: float | None) -> str | None:
 def _served(view: View, pid: int | None, bound: dict[str, int]) -> dict[str, bool | None]:
     """For each platform that is on: whether process ``pid`` listens on its port (None:
     cannot tell — not up, or its sockets are not ours to see)."""
-    mine = view.listening(pid) if pid is not None else None
+    mine = view.listening(pid) if pid is not None and bound else None
     return {plat: (None if mine is None else port in mine) for plat, port in bound.items()}
 
 
@@ -217,7 +224,8 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
     doc["host"] = _host(doc, cfg)
     if gw is not None:
         served = _served(view, doc["pid"], dict(gw.bound)) if doc["up"] else {}
-        if doc["up"] and doc["pid"] and not doc["standby"]:  # SPEC §14.5: what it serves
+        if doc["up"] and doc["pid"] and not doc["standby"] and view.served_ports:
+            # SPEC §14.5: what it serves
             mine = view.listening(doc["pid"])
             doc["served_ports"] = sorted(mine) if mine is not None else None
         api = doc["platforms"].get("api_server") or {}
@@ -466,11 +474,14 @@ def _explain(view: View, doc: dict, st: svstatus.Status) -> None:
 # --------------------------------------------------------------------------- the whole view
 
 
-def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> list[dict]:
+def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None,
+            served_ports: bool = True) -> list[dict]:
     """One record per profile on the volume (or just ``profile``), default first.
 
     Slots in the scandir whose profile is gone are listed too (``registered`` and no
-    profile directory), so nothing running is hidden.
+    profile directory), so nothing running is hidden. ``served_ports``: False leaves
+    each record's ``served_ports`` None, for a caller that does not show it (it costs
+    a look at each up gateway's descriptors in ``/proc``).
     """
     if not os.path.isdir(cfg.scandir):
         from . import facts  # its one "scandir missing" error; the package is ~10 ms
@@ -501,7 +512,7 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> 
         targets = [profile]
         port_names = [profile] if profile != DEFAULT else []
     gws = portsmod.for_settings(cfg, port_names, warn, write=False, facts=files or None)
-    view = View(cfg, names)
+    view = View(cfg, names, served_ports=served_ports)
     docs = [record(view, name, states.get(name) or state.read(cfg.hermes_home, name),
                    gws.get(name)) for name in targets]
     if cfg.profile_isolation:
