@@ -36,6 +36,9 @@ TALLY_RECORD = 14  # TAI64N (12 bytes), exit code, signal (s6 2.11; what s6-svdt
 TALLY_LIMIT = 4096 * TALLY_RECORD  # max-death-tally is at most 4096
 LOG_LINES = 5  # quoted with a crash loop or an exit
 CRASH_LIMIT, CRASH_WINDOW = 5, 60  # SPEC §14 defaults, when the inventory has none
+# render.REGISTRAR, the root agent's slot: --health names it without importing the renderer
+# (tests/test_status_s6.py pins the two equal)
+REGISTRAR = "hermes-tasks-registrar"
 
 
 @dataclasses.dataclass
@@ -551,7 +554,6 @@ def _profile_names(home: str) -> list[str]:
 def problems(cfg: Settings, docs: list[dict]) -> list[str]:
     """One line per reason ``--health`` fails: the supervision tree, then every gateway
     that should run here and is not ready (or runs though it should not)."""
-    from .render import REGISTRAR
     from .s6 import S6
 
     out = []
