@@ -33,12 +33,13 @@ def command(cfg: Settings, profile: str | None, json: bool, health: bool = False
         channel.refuse_named(cfg, channel.root_settings(cfg), "gateway.status")
         docs = channel.ask_status(cfg, profile, _warn)
     else:
+        target = None
         if profile:
             from . import control
 
-            profile = control.target(cfg, profile)
+            target = control.target(cfg, profile)
         # served_ports is the one field only the JSON prints
-        docs = collect(cfg, profile, _warn, served_ports=fmt == "json")
+        docs = collect(cfg, target, _warn, served_ports=fmt == "json")
     if quiet:
         pass  # the health check's output is its problem lines (Docker keeps the last 4 KiB)
     elif fmt == "json":

@@ -78,3 +78,11 @@ def test_one_profile_reads_nothing_of_another(home):
     [doc] = json.loads(tasks(sb, "gateway.status", "-p", "alice", "--json").stdout)["gateways"]
     assert doc.pop("uptime") >= before.pop("uptime")
     assert doc == before  # the same record as the whole view gave before
+
+
+def test_an_empty_profile_means_every_profile(home):
+    # `--profile=` is no profile (as through Invoke): the whole view, not a lookup of ""
+    plain = tasks(home, "gateway.status", "--json")
+    empty = tasks(home, "gateway.status", "--json", "--profile=")
+    names = lambda res: [g["profile"] for g in json.loads(res.stdout)["gateways"]]  # noqa: E731
+    assert names(empty) == names(plain) == ["default", "alice", "bob"]
