@@ -10,6 +10,7 @@ import os
 import pytest
 import s6env
 from control_helpers import make_profile, status, tasks
+from test_runtime_edges_s6 import NETNS, api_env, listening_on, named
 
 from hermes_tasks import render
 from hermes_tasks import status as model
@@ -86,3 +87,30 @@ def test_an_empty_profile_means_every_profile(home):
     empty = tasks(home, "gateway.status", "--json", "--profile=")
     names = lambda res: [g["profile"] for g in json.loads(res.stdout)["gateways"]]  # noqa: E731
     assert names(empty) == names(plain) == ["default", "alice", "bob"]
+
+
+def test_a_platform_that_is_on_is_still_checked_against_its_process(sandbox):
+    """The text and the metrics say whether each enabled port is served (read from the
+    process's sockets) though only the JSON lists every port a gateway serves."""
+    sb = sandbox
+    s6env.make_profile(sb.home, "default", {"desired_state": "stopped"})
+    named(sb, "beta", api_env())  # allocated 8650; its stand-in listens there
+    named(sb, "gamma", api_env())  # allocated 8651; its stand-in listens on nothing
+    (sb.home / ".standin").mkdir()
+    (sb.home / ".standin" / "behaviour.json").write_text(json.dumps(
+        {"profiles": {"beta": {"listen": "1"}}}))
+    with s6env.Supervisor(sb, wrap=NETNS):
+        tasks(sb, "reconcile")
+        listening_on(sb, "beta")
+        s6env.wait_up(sb.slot("gamma"), 10)
+        text = {line.split(":", 1)[0]: line for line in
+                tasks(sb, "gateway.status").stdout.splitlines()}
+        assert "api_server 8650 (on) served," in text["gateway-beta"], text
+        assert "api_server 8651 (on) NOT served," in text["gateway-gamma"], text
+        docs = status(sb)
+        assert docs["beta"]["served_ports"] == [8650] and docs["gamma"]["served_ports"] == []
+        assert docs["beta"]["ports"]["api_server"]["served"] is True
+        assert docs["gamma"]["ports"]["api_server"]["served"] is False
+        metrics = tasks(sb, "gateway.status", "--format", "prometheus").stdout
+        assert 'profile="beta"' in metrics and 'served="true"' in metrics, metrics
+        assert 'served="false"' in metrics, metrics
