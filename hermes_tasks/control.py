@@ -46,7 +46,7 @@ def _isolated(cfg: Settings, name: str) -> bool:
 def registered(cfg: Settings) -> list[str]:
     """The profile of every gateway slot in the scandir (:func:`slots.gateway_profiles`)
     placed here: default first, then by name."""
-    # here, not at the top: gateway.status -p names a target and never reads the scandir
+    # here, not at the top: gateway.status -p needs target() only, not the slot facts
     from . import facts, placement, slots
 
     facts.require_scandir(cfg)

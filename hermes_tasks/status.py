@@ -37,7 +37,7 @@ TALLY_LIMIT = 4096 * TALLY_RECORD  # max-death-tally is at most 4096
 LOG_LINES = 5  # quoted with a crash loop or an exit
 CRASH_LIMIT, CRASH_WINDOW = 5, 60  # SPEC §14 defaults, when the inventory has none
 # render.REGISTRAR, the root agent's slot: --health names it without importing the renderer
-# (tests/test_status_s6.py pins the two equal)
+# (tests/test_status_path.py pins the two equal)
 REGISTRAR = "hermes-tasks-registrar"
 
 
@@ -487,7 +487,7 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None,
     a look at each up gateway's descriptors in ``/proc``).
     """
     if not os.path.isdir(cfg.scandir):
-        from . import facts  # its one "scandir missing" error; the package is ~10 ms
+        from . import facts  # its one "scandir missing" error; the package costs ~5 ms
 
         facts.require_scandir(cfg)
     if cfg.profile_isolation and not fsops.IS_ROOT:
