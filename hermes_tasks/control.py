@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import facts, placement, profiles, slots
+from . import profiles
 from .errors import UsageError
 from .inventory import Settings
 
@@ -46,6 +46,9 @@ def _isolated(cfg: Settings, name: str) -> bool:
 def registered(cfg: Settings) -> list[str]:
     """The profile of every gateway slot in the scandir (:func:`slots.gateway_profiles`)
     placed here: default first, then by name."""
+    # here, not at the top: gateway.status -p needs target() only, not the slot facts
+    from . import facts, placement, slots
+
     facts.require_scandir(cfg)
     found = slots.gateway_profiles(slots.managed_names(cfg.scandir)[0])
     return sorted((n for n in found if placement.placed(n, cfg.gateway_profiles)),

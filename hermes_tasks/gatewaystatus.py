@@ -18,27 +18,35 @@ def command(cfg: Settings, profile: str | None, json: bool, health: bool = False
     import json as jsonlib
     import sys
 
-    from . import control, fsops, metrics, report
+    from . import fsops
     from .errors import UsageError
     from .status import collect, human, problems
 
     fmt = (format or ("json" if json else "text")).lower()
     if fmt not in ("text", "json", "prometheus", "openmetrics"):
         raise UsageError(f"--format: expected text, json or prometheus, got {format!r}")
+    quiet = health and format is None and not json
     if cfg.profile_isolation and not fsops.IS_ROOT:
         # Isolated profiles' files are their own uids': root reads them (SPEC §16).
         from . import channel
 
         channel.refuse_named(cfg, channel.root_settings(cfg), "gateway.status")
-        docs = channel.ask_status(cfg, profile, lambda msg: report.warn(msg))
+        docs = channel.ask_status(cfg, profile, _warn)
     else:
-        docs = collect(cfg, control.target(cfg, profile) if profile else None,
-                       lambda msg: report.warn(msg))
-    if health and format is None and not json:
+        target = None
+        if profile:
+            from . import control
+
+            target = control.target(cfg, profile)
+        # served_ports is the one field only the JSON prints
+        docs = collect(cfg, target, _warn, served_ports=fmt == "json")
+    if quiet:
         pass  # the health check's output is its problem lines (Docker keeps the last 4 KiB)
     elif fmt == "json":
         print(jsonlib.dumps({"gateways": docs}))
     elif fmt in ("prometheus", "openmetrics"):
+        from . import metrics
+
         sys.stdout.write(metrics.text(docs, cfg.host_id))
     else:
         sys.stdout.write(human(docs) if docs else f"no profiles under {cfg.hermes_home}\n")
@@ -48,3 +56,11 @@ def command(cfg: Settings, profile: str | None, json: bool, health: bool = False
     for line in found:
         sys.stderr.write(f"hermes-tasks: unhealthy: {line}\n")
     return 1 if found else 0
+
+
+def _warn(message: str) -> None:
+    # report (and the change records it imports) is ~10 ms of imports a status call that
+    # warns of nothing never needs
+    from . import report
+
+    report.warn(message)

@@ -24,9 +24,8 @@ import struct
 import time
 from collections.abc import Callable
 
-from . import fsops, logs, ownership, placement, profiles, readiness, state, supervision, svstatus
+from . import fsops, ownership, placement, profiles, readiness, state, supervision, svstatus
 from . import ports as portsmod
-from .facts.runtime import KEPT_DOWN
 from .inventory import Settings
 from .profiles import DEFAULT, SLOT_PREFIX
 
@@ -37,6 +36,9 @@ TALLY_RECORD = 14  # TAI64N (12 bytes), exit code, signal (s6 2.11; what s6-svdt
 TALLY_LIMIT = 4096 * TALLY_RECORD  # max-death-tally is at most 4096
 LOG_LINES = 5  # quoted with a crash loop or an exit
 CRASH_LIMIT, CRASH_WINDOW = 5, 60  # SPEC §14 defaults, when the inventory has none
+# render.REGISTRAR, the root agent's slot: --health names it without importing the renderer
+# (tests/test_status_path.py pins the two equal)
+REGISTRAR = "hermes-tasks-registrar"
 
 
 @dataclasses.dataclass
@@ -48,6 +50,10 @@ class View:
     now: float = dataclasses.field(default_factory=time.time)
     _blocked: dict[str, str] | None = None
     _netns: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
+    # whether each up gateway's own listening ports are read (``served_ports``: only the
+    # JSON shows them); a platform that is on is always checked
+    served_ports: bool = True
+    _listening: dict[int, set[int] | None] = dataclasses.field(default_factory=dict)
 
     @property
     def host_check(self) -> str | None:
@@ -69,12 +75,15 @@ class View:
         return self._blocked
 
     def listening(self, pid: int) -> set[int] | None:
-        """TCP ports ``pid`` itself listens on; None when that cannot be told."""
-        from .facts import served
+        """TCP ports ``pid`` itself listens on; None when that cannot be told (read once
+        per run: a record asks for its platforms and for ``served_ports``)."""
+        if pid not in self._listening:
+            from .facts import served
 
-        unknown: set[int] = set()
-        found = served.listening_many([pid], self._netns, unknown)
-        return None if pid in unknown else found.get(pid, set())
+            unknown: set[int] = set()
+            found = served.listening_many([pid], self._netns, unknown)
+            self._listening[pid] = None if pid in unknown else found.get(pid, set())
+        return self._listening[pid]
 
 
 @dataclasses.dataclass
@@ -154,7 +163,7 @@ def _iso(unix: float | None) -> str | None:
 def _served(view: View, pid: int | None, bound: dict[str, int]) -> dict[str, bool | None]:
     """For each platform that is on: whether process ``pid`` listens on its port (None:
     cannot tell — not up, or its sockets are not ours to see)."""
-    mine = view.listening(pid) if pid is not None else None
+    mine = view.listening(pid) if pid is not None and bound else None
     return {plat: (None if mine is None else port in mine) for plat, port in bound.items()}
 
 
@@ -192,6 +201,8 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
                    exit_code=None if st.up or not st.normally_up else st.exit_code)
         doc["ready"] = readiness.is_ready(st, cfg.hermes_home, name, view.host_check, gs)
         if not st.up and st.exit_code is not None and doc["exit_code"] is not None:
+            from .facts.runtime import KEPT_DOWN  # the facts package: only for an exit
+
             doc["reason"] = (gs.reason or None) if st.exit_code in KEPT_DOWN else None
         owner = doc["owner"]
         # a record on the volume is a claim: another host exists only on a shared volume
@@ -216,7 +227,8 @@ def record(view: View, name: str, gs: state.GatewayState, gw: portsmod.Gateway |
     doc["host"] = _host(doc, cfg)
     if gw is not None:
         served = _served(view, doc["pid"], dict(gw.bound)) if doc["up"] else {}
-        if doc["up"] and doc["pid"] and not doc["standby"]:  # SPEC §14.5: what it serves
+        if doc["up"] and doc["pid"] and not doc["standby"] and view.served_ports:
+            # SPEC §14.5: what it serves
             mine = view.listening(doc["pid"])
             doc["served_ports"] = sorted(mine) if mine is not None else None
         api = doc["platforms"].get("api_server") or {}
@@ -456,6 +468,8 @@ def _explain(view: View, doc: dict, st: svstatus.Status) -> None:
             doc["why"], doc["why_kind"] = why, kind
             break
     if doc["why_kind"] in ("crash_loop", "exited", "held"):
+        from . import logs
+
         parts = logs.directory(doc["profile"], view.cfg.host_id, view.cfg.shared_volume)
         doc["log_tail"] = logs.tail(view.cfg.hermes_home, parts, LOG_LINES)
 
@@ -463,15 +477,19 @@ def _explain(view: View, doc: dict, st: svstatus.Status) -> None:
 # --------------------------------------------------------------------------- the whole view
 
 
-def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> list[dict]:
+def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None,
+            served_ports: bool = True) -> list[dict]:
     """One record per profile on the volume (or just ``profile``), default first.
 
     Slots in the scandir whose profile is gone are listed too (``registered`` and no
-    profile directory), so nothing running is hidden.
+    profile directory), so nothing running is hidden. ``served_ports``: False leaves
+    each record's ``served_ports`` None, for a caller that does not show it (it costs
+    a look at each up gateway's descriptors in ``/proc``).
     """
-    from . import facts
+    if not os.path.isdir(cfg.scandir):
+        from . import facts  # its one "scandir missing" error; the package costs ~5 ms
 
-    facts.require_scandir(cfg)
+        facts.require_scandir(cfg)
     if cfg.profile_isolation and not fsops.IS_ROOT:
         from .errors import TaskError
 
@@ -497,7 +515,7 @@ def collect(cfg: Settings, profile: str | None = None, warn=lambda _m: None) -> 
         targets = [profile]
         port_names = [profile] if profile != DEFAULT else []
     gws = portsmod.for_settings(cfg, port_names, warn, write=False, facts=files or None)
-    view = View(cfg, names)
+    view = View(cfg, names, served_ports=served_ports)
     docs = [record(view, name, states.get(name) or state.read(cfg.hermes_home, name),
                    gws.get(name)) for name in targets]
     if cfg.profile_isolation:
@@ -536,7 +554,6 @@ def _profile_names(home: str) -> list[str]:
 def problems(cfg: Settings, docs: list[dict]) -> list[str]:
     """One line per reason ``--health`` fails: the supervision tree, then every gateway
     that should run here and is not ready (or runs though it should not)."""
-    from .render import REGISTRAR
     from .s6 import S6
 
     out = []

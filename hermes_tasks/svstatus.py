@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import struct
 
 from . import fsops
@@ -62,6 +61,8 @@ def parse(raw: bytes, supervised: bool | None, normally_up: bool) -> Status:
         if os.WIFEXITED(wstat):
             exit_code = os.WEXITSTATUS(wstat)
         elif os.WIFSIGNALED(wstat):
+            import signal  # its names only: not on the path of a status with no signal death
+
             try:
                 sig = signal.Signals(os.WTERMSIG(wstat)).name
             except ValueError:
