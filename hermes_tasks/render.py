@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import sys
+from collections.abc import Iterator, Mapping
 
 from .inventory import Settings
 from .profiles import DEFAULT, SLOT_PREFIX, valid_name
@@ -45,12 +46,81 @@ _TYPE = File(b"longrun\n", DATA)
 _NOTIFICATION = File(NOTIFICATION_FD, DATA)
 
 
+class Files(Mapping):
+    """A slot's files (slot-relative path -> :class:`File`), each made when asked for and
+    never kept: 1000 slots' scripts are ~10 MiB, and an unchanged slot needs none of them
+    (the slot cache vouches for it by its key), a new one only while it is written.
+
+    ``parts`` maps each path to a constant :class:`File` or to ``(mode, source)``: the
+    content is ``source % subs`` (bytes) with ``subs``, else ``source.encode()`` (text).
+    A named profile's ``parts`` are its renderer's, shared by every such slot.
+    """
+
+    __slots__ = ("_parts", "_subs")
+
+    def __init__(self, parts: dict[str, File | tuple[int, bytes | str]],
+                 subs: dict[bytes, bytes] | None = None):
+        self._parts = parts
+        self._subs = subs
+
+    def __getitem__(self, rel: str) -> File:
+        part = self._parts[rel]
+        if isinstance(part, File):
+            return part
+        mode, source = part
+        return File(source.encode() if self._subs is None else source % self._subs, mode)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def __contains__(self, rel) -> bool:
+        return rel in self._parts
+
+    def modes(self) -> list[tuple[str, int]]:
+        return [(rel, part.mode if isinstance(part, File) else part[0])
+                for rel, part in self._parts.items()]
+
+
+class AsRendered(Mapping):
+    """What a slot holds when its files are exactly ``files``: path -> ``(content, mode)``
+    as :class:`..slots.SlotFacts` keeps it, made only when asked for (the plan, seeing
+    this, compares nothing: :func:`as_rendered`)."""
+
+    __slots__ = ("files",)
+
+    def __init__(self, files: Mapping[str, File]):
+        self.files = files
+
+    def __getitem__(self, rel: str) -> tuple[bytes, int]:
+        f = self.files[rel]
+        return f.content, f.mode
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __contains__(self, rel) -> bool:
+        return rel in self.files
+
+
+def as_rendered(found: Mapping, files: Mapping[str, File]) -> bool:
+    """True when ``found`` (a slot's files as read) is known to be exactly ``files``
+    without comparing any content."""
+    return isinstance(found, AsRendered) and found.files is files
+
+
 @dataclasses.dataclass(frozen=True)
 class SlotSpec:
-    """Everything a slot must hold. ``files`` maps slot-relative paths to content."""
+    """Everything a slot must hold. ``files`` maps slot-relative paths to content (a
+    :class:`Files` makes it only when asked for)."""
 
     name: str
-    files: dict[str, File]
+    files: Mapping[str, File]
     down: bool
     logged: bool = True
     # Written only when the slot is first published, never compared afterwards.
@@ -61,6 +131,16 @@ class SlotSpec:
     # May the service group use ``supervise/control`` (a gateway) or is it root's alone
     # (the registrar: the service user must never signal, pause or kill it, SPEC §14.1)?
     shared: bool = True
+
+    def modes(self) -> list[tuple[str, int]]:
+        """``(path, mode)`` of each file, in order, without making any content."""
+        if isinstance(self.files, Files):
+            return self.files.modes()
+        return [(rel, f.mode) for rel, f in self.files.items()]
+
+    def found(self) -> AsRendered:
+        """The slot's files as found when they are exactly these (see :class:`AsRendered`)."""
+        return AsRendered(self.files)
 
 
 _SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
@@ -127,6 +207,7 @@ class Renderer:
         self._finish = File(self._render("gateway/finish.j2", self.context).encode(), EXEC)
         self._named: tuple[bytes, ...] | None = None
         self._named_key = ""
+        self._named_parts: dict[str, File | tuple[int, bytes]] = {}
 
     def _render(self, name: str, ctx: dict) -> str:
         return self.cache.text(name, source(name), ctx,
@@ -147,29 +228,34 @@ class Renderer:
         if (name != DEFAULT and valid_name(name) and len(ports) == 2 and tree is None
                 and "extra_env" not in self.settings.profile_vars.get(name, {})):
             named = self._named_scripts()
-        key = None
         if named:
             api, webhook = str(ports["api_server"]), str(ports["webhook"])
             subs = {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode()}
-            run, log_run, check, own = (fmt % subs for fmt in named)
-            key = f"{self._named_key}:{name}:{api}:{webhook}"
-        else:
-            run, log_run, check, own = (t.encode() for t in self._render_scripts(
-                name, ports.get("api_server"), ports.get("webhook"), drop, tree))
-        files = {
+            return SlotSpec(SLOT_PREFIX + name, Files(self._named_parts, subs),
+                            down=not autostart,
+                            key=f"{self._named_key}:{name}:{api}:{webhook}")
+        scripts = self._render_scripts(name, ports.get("api_server"), ports.get("webhook"),
+                                       drop, tree)
+        return SlotSpec(SLOT_PREFIX + name, Files(self._parts(scripts, drop is not None)),
+                        down=not autostart)
+
+    def _parts(self, scripts: tuple, isolated: bool = False) -> dict:
+        """A gateway slot's :class:`Files` parts, from its four scripts (``GATEWAY_SCRIPTS``,
+        texts or ``bytes %`` formats)."""
+        run, log_run, check, own = scripts
+        return {
             "type": _TYPE,
             # An isolated profile's run is root's alone: the service group holds no secret
             # of a profile it cannot otherwise read (SPEC §16).
-            "run": File(run, ISOLATED_EXEC if drop is not None else PRIVATE_EXEC),
+            "run": (ISOLATED_EXEC if isolated else PRIVATE_EXEC, run),
             "finish": self._finish,
-            "log/run": File(log_run, EXEC),
+            "log/run": (EXEC, log_run),
             # Readiness (SPEC §5): s6-notifyoncheck in run polls data/check.
             "notification-fd": _NOTIFICATION,
-            "data/check": File(check, EXEC),
+            "data/check": (EXEC, check),
             # Ownership (SPEC §12): run execs the gateway through it, as the service user.
-            "data/own": File(own, EXEC),
+            "data/own": (EXEC, own),
         }
-        return SlotSpec(SLOT_PREFIX + name, files, down=not autostart, key=key)
 
     def _isolation(self, name: str, uid: int | None) -> tuple[int | None, str | None]:
         """(the uid to drop to or None, the tree's owner ``UID:GID:MODE:PREV`` or None).
@@ -218,6 +304,7 @@ class Renderer:
                      b"w": _PORT_SENTINEL[1][1].encode()}
             same = tuple(f % other for f in formats) == tuple(t.encode() for t in second)
             self._named = tuple(formats) if same else ()  # () = always render in full
+            self._named_parts = self._parts(self._named) if same else {}
             # What, with a name and two ports, determines every file of a named slot.
             self._named_key = blake2b(b"\0".join(
                 [*formats, self._finish.content, _TYPE.content, _NOTIFICATION.content]),
