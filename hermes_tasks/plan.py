@@ -354,8 +354,8 @@ def _up(facts: Facts, slot: str) -> bool:
 
 def _within_capacity(facts: Facts, desired, max_slots: int) -> set[str]:
     """Slot names within ``max_slots``: default first, then every profile by name."""
-    names = [p.slot for p in facts.profiles if p.name not in facts.unplaced]
-    names += [spec.name for p, spec in desired if p is not None and spec.name not in names]
+    names = {p.slot for p in facts.profiles if p.name not in facts.unplaced}
+    names.update(spec.name for p, spec in desired if p is not None)
     return {*by_priority(names)[:max_slots], REGISTRAR}
 
 

@@ -52,23 +52,28 @@ class Files(Mapping):
     (the slot cache vouches for it by its key), a new one only while it is written.
 
     ``parts`` maps each path to a constant :class:`File` or to ``(mode, source)``: the
-    content is ``source % subs`` (bytes) with ``subs``, else ``source.encode()`` (text).
+    content is ``source.encode()`` (a text), or with ``named`` (a named profile's name and
+    ports) the ``bytes %`` format ``source`` filled with them (:meth:`Renderer._named_scripts`).
     A named profile's ``parts`` are its renderer's, shared by every such slot.
     """
 
-    __slots__ = ("_parts", "_subs")
+    __slots__ = ("_parts", "_named")
 
     def __init__(self, parts: dict[str, File | tuple[int, bytes | str]],
-                 subs: dict[bytes, bytes] | None = None):
+                 named: tuple[str, str, str] | None = None):
         self._parts = parts
-        self._subs = subs
+        self._named = named
 
     def __getitem__(self, rel: str) -> File:
         part = self._parts[rel]
         if isinstance(part, File):
             return part
         mode, source = part
-        return File(source.encode() if self._subs is None else source % self._subs, mode)
+        if self._named is None:
+            return File(source.encode(), mode)
+        name, api, webhook = self._named
+        return File(source % {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode()},
+                    mode)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._parts)
@@ -230,8 +235,7 @@ class Renderer:
             named = self._named_scripts()
         if named:
             api, webhook = str(ports["api_server"]), str(ports["webhook"])
-            subs = {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode()}
-            return SlotSpec(SLOT_PREFIX + name, Files(self._named_parts, subs),
+            return SlotSpec(SLOT_PREFIX + name, Files(self._named_parts, (name, api, webhook)),
                             down=not autostart,
                             key=f"{self._named_key}:{name}:{api}:{webhook}")
         scripts = self._render_scripts(name, ports.get("api_server"), ports.get("webhook"),
