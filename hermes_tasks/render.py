@@ -24,6 +24,8 @@ REGISTRAR = "hermes-tasks-registrar"
 _SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 # The same for the (api_server, webhook) ports a named run script exports.
 _PORT_SENTINEL = (("zq9apiport9qz", "zq9webhookport9qz"), ("xk7apiport7kx", "xk7webhookport7kx"))
+# The same for the uid an isolated profile's tree belongs to (SPEC §16).
+_UID_SENTINEL = (1987654321, 1876543219)
 EXEC = 0o755
 DATA = 0o644
 # Files that hold extra_env values (possibly secrets, SPEC §8): not readable by others.
@@ -52,15 +54,16 @@ class Files(Mapping):
     (the slot cache vouches for it by its key), a new one only while it is written.
 
     ``parts`` maps each path to a constant :class:`File` or to ``(mode, source)``: the
-    content is ``source.encode()`` (a text), or with ``named`` (a named profile's name and
-    ports) the ``bytes %`` format ``source`` filled with them (:meth:`Renderer._named_scripts`).
+    content is ``source.encode()`` (a text), or with ``named`` (a named profile's name, ports
+    and uid, or "") the ``bytes %`` format ``source`` filled with them
+    (:meth:`Renderer._named_scripts`).
     A named profile's ``parts`` are its renderer's, shared by every such slot.
     """
 
     __slots__ = ("_parts", "_named")
 
     def __init__(self, parts: dict[str, File | tuple[int, bytes | str]],
-                 named: tuple[str, str, str] | None = None):
+                 named: tuple[str, str, str, str] | None = None):
         self._parts = parts
         self._named = named
 
@@ -71,9 +74,9 @@ class Files(Mapping):
         mode, source = part
         if self._named is None:
             return File(source.encode(), mode)
-        name, api, webhook = self._named
-        return File(source % {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode()},
-                    mode)
+        name, api, webhook, uid = self._named
+        return File(source % {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode(),
+                              b"u": uid.encode()}, mode)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._parts)
@@ -210,9 +213,8 @@ class Renderer:
         # Jinja is imported and a template compiled only when the cache lacks a render.
         self.cache = cache or RenderCache()
         self._finish = File(self._render("gateway/finish.j2", self.context).encode(), EXEC)
-        self._named: tuple[bytes, ...] | None = None
-        self._named_key = ""
-        self._named_parts: dict[str, File | tuple[int, bytes]] = {}
+        # Named profiles' parts and key, without and with an owned tree (_named_scripts).
+        self._named: dict[bool, tuple[dict, str] | tuple[()]] = {}
 
     def _render(self, name: str, ctx: dict) -> str:
         return self.cache.text(name, source(name), ctx,
@@ -230,14 +232,16 @@ class Renderer:
         ports = {} if name == DEFAULT else dict(ports or {})
         drop, tree = self._isolation(name, uid)
         named = None
-        if (name != DEFAULT and valid_name(name) and len(ports) == 2 and tree is None
+        if (name != DEFAULT and valid_name(name) and len(ports) == 2
                 and "extra_env" not in self.settings.profile_vars.get(name, {})):
-            named = self._named_scripts()
+            named = self._named_scripts(tree is not None)
         if named:
+            parts, key = named
             api, webhook = str(ports["api_server"]), str(ports["webhook"])
-            return SlotSpec(SLOT_PREFIX + name, Files(self._named_parts, (name, api, webhook)),
-                            down=not autostart,
-                            key=f"{self._named_key}:{name}:{api}:{webhook}")
+            key = f"{key}:{name}:{api}:{webhook}"
+            owner = "" if tree is None else str(uid)
+            return SlotSpec(SLOT_PREFIX + name, Files(parts, (name, api, webhook, owner)),
+                            down=not autostart, key=f"{key}:{owner}" if owner else key)
         scripts = self._render_scripts(name, ports.get("api_server"), ports.get("webhook"),
                                        drop, tree)
         return SlotSpec(SLOT_PREFIX + name, Files(self._parts(scripts, drop is not None)),
@@ -269,6 +273,11 @@ class Renderer:
         cfg = self.settings
         if uid is None or name == DEFAULT or not valid_name(name) or cfg.service_user is None:
             return None, None
+        return self._owner(uid)
+
+    def _owner(self, uid: int) -> tuple[int | None, str]:
+        """:meth:`_isolation` of a named profile given ``uid``."""
+        cfg = self.settings
         if cfg.profile_isolation:
             return uid, f"{uid}:{uid}:700:{cfg.service_uid}"
         return None, f"{cfg.service_uid}:{cfg.service_gid}:755:{uid}"
@@ -285,19 +294,26 @@ class Renderer:
                "python": self.python}  # log/run's root repair (hermes_tasks.logdir)
         return tuple(self._render(f"gateway/{t}.j2", ctx) for t in GATEWAY_SCRIPTS)
 
-    def _named_scripts(self) -> tuple[bytes, ...]:
-        """Named profiles' scripts rendered once, as ``bytes %`` formats of name and ports.
+    def _named_scripts(self, owned: bool = False) -> tuple[dict, str] | tuple[()]:
+        """Named profiles' scripts rendered once, as ``bytes %`` formats of name, ports and
+        (``owned``: a profile whose tree has an owner, SPEC §16) uid: their :class:`Files`
+        parts and the key that, with those values, determines every file of such a slot.
 
-        A valid name and a port are bare shell words, so they may be substituted into the
-        text; two renders with different placeholders prove the templates use them only
-        verbatim. Rendering 1000 profiles this way costs a few ms instead of ~35. Empty
-        when the proof fails: then every profile is rendered in full.
+        A valid name, a port and a uid are bare shell words, so they may be substituted
+        into the text; two renders with different placeholders prove the templates use
+        them only verbatim. Rendering 1000 profiles this way costs a few ms instead of
+        ~35, and no render per profile is kept. Empty when the proof fails: then every
+        such profile is rendered in full.
         """
-        if self._named is None:
-            first, second = (self._render_scripts(s, *p)
-                             for s, p in zip(_SENTINEL, _PORT_SENTINEL))
+        found = self._named.get(owned)
+        if found is None:
+            renders = []
+            for name, ports, uid in zip(_SENTINEL, _PORT_SENTINEL, _UID_SENTINEL):
+                drop, tree = self._owner(uid) if owned else (None, None)
+                renders.append(self._render_scripts(name, *ports, drop, tree))
+            first, second = renders
             marks = ((_SENTINEL[0], b"%(n)s"), (_PORT_SENTINEL[0][0], b"%(a)s"),
-                     (_PORT_SENTINEL[0][1], b"%(w)s"))
+                     (_PORT_SENTINEL[0][1], b"%(w)s"), (str(_UID_SENTINEL[0]), b"%(u)s"))
             formats = []
             for text in first:
                 fmt = text.encode().replace(b"%", b"%%")
@@ -305,15 +321,14 @@ class Renderer:
                     fmt = fmt.replace(mark.encode(), field)
                 formats.append(fmt)
             other = {b"n": _SENTINEL[1].encode(), b"a": _PORT_SENTINEL[1][0].encode(),
-                     b"w": _PORT_SENTINEL[1][1].encode()}
+                     b"w": _PORT_SENTINEL[1][1].encode(), b"u": str(_UID_SENTINEL[1]).encode()}
             same = tuple(f % other for f in formats) == tuple(t.encode() for t in second)
-            self._named = tuple(formats) if same else ()  # () = always render in full
-            self._named_parts = self._parts(self._named) if same else {}
-            # What, with a name and two ports, determines every file of a named slot.
-            self._named_key = blake2b(b"\0".join(
+            isolated = owned and self._owner(_UID_SENTINEL[0])[0] is not None
+            found = (self._parts(tuple(formats), isolated), blake2b(b"\0".join(
                 [*formats, self._finish.content, _TYPE.content, _NOTIFICATION.content]),
-                digest_size=12).hexdigest()
-        return self._named
+                digest_size=12).hexdigest()) if same else ()  # () = always render in full
+            self._named[owned] = found
+        return found
 
     def registrar(self, python: str | None = None) -> SlotSpec:
         """The root-owned slot that re-runs reconcile for the unprivileged user (SPEC §10)."""

@@ -70,3 +70,21 @@ def test_an_unchanged_rerun_makes_no_slot_content(sandbox, monkeypatch):
     rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
     assert {r.slot for r in rows} == {"gateway-default", "gateway-alice", "gateway-bob"}
     assert {r.result for r in rows} == {"ok"} and made == FILES
+
+
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("hostile", [False, True])
+def test_an_owned_tree_is_substituted_too_and_equals_a_full_render(on, hostile):
+    """SPEC §16: a profile whose tree has an owner (isolation on, or given back) gets its
+    scripts from the shared formats as well, byte for byte what a full render gives."""
+    from test_templates import isolated_renderer
+
+    r = isolated_renderer(on, hostile)
+    for name, uid in (("alice", 20001), ("x-y_z", 4294967294), ("a", 1987654321)):
+        fast = r.gateway(name, True, {"api_server": 1024, "webhook": 65535}, uid=uid)
+        assert fast.key and fast.key.endswith(f":{uid}")
+        full = Files(r._parts(r._render_scripts(name, 1024, 65535, *r._isolation(name, uid)),
+                              isolated=on))
+        assert dict(fast.files) == dict(full) and fast.modes() == full.modes()
+    plain = r.gateway("bob", True, {"api_server": 1024, "webhook": 65535})
+    assert plain.key and plain.key.count(":") == 3  # no uid: the key of before
