@@ -69,14 +69,25 @@ class Files(Mapping):
 
     def __getitem__(self, rel: str) -> File:
         part = self._parts[rel]
-        if isinstance(part, File):
-            return part
-        mode, source = part
+        return part if isinstance(part, File) else self._make(part, self._fill())
+
+    def items(self) -> list[tuple[str, File]]:  # type: ignore[override]
+        """Every ``(path, File)``, in order, the placeholders' values encoded once."""
+        fill = self._fill()
+        return [(rel, part if isinstance(part, File) else self._make(part, fill))
+                for rel, part in self._parts.items()]
+
+    def _fill(self) -> dict[bytes, bytes] | None:
         if self._named is None:
-            return File(source.encode(), mode)
+            return None
         name, api, webhook, uid = self._named
-        return File(source % {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode(),
-                              b"u": uid.encode()}, mode)
+        return {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode(),
+                b"u": uid.encode()}
+
+    @staticmethod
+    def _make(part: tuple[int, bytes | str], fill: dict[bytes, bytes] | None) -> File:
+        mode, source = part
+        return File(source.encode() if fill is None else source % fill, mode)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._parts)
