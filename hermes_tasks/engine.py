@@ -68,21 +68,28 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         # lock, so a plan never acts on a state read before another task changed it.
         steps, known = make_plan(settings, intent, renderer, manage_registrar, warn,
                                  for_run=True)
+        # What the run needs of the facts, taken now: the rest (every profile's, slot's and
+        # gateway's facts) is let go before anything is carried out (issue 24: memory).
+        allocation, uid_allocation = known.allocation, known.uid_allocation
+        stale, scanner, slot_cache = known.stale, known.scanner, known.slot_cache
+        present = frozenset({*known.existing, *(s.slot for s in steps)})
+        exits = {s.slot: prior_exit(known, s.slot) for s in steps} \
+            if intent.task == RECONCILE else {}
+        del known
         applier = (executor or Applier)(settings, warn=warn)
-        if known.allocation is not None:
-            applier.apply(changes.AllocatePorts(known.allocation))
-        if known.uid_allocation is not None:  # before any tree is converted (the run scripts)
-            applier.apply(changes.AllocateUids(known.uid_allocation, {
+        if allocation is not None:
+            applier.apply(changes.AllocatePorts(allocation))
+        if uid_allocation is not None:  # before any tree is converted (the run scripts)
+            applier.apply(changes.AllocateUids(uid_allocation, {
                 s.profile: s.slot for s in steps if s.slot}))
-        applier.run(steps, known.stale, known.scanner, (intent.wait, intent.timeout))
+        applier.run(steps, stale, scanner, (intent.wait, intent.timeout))
         applier.apply(changes.SaveCaches(cache if intent.task == RECONCILE else None,
-                                         known.slot_cache,
-                                         frozenset({*known.existing, *(s.slot for s in steps)})))
+                                         slot_cache, present))
         result = _result(steps, applier.errors, applier.notes, diff, check=False,
                          show_secrets=show_secrets)
         if intent.task == RECONCILE:
             applier.apply(changes.AppendBootLog(
-                tuple(result.rows), {r.slot: prior_exit(known, r.slot) for r in result.rows}))
+                tuple(result.rows), {r.slot: exits[r.slot] for r in result.rows}))
         applier.apply(changes.UndoFailedCreates(tuple(steps)))
     for slot, message in applier.errors.items():
         if slot not in {s.slot for s in steps}:

@@ -24,7 +24,7 @@ from .facts import Facts
 from .facts.runtime import Runtime
 from .intent import Intent
 from .profiles import DEFAULT, SLOT_PREFIX, Profile
-from .render import REGISTRAR, SlotSpec
+from .render import REGISTRAR, SlotSpec, as_rendered
 from .slots import SlotFacts
 
 # Files whose change must reach a running gateway (read at the next spawn).
@@ -121,8 +121,8 @@ def _slot_changes(spec: SlotSpec, facts: SlotFacts | None,
     if facts.structural:
         before = {rel: facts.files.get(rel) for rel in spec.files}
         return (ch.Replace(spec, f"{spec.name} {facts.structural}", before, marker, first),)
-    changed = tuple(rel for rel, f in spec.files.items()
-                    if facts.files.get(rel) != (f.content, f.mode))
+    changed = () if as_rendered(facts.files, spec.files) else tuple(
+        rel for rel, f in spec.files.items() if facts.files.get(rel) != (f.content, f.mode))
     out: list[ch.Change] = []
     if changed:
         out.append(ch.WriteFiles(changed, {rel: facts.files.get(rel) for rel in changed}))
@@ -354,8 +354,8 @@ def _up(facts: Facts, slot: str) -> bool:
 
 def _within_capacity(facts: Facts, desired, max_slots: int) -> set[str]:
     """Slot names within ``max_slots``: default first, then every profile by name."""
-    names = [p.slot for p in facts.profiles if p.name not in facts.unplaced]
-    names += [spec.name for p, spec in desired if p is not None and spec.name not in names]
+    names = {p.slot for p in facts.profiles if p.name not in facts.unplaced}
+    names.update(spec.name for p, spec in desired if p is not None)
     return {*by_priority(names)[:max_slots], REGISTRAR}
 
 

@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import sys
+from collections.abc import Iterator, Mapping
 
 from .inventory import Settings
 from .profiles import DEFAULT, SLOT_PREFIX, valid_name
@@ -23,6 +24,8 @@ REGISTRAR = "hermes-tasks-registrar"
 _SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 # The same for the (api_server, webhook) ports a named run script exports.
 _PORT_SENTINEL = (("zq9apiport9qz", "zq9webhookport9qz"), ("xk7apiport7kx", "xk7webhookport7kx"))
+# The same for the uid an isolated profile's tree belongs to (SPEC §16).
+_UID_SENTINEL = (1987654321, 1876543219)
 EXEC = 0o755
 DATA = 0o644
 # Files that hold extra_env values (possibly secrets, SPEC §8): not readable by others.
@@ -45,12 +48,98 @@ _TYPE = File(b"longrun\n", DATA)
 _NOTIFICATION = File(NOTIFICATION_FD, DATA)
 
 
+class Files(Mapping):
+    """A slot's files (slot-relative path -> :class:`File`), each made when asked for and
+    never kept: 1000 slots' scripts are ~10 MiB, and an unchanged slot needs none of them
+    (the slot cache vouches for it by its key), a new one only while it is written.
+
+    ``parts`` maps each path to a constant :class:`File` or to ``(mode, source)``: the
+    content is ``source.encode()`` (a text), or with ``named`` (a named profile's name, ports
+    and uid, or "") the ``bytes %`` format ``source`` filled with them
+    (:meth:`Renderer._named_scripts`).
+    A named profile's ``parts`` are its renderer's, shared by every such slot.
+    """
+
+    __slots__ = ("_parts", "_named")
+
+    def __init__(self, parts: dict[str, File | tuple[int, bytes | str]],
+                 named: tuple[str, str, str, str] | None = None):
+        self._parts = parts
+        self._named = named
+
+    def __getitem__(self, rel: str) -> File:
+        part = self._parts[rel]
+        return part if isinstance(part, File) else self._make(part, self._fill())
+
+    def items(self) -> list[tuple[str, File]]:  # type: ignore[override]
+        """Every ``(path, File)``, in order, the placeholders' values encoded once."""
+        fill = self._fill()
+        return [(rel, part if isinstance(part, File) else self._make(part, fill))
+                for rel, part in self._parts.items()]
+
+    def _fill(self) -> dict[bytes, bytes] | None:
+        if self._named is None:
+            return None
+        name, api, webhook, uid = self._named
+        return {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode(),
+                b"u": uid.encode()}
+
+    @staticmethod
+    def _make(part: tuple[int, bytes | str], fill: dict[bytes, bytes] | None) -> File:
+        mode, source = part
+        return File(source.encode() if fill is None else source % fill, mode)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def __contains__(self, rel) -> bool:
+        return rel in self._parts
+
+    def modes(self) -> list[tuple[str, int]]:
+        return [(rel, part.mode if isinstance(part, File) else part[0])
+                for rel, part in self._parts.items()]
+
+
+class AsRendered(Mapping):
+    """What a slot holds when its files are exactly ``files``: path -> ``(content, mode)``
+    as :class:`..slots.SlotFacts` keeps it, made only when asked for (the plan, seeing
+    this, compares nothing: :func:`as_rendered`)."""
+
+    __slots__ = ("files",)
+
+    def __init__(self, files: Mapping[str, File]):
+        self.files = files
+
+    def __getitem__(self, rel: str) -> tuple[bytes, int]:
+        f = self.files[rel]
+        return f.content, f.mode
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __contains__(self, rel) -> bool:
+        return rel in self.files
+
+
+def as_rendered(found: Mapping, files: Mapping[str, File]) -> bool:
+    """True when ``found`` (a slot's files as read) is known to be exactly ``files``
+    without comparing any content."""
+    return isinstance(found, AsRendered) and found.files is files
+
+
 @dataclasses.dataclass(frozen=True)
 class SlotSpec:
-    """Everything a slot must hold. ``files`` maps slot-relative paths to content."""
+    """Everything a slot must hold. ``files`` maps slot-relative paths to content (a
+    :class:`Files` makes it only when asked for)."""
 
     name: str
-    files: dict[str, File]
+    files: Mapping[str, File]
     down: bool
     logged: bool = True
     # Written only when the slot is first published, never compared afterwards.
@@ -61,6 +150,16 @@ class SlotSpec:
     # May the service group use ``supervise/control`` (a gateway) or is it root's alone
     # (the registrar: the service user must never signal, pause or kill it, SPEC §14.1)?
     shared: bool = True
+
+    def modes(self) -> list[tuple[str, int]]:
+        """``(path, mode)`` of each file, in order, without making any content."""
+        if isinstance(self.files, Files):
+            return self.files.modes()
+        return [(rel, f.mode) for rel, f in self.files.items()]
+
+    def found(self) -> AsRendered:
+        """The slot's files as found when they are exactly these (see :class:`AsRendered`)."""
+        return AsRendered(self.files)
 
 
 _SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
@@ -125,8 +224,8 @@ class Renderer:
         # Jinja is imported and a template compiled only when the cache lacks a render.
         self.cache = cache or RenderCache()
         self._finish = File(self._render("gateway/finish.j2", self.context).encode(), EXEC)
-        self._named: tuple[bytes, ...] | None = None
-        self._named_key = ""
+        # Named profiles' parts and key, without and with an owned tree (_named_scripts).
+        self._named: dict[bool, tuple[dict, str] | tuple[()]] = {}
 
     def _render(self, name: str, ctx: dict) -> str:
         return self.cache.text(name, source(name), ctx,
@@ -144,32 +243,38 @@ class Renderer:
         ports = {} if name == DEFAULT else dict(ports or {})
         drop, tree = self._isolation(name, uid)
         named = None
-        if (name != DEFAULT and valid_name(name) and len(ports) == 2 and tree is None
+        if (name != DEFAULT and valid_name(name) and len(ports) == 2
                 and "extra_env" not in self.settings.profile_vars.get(name, {})):
-            named = self._named_scripts()
-        key = None
+            named = self._named_scripts(tree is not None)
         if named:
+            parts, key = named
             api, webhook = str(ports["api_server"]), str(ports["webhook"])
-            subs = {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode()}
-            run, log_run, check, own = (fmt % subs for fmt in named)
-            key = f"{self._named_key}:{name}:{api}:{webhook}"
-        else:
-            run, log_run, check, own = (t.encode() for t in self._render_scripts(
-                name, ports.get("api_server"), ports.get("webhook"), drop, tree))
-        files = {
+            key = f"{key}:{name}:{api}:{webhook}"
+            owner = "" if tree is None else str(uid)
+            return SlotSpec(SLOT_PREFIX + name, Files(parts, (name, api, webhook, owner)),
+                            down=not autostart, key=f"{key}:{owner}" if owner else key)
+        scripts = self._render_scripts(name, ports.get("api_server"), ports.get("webhook"),
+                                       drop, tree)
+        return SlotSpec(SLOT_PREFIX + name, Files(self._parts(scripts, drop is not None)),
+                        down=not autostart)
+
+    def _parts(self, scripts: tuple, isolated: bool = False) -> dict:
+        """A gateway slot's :class:`Files` parts, from its four scripts (``GATEWAY_SCRIPTS``,
+        texts or ``bytes %`` formats)."""
+        run, log_run, check, own = scripts
+        return {
             "type": _TYPE,
             # An isolated profile's run is root's alone: the service group holds no secret
             # of a profile it cannot otherwise read (SPEC §16).
-            "run": File(run, ISOLATED_EXEC if drop is not None else PRIVATE_EXEC),
+            "run": (ISOLATED_EXEC if isolated else PRIVATE_EXEC, run),
             "finish": self._finish,
-            "log/run": File(log_run, EXEC),
+            "log/run": (EXEC, log_run),
             # Readiness (SPEC §5): s6-notifyoncheck in run polls data/check.
             "notification-fd": _NOTIFICATION,
-            "data/check": File(check, EXEC),
+            "data/check": (EXEC, check),
             # Ownership (SPEC §12): run execs the gateway through it, as the service user.
-            "data/own": File(own, EXEC),
+            "data/own": (EXEC, own),
         }
-        return SlotSpec(SLOT_PREFIX + name, files, down=not autostart, key=key)
 
     def _isolation(self, name: str, uid: int | None) -> tuple[int | None, str | None]:
         """(the uid to drop to or None, the tree's owner ``UID:GID:MODE:PREV`` or None).
@@ -179,6 +284,11 @@ class Renderer:
         cfg = self.settings
         if uid is None or name == DEFAULT or not valid_name(name) or cfg.service_user is None:
             return None, None
+        return self._owner(uid)
+
+    def _owner(self, uid: int) -> tuple[int | None, str]:
+        """:meth:`_isolation` of a named profile given ``uid``."""
+        cfg = self.settings
         if cfg.profile_isolation:
             return uid, f"{uid}:{uid}:700:{cfg.service_uid}"
         return None, f"{cfg.service_uid}:{cfg.service_gid}:755:{uid}"
@@ -195,19 +305,26 @@ class Renderer:
                "python": self.python}  # log/run's root repair (hermes_tasks.logdir)
         return tuple(self._render(f"gateway/{t}.j2", ctx) for t in GATEWAY_SCRIPTS)
 
-    def _named_scripts(self) -> tuple[bytes, ...]:
-        """Named profiles' scripts rendered once, as ``bytes %`` formats of name and ports.
+    def _named_scripts(self, owned: bool = False) -> tuple[dict, str] | tuple[()]:
+        """Named profiles' scripts rendered once, as ``bytes %`` formats of name, ports and
+        (``owned``: a profile whose tree has an owner, SPEC §16) uid: their :class:`Files`
+        parts and the key that, with those values, determines every file of such a slot.
 
-        A valid name and a port are bare shell words, so they may be substituted into the
-        text; two renders with different placeholders prove the templates use them only
-        verbatim. Rendering 1000 profiles this way costs a few ms instead of ~35. Empty
-        when the proof fails: then every profile is rendered in full.
+        A valid name, a port and a uid are bare shell words, so they may be substituted
+        into the text; two renders with different placeholders prove the templates use
+        them only verbatim. Rendering 1000 profiles this way costs a few ms instead of
+        ~35, and no render per profile is kept. Empty when the proof fails: then every
+        such profile is rendered in full.
         """
-        if self._named is None:
-            first, second = (self._render_scripts(s, *p)
-                             for s, p in zip(_SENTINEL, _PORT_SENTINEL))
+        found = self._named.get(owned)
+        if found is None:
+            renders = []
+            for name, ports, uid in zip(_SENTINEL, _PORT_SENTINEL, _UID_SENTINEL):
+                drop, tree = self._owner(uid) if owned else (None, None)
+                renders.append(self._render_scripts(name, *ports, drop, tree))
+            first, second = renders
             marks = ((_SENTINEL[0], b"%(n)s"), (_PORT_SENTINEL[0][0], b"%(a)s"),
-                     (_PORT_SENTINEL[0][1], b"%(w)s"))
+                     (_PORT_SENTINEL[0][1], b"%(w)s"), (str(_UID_SENTINEL[0]), b"%(u)s"))
             formats = []
             for text in first:
                 fmt = text.encode().replace(b"%", b"%%")
@@ -215,14 +332,14 @@ class Renderer:
                     fmt = fmt.replace(mark.encode(), field)
                 formats.append(fmt)
             other = {b"n": _SENTINEL[1].encode(), b"a": _PORT_SENTINEL[1][0].encode(),
-                     b"w": _PORT_SENTINEL[1][1].encode()}
+                     b"w": _PORT_SENTINEL[1][1].encode(), b"u": str(_UID_SENTINEL[1]).encode()}
             same = tuple(f % other for f in formats) == tuple(t.encode() for t in second)
-            self._named = tuple(formats) if same else ()  # () = always render in full
-            # What, with a name and two ports, determines every file of a named slot.
-            self._named_key = blake2b(b"\0".join(
+            isolated = owned and self._owner(_UID_SENTINEL[0])[0] is not None
+            found = (self._parts(tuple(formats), isolated), blake2b(b"\0".join(
                 [*formats, self._finish.content, _TYPE.content, _NOTIFICATION.content]),
-                digest_size=12).hexdigest()
-        return self._named
+                digest_size=12).hexdigest()) if same else ()  # () = always render in full
+            self._named[owned] = found
+        return found
 
     def registrar(self, python: str | None = None) -> SlotSpec:
         """The root-owned slot that re-runs reconcile for the unprivileged user (SPEC §10)."""

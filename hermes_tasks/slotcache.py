@@ -108,13 +108,12 @@ def signature(spec, stats) -> str:
     set, stands for its files' content (hashing 7 KiB per slot would cost a fifth of what
     the cache saves).
     """
-    files = spec.files
     head = "\0".join([f"{rel}:{st.st_ino}:{st.st_ctime_ns}" for rel, st in stats.items()]
-                     + [f"{rel}:{f.mode}" for rel, f in files.items()])
+                     + [f"{rel}:{mode}" for rel, mode in spec.modes()])
     head += f"\0down:{spec.down}"
     if spec.key is not None:
         return blake2b(f"{head}\0{spec.key}".encode(), digest_size=16).hexdigest()
-    return blake2b(b"\0".join([head.encode(), *(f.content for f in files.values())]),
+    return blake2b(b"\0".join([head.encode(), *(f.content for f in spec.files.values())]),
                    digest_size=16).hexdigest()
 
 

@@ -131,9 +131,11 @@ def read_at(dfd: int, path: str, spec: SlotSpec, gid: int,
         listed = _read_listed(dfd, spec, facts, stats)
         if listed is None:
             return facts
-        if (stats is not None and listed and not facts.litter
+        same = all(facts.files[r] == (f.content, f.mode) for r, f in spec.files.items())
+        if same:
+            facts.files = spec.found()  # the bytes read are the rendered ones: keep none
+        if (stats is not None and listed and not facts.litter and same
                 and facts.down == spec.down and len(stats) == len(spec.files) + len(_dirs(spec))
-                and all(facts.files[r] == (f.content, f.mode) for r, f in spec.files.items())
                 and slotcache.settled(stats, now)):
             cache.confirm(spec.name, slotcache.signature(spec, stats))
     facts.skeleton_ok, wrong = _skeleton_state(dfd, skeleton(spec.logged, spec.shared), gid)
@@ -279,7 +281,7 @@ def _from_cache(dfd: int, spec: SlotSpec, facts: SlotFacts, cache: SlotCache | N
         stats[rel] = st
     if not cache.matches(spec.name, slotcache.signature(spec, stats)):
         return False
-    facts.files = {rel: (f.content, f.mode) for rel, f in spec.files.items()}
+    facts.files = spec.found()  # exactly the rendered files, never made here
     facts.down = spec.down
     return True
 

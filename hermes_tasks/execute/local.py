@@ -407,7 +407,9 @@ class Applier:
             made = {""}
             if spec.logged:
                 _mkdir_at(dfd, "log", made, umask)
-            for rel, f in {**spec.files, **spec.initial}.items():
+            files = dict(spec.files.items())  # each made now, and let go once written
+            files.update(spec.initial)
+            for rel, f in files.items():
                 parent = rel.rpartition("/")[0]
                 if parent not in made:
                     _mkdir_at(dfd, parent, made, umask)
