@@ -121,7 +121,8 @@ def tree(*roots, skip=()) -> dict[str, tuple]:
     s6's own state is left out: the contents of ``.s6-svscan/`` and of each ``supervise/``
     and ``event/`` (status, lock, death_tally, subscriber FIFOs, which s6 rewrites itself),
     and the mtimes of those two directories. Our pre-seeded ``supervise/control`` FIFO is
-    kept, mtime included: a control command written to it would change that.
+    kept, mtime included: a control command written to it would change that. With
+    ``skip``, the roots' own mtimes are left out too (see below).
     """
     out: dict[str, tuple] = {}
 
@@ -134,7 +135,9 @@ def tree(*roots, skip=()) -> dict[str, tuple]:
         out[str(path)] = entry
 
     for root in roots:
-        record(root)
+        # A skipped entry of root (the tool's own cache file, written by whichever run finds
+        # it due) changes root's mtime by its rename: root's other entries are compared.
+        record(root, with_time=not skip)
         for dirpath, dirs, files in os.walk(root):
             base = os.path.basename(dirpath)
             if base in S6_DIRS or base == ".s6-svscan":
