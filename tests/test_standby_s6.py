@@ -51,6 +51,21 @@ def cmdline(pid: int) -> tuple[str, ...]:
         return ()
 
 
+def open_files(pid: int) -> set[str]:
+    """What its descriptors point to (gone ones skipped)."""
+    out = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return out
+
+
 def slot_processes(slot, supervised: int) -> dict[int, tuple[str, ...]]:
     """Every process working for the slot: s6-supervise, the poller and its check (their
     cwd is the service directory) and the supervised process."""
@@ -182,6 +197,10 @@ def test_after_a_takeover_the_check_follows_the_new_gateway(root_sandbox):
         # at work (it used to exit 1 here, leaving the next check to s6-notifyoncheck's -w).
         assert stat_counters(check) is not None, "the waiting check ended with the mark"
         assert "./data/check" in cmdline(check)
+        # ... without its shared lock on data/own: a standby started later takes its mark.
+        mark = os.path.realpath(slot / "data" / "own")
+        s6env.wait_for(lambda: cmdline(check) and mark not in open_files(check), 5,
+                       what="the woken check without data/own open")
         assert not svstatus.read(str(slot)).ready
         gate.touch()
         gw = s6env.wait_for(lambda: b.gateway_pid("alice"), 15, what="host b runs alice")
