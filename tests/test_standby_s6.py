@@ -42,12 +42,42 @@ def stat_counters(pid: int) -> tuple[int, int] | None:
     return switches, sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
 
 
+def cmdline(pid: int) -> tuple[str, ...]:
+    """Its argv; () once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return tuple(a.decode(errors="replace") for a in fh.read().split(b"\0") if a)
+    except OSError:
+        return ()
+
+
+def open_files(pid: int) -> set[str]:
+    """What its descriptors point to (gone ones skipped)."""
+    out = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return out
+
+
 def slot_processes(slot, supervised: int) -> dict[int, tuple[str, ...]]:
     """Every process working for the slot: s6-supervise, the poller and its check (their
     cwd is the service directory) and the supervised process."""
     where = os.path.realpath(slot)
     return {p.pid: p.cmdline for p in s6env.processes()
             if p.pid == supervised or p.cwd == where}
+
+
+def mark_waiters(procs: dict[int, tuple[str, ...]]) -> list[int]:
+    """The slot's checks waiting on the standby's mark (a shared flock on data/own)."""
+    return [p for p, argv in procs.items()
+            if argv[:1] == ("/usr/bin/flock",) and "./data/own" in argv[:4]]
 
 
 def standby_settled(slot):
@@ -58,8 +88,7 @@ def standby_settled(slot):
     procs = slot_processes(slot, st.pid)
     if procs.get(st.pid, ("",))[0] != "flock":
         return None
-    checks = [p for p, argv in procs.items() if argv[:3] == ("/usr/bin/flock", "-s", "./data/own")]
-    return (st.pid, procs) if checks else None
+    return (st.pid, procs) if mark_waiters(procs) else None
 
 
 def test_a_standby_sleeps_stops_at_once_and_takes_over_ready(root_sandbox):
@@ -134,3 +163,52 @@ def test_the_owners_own_restart_keeps_the_profile(sandbox, second_sandbox):  # n
     assert log.read_text().count("standby, owned by") == 1
     b.sup.stop()
     a.sup.stop()
+
+
+def test_after_a_takeover_the_check_follows_the_new_gateway(root_sandbox):
+    """The check that waited on the standby's mark goes on checking once the mark goes (the
+    gateway is starting): readiness follows the gateway's "running" record, not the poller's
+    next check a second later (issue 24: takeover no slower than the old 2 s poll)."""
+    sb = root_sandbox
+    home = sb.home
+    d = s6env.make_profile(home, "alice", {"desired_state": "running"})
+    lock = d / ".gateway.lock"
+    lock.touch()
+    (d / ".gateway-owner.json").write_text('{"host_id": "host-a", "pid": 1, "since": "x"}')
+    s6env.own(sb, home)
+    # Host b's gateway writes "running" only when this test says so.
+    gate = home / ".standin" / "alice.running"
+    standin.write_behaviour(home, profiles={"alice": {"running_gate": str(gate)}})
+    held = os.open(lock, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        b = Host(sb, "host-b", home)
+        b.vars.append("gateway_profiles=[alice]")
+        b.boot()
+        slot = sb.slot("alice")
+        _, procs = s6env.wait_for(lambda: standby_settled(slot), 15, what="alice a standby")
+        [check] = mark_waiters(procs)
+        os.close(held)
+        held = None
+        # data/own drops its mark before it writes this record and execs the gateway.
+        s6env.wait_for(lambda: owner_record(home, "alice")["host_id"] == "host-b", 15,
+                       what="host b owns alice")
+        # The mark is gone and the gateway is not running yet: the check that waited is still
+        # at work (it used to exit 1 here, leaving the next check to s6-notifyoncheck's -w).
+        assert stat_counters(check) is not None, "the waiting check ended with the mark"
+        assert "./data/check" in cmdline(check)
+        # ... without its shared lock on data/own: a standby started later takes its mark.
+        mark = os.path.realpath(slot / "data" / "own")
+        s6env.wait_for(lambda: cmdline(check) and mark not in open_files(check), 5,
+                       what="the woken check without data/own open")
+        assert not svstatus.read(str(slot)).ready
+        gate.touch()
+        gw = s6env.wait_for(lambda: b.gateway_pid("alice"), 15, what="host b runs alice")
+        s6env.wait_for(lambda: svstatus.read(str(slot)).ready, 15, what="alice ready on host b")
+        assert standin.running_at(home, "alice", gw) is not None
+        assert owner_record(home, "alice")["pid"] == gw
+        b.sup.stop()
+    finally:
+        if held is not None:
+            os.close(held)
+
