@@ -10,6 +10,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _PLAIN = re.compile(r"[!-\[\]-~]*")  # printable ASCII but space and backslash
 DEFAULT = "default"
 SLOT_PREFIX = "gateway-"
+REGISTRAR = "hermes-tasks-registrar"  # the root agent's slot (not a profile's)
 
 
 def valid_name(name: str) -> bool:

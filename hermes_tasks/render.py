@@ -15,11 +15,11 @@ import sys
 from collections.abc import Iterator, Mapping
 
 from .inventory import Settings
+from .names import REGISTRAR
 from .profiles import DEFAULT, SLOT_PREFIX, valid_name
 from .rendercache import RenderCache
 from .slotcache import blake2b
 
-REGISTRAR = "hermes-tasks-registrar"
 # Two names no profile can collide with in practice (see Renderer._named_scripts).
 _SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 # The same for the (api_server, webhook) ports a named run script exports.

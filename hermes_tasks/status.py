@@ -27,6 +27,7 @@ from collections.abc import Callable
 from . import fsops, ownership, placement, profiles, readiness, state, supervision, svstatus
 from . import ports as portsmod
 from .inventory import Settings
+from .names import REGISTRAR
 from .profiles import DEFAULT, SLOT_PREFIX
 
 HOLD = "data/hold"  # a slot's recorded reason for staying down (written by its finish)
@@ -36,9 +37,6 @@ TALLY_RECORD = 14  # TAI64N (12 bytes), exit code, signal (s6 2.11; what s6-svdt
 TALLY_LIMIT = 4096 * TALLY_RECORD  # max-death-tally is at most 4096
 LOG_LINES = 5  # quoted with a crash loop or an exit
 CRASH_LIMIT, CRASH_WINDOW = 5, 60  # SPEC §14 defaults, when the inventory has none
-# render.REGISTRAR, the root agent's slot: --health names it without importing the renderer
-# (tests/test_status_path.py pins the two equal)
-REGISTRAR = "hermes-tasks-registrar"
 
 
 @dataclasses.dataclass

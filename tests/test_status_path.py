@@ -12,9 +12,6 @@ import s6env
 from control_helpers import make_profile, status, tasks
 from test_runtime_edges_s6 import NETNS, api_env, listening_on, named
 
-from hermes_tasks import render
-from hermes_tasks import status as model
-
 # Modules a status call never needs: rendering, planning, the slot facts of a run, the
 # change records of a report, Invoke.
 NEVER = {"invoke", "jinja2", "hermes_tasks.render", "hermes_tasks.plan", "hermes_tasks.engine",
@@ -38,10 +35,6 @@ def home(sandbox, supervisor):
     tasks(sb, "gateway.start", "-p", "alice", "--wait")
     tasks(sb, "gateway.start", "-p", "bob", "--wait")
     return sb
-
-
-def test_the_registrar_slot_is_the_renderers():
-    assert model.REGISTRAR == render.REGISTRAR
 
 
 @pytest.mark.parametrize("args", [[], ["--health"], ["-p", "alice"], ["-p", "alice", "--health"],
