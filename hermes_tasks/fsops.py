@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from collections.abc import Iterator
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -444,3 +445,38 @@ def fifo_has_reader(path: str, dir_fd: int | None = None) -> bool | None:
         raise
     os.close(fd)
     return True
+
+
+# -- what root may trust (render, inventory, slot and volume caches) -------------------
+
+
+def package_init(name: str) -> str | None:
+    """Where ``import name`` would find the package, found without importing it."""
+    for entry in sys.path:
+        path = os.path.join(entry or os.curdir, name, "__init__.py")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def trusted_dir(dfd: int) -> bool:
+    """The directory is ours and nobody else may create, rename or remove entries in it."""
+    st = os.fstat(dfd)
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def read_trusted(dfd: int, name: str, limit: int) -> bytes | None:
+    """The bytes of ``name`` in ``dfd`` if it is ours alone to write, else None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                or st.st_mode & 0o022 or st.st_size > limit):
+            return None
+        return read_fd(fd, limit, st.st_size)
+    finally:
+        os.close(fd)

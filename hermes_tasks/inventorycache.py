@@ -13,7 +13,7 @@ are kept; anything else (a date, a set, a shared alias's loop) is parsed every t
 The cache is one JSON file, ``.hermes-tasks.inventory``, in :data:`DIRECTORY`, the image's
 root-only cache directory (Dockerfile), which is never created here. Its content becomes
 root's settings, so it is trusted only under the render cache's rule
-(:func:`rendercache.trusted_dir`, :func:`rendercache.read_trusted`): the directory is the
+(:func:`fsops.trusted_dir`, :func:`fsops.read_trusted`): the directory is the
 euid's and writable by nobody else, the file is a regular file owned by the euid, not
 group/other-writable, opened without following symlinks. Anything else (missing, foreign,
 corrupt, for another PyYAML) is ignored, the files are parsed, and a trusted directory gets
@@ -33,7 +33,7 @@ except ImportError:  # another Python
     from hashlib import blake2b
 
 from . import fsops
-from .rendercache import _package_init, read_trusted, trusted_dir
+from .fsops import package_init, read_trusted, trusted_dir
 
 # The image makes it (root's, 0700) for the render cache too.
 DIRECTORY = "/var/cache/hermes-tasks"
@@ -62,7 +62,7 @@ def stamp() -> list:
     out: list = [FORMAT]
     with contextlib.suppress(OSError, TypeError):
         # O_NONBLOCK: a FIFO swapped in after the lookup's isfile must not hang the run.
-        fd = os.open(_package_init("yaml"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(package_init("yaml"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             out.append(_digest(fsops.read_fd(fd, LIMIT, os.fstat(fd).st_size)))
         finally:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
-import sys
 from collections.abc import Callable
 
 from . import fsops
+from .fsops import package_init as _package_init
+from .fsops import read_trusted, trusted_dir
 
 NAME = ".hermes-tasks.cache"
 # Bump when the Environment's options, the filters or the key's shape change.
@@ -41,15 +41,6 @@ def code_stamp() -> list:
             st = os.stat(path)
             stamp.append([path, st.st_size, st.st_mtime_ns])
     return stamp
-
-
-def _package_init(name: str) -> str | None:
-    """Where ``import name`` would find the package, found without importing it."""
-    for entry in sys.path:
-        path = os.path.join(entry or os.curdir, name, "__init__.py")
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 class RenderCache:
@@ -128,26 +119,3 @@ def location(settings) -> str:
                 if trusted_dir(dfd):
                     return wanted
     return settings.scandir
-
-
-def trusted_dir(dfd: int) -> bool:
-    """The directory is ours and nobody else may create, rename or remove entries in it."""
-    st = os.fstat(dfd)
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def read_trusted(dfd: int, name: str, limit: int) -> bytes | None:
-    """The bytes of ``name`` in ``dfd`` if it is ours alone to write, else None."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dfd)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
-                or st.st_mode & 0o022 or st.st_size > limit):
-            return None
-        return fsops.read_fd(fd, limit, st.st_size)
-    finally:
-        os.close(fd)

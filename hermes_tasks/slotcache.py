@@ -32,7 +32,7 @@ except ImportError:  # another Python
     from hashlib import blake2b
 
 from . import fsops
-from .rendercache import read_trusted, trusted_dir
+from .fsops import read_trusted, trusted_dir
 
 NAME = ".hermes-tasks.slots"
 FORMAT = 2
