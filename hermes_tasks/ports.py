@@ -118,13 +118,15 @@ def read_profile(home: str, name: str, warn) -> ProfileFacts:
         return ProfileFacts(name)
 
 
-def read_profile_at(dfd: int, home: str, name: str, warn) -> ProfileFacts:
-    """:func:`read_profile` through the profile's directory, already open as ``dfd``."""
+def read_profile_at(dfd: int, home: str, name: str, warn,
+                    stats: dict | None = None) -> ProfileFacts:
+    """:func:`read_profile` through the profile's directory, already open as ``dfd``
+    (``stats``, a dict, receives the ``fstat`` of each file read, by name)."""
     parts = profile_parts(name)
     env: dict[str, str] = {}
     config: dict[str, PlatformConfig] = {}
-    raw_env = _read(dfd, ".env", ENV_LIMIT, home, parts, warn)
-    raw_cfg = _read(dfd, "config.yaml", CONFIG_LIMIT, home, parts, warn)
+    raw_env = _read(dfd, ".env", ENV_LIMIT, home, parts, warn, stats)
+    raw_cfg = _read(dfd, "config.yaml", CONFIG_LIMIT, home, parts, warn, stats)
     if raw_env:
         env = parse_dotenv(raw_env)
     if raw_cfg and b"platforms" in raw_cfg:  # both platforms live under a `platforms:` key
@@ -134,8 +136,9 @@ def read_profile_at(dfd: int, home: str, name: str, warn) -> ProfileFacts:
     return ProfileFacts(name, env, config)
 
 
-def _read(dfd: int, fname: str, limit: int, home: str, parts, warn) -> bytes:
-    raw, why = volfile.read(dfd, fname, limit)
+def _read(dfd: int, fname: str, limit: int, home: str, parts, warn,
+          stats: dict | None = None) -> bytes:
+    raw, why = volfile.read(dfd, fname, limit, stats)
     if why:
         warn(f"could not read {escape(os.path.join(home, *parts, fname))}: {why}; "
              "its ports are not read")
