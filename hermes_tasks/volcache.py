@@ -45,6 +45,7 @@ FORMAT = 1
 LIMIT = 8 << 20
 # The profile files whose bytes discovery reads (the others it only looks for).
 READ = ("gateway_state.json", ".env", "config.yaml")
+_READ = frozenset(READ)
 # Raw config values kept as JSON gives them back exactly (YAML can hold more: dates...).
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -120,7 +121,7 @@ class VolumeCache:
         per file that was there)."""
         st = os.fstat(dfd)
         rec = self._loaded.get(name)
-        if not _valid(rec) or rec[0] != _key(st):
+        if type(rec) is not list or not rec or rec[0] != _key(st) or not _valid(rec):
             return Entry(name, st, None)
         for fname, key in rec[1].items():
             try:
@@ -163,11 +164,13 @@ class VolumeCache:
 def _valid(rec) -> bool:
     """A record of the shape :meth:`VolumeCache.done` writes (the file is ours alone,
     but an old or damaged one must still never raise)."""
-    return (isinstance(rec, list) and len(rec) == 4 and isinstance(rec[0], list)
-            and isinstance(rec[1], dict) and all(f in READ for f in rec[1])
-            and isinstance(rec[2], list) and len(rec[2]) == 4
-            and isinstance(rec[3], list) and len(rec[3]) == 2
-            and isinstance(rec[3][0], dict) and isinstance(rec[3][1], dict))
+    try:
+        _, files, (_, _, _, _), (env, config) = rec
+    except (TypeError, ValueError):
+        return False
+    return (type(files) is dict and files.keys() <= _READ and type(env) is dict
+            and type(config) is dict
+            and all(type(c) is list and len(c) == 4 for c in config.values()))
 
 
 def plain(value) -> bool:

@@ -282,8 +282,9 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
     if facts.slot_cache is not None and facts.volume_cache is not None:
         facts.slot_cache.volume = facts.volume_cache  # saved with it (SaveCaches)
     present = set(facts.existing)
+    under = os.path.join(cfg.scandir, "")
     for spec in specs:
-        path = os.path.join(cfg.scandir, spec.name)
+        path = under + spec.name
         try:
             dfd = slots.open_slot(path)
         except FileNotFoundError:
@@ -297,7 +298,8 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
             facts.slots[spec.name] = found
             if spec.name in present and spec.name not in facts.runtime:
                 seen = found.down if found.structural is None else None
-                facts.runtime[spec.name] = _runtime(cfg, spec.name, dfd, seen)
+                facts.runtime[spec.name] = _runtime(cfg, spec.name, dfd, seen,
+                                                    staying_down=spec.down)
         finally:
             os.close(dfd)
     for name in [*(s.name for s in specs), *extra]:
@@ -306,9 +308,12 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
 
 
 def _runtime(cfg: Settings, name: str, dfd: int | None = None,
-             down: bool | None = None) -> Runtime:
+             down: bool | None = None, staying_down: bool = False) -> Runtime:
+    """``staying_down``: see :func:`.runtime.read` (the plan's own rule, :func:`..plan._runtime`,
+    reads the reason and the hold only of a gateway it wants up)."""
     profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
-    rt = runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
+    rt = runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down,
+                      staying_down)
     if rt.held and profile is not None:
         from ..logs import directory
 
