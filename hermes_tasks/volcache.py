@@ -11,7 +11,8 @@ the slot cache's rule (:mod:`.slotcache`) applies:
   entry added, removed or renamed: ``SOUL.md`` is the same regular file, the stale files
   and the absent ``.env``/``config.yaml``/state file are as they were;
 * a file whose (device, inode, ``ctime``, ``mtime``, size) is unchanged holds the bytes it
-  held: nobody but the clock's owner sets ``ctime``, and any write moves it.
+  held: nobody but the clock's owner sets ``ctime``, and any write moves it. Its stat is
+  taken through an open, as the read it replaces would (close-to-open on NFS).
 
 A profile is recorded only when every one of those stats is older than the read by
 :data:`.slotcache.MARGIN` (a change in the same clock tick cannot hide), and only when
@@ -117,18 +118,15 @@ class VolumeCache:
 
     def open(self, name: str, dfd: int) -> Entry:
         """The entry of profile ``name`` open as ``dfd``: vouched for when its directory
-        and every file it read have the stat recorded (one ``fstat`` and one ``fstatat``
-        per file that was there)."""
+        and every file it read have the stat recorded (one ``fstat``, and an open and
+        ``fstat`` of each file that was there: no read, no parse)."""
         st = os.fstat(dfd)
         rec = self._loaded.get(name)
         if type(rec) is not list or not rec or rec[0] != _key(st) or not _valid(rec):
             return Entry(name, st, None)
         for fname, key in rec[1].items():
-            try:
-                fst = os.stat(fname, dir_fd=dfd, follow_symlinks=False)
-            except OSError:
-                return Entry(name, st, None)
-            if not stat.S_ISREG(fst.st_mode) or _key(fst) != key:
+            fst = _opened_stat(dfd, fname)
+            if fst is None or not stat.S_ISREG(fst.st_mode) or _key(fst) != key:
                 return Entry(name, st, None)
         return Entry(name, st, rec)
 
@@ -159,6 +157,23 @@ class VolumeCache:
             with fsops.opened_dir(self.directory) as dfd:
                 if trusted_dir(dfd):
                     fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+
+
+def _opened_stat(dfd: int, name: str) -> os.stat_result | None:
+    """The ``fstat`` of ``name`` as an open (not a path ``stat``): on a shared volume (NFS)
+    an open revalidates the file's attributes with the server (close-to-open), as the
+    full read it stands for would; a ``stat`` may answer from the client's cache."""
+    try:
+        fd = os.open(name, _FILE, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _valid(rec) -> bool:
