@@ -10,7 +10,7 @@ import os
 import stat
 import time
 
-from . import fsops, rendercache, slotcache, volcache
+from . import fsops, rendercache, slotcache
 from .profiles import SLOT_PREFIX
 from .render import REGISTRAR, SlotSpec
 from .slotcache import SlotCache
@@ -41,9 +41,8 @@ PENDING_TOKENS = frozenset({"gateway", "gateway-up", "logger"})
 # fsops.write_atomic's temp files (".<name>.hermes-tasks.tmp"): one left in a slot by an
 # interrupted run is litter for the next run to remove, even when its target is right.
 TMP_SUFFIX = ".hermes-tasks.tmp"
-# An interrupted write of the render cache, the slot cache or the volume cache.
-CACHE_LITTER = (f".{rendercache.NAME}{TMP_SUFFIX}", f".{slotcache.NAME}{TMP_SUFFIX}",
-                f".{volcache.NAME}{TMP_SUFFIX}")
+# An interrupted write of the render cache or the slot cache.
+CACHE_LITTER = (f".{rendercache.NAME}{TMP_SUFFIX}", f".{slotcache.NAME}{TMP_SUFFIX}")
 
 
 @dataclasses.dataclass

@@ -20,9 +20,10 @@ its read gave no warning (a warning is said again at every run, so such a profil
 read in full each time). The derived values kept are the profile's state (prior state,
 autostart, recorded ``desired_state``), whether stale files lie there, and its port facts.
 
-The cache is ``.hermes-tasks.volume`` next to the render cache (:func:`.rendercache.location`:
-``render_cache_dir``, kept by a restarted container, else the scandir), trusted under the
-render cache's rule: a regular file owned by the euid, writable by nobody else, in a
+The cache is ``.hermes-tasks.volume`` next to the render cache in ``render_cache_dir``
+(:func:`.rendercache.location`; kept by a restarted container; without one there is no
+volume cache: the scandir holds only what it always held), trusted under the render
+cache's rule: a regular file owned by the euid, writable by nobody else, in a
 directory that is ours alone, opened without following symlinks. Anything else is
 ignored and every profile is read in full; losing it costs speed only. It names the
 home it describes and the code that derived it, so another home or another version of

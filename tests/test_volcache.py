@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hermes_tasks import facts, slotcache, slots, state, volcache, volfile
+from hermes_tasks import facts, slotcache, state, volcache, volfile
 from hermes_tasks.volcache import VolumeCache
 
 
@@ -216,9 +216,19 @@ def test_a_damaged_record_is_read_in_full(home, no_margin):
     assert plain(*run(home)) == first
 
 
-def test_an_interrupted_cache_write_in_the_scandir_is_stale_litter(tmp_path):
-    (tmp_path / f".{volcache.NAME}{slots.TMP_SUFFIX}").write_text("{")
-    assert slots.managed_names(str(tmp_path))[1] == [f".{volcache.NAME}{slots.TMP_SUFFIX}"]
+def test_only_a_trusted_render_cache_dir_keeps_it(tmp_path):
+    scandir, keep = tmp_path / "scan", tmp_path / "keep"
+    scandir.mkdir()
+    settings = SimpleNamespace(hermes_home=str(tmp_path / "home"), scandir=str(scandir),
+                               render_cache_dir=None)
+    assert facts._volume_cache(settings) is None  # never in the scandir
+    settings.render_cache_dir = str(keep)
+    assert facts._volume_cache(settings) is None  # missing: not created
+    keep.mkdir(mode=0o770)
+    os.chmod(keep, 0o770)
+    assert facts._volume_cache(settings) is None  # others may write there
+    os.chmod(keep, 0o700)
+    assert facts._volume_cache(settings).directory == str(keep)
 
 
 def test_a_recorded_state_matches_the_parser(home, no_margin):

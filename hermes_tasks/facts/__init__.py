@@ -114,6 +114,15 @@ def volume(settings: Settings, warn, files=None, owners=None,
     return profiles.discover(home, warn, each, cache if files is not None else None)
 
 
+def _volume_cache(settings: Settings) -> volcache.VolumeCache | None:
+    """The volume cache, kept only in a ``render_cache_dir`` we trust (the image's, which a
+    restarted container keeps): never in the scandir, where every entry is accounted for."""
+    where = rendercache.location(settings)
+    if os.path.abspath(where) == os.path.abspath(settings.scandir):
+        return None
+    return volcache.VolumeCache.load(where, settings.hermes_home)
+
+
 def _ports_record(found: portsmod.ProfileFacts) -> list | None:
     """A profile's port facts as the volume cache keeps them (None: not keepable)."""
     config = {}
@@ -153,7 +162,7 @@ def gather(settings: Settings, warn, names=(), *, for_run: bool = False,
     files: dict = {}
     owners: dict = {}
     existing, stale, scanner = scandir(settings)
-    cache = volcache.VolumeCache.load(rendercache.location(settings), settings.hermes_home)
+    cache = _volume_cache(settings)
     try:
         found, skipped = volume(settings, warn, files, owners, cache)
     except Exception as exc:  # noqa: BLE001 - see _unreadable
