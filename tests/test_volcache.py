@@ -238,3 +238,39 @@ def test_a_recorded_state_matches_the_parser(home, no_margin):
     _, prior, autostart, recorded = doc["profiles"]["profiles/beta"][2]
     assert (prior, autostart, recorded) == (parsed.prior_state, parsed.autostart,
                                             parsed.desired_state)
+
+
+def test_reconcile_sees_a_port_edit_after_the_cache_vouched_for_the_profile(sandbox,
+                                                                             no_margin):
+    """End to end through the engine with a render_cache_dir: an unchanged re-run takes the
+    profiles from the cache, and an in-place edit of a profile's .env (same size, mtime put
+    back) still reaches its run script; a desired_state edit still changes what runs."""
+    import reliability_kit as kit
+    import s6env
+
+    from hermes_tasks import engine
+    from hermes_tasks.intent import Intent
+
+    keep = sandbox.root / "keep"
+    keep.mkdir(mode=0o700)
+    s6env.make_profile(sandbox.home, "alice", {"desired_state": "stopped"})
+    env = sandbox.home / "profiles" / "alice" / ".env"
+    env.write_text("API_SERVER_PORT=9001\n")
+    settings = kit.settings_for(sandbox, f"render_cache_dir={keep}")
+    quiet = [].append
+    engine.run(settings, Intent("reconcile"), warn=quiet)
+    rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
+    assert {r.result for r in rows} == {"ok"}
+    assert "profiles/alice" in VolumeCache.load(str(keep), str(sandbox.home))._loaded
+    run = sandbox.slot("alice") / "run"
+    assert "9001" in run.read_text()
+    before = os.stat(env)
+    with open(env, "r+b") as fh:
+        fh.seek(len(b"API_SERVER_PORT=900"))
+        fh.write(b"7")
+    os.utime(env, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
+    assert [r.result for r in rows if r.slot == "gateway-alice"] == ["changed"]
+    assert "9007" in run.read_text() and "9001" not in run.read_text()
+    rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
+    assert {r.result for r in rows} == {"ok"}
