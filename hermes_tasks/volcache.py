@@ -96,7 +96,7 @@ class VolumeCache:
         self.directory = directory
         self.home = home
         self.stamp = stamp
-        self._loaded: dict[str, list] = {}
+        self._loaded: dict[str, list] | None = {}
         self._seen: dict[str, list] = {}
         self._now = time.time_ns()
 
@@ -146,6 +146,14 @@ class VolumeCache:
         self._seen[entry.name] = [_key(entry.dir),
                                   {f: _key(s) for f, s in sorted(entry.files.items())},
                                   entry.profile, entry.ports]
+
+    def finish(self) -> None:
+        """Discovery is over: hold on only to what :meth:`save` will write (nothing when
+        every profile was found as loaded), not to a thousand records for the whole run."""
+        if self._seen == self._loaded:
+            self.directory = None  # nothing to write
+            self._seen = {}
+        self._loaded = None  # whatever this run saw differs from it
 
     def save(self) -> None:
         """Keep the records of the profiles this run saw (best effort: a failure costs

@@ -274,3 +274,20 @@ def test_reconcile_sees_a_port_edit_after_the_cache_vouched_for_the_profile(sand
     assert "9007" in run.read_text() and "9001" not in run.read_text()
     rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
     assert {r.result for r in rows} == {"ok"}
+
+
+def test_finish_keeps_only_what_save_writes(home, no_margin):
+    run(home)
+    path = home.parent / "cache" / volcache.NAME
+    before = os.stat(path)
+    cache = VolumeCache.load(str(home.parent / "cache"), str(home))
+    facts.volume(SimpleNamespace(hermes_home=str(home)), [].append, {}, {}, cache)
+    cache.finish()  # every profile as loaded: nothing held, nothing written
+    assert cache._seen == {} and cache._loaded is None
+    cache.save()
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    cache = VolumeCache.load(str(home.parent / "cache"), str(home))
+    cache.finish()  # this run saw none of them (none settled, or the volume unreadable)
+    cache.save()
+    assert json.loads(path.read_text())["profiles"] == {}

@@ -167,6 +167,8 @@ def gather(settings: Settings, warn, names=(), *, for_run: bool = False,
         found, skipped = volume(settings, warn, files, owners, cache)
     except Exception as exc:  # noqa: BLE001 - see _unreadable
         found, skipped = _unreadable(settings, existing, exc, warn), []
+    if cache is not None:
+        cache.finish()
     known = Facts(settings, found, skipped, existing, stale, scanner)
     known.volume_cache = cache
     why = placement.reason(settings.host_id)
