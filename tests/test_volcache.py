@@ -210,8 +210,10 @@ def test_a_damaged_record_is_read_in_full(home, no_margin):
     first = plain(*run(home))
     path = home.parent / "cache" / volcache.NAME
     doc = json.loads(path.read_text())
+    head, files, body = doc["profiles"]["profiles/beta"].split("\n")
     doc["profiles"]["profiles/alpha"] = ["x", 1]
-    doc["profiles"]["profiles/beta"][1] = {"../etc/passwd": [0, 0, 0, 0, 0]}
+    doc["profiles"]["profiles/beta"] = f"{head}\n../etc/passwd=0:0:0:0:0\n{body}"
+    doc["profiles"][""] = doc["profiles"][""].rpartition("\n")[0] + "\n[true,{"
     path.write_text(json.dumps(doc))
     assert plain(*run(home)) == first
 
@@ -235,7 +237,8 @@ def test_a_recorded_state_matches_the_parser(home, no_margin):
     run(home)
     doc = json.loads((home.parent / "cache" / volcache.NAME).read_text())
     parsed = state.read(str(home), "beta")
-    _, prior, autostart, recorded = doc["profiles"]["profiles/beta"][2]
+    _, prior, autostart, recorded, _, _ = json.loads(
+        doc["profiles"]["profiles/beta"].split("\n")[2])
     assert (prior, autostart, recorded) == (parsed.prior_state, parsed.autostart,
                                             parsed.desired_state)
 
