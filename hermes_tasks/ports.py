@@ -50,6 +50,7 @@ from .profiles import DEFAULT, escape, profile_parts, valid_name
 API, WEBHOOK = "api_server", "webhook"
 PLATFORMS = (API, WEBHOOK)
 SETTING = {API: "api_server_port", WEBHOOK: "webhook_port"}  # profile_vars / file keys
+_SETTINGS = tuple(SETTING.values())
 ENV_PORT = {API: "API_SERVER_PORT", WEBHOOK: "WEBHOOK_PORT"}
 HERMES_DEFAULT = {API: 8642, WEBHOOK: 8644}
 # Ports hermes binds by default (API server, webhook, BlueBubbles): never allocated.
@@ -118,13 +119,15 @@ def read_profile(home: str, name: str, warn) -> ProfileFacts:
         return ProfileFacts(name)
 
 
-def read_profile_at(dfd: int, home: str, name: str, warn) -> ProfileFacts:
-    """:func:`read_profile` through the profile's directory, already open as ``dfd``."""
+def read_profile_at(dfd: int, home: str, name: str, warn,
+                    stats: dict | None = None) -> ProfileFacts:
+    """:func:`read_profile` through the profile's directory, already open as ``dfd``
+    (``stats``, a dict, receives the ``fstat`` of each file read, by name)."""
     parts = profile_parts(name)
     env: dict[str, str] = {}
     config: dict[str, PlatformConfig] = {}
-    raw_env = _read(dfd, ".env", ENV_LIMIT, home, parts, warn)
-    raw_cfg = _read(dfd, "config.yaml", CONFIG_LIMIT, home, parts, warn)
+    raw_env = _read(dfd, ".env", ENV_LIMIT, home, parts, warn, stats)
+    raw_cfg = _read(dfd, "config.yaml", CONFIG_LIMIT, home, parts, warn, stats)
     if raw_env:
         env = parse_dotenv(raw_env)
     if raw_cfg and b"platforms" in raw_cfg:  # both platforms live under a `platforms:` key
@@ -134,8 +137,9 @@ def read_profile_at(dfd: int, home: str, name: str, warn) -> ProfileFacts:
     return ProfileFacts(name, env, config)
 
 
-def _read(dfd: int, fname: str, limit: int, home: str, parts, warn) -> bytes:
-    raw, why = volfile.read(dfd, fname, limit)
+def _read(dfd: int, fname: str, limit: int, home: str, parts, warn,
+          stats: dict | None = None) -> bytes:
+    raw, why = volfile.read(dfd, fname, limit, stats)
     if why:
         warn(f"could not read {escape(os.path.join(home, *parts, fname))}: {why}; "
              "its ports are not read")
@@ -320,6 +324,8 @@ def bound(env: Mapping[str, str], config: Mapping[str, PlatformConfig]) -> dict[
 
 def explicit(facts: ProfileFacts, profile_vars: Mapping[str, object]) -> dict[str, int]:
     """A named profile's explicit ports: ``.env`` > ``profile_vars`` > ``config.yaml``."""
+    if not facts.env and not facts.config and not any(s in profile_vars for s in _SETTINGS):
+        return {}  # the usual profile sets none (a thousand of them: skip the search)
     out: dict[str, int] = {}
     for plat in PLATFORMS:
         cfg = facts.config.get(plat, PlatformConfig())
@@ -436,7 +442,7 @@ class PortsFile:
     """
 
     def __init__(self, home: str, owner: tuple[int, int] | None, warn, lock: bool,
-                 quiet: frozenset[str] = frozenset()):
+                 quiet: frozenset[str] = frozenset(), known: tuple = ()):
         self.home, self.owner, self.warn = home, owner, warn
         # what another read of the same run already said: "unusable" (a plain read before
         # the run sets the file aside), "entries" (the locked re-read of the run)
@@ -456,6 +462,10 @@ class PortsFile:
             self._lock()
         else:
             self.raw = self._read_plain()
+        if known and self.raw == known[0]:
+            # the very bytes an earlier read of this run parsed (:meth:`Allocation.record`)
+            self.doc, self.table = known[1], {n: dict(e) for n, e in known[2].items()}
+            return
         self.table = self._parse(self.raw, set_aside=lock)
 
     def _read_plain(self) -> bytes:
@@ -602,20 +612,28 @@ class Allocation:
     claimed: tuple[tuple[int, str], ...]
     bases: tuple[tuple[str, int], ...]
     table: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+    # The file as the plan read it: (bytes, document, usable entries, whether ``table``
+    # is exactly what it holds). The record, finding the same bytes under its lock,
+    # neither parses them again nor, when nothing changed, compares the whole table.
+    read: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     @classmethod
-    def of(cls, home, owner, names, claimed, bases, table) -> Allocation:
+    def of(cls, home, owner, names, claimed, bases, table, read: tuple = ()) -> Allocation:
         return cls(home, owner, tuple(sorted(set(names))), tuple(claimed.items()),
                    tuple(bases.items()),
-                   tuple((n, tuple(sorted(e.items()))) for n, e in sorted(table.items())))
+                   tuple((n, tuple(sorted(e.items()))) for n, e in sorted(table.items())),
+                   read)
 
     def record(self, warn) -> bool:
         """Lock the file (0.5 s at most), set an unusable one aside by one rename (never
         following a link), and save the allocation if it changed. True when written."""
-        pf = PortsFile(self.home, self.owner, warn, lock=True, quiet=frozenset({"entries"}))
+        pf = PortsFile(self.home, self.owner, warn, lock=True, quiet=frozenset({"entries"}),
+                       known=self.read[:3])
         try:
             if not pf.locked:
                 return False
+            if self.read and self.read[3] and pf.raw == self.read[0]:
+                return False  # the file holds exactly what the plan allocated
             planned = {n: dict(e) for n, e in self.table}
             current = dict(pf.table)
             used = {port for e in current.values() for port in e.values()}
@@ -719,7 +737,12 @@ def _layout(home: str, names: list[str], profile_vars: Mapping[str, Mapping[str,
         table = allocate(pf.table, names, claimed, bases, warn)
     finally:
         pf.close()
-    allocation = Allocation.of(home, owner, names, claimed, bases, table) if recording else None
+    allocation = None
+    if recording:
+        read = ()
+        if pf.doc is not None and not pf.raw.startswith(b"\0corrupt: "):
+            read = (pf.raw, pf.doc, pf.table, _identical(pf.doc, to_doc(table)))
+        allocation = Allocation.of(home, owner, names, claimed, bases, table, read)
     if record and allocation is not None:
         allocation.record(warn)
     out = {DEFAULT: Gateway(DEFAULT, {}, {p: default[p][1] for p in PLATFORMS},

@@ -48,15 +48,16 @@ class Skipped:
     reason: str
 
 
-def read_state(home: str, parts: tuple[str, ...], warn,
-               dfd: int | None = None) -> tuple[str | None, bool, str | None]:
+def read_state(home: str, parts: tuple[str, ...], warn, dfd: int | None = None,
+               stats: dict | None = None) -> tuple[str | None, bool, str | None]:
     """Read a profile's state without following symlinks; problems become warnings.
 
-    ``dfd``, when given, is the profile directory already opened (discovery's hot path).
+    ``dfd``, when given, is the profile directory already opened (discovery's hot path);
+    ``stats``, a dict, then receives the state file's ``fstat``.
     Returns (prior_state, autostart, the recorded desired_state or None).
     """
     if dfd is not None:
-        doc = state.read_at(dfd)
+        doc = state.read_at(dfd, stats)
     else:
         try:
             with fsops.opened_dir(home, parts) as fd:
@@ -74,19 +75,22 @@ def read_state(home: str, parts: tuple[str, ...], warn,
     return doc.prior_state, doc.autostart, None if doc.problem else doc.desired_state
 
 
-def discover(home: str, warn, each=None) -> tuple[list[Profile], list[Skipped]]:
+def discover(home: str, warn, each=None, cache=None) -> tuple[list[Profile], list[Skipped]]:
     """All profiles (``default`` first, then named ones by name) and skipped entries.
 
     ``warn(message)`` receives one line per skipped or unreadable thing. Entries of
     ``profiles/`` without a ``SOUL.md`` are ignored silently. ``each(name, dfd)``, when
     given, is called for every profile with its directory open, to read more of it
-    without opening it again.
+    without opening it again. ``cache`` (a :class:`.volcache.VolumeCache`) vouches
+    for profiles an earlier run read, unchanged since: they are not read again;
+    ``each`` is then called as ``each(name, dfd, entry)`` with the profile's
+    :class:`.volcache.Entry` (to take its own part from, or note it there).
     """
     try:
         with fsops.opened_dir(home) as hfd:
-            profiles = [_profile(home, DEFAULT, (), hfd, warn)]
-            if each:
-                each(DEFAULT, hfd)
+            entry = cache.open("", hfd) if cache is not None else None
+            profiles = [_profile(home, DEFAULT, (), hfd, warn, entry)]
+            _each(each, DEFAULT, hfd, entry, cache)
     except FileNotFoundError:  # no volume yet: the default slot still registers, down
         return [Profile(DEFAULT, (), None, False)], []
     skipped: list[Skipped] = []
@@ -101,7 +105,7 @@ def discover(home: str, warn, each=None) -> tuple[list[Profile], list[Skipped]]:
         with os.scandir(pfd) as it:
             entries = sorted((e.name, e.is_symlink()) for e in it)
         for name, is_link in entries:
-            reason, dfd = _open_profile(pfd, name, is_link)
+            reason, dfd, entry = _open_profile(pfd, name, is_link, cache)
             try:
                 if reason == "":
                     continue  # not a profile at all
@@ -114,9 +118,8 @@ def discover(home: str, warn, each=None) -> tuple[list[Profile], list[Skipped]]:
                     warn(f"skipping profile {escape(name)}: {reason}")
                     skipped.append(Skipped(name, reason))
                     continue
-                profiles.append(_profile(home, name, ("profiles", name), dfd, warn))
-                if each:
-                    each(name, dfd)
+                profiles.append(_profile(home, name, ("profiles", name), dfd, warn, entry))
+                _each(each, name, dfd, entry, cache)
             finally:
                 if dfd is not None:
                     os.close(dfd)
@@ -125,22 +128,61 @@ def discover(home: str, warn, each=None) -> tuple[list[Profile], list[Skipped]]:
     return profiles, skipped
 
 
-def _profile(home: str, name: str, parts: tuple[str, ...], dfd: int, warn) -> Profile:
-    """A profile read through its open directory: state, and whether stale files lie there."""
+def _each(each, name: str, dfd: int, entry, cache) -> None:
+    if cache is None:
+        if each:
+            each(name, dfd)
+        return
+    if each:
+        each(name, dfd, entry)
+    cache.done(entry)
+
+
+def _profile(home: str, name: str, parts: tuple[str, ...], dfd: int, warn,
+             entry=None) -> Profile:
+    """A profile read through its open directory: state, and whether stale files lie there
+    (from ``entry`` when the cache vouches for it, else read and noted there)."""
+    if entry is not None and entry.hit:
+        stale, value, autostart, recorded = entry.record[2]
+        return Profile(name, parts, value, autostart, stale=stale, recorded=recorded)
+    if entry is not None:
+        warn = _noting(entry, warn)
     stale = any(fsops.lexists(dfd, n) for n in STALE_FILES)
-    value, autostart, recorded = read_state(home, parts, warn, dfd)
+    value, autostart, recorded = read_state(home, parts, warn, dfd,
+                                            entry.files if entry is not None else None)
+    if entry is not None:
+        entry.profile = [stale, value, autostart, recorded]
     return Profile(name, parts, value, autostart, stale=stale, recorded=recorded)
 
 
-def _open_profile(pfd: int, name: str, is_link: bool) -> tuple[str | None, int | None]:
-    """(None and the open dir fd) for a usable profile dir; ("", None) for "not a profile";
-    (a skip reason, None) otherwise. The caller closes the fd."""
+def _noting(entry, warn):
+    """``warn`` that also marks ``entry`` as read with a warning (never recorded)."""
+    def noted(message: str) -> None:
+        entry.clean = False
+        warn(message)
+    return noted
+
+
+def _open_profile(pfd: int, name: str, is_link: bool,
+                  cache=None) -> tuple[str | None, int | None, object]:
+    """(None, the open dir fd, its cache entry or None) for a usable profile dir;
+    ("", None, None) for "not a profile"; (a skip reason, None, None) otherwise. The
+    caller closes the fd. A directory the cache vouches for holds the same ``SOUL.md``."""
     if is_link:
-        return "the profile directory is a symlink; not followed", None
+        return "the profile directory is a symlink; not followed", None, None
     try:
         dfd = os.open(name, fsops.DIR_FLAGS, dir_fd=pfd)
     except OSError:
-        return "", None  # a plain file or vanished: not a profile
+        return "", None, None  # a plain file or vanished: not a profile
+    entry = None
+    if cache is not None:
+        try:
+            entry = cache.open("profiles/" + name, dfd)
+        except BaseException:
+            os.close(dfd)
+            raise
+        if entry.hit:
+            return None, dfd, entry
     try:
         st = os.stat("SOUL.md", dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
@@ -151,13 +193,13 @@ def _open_profile(pfd: int, name: str, is_link: bool) -> tuple[str | None, int |
         reason = None if stat.S_ISREG(st.st_mode) else "SOUL.md is not a regular file"
     if reason is not None:
         os.close(dfd)
-        return reason, None
-    return None, dfd
+        return reason, None, None
+    return None, dfd, entry
 
 
 def _soul_problem(pfd: int, name: str, is_link: bool) -> str | None:
     """None for a usable profile dir, "" for "not a profile", else a skip reason."""
-    reason, dfd = _open_profile(pfd, name, is_link)
+    reason, dfd, _ = _open_profile(pfd, name, is_link)
     if dfd is not None:
         os.close(dfd)
     return reason

@@ -129,14 +129,15 @@ def parse(raw: bytes) -> GatewayState:
     return GatewayState(value, value in aliases, **facts)
 
 
-def read_at(dfd: int) -> GatewayState:
+def read_at(dfd: int, stats: dict | None = None) -> GatewayState:
     """The state file in the open profile directory ``dfd``; missing = :data:`NONE`.
 
-    Bounded, never through a symlink; an unreadable file is a ``problem``.
+    Bounded, never through a symlink; an unreadable file is a ``problem``. ``stats``, a
+    dict, receives the ``fstat`` of the file read (:func:`.volfile.read`).
     """
     from .volfile import read as read_volume_file
 
-    raw, why = read_volume_file(dfd, STATE_FILE, STATE_LIMIT)
+    raw, why = read_volume_file(dfd, STATE_FILE, STATE_LIMIT, stats)
     if why:
         return GatewayState(problem=why, unreadable=True)
     return NONE if raw is None else parse(raw)

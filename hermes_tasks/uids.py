@@ -297,7 +297,8 @@ def for_settings(settings, names: Iterable[str], owners: Mapping[str, int], warn
     record = read_record(settings.hermes_home, warn, base)
     if not settings.profile_isolation:
         back = {n: record.profiles[n] for n in names if n in record.profiles}
-        back.update({n: u for n, u in owners.items() if n in names and n not in back
+        wanted = set(names)  # a thousand profiles: a list here made it quadratic
+        back.update({n: u for n, u in owners.items() if n in wanted and n not in back
                      and _in_range(u, base, DEFAULT_LIMIT) and u != settings.service_uid})
         if back:  # the old uid's processes are stopped: never an account's (hostile record)
             taken = accounts()

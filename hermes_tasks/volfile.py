@@ -51,12 +51,14 @@ def why(exc: BaseException) -> str:
     return shown(type(exc).__name__)
 
 
-def read(dir_fd: int, name: str, limit: int) -> tuple[bytes | None, str | None]:
+def read(dir_fd: int, name: str, limit: int,
+         stats: dict | None = None) -> tuple[bytes | None, str | None]:
     """``(data, None)``, ``(None, None)`` when absent, or ``(None, why)``: never raises.
 
     A symlink is not followed (dangling, looping or not); a FIFO cannot block (``O_NONBLOCK``),
     anything but a regular file is refused by ``fstat`` before a byte is read; more than
     ``limit`` bytes (a sparse file's size counts) is refused without reading it.
+    ``stats``, a dict, receives the ``fstat`` of a file read (by ``name``).
     """
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
@@ -76,6 +78,8 @@ def read(dir_fd: int, name: str, limit: int) -> tuple[bytes | None, str | None]:
         data = read_fd(fd, limit, st.st_size)
         if len(data) > limit:
             return None, f"is larger than {limit} bytes"
+        if stats is not None:
+            stats[name] = st
         return data, None
     except (OSError, MemoryError) as exc:
         return None, why(exc)

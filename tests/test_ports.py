@@ -281,6 +281,30 @@ def test_an_entry_written_between_plan_and_record_is_kept_and_named(tmp_path):
     assert len(warnings) == 1 and "the ports of a recorded there differ" in warnings[0]
 
 
+def test_a_record_of_the_bytes_the_plan_read_neither_parses_nor_writes(tmp_path, monkeypatch):
+    _seed(tmp_path)
+    args = (str(tmp_path), ["a", "b"], {}, {}, (), {"default": {}, "a": {}, "b": {}}, BASES)
+    _, first = ports._layout(*args, lambda m: None, recording=True, record=False)
+    assert first.record(lambda m: None)
+    _, again = ports._layout(*args, lambda m: None, recording=True, record=False)
+    before = os.stat(tmp_path / ports.FILE)
+    parsed: list[bytes] = []
+    real = ports.PortsFile._parse
+    monkeypatch.setattr(ports.PortsFile, "_parse",
+                        lambda self, raw, set_aside: parsed.append(raw) or real(self, raw, set_aside))
+    assert not again.record(lambda m: None)
+    assert parsed == []
+    after = os.stat(tmp_path / ports.FILE)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # the same plan recorded after the file changed: read and merged as before
+    (tmp_path / ports.FILE).write_text(json.dumps(
+        {"profiles": {"a": {"api_server_port": 8660, "webhook_port": 8760}}}))
+    warnings: list[str] = []
+    assert again.record(warnings.append)
+    assert parsed and saved(tmp_path)["a"] == {"api_server_port": 8660, "webhook_port": 8760}
+    assert len(warnings) == 1 and "the ports of a recorded there differ" in warnings[0]
+
+
 def test_symlink_fifo_and_huge_file_are_never_followed_or_read(tmp_path):
     _seed(tmp_path)
     secret = tmp_path / "secret"

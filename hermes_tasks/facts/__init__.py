@@ -18,7 +18,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import ownership, placement, profiles, slots, svstatus, uids, volfile
+from .. import ownership, placement, profiles, rendercache, slots, svstatus, uids, volcache, volfile
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -67,6 +67,9 @@ class Facts:
     allocation: portsmod.Allocation | None = None
     # The uid allocation a run records (None: nothing to record, or --check).
     uid_allocation: uids.Pending | None = None
+    # Profiles found as an earlier run read them (:mod:`..volcache`); saved with the slot
+    # cache (:func:`read_slots` hands it over), so only by a run, never by --check.
+    volume_cache: volcache.VolumeCache | None = None
 
     def profile(self, name: str) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -79,27 +82,63 @@ def require_scandir(settings: Settings) -> None:
                         "(is s6 set up? set scandir in the inventory or with --var)")
 
 
-def volume(settings: Settings, warn, files=None,
-           owners=None) -> tuple[list[Profile], list[Skipped]]:
+def volume(settings: Settings, warn, files=None, owners=None,
+           cache=None) -> tuple[list[Profile], list[Skipped]]:
     """Profiles (default first, then by name) and the directories skipped with a warning.
 
     ``files``, a dict, receives each profile's port-relevant files (``.env``,
     ``config.yaml``), read through the directory discovery has open anyway; ``owners``,
-    a dict, the owner uid of each one's directory (SPEC §16).
+    a dict, the owner uid of each one's directory (SPEC §16). ``cache``, a
+    :class:`..volcache.VolumeCache`: profiles unchanged since an earlier run read them are
+    taken from it (``files`` then required).
     """
     home = settings.hermes_home
     each = None
     if files is not None:
-        def each(name, dfd):
+        def each(name, dfd, entry=None):
             if owners is not None:
-                owners[name] = os.fstat(dfd).st_uid
+                owners[name] = (entry.dir if entry is not None else os.fstat(dfd)).st_uid
+            if entry is not None and entry.hit:
+                files[name] = _cached_ports(name, entry.record[3])
+                return
+            noted = warn if entry is None else profiles._noting(entry, warn)
             try:
-                files[name] = portsmod.read_profile_at(dfd, home, name, warn)
+                files[name] = portsmod.read_profile_at(
+                    dfd, home, name, noted, entry.files if entry is not None else None)
             except Exception as exc:  # noqa: BLE001 - hostile input fails this profile's ports only
-                warn(f"could not read the ports of profile {profiles.escape(name)}: "
-                     f"{volfile.why(exc)}; none are taken from its files")
+                noted(f"could not read the ports of profile {profiles.escape(name)}: "
+                      f"{volfile.why(exc)}; none are taken from its files")
                 files[name] = portsmod.ProfileFacts(name)
-    return profiles.discover(home, warn, each)
+            if entry is not None:
+                entry.ports = _ports_record(files[name])
+    return profiles.discover(home, warn, each, cache if files is not None else None)
+
+
+def _volume_cache(settings: Settings) -> volcache.VolumeCache | None:
+    """The volume cache, kept only in a ``render_cache_dir`` we trust (the image's, which a
+    restarted container keeps): never in the scandir, where every entry is accounted for."""
+    where = rendercache.location(settings)
+    if os.path.abspath(where) == os.path.abspath(settings.scandir):
+        return None
+    return volcache.VolumeCache.load(where, settings.hermes_home)
+
+
+def _ports_record(found: portsmod.ProfileFacts) -> list | None:
+    """A profile's port facts as the volume cache keeps them (None: not keepable)."""
+    config = {}
+    for plat, cfg in found.config.items():
+        if not (volcache.plain(cfg.extra_port) and volcache.plain(cfg.port)):
+            return None
+        config[plat] = [cfg.enabled, cfg.extra_port, cfg.port, cfg.has_key]
+    return [dict(found.env), config]
+
+
+def _cached_ports(name: str, rec: list) -> portsmod.ProfileFacts:
+    env, config = rec
+    return portsmod.ProfileFacts(name, dict(env), {
+        plat: portsmod.PlatformConfig(enabled=bool(c[0]), extra_port=c[1], port=c[2],
+                                      has_key=bool(c[3]))
+        for plat, c in config.items()})
 
 
 def scandir(settings: Settings) -> tuple[list[str], list[str], bool | None]:
@@ -123,11 +162,15 @@ def gather(settings: Settings, warn, names=(), *, for_run: bool = False,
     files: dict = {}
     owners: dict = {}
     existing, stale, scanner = scandir(settings)
+    cache = _volume_cache(settings)
     try:
-        found, skipped = volume(settings, warn, files, owners)
+        found, skipped = volume(settings, warn, files, owners, cache)
     except Exception as exc:  # noqa: BLE001 - see _unreadable
         found, skipped = _unreadable(settings, existing, exc, warn), []
+    if cache is not None:
+        cache.finish()
     known = Facts(settings, found, skipped, existing, stale, scanner)
+    known.volume_cache = cache
     why = placement.reason(settings.host_id)
     for name in [*(p.name for p in found), *names]:
         if not placement.placed(name, settings.gateway_profiles):
@@ -247,9 +290,12 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
     A slot's files and runtime are read through one directory fd (the hot path at 1000).
     """
     cfg = facts.settings
+    if facts.slot_cache is not None and facts.volume_cache is not None:
+        facts.slot_cache.volume = facts.volume_cache  # saved with it (SaveCaches)
     present = set(facts.existing)
+    under = os.path.join(cfg.scandir, "")
     for spec in specs:
-        path = os.path.join(cfg.scandir, spec.name)
+        path = under + spec.name
         try:
             dfd = slots.open_slot(path)
         except FileNotFoundError:
@@ -263,7 +309,8 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
             facts.slots[spec.name] = found
             if spec.name in present and spec.name not in facts.runtime:
                 seen = found.down if found.structural is None else None
-                facts.runtime[spec.name] = _runtime(cfg, spec.name, dfd, seen)
+                facts.runtime[spec.name] = _runtime(cfg, spec.name, dfd, seen,
+                                                    staying_down=spec.down)
         finally:
             os.close(dfd)
     for name in [*(s.name for s in specs), *extra]:
@@ -272,9 +319,12 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
 
 
 def _runtime(cfg: Settings, name: str, dfd: int | None = None,
-             down: bool | None = None) -> Runtime:
+             down: bool | None = None, staying_down: bool = False) -> Runtime:
+    """``staying_down``: see :func:`.runtime.read` (the plan's own rule, :func:`..plan._runtime`,
+    reads the reason and the hold only of a gateway it wants up)."""
     profile = name[len(SLOT_PREFIX):] if name.startswith(SLOT_PREFIX) else None
-    rt = runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down)
+    rt = runtime.read(os.path.join(cfg.scandir, name), cfg.hermes_home, profile, dfd, down,
+                      staying_down)
     if rt.held and profile is not None:
         from ..logs import directory
 

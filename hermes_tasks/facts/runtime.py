@@ -69,12 +69,15 @@ NOT_SUPERVISED = Runtime(svstatus.Status(supervised=False))
 
 
 def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = None,
-         down: bool | None = None) -> Runtime:
+         down: bool | None = None, staying_down: bool = False) -> Runtime:
     """The runtime facts of the slot at ``slot_path``; ``profile`` (below ``home``) for the
     gateway's reason. ``dir_fd``: the slot's directory, already open; ``down``: whether
     it has a down marker, when just seen.
 
-    A status the caller may not read counts as "cannot tell" (supervised None).
+    ``staying_down``: the plan keeps this gateway down (its rendered slot has a down
+    marker), so only whether it runs matters: the exit reason and the crash-loop hold,
+    which explain why a gateway that should run does not, are not read (no reason, no
+    hold). A status the caller may not read counts as "cannot tell" (supervised None).
     """
     try:
         status = svstatus.read(slot_path, dir_fd, down)
@@ -83,6 +86,9 @@ def read(slot_path: str, home: str, profile: str | None, dir_fd: int | None = No
     except FileNotFoundError:
         return NOT_SUPERVISED
     reason = ""
+    if staying_down:
+        logger = logger_problem(slot_path) if status.supervised and profile is not None else ""
+        return Runtime(status, reason, logger)
     if profile is not None and not status.running and status.exit_code in KEPT_DOWN:
         reason = state.read(home, profile).reason or ""
     hold = None
