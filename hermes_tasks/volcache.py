@@ -40,7 +40,7 @@ import sys
 import time
 
 from . import fsops, slotcache
-from .rendercache import read_trusted, trusted_dir
+from .fsops import read_trusted, trusted_dir
 
 NAME = ".hermes-tasks.volume"
 FORMAT = 2
