@@ -439,7 +439,6 @@ def fmt_ms(values: list[float] | None) -> str:
 
 def report(n: int, runs: int, docs: dict, floors: dict, argv: list[str]) -> str:
     import datetime
-    import statistics
 
     names = list(docs)
     found = docs[names[0]]["time"][0]["found"]

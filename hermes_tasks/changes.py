@@ -17,14 +17,18 @@ Run-level changes (no row of their own) are :class:`AllocatePorts`, :class:`Allo
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+
+from . import records
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs ~4 ms of every run (issue 24)
+    from typing import Any, ClassVar
 
 FileFact = tuple[bytes, int] | None  # (content, mode) as found, None when missing
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Change:
     """One change of a row. ``alters``: carrying it out changes files, state or processes
     (a row with one such change is ``changed``). ``observed``: the run's words come from
@@ -50,7 +54,7 @@ def _verb(check: bool, would: str, did: str) -> str:
 # -- the volume ------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class CreateProfile(Change):
     """profile.create: make ``profiles/NAME`` (with its SOUL.md) before anything else."""
 
@@ -60,7 +64,7 @@ class CreateProfile(Change):
         return _verb(check, "would create ", "created ") + f"profiles/{self.name}"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class RecordState(Change):
     """Record ``desired_state`` in the profile's gateway_state.json before s6 is told."""
 
@@ -70,7 +74,7 @@ class RecordState(Change):
         return _verb(check, "would record", "recorded") + f" {self.state}"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class SweepStale(Change):
     """Remove the stale runtime files of a gateway that is not up (``parts``: its profile)."""
 
@@ -84,7 +88,7 @@ class SweepStale(Change):
         return "removed stale " + ", ".join(removed) if removed else ""
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class DisposeProfile(Change):
     """profile.delete: move the profile to ``.trash`` (``purge``: and delete it there)."""
 
@@ -103,7 +107,7 @@ class DisposeProfile(Change):
         return f"moved the profile to {home}/.trash/profiles/{moved}"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class AskOwner(Change):
     """SPEC §14.3: the gateway runs on ``host``, whose agent acts on the intent recorded
     here; ``restart``: a one-shot restart request is left for it (a change of its own)."""
@@ -124,7 +128,7 @@ class AskOwner(Change):
 # -- the slot directory ------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Publish(Change):
     """A new slot, built in a staging dir and renamed into the scandir. ``first``: default
     and the registrar, published and supervised before the rest. ``marker``: the down
@@ -142,14 +146,14 @@ class Publish(Change):
         return _verb(check, "would be published", "published")
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Replace(Change):
     """A slot that cannot be updated in place: the new one is built aside, the old one
     brought down and swapped out (sequence B′). ``before``: the files as found."""
 
     spec: Any
     reason: str
-    before: dict = dataclasses.field(default_factory=dict, compare=False)
+    before: dict = records.field(default_factory=dict, compare=False)
     marker: bool | None = None
     first: bool = False  # default or the registrar (see Publish)
     slot_files: ClassVar[bool] = True
@@ -158,7 +162,7 @@ class Replace(Change):
         return f"{_verb(check, 'would be ', '')}replaced: {self.reason}"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Retire(Change):
     """Take the slot out of the scan: down and wait, rename aside, rescan, delete."""
 
@@ -169,13 +173,13 @@ class Retire(Change):
         return f"{_verb(check, 'would be ', '')}retired: {self.reason}"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class WriteFiles(Change):
     """Rewrite ``files`` of an existing slot in place (temp file + rename each);
     ``before`` keeps what was there for --diff."""
 
     files: tuple[str, ...]
-    before: dict = dataclasses.field(default_factory=dict, compare=False)
+    before: dict = records.field(default_factory=dict, compare=False)
     in_place: ClassVar[bool] = True
     slot_files: ClassVar[bool] = True
 
@@ -183,7 +187,7 @@ class WriteFiles(Change):
         return _verb(check, "would rewrite ", "rewrote ") + ", ".join(self.files)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class SetMarker(Change):
     """Add (``down``) or remove the slot's down marker."""
 
@@ -199,7 +203,7 @@ class SetMarker(Change):
         return f"{verb} the down marker"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class RepairSkeleton(Change):
     """Repair the slot's supervise/ and event/ entries (modes, owners, foreign entries)."""
 
@@ -210,7 +214,7 @@ class RepairSkeleton(Change):
         return _verb(check, "would repair", "repaired") + " supervise/event permissions"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class RemoveLitter(Change):
     """Remove the temp files an interrupted run left in the slot."""
 
@@ -223,7 +227,7 @@ class RemoveLitter(Change):
                 "interrupted run: " + ", ".join(self.names))
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class OwedRestarts(Change):
     """The restarts this update owes the slot, kept in ``data/restart-pending`` until
     done: ``pending`` an earlier run left; ``gateway``: its run/finish changed (or it owed
@@ -249,7 +253,7 @@ class OwedRestarts(Change):
 # -- s6 ------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Rescan(Change):
     """An existing slot nobody supervises under a running scanner: tell s6-svscan."""
 
@@ -257,7 +261,7 @@ class Rescan(Change):
         return _verb(check, "not supervised: would rescan", "not supervised: rescanned")
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class BringDown(Change):
     """The gateway is up (or wanted up) and must not be: brought down with the batch."""
 
@@ -267,7 +271,7 @@ class BringDown(Change):
         return _verb(check, "would bring down", "brought down")
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class BringUp(Change):
     """The gateway must run and does not: brought up with the batch (with ``s6-svc -U``
     when the row also removes the down marker: both in one act)."""
@@ -278,7 +282,7 @@ class BringUp(Change):
         return _verb(check, "would bring up", "brought up")
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class RestartGateway(Change):
     """The running gateway is restarted (down with the batch, up with the batch)."""
 
@@ -288,7 +292,7 @@ class RestartGateway(Change):
         return _verb(check, "would restart the gateway", "restarted the gateway")
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class RestartLogger(Change):
     """The slot's s6-log is restarted by its own supervisor (only when supervised)."""
 
@@ -304,7 +308,7 @@ RUNTIME = (BringDown, BringUp, RestartGateway)
 # -- run-level changes (no row of their own) ---------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class AllocatePorts(Change):
     """Lock ``gateway-ports.json`` (0.5 s at most), set an unusable one aside by one
     rename, and save the allocation the plan used (:class:`..ports.Allocation`)."""
@@ -315,7 +319,7 @@ class AllocatePorts(Change):
         return _verb(check, "would record", "recorded") + " the gateways' ports"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class AllocateUids(Change):
     """Lock ``profile-uids.json`` (0.5 s at most), re-read it and save the isolated
     profiles' uids the plan used (:class:`..uids.Pending`); a profile whose uid could not
@@ -323,13 +327,13 @@ class AllocateUids(Change):
     profile of the plan to its row's slot."""
 
     allocation: Any
-    slots: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+    slots: Mapping[str, str] = records.field(default_factory=dict, compare=False)
 
     def describe(self, check: bool) -> str:
         return _verb(check, "would record", "recorded") + " the profiles' uids"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class SaveCaches(Change):
     """Keep what this run rendered (None for a partial run) and found (the slot cache of
     ``names``)."""
@@ -342,19 +346,19 @@ class SaveCaches(Change):
         return _verb(check, "would save", "saved") + " the render and slot caches"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class AppendBootLog(Change):
     """One line per row in the volume's boot log (SPEC §7); ``prior_exit``: slot → the
     exit code of its last run, when known (SPEC §15)."""
 
     rows: tuple
-    prior_exit: dict = dataclasses.field(default_factory=dict, compare=False)
+    prior_exit: dict = records.field(default_factory=dict, compare=False)
 
     def describe(self, check: bool) -> str:
         return _verb(check, "would append", "appended") + f" {len(self.rows)} lines to the boot log"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class UndoFailedCreates(Change):
     """A profile.create whose slot failed leaves nothing behind (SPEC §7): the rows
     ``steps`` whose profile this run created and whose slot failed lose it again."""

@@ -15,12 +15,11 @@ Deaths up to ``<slot>/data/crash-since`` (one line, the same nanosecond form) do
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import struct
 
-from . import fsops, svstatus
+from . import fsops, records, svstatus
 
 HOLD = "data/hold"
 SINCE = "data/crash-since"
@@ -29,7 +28,7 @@ _RECORD = struct.Struct(">QLBB")  # TAI64N label, exit code, signal (s6 2.11: 14
 _LIMIT = 4096
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Hold:
     """Why ``finish`` holds a gateway down."""
 

@@ -10,9 +10,7 @@ runs it through this same function as root and answers with the rows (:mod:`.cha
 
 from __future__ import annotations
 
-import dataclasses
-
-from . import changes, channel, facts, lock, plan, preflight, rendercache
+from . import changes, channel, facts, lock, plan, preflight, records, rendercache
 from .errors import TaskError
 from .intent import CREATE, RECONCILE, Intent
 from .inventory import Settings
@@ -23,7 +21,7 @@ from .s6 import S6
 from .slotcache import SlotCache
 
 
-@dataclasses.dataclass
+@records.record
 class Result:
     """What a run reports: its rows, and the registrar's row kept aside."""
 

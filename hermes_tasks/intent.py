@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from . import records
 
 RECONCILE, START, STOP, RESTART, CREATE, DELETE = (
     "reconcile", "start", "stop", "restart", "create", "delete")
@@ -10,7 +10,7 @@ RECONCILE, START, STOP, RESTART, CREATE, DELETE = (
 WORDS = {START: "started", STOP: "stopped", RESTART: "restarted"}
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Intent:
     """One task's request.
 

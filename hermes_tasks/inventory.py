@@ -9,14 +9,13 @@ or a status imports no YAML.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
 import stat
 from collections.abc import Mapping
 
-from . import fsops, inventorycache, workdir
+from . import fsops, inventorycache, records, workdir
 from .errors import InventoryError
 from .inventorycache import ParsedCache
 
@@ -39,7 +38,7 @@ HOST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_INVENTORY_BYTES = 1 << 20
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Settings:
     """Validated settings; field names are the inventory variable names."""
 
@@ -50,9 +49,9 @@ class Settings:
     service_uid: int = 10000
     service_gid: int = 10000
     hermes_bin: str = "hermes"
-    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    extra_env: Mapping[str, str] = records.field(default_factory=dict)
     # Per-profile isolation (SPEC §11): {name: {extra_env, api_server_port, webhook_port}}.
-    profile_vars: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
+    profile_vars: Mapping[str, Mapping[str, object]] = records.field(default_factory=dict)
     profile_scoped_env: tuple[str, ...] = ("API_SERVER_", "WEBHOOK_")
     api_port_base: int = 8650
     # At least max_slots above api_port_base: the two ranges never interleave (SPEC §14.5).
@@ -87,10 +86,10 @@ class Settings:
     profile_isolation: bool = False
     profile_uid_base: int = 20000
     # Where the values came from, for messages and for the registrar's copy.
-    source: str = dataclasses.field(default="<defaults>", compare=False)
+    source: str = records.field(default="<defaults>", compare=False)
     # What the caller named itself (--inventory, $HERMES_TASKS_INVENTORY, --var KEY): what
     # cannot reach root when a task goes through the registrar (SPEC §10).
-    named: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    named: tuple[str, ...] = records.field(default=(), compare=False)
 
     def as_vars(self) -> dict[str, object]:
         """The settings as inventory variables (what a YAML inventory would hold)."""
@@ -109,7 +108,7 @@ class Settings:
         return {**self.extra_env, **own}
 
 
-KNOWN = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in ("source", "named"))
+KNOWN = tuple(f.name for f in records.fields(Settings) if f.name not in ("source", "named"))
 
 
 def default_inventory_path() -> str:

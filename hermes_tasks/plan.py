@@ -15,11 +15,9 @@ down) → ``failed`` with its exit code and reason, until an explicit start or r
 
 from __future__ import annotations
 
-import dataclasses
-
 from . import changes as ch
 from . import intent as intents
-from . import redact, slots
+from . import records, redact, slots
 from .facts import Facts
 from .facts.runtime import Runtime
 from .intent import Intent
@@ -32,7 +30,7 @@ GATEWAY_FILES = frozenset({"run", "finish"})
 LOGGER_FILES = frozenset({"log/run"})
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Step:
     """One row of the plan: the slot (or skipped profile) it is about and its changes.
 
@@ -92,7 +90,7 @@ def _with(step: Step, *add: ch.Change, drop: tuple[type, ...] = (), **fields) ->
     """``step`` with the changes ``add``, without those of the kinds ``drop`` and with
     ``fields`` replaced; its changes kept in the order its message words them."""
     kept = [c for c in step.changes if not isinstance(c, drop)]
-    return dataclasses.replace(step, changes=tuple(sorted(
+    return records.replace(step, changes=tuple(sorted(
         kept + list(add), key=lambda c: _ORDER.index(type(c)))), **fields)
 
 
@@ -153,7 +151,7 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
     if intent.task == intents.RECONCILE:
         # a blocked gateway's slot is registered down (it must not start), and so is a
         # multiplexed one (the default gateway serves it, SPEC §15)
-        return [dataclasses.replace(p, autostart=False)
+        return [records.replace(p, autostart=False)
                 if p.name in facts.blocked or p.name in facts.multiplexed else p
                 for p in facts.profiles if p.name not in facts.unplaced]
     if intent.task == intents.DELETE:
@@ -165,16 +163,16 @@ def scope(intent: Intent, facts: Facts) -> list[Profile]:
         chosen = [facts.profile(n) or Profile(n, ("profiles", n), None, False)
                   for n in sorted(intent.names or ())]
     chosen = [p for p in chosen if p.name not in facts.unplaced]
-    chosen = [dataclasses.replace(p, autostart=False) if p.name in facts.blocked else p
+    chosen = [records.replace(p, autostart=False) if p.name in facts.blocked else p
               for p in chosen]
     desired = intent.desired
     if desired is None:
         return chosen
     if intent.task == intents.RESTART and intent.all:
         # --all restarts what is up or desired running; a deliberately stopped one stays so.
-        return [dataclasses.replace(p, autostart=True) if _restartable(p, facts) else p
+        return [records.replace(p, autostart=True) if _restartable(p, facts) else p
                 for p in chosen]
-    return [dataclasses.replace(p, autostart=desired == "running" and p.name not in facts.blocked)
+    return [records.replace(p, autostart=desired == "running" and p.name not in facts.blocked)
             for p in chosen]
 
 

@@ -35,7 +35,6 @@ What hermes 0.19.0 does (measured from its source):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -43,7 +42,7 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 
-from . import fsops, supervision, volfile
+from . import fsops, records, supervision, volfile
 from .lock import try_lock
 from .profiles import DEFAULT, escape, profile_parts, valid_name
 
@@ -69,7 +68,7 @@ LOCK_WAIT = 0.5
 MIN_PORT, MAX_PORT = 1024, 65535
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class PlatformConfig:
     """One platform's block of ``config.yaml`` (only what decides enabled and port)."""
 
@@ -79,7 +78,7 @@ class PlatformConfig:
     has_key: bool = False  # ``extra.key`` (the API server's key)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class ProfileFacts:
     """What one profile's own files say about its ports.
 
@@ -88,11 +87,11 @@ class ProfileFacts:
     """
 
     name: str
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    config: Mapping[str, PlatformConfig] = dataclasses.field(default_factory=dict)
+    env: Mapping[str, str] = records.field(default_factory=dict)
+    config: Mapping[str, PlatformConfig] = records.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Gateway:
     """A gateway's ports: ``exports`` (what its run script sets, named profiles only),
     ``ports`` (what each platform binds when on; when off, the port it would take if the
@@ -103,7 +102,7 @@ class Gateway:
     ports: Mapping[str, int | None]
     bound: Mapping[str, int]
     # Its stable allocation (platform -> port): reserved for it while the profile exists.
-    allocated: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    allocated: Mapping[str, int] = records.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- facts
@@ -593,7 +592,7 @@ def _quiet(_message: str) -> None:
     pass
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Allocation:
     """The allocation a plan used, for the run to record in ``gateway-ports.json``
     (the executor's :class:`..changes.AllocatePorts`).
@@ -615,7 +614,7 @@ class Allocation:
     # The file as the plan read it: (bytes, document, usable entries, whether ``table``
     # is exactly what it holds). The record, finding the same bytes under its lock,
     # neither parses them again nor, when nothing changed, compares the whole table.
-    read: tuple = dataclasses.field(default=(), compare=False, repr=False)
+    read: tuple = records.field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(cls, home, owner, names, claimed, bases, table, read: tuple = ()) -> Allocation:

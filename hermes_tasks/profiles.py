@@ -6,11 +6,10 @@ decides whether each gateway auto-starts. The state file itself is :mod:`state`'
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 
-from . import fsops, state
+from . import fsops, records, state
 from .names import DEFAULT, SLOT_PREFIX, escape, valid_name
 from .names import profile_parts as profile_parts  # profiles.profile_parts, for callers
 from .state import STATE_FILE
@@ -18,7 +17,7 @@ from .state import STATE_FILE
 STALE_FILES = ("gateway.pid", "processes.json")
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Profile:
     """A profile that gets a slot.
 
@@ -31,16 +30,16 @@ class Profile:
     prior_state: str | None
     autostart: bool
     # Stale runtime files (STALE_FILES) seen in its directory, for the sweep to consider.
-    stale: bool = dataclasses.field(default=False, compare=False)
+    stale: bool = records.field(default=False, compare=False)
     # The recorded desired_state (None when the state was decided by gateway_state or absent).
-    recorded: str | None = dataclasses.field(default=None, compare=False)
+    recorded: str | None = records.field(default=None, compare=False)
 
     @property
     def slot(self) -> str:
         return SLOT_PREFIX + self.name
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Skipped:
     """A directory that looks like a profile but gets no slot, and why."""
 

@@ -11,18 +11,17 @@ it returns within a poll of the gateway writing ``running``. s6's own ready flag
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable
 
-from . import crashloop, state, supervision, svstatus
+from . import crashloop, records, state, supervision, svstatus
 from .profiles import SLOT_PREFIX
 
 READY, DOWN, FAILED, TIMEOUT = "ready", "down", "failed", "timeout"
 POLL = 0.025
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Target:
     """One gateway to wait for: its slot directory and where its state file lives."""
 
@@ -38,7 +37,7 @@ class Target:
     last_death: float | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Outcome:
     """How one wait ended. ``result`` is one of READY, DOWN, FAILED, TIMEOUT."""
 
@@ -216,7 +215,7 @@ def settle(paths: list[str], goal: str, timeout: float, settings,
 
     home = settings.hermes_home
     owner = settings.host_id if settings.shared_volume else None
-    chosen = [dataclasses.replace(before.get(p) or target(p, home, _profile(p)),
+    chosen = [records.replace(before.get(p) or target(p, home, _profile(p)),
                                   host_id=owner) for p in paths]
     outcomes = wait(chosen, READY if goal == "up" else DOWN, timeout)
     failures = {}

@@ -23,7 +23,6 @@ refused (:func:`channel.refuse_named`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -33,7 +32,7 @@ import struct
 import sys
 import time
 
-from . import agent, engine, fsops, inventory
+from . import agent, engine, fsops, inventory, records
 from .channel import DATA, IO_TIMEOUT, LOGS, MAX_LOG_LINES, MAX_REQUEST, STATUS, _read
 from .errors import TaskError, UsageError
 from .intent import CREATE, DELETE, RECONCILE, RESTART, START, STOP, Intent
@@ -162,7 +161,7 @@ def handle(settings: Settings, request) -> dict:
             # root's own setting allows, whatever it asked (and whether or not it is still there)
             warnings.append(f"--timeout {intent.timeout:g} s is more than root's "
                             f"readiness_timeout: waiting at most {settings.readiness_timeout:g} s")
-            intent = dataclasses.replace(intent, timeout=float(settings.readiness_timeout))
+            intent = records.replace(intent, timeout=float(settings.readiness_timeout))
         result = engine.run(settings, intent, check=check, diff=diff, manage_registrar=False,
                             warn=warnings.append, show_secrets=show)
     except (TaskError, OSError) as exc:

@@ -7,13 +7,13 @@ about privilege drops themselves at run time with ``id -u``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import re
 import sys
 from collections.abc import Iterator, Mapping
 
+from . import records
 from .inventory import Settings
 from .names import REGISTRAR
 from .profiles import DEFAULT, SLOT_PREFIX, valid_name
@@ -38,7 +38,7 @@ GATEWAY_SCRIPTS = ("run", "log/run", "check", "own")
 NOTIFICATION_FD = b"3\n"
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class File:
     content: bytes
     mode: int
@@ -133,7 +133,7 @@ def as_rendered(found: Mapping, files: Mapping[str, File]) -> bool:
     return isinstance(found, AsRendered) and found.files is files
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class SlotSpec:
     """Everything a slot must hold. ``files`` maps slot-relative paths to content (a
     :class:`Files` makes it only when asked for)."""
@@ -143,7 +143,7 @@ class SlotSpec:
     down: bool
     logged: bool = True
     # Written only when the slot is first published, never compared afterwards.
-    initial: dict[str, File] = dataclasses.field(default_factory=dict)
+    initial: dict[str, File] = records.field(default_factory=dict)
     # A short text that determines every file's content (and so stands for it in the
     # slot cache's signature), or None: hash the content itself.
     key: str | None = None

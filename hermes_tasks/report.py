@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
+from . import records
 from .changes import AskOwner, CreateProfile, RecordState
 from .profiles import escape
 from .volfile import shown
@@ -14,7 +14,7 @@ RESULTS = ("ok", "changed", "skipped", "failed")
 _WORD = {"ok": "ok", "changed": "changed", "skipped": "skipping", "failed": "failed"}
 
 
-@dataclasses.dataclass
+@records.record
 class Row:
     """One item of a run: a slot (or a skipped profile) and what happened to it."""
 

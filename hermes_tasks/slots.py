@@ -5,12 +5,11 @@ Reading only; the planner compares these facts with rendered :class:`SlotSpec` o
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import time
 
-from . import fsops, rendercache, slotcache
+from . import fsops, records, rendercache, slotcache
 from .profiles import SLOT_PREFIX
 from .render import REGISTRAR, SlotSpec
 from .slotcache import SlotCache
@@ -45,7 +44,7 @@ TMP_SUFFIX = ".hermes-tasks.tmp"
 CACHE_LITTER = (f".{rendercache.NAME}{TMP_SUFFIX}", f".{slotcache.NAME}{TMP_SUFFIX}")
 
 
-@dataclasses.dataclass
+@records.record
 class SlotFacts:
     """One scandir entry as found.
 

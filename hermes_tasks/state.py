@@ -8,12 +8,11 @@ start time (readiness, §5), exit reason and each platform's state and error (st
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 
-from . import fsops
+from . import fsops, records
 from .names import escape, profile_parts
 
 STATE_FILE = "gateway_state.json"
@@ -24,7 +23,7 @@ REASON_LIMIT = 200
 RUNNING_ALIASES = frozenset({"running", "draining", "degraded"})
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class GatewayState:
     """What one ``gateway_state.json`` says; every field None when it says nothing.
 
@@ -41,7 +40,7 @@ class GatewayState:
     pid: int | None = None
     start_time: int | None = None
     exit_reason: str | None = None
-    platforms: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+    platforms: dict[str, dict[str, str | None]] = records.field(default_factory=dict)
     problem: str | None = None
     unreadable: bool = False  # the problem is reading the file, not what it holds
 

@@ -17,14 +17,13 @@ at most 4 KiB; read by the ``held`` provider) — e.g. ``finish`` holding a cras
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import struct
 import time
 from collections.abc import Callable
 
-from . import fsops, ownership, placement, profiles, readiness, state, supervision, svstatus
+from . import fsops, ownership, placement, profiles, readiness, records, state, supervision, svstatus
 from . import ports as portsmod
 from .inventory import Settings
 from .names import REGISTRAR
@@ -39,19 +38,19 @@ LOG_LINES = 5  # quoted with a crash loop or an exit
 CRASH_LIMIT, CRASH_WINDOW = 5, 60  # SPEC §14 defaults, when the inventory has none
 
 
-@dataclasses.dataclass
+@records.record
 class View:
     """What one ``gateway.status`` run knows beyond a single record (read lazily)."""
 
     cfg: Settings
     names: list[str]  # every profile on the volume, default first, then by name
-    now: float = dataclasses.field(default_factory=time.time)
+    now: float = records.field(default_factory=time.time)
     _blocked: dict[str, str] | None = None
-    _netns: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
+    _netns: dict[int, dict[str, int]] = records.field(default_factory=dict)
     # whether each up gateway's own listening ports are read (``served_ports``: only the
     # JSON shows them); a platform that is on is always checked
     served_ports: bool = True
-    _listening: dict[int, set[int] | None] = dataclasses.field(default_factory=dict)
+    _listening: dict[int, set[int] | None] = records.field(default_factory=dict)
 
     @property
     def host_check(self) -> str | None:
@@ -84,15 +83,15 @@ class View:
         return self._listening[pid]
 
 
-@dataclasses.dataclass
+@records.record
 class _PortFacts:
     """The part of :class:`facts.Facts` the port rule reads."""
 
     settings: Settings
     profiles: list
-    unplaced: dict = dataclasses.field(default_factory=dict)
-    blocked: dict = dataclasses.field(default_factory=dict)
-    ports: dict = dataclasses.field(default_factory=dict)
+    unplaced: dict = records.field(default_factory=dict)
+    blocked: dict = records.field(default_factory=dict)
+    ports: dict = records.field(default_factory=dict)
 
     def __post_init__(self):
         for p in self.profiles:

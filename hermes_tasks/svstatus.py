@@ -10,18 +10,17 @@ and signalling are :mod:`supervision`'s.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 
-from . import fsops
+from . import fsops, records
 
 RECORD = 35
 TAI_OFFSET = (1 << 62) + 37  # TAI64 label of the Unix epoch, as s6-svstat prints it here
 _FLAG_PAUSED, _FLAG_FINISHING, _FLAG_WANT_UP, _FLAG_READY = 0x01, 0x02, 0x04, 0x08
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Status:
     """What s6 knows of one service.
 

@@ -30,7 +30,6 @@ set) wins over the record.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import json
 import os
@@ -38,7 +37,7 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 
-from . import fsops, supervision, volfile
+from . import fsops, records, supervision, volfile
 from .lock import try_lock
 from .profiles import DEFAULT, escape, valid_name
 
@@ -53,17 +52,17 @@ DEFAULT_LIMIT = 65533
 LOCK_WAIT = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Record:
     """A validated record: ``profiles`` name → uid, ``retired`` uids never handed out again,
     ``converted`` name → (st_dev, st_ino) of the directory root gave to its uid."""
 
-    profiles: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    profiles: Mapping[str, int] = records.field(default_factory=dict)
     retired: frozenset[int] = frozenset()
-    converted: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    converted: Mapping[str, tuple[int, int]] = records.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Allocation:
     """What :func:`allocate` decided.
 
@@ -325,7 +324,7 @@ def for_settings(settings, names: Iterable[str], owners: Mapping[str, int], warn
     return uids, blocked, pending
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Pending:
     """The uids a plan used, for the run to record in ``profile-uids.json`` (the
     executor's :class:`..changes.AllocateUids`, under the run's lock).
@@ -447,7 +446,7 @@ def _trusted(record: Record, st: os.stat_result) -> Record:
     """Conversion marks count only in root's own file: the service user can plant a record
     of its own (it owns the directory), never one owned by root."""
     return record if st.st_uid == 0 or not record.converted else \
-        dataclasses.replace(record, converted={})
+        records.replace(record, converted={})
 
 
 def converted_check(home: str, name: str, uid: int, here: tuple[int, int], warn
@@ -477,7 +476,7 @@ def remember(home: str, name: str, uid: int, here: tuple[int, int] | None, warn)
         else:
             converted.pop(name, None)
         if converted != dict(record.converted):
-            new = dataclasses.replace(record, converted=converted)
+            new = records.replace(record, converted=converted)
             fsops.write_atomic(dfd, FILE, to_json(new), 0o644, owner=(0, 0))
 
 

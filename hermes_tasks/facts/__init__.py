@@ -14,11 +14,10 @@ no process per slot.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable
 
-from .. import ownership, placement, profiles, rendercache, slots, svstatus, uids, volcache, volfile
+from .. import ownership, placement, profiles, records, rendercache, slots, svstatus, uids, volcache, volfile
 from .. import ports as portsmod
 from ..errors import TaskError
 from ..inventory import Settings
@@ -30,7 +29,7 @@ from . import runtime, served
 from .runtime import Runtime
 
 
-@dataclasses.dataclass
+@records.record
 class Facts:
     """One read of the world for one run.
 
@@ -44,25 +43,25 @@ class Facts:
     existing: list[str]  # visible slot names we manage, sorted
     stale: list[str]  # dot-entries an interrupted run left
     scanner: bool | None
-    slots: dict[str, SlotFacts | None] = dataclasses.field(default_factory=dict)
-    runtime: dict[str, Runtime] = dataclasses.field(default_factory=dict)
+    slots: dict[str, SlotFacts | None] = records.field(default_factory=dict)
+    runtime: dict[str, Runtime] = records.field(default_factory=dict)
     # Profiles on the volume that this host does not supervise: name -> reason (§12).
-    unplaced: dict[str, str] = dataclasses.field(default_factory=dict)
+    unplaced: dict[str, str] = records.field(default_factory=dict)
     # Gateways that must not start (e.g. a port another gateway takes, §11): name -> why.
-    blocked: dict[str, str] = dataclasses.field(default_factory=dict)
+    blocked: dict[str, str] = records.field(default_factory=dict)
     # Every gateway's ports (default and each profile on the volume), for the run scripts.
-    ports: dict[str, portsmod.Gateway] = dataclasses.field(default_factory=dict)
+    ports: dict[str, portsmod.Gateway] = records.field(default_factory=dict)
     # Slots found as rendered by earlier runs (:mod:`..slotcache`); None reads every file.
     slot_cache: SlotCache | None = None
     # Profiles whose gateway another host runs (it holds the ownership lock): name -> host.
     # Read only for --wait (see :func:`owners`).
-    elsewhere: dict[str, str] = dataclasses.field(default_factory=dict)
+    elsewhere: dict[str, str] = records.field(default_factory=dict)
     # GATEWAY_MULTIPLEX_PROFILES (SPEC §15): named profiles whose state says running but
     # whose slot reconcile registers down, since the default gateway serves them.
-    multiplexed: set[str] = dataclasses.field(default_factory=set)
+    multiplexed: set[str] = records.field(default_factory=set)
     # Isolated profiles (SPEC §16): name -> the uid its gateway runs as (isolation on), or
     # the uid it had, for a profile whose tree goes back to the service user (off).
-    uids: dict[str, int] = dataclasses.field(default_factory=dict)
+    uids: dict[str, int] = records.field(default_factory=dict)
     # The port allocation a run records (None: nothing to record, or --check).
     allocation: portsmod.Allocation | None = None
     # The uid allocation a run records (None: nothing to record, or --check).

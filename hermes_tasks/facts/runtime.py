@@ -6,17 +6,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
-from .. import crashloop, state, supervision, svstatus
+from .. import crashloop, records, state, supervision, svstatus
 from ..profiles import profile_parts
 
 # finish turns these into "stay down" (exit 125): reconcile reports them, never restarts them.
 KEPT_DOWN = (0, 78)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Runtime:
     """One gateway as s6 and the gateway itself report it."""
 
@@ -108,7 +107,7 @@ def with_log_tail(rt: Runtime, home: str, parts: tuple[str, ...], lines: int = 3
 
     if rt.hold is None:
         return rt
-    return dataclasses.replace(rt, log_tail=tuple(line[:200] for line in
+    return records.replace(rt, log_tail=tuple(line[:200] for line in
                                                   logs.tail(home, parts, lines)))
 
 
