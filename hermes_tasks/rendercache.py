@@ -25,7 +25,7 @@ from .fsops import read_trusted, trusted_dir
 
 NAME = ".hermes-tasks.cache"
 # Bump when the Environment's options, the filters or the key's shape change.
-FORMAT = 1
+FORMAT = 2
 LIMIT = 1 << 20
 
 
@@ -93,7 +93,12 @@ class RenderCache:
 
     def save(self) -> None:
         """Keep this run's renders for the next run (best effort: a failure costs speed)."""
-        if self.directory is None or not self._used or self._used == self._loaded:
+        if self.directory is None or not self._used:
+            return
+        # Nothing new: every render came from the file (a primed one may hold more, such
+        # as an isolated profile's formats, which a later run may still use).
+        loaded = self._loaded
+        if all(loaded.get(k) == v for k, v in self._used.items()):
             return
         data = json.dumps({"stamp": self.stamp, "renders": self._used},
                           sort_keys=True).encode()
