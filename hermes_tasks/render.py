@@ -381,20 +381,49 @@ class Renderer:
     def registrar(self, python: str | None = None) -> SlotSpec:
         """The root-owned slot that re-runs reconcile for the unprivileged user (SPEC §10)."""
         ctx = {**self.context, "python": python or sys.executable}
-        inventory = {"all": {"vars": self.settings.as_vars(), "hosts": {"localhost": {}}}}
         files = {
             "type": _TYPE,
             "run": File(self._render("registrar/run.j2", ctx).encode(), EXEC),
             "notification-fd": _NOTIFICATION,
             "data/inventory.yml": File(
                 b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
-                + self.cache.text("yaml", "", inventory, lambda: _yaml_dump(inventory)).encode(),
+                + self._inventory_yaml().encode(),
                 PRIVATE_DATA),
         }
         # The reconcile that publishes the registrar has just run: its first start skips one.
         initial = {"data/published": File(b"", DATA)}
         return SlotSpec(REGISTRAR, files, down=False, logged=False, initial=initial,
                         shared=False)
+
+    def _inventory_yaml(self) -> str:
+        """The registrar's settings as YAML. The host's id is the container's hostname unless
+        the inventory names one: when it is surely a plain scalar (:func:`_yaml_plain`) it is
+        substituted into a dump made with a sentinel, proven by a second sentinel as the
+        scripts' formats are, so the dump the image's build made serves every container."""
+        settings = self.settings.as_vars()
+        host = self.settings.host_id
+
+        def dump(value: str) -> str:
+            doc = {"all": {"vars": {**settings, "host_id": value}, "hosts": {"localhost": {}}}}
+            return self.cache.text("yaml", "", doc, lambda: _yaml_dump(doc))
+
+        if host and _yaml_plain(host):
+            first, second = (dump(h) for h in _HOST_SENTINEL)
+            line = "host_id: {}\n"
+            if (first.count(_HOST_SENTINEL[0]) == 1 and line.format(_HOST_SENTINEL[0]) in first
+                    and first.replace(_HOST_SENTINEL[0], _HOST_SENTINEL[1]) == second):
+                return first.replace(_HOST_SENTINEL[0], host)
+        return dump(host)
+
+    def shared(self) -> None:
+        """Render everything a boot renders that depends only on the settings (the image's
+        build keeps it in the render cache, :mod:`.prime`): the default profile's and the
+        named profiles' formats (with and without an owned tree), the registrar's slot."""
+        self.gateway(DEFAULT, True)
+        self._named_scripts(False)
+        if self.settings.service_user is not None:
+            self._named_scripts(True)
+        self.registrar()
 
 
 def _formats(first: tuple[str, ...], second: tuple[str, ...],
@@ -418,6 +447,20 @@ def _formats(first: tuple[str, ...], second: tuple[str, ...],
     if tuple(f % other for f in formats) != tuple(t.encode() for t in second):
         return None
     return tuple(formats)
+
+
+def _yaml_plain(word: str) -> bool:
+    """Is ``word`` (a host id: ``[A-Za-z0-9][A-Za-z0-9_.-]*``) surely a plain YAML scalar
+    that PyYAML resolves as a string? Letters, digits and ``-`` only, at least one letter
+    (no int, float or timestamp: those need digits alone or ``.``/``:``), no ``0b``/``0x``
+    prefix, and no bool or null word: the name is then dumped as it is, like the sentinels.
+    Conservative: any other id is dumped itself."""
+    return (_PLAIN_WORD.fullmatch(word) is not None and word[:2].lower() not in ("0b", "0x")
+            and word.lower() not in _YAML_WORDS)
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*")
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
 
 
 def _yaml_dump(doc) -> str:
