@@ -165,6 +165,8 @@ class SlotSpec:
         return AsRendered(self.files)
 
 
+# A template that loads another sees variables its own text does not name.
+_LOADS = re.compile(r"{%-?\s*(include|import|extends|from)\b")
 _SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 # Reserved words are safe to run quoted but confuse readers (and ShellCheck) when bare.
 _RESERVED = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "case", "esac",
@@ -248,7 +250,8 @@ class Renderer:
         # Keyed only on the variables the template's text names: it includes nothing, so
         # no other can change the render (a host id only own/check/log/run use must not
         # make the registrar's run miss a render primed when the image was built).
-        key = {k: v for k, v in ctx.items() if k in text}
+        key = ctx if "{%" in text and _LOADS.search(text) else \
+            {k: v for k, v in ctx.items() if k in text}
         return self.cache.text(name, text, key,
                                lambda: environment().get_template(name).render(ctx))
 

@@ -164,3 +164,37 @@ def test_yaml_plain_words_dump_as_themselves():
         assert yaml.safe_dump({"h": word}) == f"h: {word}\n"
     for word in ["123456789012", "0b1010", "0x1f", "yes", "Off", "null", "a.b", "x_y", "12-34"]:
         assert not _yaml_plain(word)
+
+
+def test_a_changed_template_misses_and_renders_in_full(sandbox, tmp_path, monkeypatch):
+    """A primed cache of other templates is never used for these: the source is in the key."""
+    from hermes_tasks import prime as prime_mod
+    from hermes_tasks import render
+
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o700)
+    import dataclasses
+
+    settings = dataclasses.replace(kit.settings_for(sandbox), render_cache_dir=str(cache_dir))
+    assert prime_mod.prime(settings) == str(cache_dir / rendercache.NAME)
+    ports = {"api_server": 8650, "webhook": 8750}
+    before = {n: dict(Renderer(settings, rendercache.RenderCache.load(str(cache_dir)))
+                      .gateway(n, True, ports).files) for n in ("default", "alice")}
+
+    changed = tmp_path / "templates"
+    shutil.copytree(render.templates_dir(), changed)
+    own = changed / "gateway" / "own.j2"
+    own.write_text(own.read_text() + "# changed\n")
+    monkeypatch.setattr(render, "templates_dir", lambda: str(changed))
+    render.source.cache_clear()
+    render.environment.cache_clear()
+    try:
+        for n in ("default", "alice"):
+            spec = Renderer(settings, rendercache.RenderCache.load(str(cache_dir))).gateway(
+                n, True, ports)
+            files = dict(spec.files)
+            assert files["data/own"].content == before[n]["data/own"].content + b"# changed\n"
+            assert files["run"] == before[n]["run"]
+    finally:
+        render.source.cache_clear()
+        render.environment.cache_clear()
