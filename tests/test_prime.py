@@ -85,11 +85,14 @@ def fresh_dir(sb, name, like=None):
     return path
 
 
-def test_a_primed_boot_imports_no_jinja_and_writes_the_same_slots(home):
+@pytest.mark.parametrize("hosts", [(), ("build-host", "3f2a1b4c5d6e")])
+def test_a_primed_boot_imports_no_jinja_and_writes_the_same_slots(home, hosts):
+    """``hosts``: the host id at the build and at the boot (a new container's hostname)."""
     sb = home
     cache = fresh_dir(sb, "cache")  # the image's render_cache_dir (its path is a setting)
-    env = write_inventory(sb, cache)
-    prime(sb, env)
+    at = (lambda i: {"host_id": hosts[i]}) if hosts else (lambda i: {})
+    prime(sb, write_inventory(sb, cache, **at(0)))
+    env = write_inventory(sb, cache, **at(1))
     st = os.stat(cache / rendercache.NAME)
     assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o600
     primed = fresh_dir(sb, "primed", like=cache)
@@ -102,8 +105,11 @@ def test_a_primed_boot_imports_no_jinja_and_writes_the_same_slots(home):
     assert (cache / rendercache.NAME).read_bytes() == (primed / rendercache.NAME).read_bytes()
 
     empty = fresh_dir(sb, "cache")  # no render cache at all
-    imported, cold = boot(sb, write_inventory(sb, empty))
+    imported, cold = boot(sb, write_inventory(sb, empty, **at(1)))
     assert imported and cold == warm
+    if hosts:
+        assert hosts[1].encode() in warm["gateway-default/data/own"]
+        assert hosts[0].encode() not in b"".join(warm.values())
 
 
 def test_changed_settings_miss_and_render_in_full(home):
