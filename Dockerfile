@@ -121,7 +121,8 @@ RUN groupadd -g 10000 hermes \
 # it still matches at every boot of this image, even the first. hermes_tasks.prime renders what
 # every boot renders from the settings alone (the profiles' shared script formats, the
 # registrar's slot) into the render cache, so a new container's first boot imports no Jinja;
-# nothing is reconciled here. Same interpreter path as the boot's (part of the registrar's run).
+# nothing is reconciled here. It runs as the boot's own interpreter path (hermes-tasks-boot's
+# shebang): the registrar's run names that path, so another spelling of it would miss.
 RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
     python -m venv /opt/hermes-tasks/venv \
     && /opt/hermes-tasks/venv/bin/pip install --no-cache-dir \
@@ -130,7 +131,8 @@ RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
     && /opt/hermes-tasks/venv/bin/hermes-tasks --help > /dev/null \
     && /opt/hermes-tasks/venv/bin/python -c "from hermes_tasks import inventory; inventory.load()" \
     && test -s /var/cache/hermes-tasks/.hermes-tasks.inventory \
-    && /opt/hermes-tasks/venv/bin/python -m hermes_tasks.prime > /dev/null \
+    && "$(sed -n '1s/^#!//p' /opt/hermes-tasks/venv/bin/hermes-tasks-boot)" -m hermes_tasks.prime \
+        > /dev/null \
     && test -s /var/cache/hermes-tasks/.hermes-tasks.cache \
     && /opt/hermes-tasks/venv/bin/python -c "import aiohttp" \
     && test -x /opt/hermes-tasks/venv/bin/hermes

@@ -100,17 +100,20 @@ def ours_argv(home: Path, scandir: Path, cmd: Path, task: str = "reconcile",
     return ([str(BOOT)] if task == "reconcile" else [str(OURS), task]), env
 
 
-def primed(argv_env: tuple[list[str], dict[str, str]], scandir: Path) -> Path:
+def primed(argv_env: tuple[list[str], dict[str, str]], scandir: Path,
+           python: str | None = None) -> Path:
     """Prime the render cache of ``ours_argv``'s settings as the image's build does
     (``python -m hermes_tasks.prime``: the settings' shared renders, nothing reconciled), and
     keep a copy of the directory beside it; returns the copy. :func:`restore_primed` puts it
     back before each cold run: a new container of the image holds exactly that, and nothing
-    a boot adds (no volume cache, no other render)."""
+    a boot adds (no volume cache, no other render). ``python``: the interpreter path the
+    timed process runs as (default the boot script's shebang): the registrar's run names it,
+    as the image's build primes with the venv's python the boot runs."""
     cache = scandir.parent / "render-cache"
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(mode=0o700)
     # The boot's own interpreter path (its shebang): the registrar's run names it.
-    python = BOOT.read_text().splitlines()[0][2:].strip()
+    python = python or BOOT.read_text().splitlines()[0][2:].strip()
     subprocess.run([python, "-m", "hermes_tasks.prime"], env=argv_env[1], check=True,
                    stdout=subprocess.DEVNULL)
     keep = scandir.parent / "render-cache.primed"

@@ -377,7 +377,8 @@ def situations(bench, work, n: int):
         scandir.mkdir(parents=True)
         argv_env = bench.ours_argv(home, scandir, cmd)
         # cold: a new container of the image, whose render cache holds what its build primed
-        keep = bench.primed(argv_env, scandir) if name == "cold" else None
+        # (its child runs the boot under this interpreter: the registrar's run names it)
+        keep = bench.primed(argv_env, scandir, sys.executable) if name == "cold" else None
 
         def prepare(name=name, scandir=scandir, keep=keep):
             if name != "re-run":
