@@ -118,7 +118,11 @@ RUN groupadd -g 10000 hermes \
 # `hermes` and `hermes-tasks` resolve for the run scripts and for `docker exec` alike. The wheel
 # is bind-mounted from the build stage so it never lands in a layer. Loading the shipped
 # inventory once primes the parsed-inventory cache: keyed by the bytes parsed and PyYAML's own,
-# it still matches at every boot of this image, even the first.
+# it still matches at every boot of this image, even the first. hermes_tasks.prime renders what
+# every boot renders from the settings alone (the profiles' shared script formats, the
+# registrar's slot) into the render cache, so a new container's first boot imports no Jinja;
+# nothing is reconciled here. It runs as the boot's own interpreter path (hermes-tasks-boot's
+# shebang): the registrar's run names that path, so another spelling of it would miss.
 RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
     python -m venv /opt/hermes-tasks/venv \
     && /opt/hermes-tasks/venv/bin/pip install --no-cache-dir \
@@ -127,6 +131,9 @@ RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
     && /opt/hermes-tasks/venv/bin/hermes-tasks --help > /dev/null \
     && /opt/hermes-tasks/venv/bin/python -c "from hermes_tasks import inventory; inventory.load()" \
     && test -s /var/cache/hermes-tasks/.hermes-tasks.inventory \
+    && "$(sed -n '1s/^#!//p' /opt/hermes-tasks/venv/bin/hermes-tasks-boot)" -m hermes_tasks.prime \
+        > /dev/null \
+    && test -s /var/cache/hermes-tasks/.hermes-tasks.cache \
     && /opt/hermes-tasks/venv/bin/python -c "import aiohttp" \
     && test -x /opt/hermes-tasks/venv/bin/hermes
 

@@ -8,14 +8,15 @@ Run with the project venv's python, from anywhere:
 Each measured run is the image's boot call (``hermes-tasks-boot``: its console script,
 executed as it is) in a child process, on the bench's home (bench/bench.py's ``make_home``,
 tmpfs), in the three situations of bench/bench.py: *fresh* (empty scandir, render cache
-kept), *re-run* (unchanged scandir) and *cold* (empty scandir, no render cache). Nothing of
-the product is edited: before the run, the child wraps functions of the product from the
-outside (found by ``module:qualname``, once their module is imported) and times every
+kept), *re-run* (unchanged scandir) and *cold* (empty scandir, only the render cache the
+image's build primed). Nothing of the product is edited: before the run, the child wraps
+functions of the product from the outside (found by ``module:qualname``, once their module
+is imported) and times every
 module import with an import hook. Time is charged to the innermost phase running
 (exclusive), so the phases add up to the process:
 
 * *interpreter start*: spawn until the child's first statement (parent's clock);
-* *imports*: executing every module imported anywhere in the run (Jinja on a cold boot
+* *imports*: executing every module imported anywhere in the run (Jinja on a render cache miss
   too), whichever phase asked for it;
 * the phases of :data:`PHASES`, each the functions it names;
 * *other*: whatever of the run is in none of them (engine glue, the lock);
@@ -62,7 +63,7 @@ PHASES: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "each profile's .env / config.yaml read and parsed; allocation; collisions"),
     ("renders", ("hermes_tasks.render:Renderer.__init__", "hermes_tasks.render:Renderer.gateway",
                  "hermes_tasks.render:Renderer.registrar"),
-     "every desired slot's files (from the render cache, or Jinja when cold)"),
+     "every desired slot's files (from the render cache, or Jinja on a miss)"),
     ("reading slots/runtime", ("hermes_tasks.facts:scandir", "hermes_tasks.facts:read_slots",
                                "hermes_tasks.facts:owners"),
      "list the scandir; each slot's files (or their stats, through the slot cache) and "
@@ -374,14 +375,17 @@ def situations(bench, work, n: int):
         home, scandir = base / "home", base / "scan"
         bench.make_home(home, n)
         scandir.mkdir(parents=True)
-        argv_env = bench.ours_argv(home, scandir, cmd, cold=name == "cold")
+        argv_env = bench.ours_argv(home, scandir, cmd)
+        # cold: a new container of the image, whose render cache holds what its build primed
+        # (its child runs the boot under this interpreter: the registrar's run names it)
+        keep = bench.primed(argv_env, scandir, sys.executable) if name == "cold" else None
 
-        def prepare(name=name, scandir=scandir, cache=base / "render-cache"):
+        def prepare(name=name, scandir=scandir, keep=keep):
             if name != "re-run":
                 shutil.rmtree(scandir)
                 scandir.mkdir()
-            if name == "cold":
-                shutil.rmtree(cache, ignore_errors=True)
+            if keep is not None:
+                bench.restore_primed(keep)
 
         out.append((name, home, scandir, argv_env, prepare))
     return out
@@ -456,7 +460,7 @@ def report(n: int, runs: int, docs: dict, floors: dict, argv: list[str]) -> str:
              "|---|" + "---:|---:|" * len(names) + "---|"]
     what = {p: w for p, _, w in PHASES}
     what.update({"interpreter start": "spawn to the first statement (python, site, venv)",
-                 IMPORTS: "every module executed, wherever imported (Jinja when cold)",
+                 IMPORTS: "every module executed, wherever imported (Jinja on a render cache miss)",
                  OTHER: "in no phase above: engine.run's glue, the lock, the boot's body",
                  "teardown": "from the exit call until the parent reaped the process"})
     absent = {p for p, targets, _ in PHASES if all(found[t] is False for t in targets)}

@@ -26,6 +26,9 @@ _SENTINEL = ("zq9sentinel9qz", "xk7placeholder7kx")
 _PORT_SENTINEL = (("zq9apiport9qz", "zq9webhookport9qz"), ("xk7apiport7kx", "xk7webhookport7kx"))
 # The same for the uid an isolated profile's tree belongs to (SPEC §16).
 _UID_SENTINEL = (1987654321, 1876543219)
+# The same for this host's id (check, own, log/run): the container's hostname unless the
+# inventory names one, so a render made when the image was built must not hold it.
+_HOST_SENTINEL = ("zq9host9qz", "xk7host7kx")
 EXEC = 0o755
 DATA = 0o644
 # Files that hold extra_env values (possibly secrets, SPEC §8): not readable by others.
@@ -55,15 +58,15 @@ class Files(Mapping):
 
     ``parts`` maps each path to a constant :class:`File` or to ``(mode, source)``: the
     content is ``source.encode()`` (a text), or with ``named`` (a named profile's name, ports
-    and uid, or "") the ``bytes %`` format ``source`` filled with them
-    (:meth:`Renderer._named_scripts`).
+    and uid, or "", and the host's id) the ``bytes %`` format ``source`` filled with them
+    (:meth:`Renderer._named_scripts`, :meth:`Renderer._default_scripts`).
     A named profile's ``parts`` are its renderer's, shared by every such slot.
     """
 
     __slots__ = ("_parts", "_named")
 
     def __init__(self, parts: dict[str, File | tuple[int, bytes | str]],
-                 named: tuple[str, str, str, str] | None = None):
+                 named: tuple[str, str, str, str, str] | None = None):
         self._parts = parts
         self._named = named
 
@@ -80,9 +83,9 @@ class Files(Mapping):
     def _fill(self) -> dict[bytes, bytes] | None:
         if self._named is None:
             return None
-        name, api, webhook, uid = self._named
+        name, api, webhook, uid, host = self._named
         return {b"n": name.encode(), b"a": api.encode(), b"w": webhook.encode(),
-                b"u": uid.encode()}
+                b"u": uid.encode(), b"h": host.encode()}
 
     @staticmethod
     def _make(part: tuple[int, bytes | str], fill: dict[bytes, bytes] | None) -> File:
@@ -162,6 +165,8 @@ class SlotSpec:
         return AsRendered(self.files)
 
 
+# A template that loads another sees variables its own text does not name.
+_LOADS = re.compile(r"{%-?\s*(include|import|extends|from)\b")
 _SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 # Reserved words are safe to run quoted but confuse readers (and ShellCheck) when bare.
 _RESERVED = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "case", "esac",
@@ -226,9 +231,28 @@ class Renderer:
         self._finish = File(self._render("gateway/finish.j2", self.context).encode(), EXEC)
         # Named profiles' parts and key, without and with an owned tree (_named_scripts).
         self._named: dict[bool, tuple[dict, str] | tuple[()]] = {}
+        self._default: tuple[dict, str] | tuple[()] | None = None
+        # A host id that is one bare shell word is substituted like a name (_named_scripts);
+        # any other is rendered into every script, as it was before.
+        host = settings.host_id
+        self._host = host if host and shquote(host) == host else None
+
+    def _hosts(self) -> tuple[str, str]:
+        """The two host ids the formats' proof renders with: sentinels, or the real one twice
+        (not substitutable: the formats then hold it and no ``%(h)s``)."""
+        return _HOST_SENTINEL if self._host else (self.settings.host_id,) * 2
+
+    def _fill_host(self) -> str:
+        return self._host or ""
 
     def _render(self, name: str, ctx: dict) -> str:
-        return self.cache.text(name, source(name), ctx,
+        text = source(name)
+        # Keyed only on the variables the template's text names: it includes nothing, so
+        # no other can change the render (a host id only own/check/log/run use must not
+        # make the registrar's run miss a render primed when the image was built).
+        key = ctx if "{%" in text and _LOADS.search(text) else \
+            {k: v for k, v in ctx.items() if k in text}
+        return self.cache.text(name, text, key,
                                lambda: environment().get_template(name).render(ctx))
 
     def gateway(self, name: str, autostart: bool,
@@ -249,10 +273,17 @@ class Renderer:
         if named:
             parts, key = named
             api, webhook = str(ports["api_server"]), str(ports["webhook"])
+            host = self._fill_host()
             key = f"{key}:{name}:{api}:{webhook}"
             owner = "" if tree is None else str(uid)
-            return SlotSpec(SLOT_PREFIX + name, Files(parts, (name, api, webhook, owner)),
+            return SlotSpec(SLOT_PREFIX + name, Files(parts, (name, api, webhook, owner, host)),
                             down=not autostart, key=f"{key}:{owner}" if owner else key)
+        if name == DEFAULT:
+            found = self._default_scripts()
+            if found:
+                return SlotSpec(SLOT_PREFIX + name,
+                                Files(found[0], ("", "", "", "", self._fill_host())),
+                                down=not autostart)
         scripts = self._render_scripts(name, ports.get("api_server"), ports.get("webhook"),
                                        drop, tree)
         return SlotSpec(SLOT_PREFIX + name, Files(self._parts(scripts, drop is not None)),
@@ -294,7 +325,7 @@ class Renderer:
         return None, f"{cfg.service_uid}:{cfg.service_gid}:755:{uid}"
 
     def _render_scripts(self, name: str, api_port, webhook_port, drop: int | None = None,
-                        tree: str | None = None) -> tuple[str, ...]:
+                        tree: str | None = None, host: str | None = None) -> tuple[str, ...]:
         default = name == DEFAULT
         ctx = {**self.context, "name": name, "slot": SLOT_PREFIX + name,
                "profile_uid": drop, "tree_owner": tree,
@@ -303,6 +334,8 @@ class Renderer:
                "scoped_env": [] if default else list(self.settings.profile_scoped_env),
                "api_server_port": api_port, "webhook_port": webhook_port,
                "python": self.python}  # log/run's root repair (hermes_tasks.logdir)
+        if host is not None:
+            ctx["host_id"] = host
         return tuple(self._render(f"gateway/{t}.j2", ctx) for t in GATEWAY_SCRIPTS)
 
     def _named_scripts(self, owned: bool = False) -> tuple[dict, str] | tuple[()]:
@@ -319,45 +352,118 @@ class Renderer:
         found = self._named.get(owned)
         if found is None:
             renders = []
-            for name, ports, uid in zip(_SENTINEL, _PORT_SENTINEL, _UID_SENTINEL):
+            hosts = self._hosts()
+            for name, ports, uid, host in zip(_SENTINEL, _PORT_SENTINEL, _UID_SENTINEL, hosts):
                 drop, tree = self._owner(uid) if owned else (None, None)
-                renders.append(self._render_scripts(name, *ports, drop, tree))
-            first, second = renders
-            marks = ((_SENTINEL[0], b"%(n)s"), (_PORT_SENTINEL[0][0], b"%(a)s"),
-                     (_PORT_SENTINEL[0][1], b"%(w)s"), (str(_UID_SENTINEL[0]), b"%(u)s"))
-            formats = []
-            for text in first:
-                fmt = text.encode().replace(b"%", b"%%")
-                for mark, field in marks:
-                    fmt = fmt.replace(mark.encode(), field)
-                formats.append(fmt)
-            other = {b"n": _SENTINEL[1].encode(), b"a": _PORT_SENTINEL[1][0].encode(),
-                     b"w": _PORT_SENTINEL[1][1].encode(), b"u": str(_UID_SENTINEL[1]).encode()}
-            same = tuple(f % other for f in formats) == tuple(t.encode() for t in second)
+                renders.append(self._render_scripts(name, *ports, drop, tree, host))
+            marks = ((_SENTINEL, b"n"), ((_PORT_SENTINEL[0][0], _PORT_SENTINEL[1][0]), b"a"),
+                     ((_PORT_SENTINEL[0][1], _PORT_SENTINEL[1][1]), b"w"),
+                     ((str(_UID_SENTINEL[0]), str(_UID_SENTINEL[1])), b"u"), (hosts, b"h"))
+            formats = _formats(*renders, marks)
             isolated = owned and self._owner(_UID_SENTINEL[0])[0] is not None
-            found = (self._parts(tuple(formats), isolated), blake2b(b"\0".join(
-                [*formats, self._finish.content, _TYPE.content, _NOTIFICATION.content]),
-                digest_size=12).hexdigest()) if same else ()  # () = always render in full
+            found = (self._parts(formats, isolated), blake2b(b"\0".join(
+                # the host's id fills the formats too: it is part of the key
+                [*formats, self._finish.content, _TYPE.content, _NOTIFICATION.content,
+                 self._fill_host().encode()]),
+                digest_size=12).hexdigest()) if formats else ()  # () = always render in full
             self._named[owned] = found
         return found
+
+    def _default_scripts(self) -> tuple[dict, str] | tuple[()]:
+        """The default profile's scripts as ``bytes %`` formats of the host's id, proven
+        as :meth:`_named_scripts` proves its own: everything else they hold is the
+        settings', so a render made when the image was built serves every container of it
+        (:mod:`.prime`). Empty when the proof fails: then it is rendered in full."""
+        if self._default is None:
+            hosts = self._hosts()
+            renders = [self._render_scripts(DEFAULT, None, None, host=h) for h in hosts]
+            formats = _formats(*renders, ((hosts, b"h"),))
+            self._default = (self._parts(formats), "") if formats else ()
+        return self._default
 
     def registrar(self, python: str | None = None) -> SlotSpec:
         """The root-owned slot that re-runs reconcile for the unprivileged user (SPEC §10)."""
         ctx = {**self.context, "python": python or sys.executable}
-        inventory = {"all": {"vars": self.settings.as_vars(), "hosts": {"localhost": {}}}}
         files = {
             "type": _TYPE,
             "run": File(self._render("registrar/run.j2", ctx).encode(), EXEC),
             "notification-fd": _NOTIFICATION,
             "data/inventory.yml": File(
                 b"# Written by hermes-tasks reconcile: the settings the registrar re-uses.\n"
-                + self.cache.text("yaml", "", inventory, lambda: _yaml_dump(inventory)).encode(),
+                + self._inventory_yaml().encode(),
                 PRIVATE_DATA),
         }
         # The reconcile that publishes the registrar has just run: its first start skips one.
         initial = {"data/published": File(b"", DATA)}
         return SlotSpec(REGISTRAR, files, down=False, logged=False, initial=initial,
                         shared=False)
+
+    def _inventory_yaml(self) -> str:
+        """The registrar's settings as YAML. The host's id is the container's hostname unless
+        the inventory names one: when it is surely a plain scalar (:func:`_yaml_plain`) it is
+        substituted into a dump made with a sentinel, proven by a second sentinel as the
+        scripts' formats are, so the dump the image's build made serves every container."""
+        settings = self.settings.as_vars()
+        host = self.settings.host_id
+
+        def dump(value: str) -> str:
+            doc = {"all": {"vars": {**settings, "host_id": value}, "hosts": {"localhost": {}}}}
+            return self.cache.text("yaml", "", doc, lambda: _yaml_dump(doc))
+
+        if host and _yaml_plain(host):
+            first, second = (dump(h) for h in _HOST_SENTINEL)
+            line = "host_id: {}\n"
+            if (first.count(_HOST_SENTINEL[0]) == 1 and line.format(_HOST_SENTINEL[0]) in first
+                    and first.replace(_HOST_SENTINEL[0], _HOST_SENTINEL[1]) == second):
+                return first.replace(_HOST_SENTINEL[0], host)
+        return dump(host)
+
+    def shared(self) -> None:
+        """Render everything a boot renders that depends only on the settings (the image's
+        build keeps it in the render cache, :mod:`.prime`): the default profile's and the
+        named profiles' formats (with and without an owned tree), the registrar's slot."""
+        self.gateway(DEFAULT, True)
+        self._named_scripts(False)
+        if self.settings.service_user is not None:
+            self._named_scripts(True)
+        self.registrar()
+
+
+def _formats(first: tuple[str, ...], second: tuple[str, ...],
+             marks: tuple) -> tuple[bytes, ...] | None:
+    """``first`` as ``bytes %`` formats, each ``(values, field)`` of ``marks`` replaced by
+    ``%(field)s`` where ``values[0]`` is, or None unless filling them with every
+    ``values[1]`` gives ``second`` exactly (the values are used only verbatim).
+
+    A ``values`` pair of one value twice is not substituted (nothing to prove).
+    """
+    formats = []
+    other = {}
+    for text in first:
+        fmt = text.encode().replace(b"%", b"%%")
+        for (mark, alt), field in marks:
+            if mark != alt:
+                fmt = fmt.replace(mark.encode(), b"%(" + field + b")s")
+        formats.append(fmt)
+    for (mark, alt), field in marks:
+        other[field] = alt.encode()
+    if tuple(f % other for f in formats) != tuple(t.encode() for t in second):
+        return None
+    return tuple(formats)
+
+
+def _yaml_plain(word: str) -> bool:
+    """Is ``word`` (a host id: ``[A-Za-z0-9][A-Za-z0-9_.-]*``) surely a plain YAML scalar
+    that PyYAML resolves as a string? Letters, digits and ``-`` only, at least one letter
+    (no int, float or timestamp: those need digits alone or ``.``/``:``), no ``0b``/``0x``
+    prefix, and no bool or null word: the name is then dumped as it is, like the sentinels.
+    Conservative: any other id is dumped itself."""
+    return (_PLAIN_WORD.fullmatch(word) is not None and word[:2].lower() not in ("0b", "0x")
+            and word.lower() not in _YAML_WORDS)
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*")
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
 
 
 def _yaml_dump(doc) -> str:

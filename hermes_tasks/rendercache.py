@@ -22,10 +22,11 @@ from collections.abc import Callable
 from . import fsops
 from .fsops import package_init as _package_init
 from .fsops import read_trusted, trusted_dir
+from .slotcache import blake2b
 
 NAME = ".hermes-tasks.cache"
 # Bump when the Environment's options, the filters or the key's shape change.
-FORMAT = 1
+FORMAT = 3
 LIMIT = 1 << 20
 
 
@@ -36,10 +37,17 @@ def code_stamp() -> list:
     # render.py by its path, not imported: render imports this module
     ours = os.path.join(os.path.dirname(os.path.abspath(__file__)), "render.py")
     stamp: list = [FORMAT, __version__]
+    # By content, not stat: an image layer need not keep the mtimes its build saw, and the
+    # cache primed at build (hermes_tasks.prime) must still match at a new container's boot.
     for path in (ours, _package_init("jinja2"), _package_init("yaml")):
         with contextlib.suppress(OSError, TypeError):
-            st = os.stat(path)
-            stamp.append([path, st.st_size, st.st_mtime_ns])
+            # O_NONBLOCK: a FIFO swapped in must not hang the run (these are root's files)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                data = fsops.read_fd(fd, LIMIT, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            stamp.append([path, blake2b(data, digest_size=16).hexdigest()])
     return stamp
 
 
@@ -93,7 +101,12 @@ class RenderCache:
 
     def save(self) -> None:
         """Keep this run's renders for the next run (best effort: a failure costs speed)."""
-        if self.directory is None or not self._used or self._used == self._loaded:
+        if self.directory is None or not self._used:
+            return
+        # Nothing new: every render came from the file (a primed one may hold more, such
+        # as an isolated profile's formats, which a later run may still use).
+        loaded = self._loaded
+        if all(loaded.get(k) == v for k, v in self._used.items()):
             return
         data = json.dumps({"stamp": self.stamp, "renders": self._used},
                           sort_keys=True).encode()
