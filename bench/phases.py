@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         floors = {name: floor_case(bench, work, args.n, name) for name, *_ in cases}
         docs: dict[str, dict] = {name: {"time": []} for name, *_ in cases}
         floor_runs: dict[str, list[dict]] = {name: [] for name, *_ in cases}
-        for name, _, _, argv_env, prepare in cases:  # warm-up: seeds re-run and render cache
+        for _name, _, _, argv_env, prepare in cases:  # warm-up: seeds re-run and render cache
             prepare()
             run_child(argv_env, "time", work)
         for r in range(args.runs):

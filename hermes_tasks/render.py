@@ -445,7 +445,7 @@ def _formats(first: tuple[str, ...], second: tuple[str, ...],
             if mark != alt:
                 fmt = fmt.replace(mark.encode(), b"%(" + field + b")s")
         formats.append(fmt)
-    for (mark, alt), field in marks:
+    for (_mark, alt), field in marks:
         other[field] = alt.encode()
     if tuple(f % other for f in formats) != tuple(t.encode() for t in second):
         return None
