@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import sys
@@ -480,3 +481,32 @@ def read_trusted(dfd: int, name: str, limit: int) -> bytes | None:
         return read_fd(fd, limit, st.st_size)
     finally:
         os.close(fd)
+
+
+def load_trusted(directory: str, name: str, limit: int) -> tuple[bool | None, dict]:
+    """The JSON object kept as ``name`` in ``directory``, for root's caches: (trusted, doc).
+
+    ``trusted``: False when the directory is not the euid's alone (a cache there is never
+    read nor written), None when it cannot be opened. ``doc`` is {} unless a trusted file
+    (:func:`read_trusted`) holds a JSON object: missing, foreign, corrupt or too deep, a
+    cache is only ignored.
+    """
+    try:
+        with opened_dir(directory) as dfd:
+            if not trusted_dir(dfd):
+                return False, {}
+            raw = read_trusted(dfd, name, limit)
+    except (OSError, TypeError):
+        return None, {}
+    try:
+        doc = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):
+        return True, {}
+    return True, doc if isinstance(doc, dict) else {}
+
+
+def strings(value) -> dict[str, str]:
+    """``value`` if it is a mapping of strings to strings (a cache's entries), else {}."""
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return value
+    return {}

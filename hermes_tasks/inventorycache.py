@@ -33,7 +33,7 @@ except ImportError:  # another Python
     from hashlib import blake2b
 
 from . import fsops
-from .fsops import package_init, read_trusted, trusted_dir
+from .fsops import package_init, trusted_dir
 
 # The image makes it (root's, 0700) for the render cache too.
 DIRECTORY = "/var/cache/hermes-tasks"
@@ -87,20 +87,12 @@ class ParsedCache:
     def _load(self) -> dict[str, str]:
         if self._loaded is not None:
             return self._loaded
-        self._loaded, self._stamp, where = {}, stamp(), self.directory
-        self.directory = None  # written only once found trusted
-        with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
-            with fsops.opened_dir(where) as dfd:
-                if not trusted_dir(dfd):
-                    return self._loaded
-                self.directory = where
-                raw = read_trusted(dfd, NAME, LIMIT)
-            doc = json.loads(raw) if raw else {}
-            if isinstance(doc, dict) and doc.get("format") == FORMAT and \
-                    doc.get("stamp") == self._stamp:
-                docs = doc.get("docs")
-                if isinstance(docs, dict) and all(isinstance(v, str) for v in docs.values()):
-                    self._loaded = docs
+        self._stamp = stamp()
+        trusted, doc = fsops.load_trusted(self.directory, NAME, LIMIT)
+        if not trusted:
+            self.directory = None  # written only once found trusted
+        self._loaded = (fsops.strings(doc.get("docs")) if doc.get("format") == FORMAT
+                        and doc.get("stamp") == self._stamp else {})
         return self._loaded
 
     def parse(self, raw: bytes, produce: Callable[[bytes], object]) -> object:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from . import fsops
 from .fsops import package_init as _package_init
-from .fsops import read_trusted, trusted_dir
+from .fsops import trusted_dir
 from .slotcache import blake2b
 
 NAME = ".hermes-tasks.cache"
@@ -71,18 +71,11 @@ class RenderCache:
         ``directory``: see :func:`location`.
         """
         cache = cls(directory, code_stamp())
-        with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
-            with fsops.opened_dir(directory) as dfd:
-                if not trusted_dir(dfd):
-                    cache.directory = None  # never written either
-                    return cache
-                raw = read_trusted(dfd, NAME, LIMIT)
-            doc = json.loads(raw) if raw else {}
-            if isinstance(doc, dict) and doc.get("stamp") == cache.stamp:
-                entries = doc.get("renders")
-                if isinstance(entries, dict) and all(
-                        isinstance(v, str) for v in entries.values()):
-                    cache._loaded = entries
+        trusted, doc = fsops.load_trusted(directory, NAME, LIMIT)
+        if trusted is False:
+            cache.directory = None  # never written either
+        elif doc.get("stamp") == cache.stamp:
+            cache._loaded = fsops.strings(doc.get("renders"))
         return cache
 
     def text(self, kind: str, source: str, context: dict, produce: Callable[[], str]) -> str:

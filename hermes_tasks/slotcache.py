@@ -32,7 +32,6 @@ except ImportError:  # another Python
     from hashlib import blake2b
 
 from . import fsops
-from .fsops import read_trusted, trusted_dir
 
 NAME = ".hermes-tasks.slots"
 FORMAT = 2
@@ -55,17 +54,9 @@ class SlotCache:
     def load(cls, scandir: str) -> SlotCache:
         """The cache of ``scandir`` (empty when missing, untrusted or of another format)."""
         cache = cls(scandir)
-        with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
-            with fsops.opened_dir(scandir) as dfd:
-                if not trusted_dir(dfd):
-                    return cache
-                raw = read_trusted(dfd, NAME, LIMIT)
-            doc = json.loads(raw) if raw else {}
-            if isinstance(doc, dict) and doc.get("format") == FORMAT:
-                entries = doc.get("slots")
-                if isinstance(entries, dict) and all(
-                        isinstance(v, str) for v in entries.values()):
-                    cache._loaded = entries
+        _, doc = fsops.load_trusted(scandir, NAME, LIMIT)
+        if doc.get("format") == FORMAT:
+            cache._loaded = fsops.strings(doc.get("slots"))
         return cache
 
     def known(self, slot: str) -> bool:

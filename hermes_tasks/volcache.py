@@ -40,7 +40,7 @@ import sys
 import time
 
 from . import fsops, slotcache
-from .fsops import read_trusted, trusted_dir
+from .fsops import trusted_dir
 
 NAME = ".hermes-tasks.volume"
 FORMAT = 2
@@ -108,16 +108,12 @@ class VolumeCache:
         """The cache kept in ``directory`` for ``home`` (empty when missing, untrusted,
         for another home or for other code)."""
         cache = cls(directory, home, code_stamp())
-        with contextlib.suppress(OSError, ValueError, TypeError, RecursionError):
-            with fsops.opened_dir(directory) as dfd:
-                if not trusted_dir(dfd):
-                    cache.directory = None  # never written either
-                    return cache
-                raw = read_trusted(dfd, NAME, LIMIT)
-            doc = json.loads(raw) if raw else {}
-            if (isinstance(doc, dict) and doc.get("stamp") == cache.stamp
-                    and doc.get("home") == home and isinstance(doc.get("profiles"), dict)):
-                cache._loaded = doc["profiles"]
+        trusted, doc = fsops.load_trusted(directory, NAME, LIMIT)
+        if trusted is False:
+            cache.directory = None  # never written either
+        elif (doc.get("stamp") == cache.stamp and doc.get("home") == home
+              and isinstance(doc.get("profiles"), dict)):
+            cache._loaded = doc["profiles"]
         return cache
 
     def open(self, name: str, dfd: int) -> Entry:
