@@ -11,21 +11,10 @@ import pytest
 import reliability_kit as kit
 import s6env
 import yaml
+from test_rendercache import PROBE  # the console script in-process; says if Jinja came in
 
 from hermes_tasks import rendercache
 from hermes_tasks.render import Renderer, _yaml_plain
-
-# The console script's reconcile in-process; reports whether Jinja was imported.
-PROBE = """
-import sys
-from hermes_tasks import cli
-code = 0
-try:
-    cli.main(fast_exit=False)
-except SystemExit as exc:
-    code = exc.code
-print("jinja2-imported", "jinja2" in sys.modules, "exit", code, file=sys.stderr)
-"""
 
 
 def write_inventory(sb, cache_dir, **extra) -> dict[str, str]:
