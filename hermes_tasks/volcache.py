@@ -11,8 +11,11 @@ the slot cache's rule (:mod:`.slotcache`) applies:
   entry added, removed or renamed: ``SOUL.md`` is the same regular file, the stale files
   and the absent ``.env``/``config.yaml``/state file are as they were;
 * a file whose (device, inode, ``ctime``, ``mtime``, size) is unchanged holds the bytes it
-  held: nobody but the clock's owner sets ``ctime``, and any write moves it. Its stat is
-  taken through an open, as the read it replaces would (close-to-open on NFS).
+  held: nobody but the clock's owner sets ``ctime``, and a write(2) moves it. Its stat is
+  taken through an open, as the read it replaces would (close-to-open on NFS). Not a
+  store through a shared mapping, which the kernel may leave unstamped: whoever can do
+  that to a profile's file could write the same bytes anyway, so a stale value is one
+  that file's owner chose; root's own facts (owners, warnings) are never cached.
 
 A profile is recorded only when every one of those stats is older than the read by
 :data:`.slotcache.MARGIN` (a change in the same clock tick cannot hide), and only when
@@ -45,6 +48,10 @@ from .fsops import trusted_dir
 NAME = ".hermes-tasks.volume"
 FORMAT = 2
 LIMIT = 8 << 20
+# A record is a few hundred bytes; one longer holds values the volume's writer chose (a
+# 256 KiB .env value, a 1 MiB port string): such a profile is read in full every run, so
+# whoever fills the volume cannot grow root's file or its memory through it.
+RECORD_LIMIT = 2048
 # The profile files whose bytes discovery reads (the others it only looks for).
 READ = ("gateway_state.json", ".env", "config.yaml")
 _READ = frozenset(READ)
@@ -102,6 +109,7 @@ class VolumeCache:
         self._loaded: dict[str, list] | None = {}
         self._seen: dict[str, list] = {}
         self._now = time.time_ns()
+        self._size = 0  # of the records kept: the saved file stays under LIMIT
 
     @classmethod
     def load(cls, directory: str, home: str) -> VolumeCache:
@@ -148,6 +156,7 @@ class VolumeCache:
         without a warning, and settled."""
         if entry.raw is not None:
             self._seen[entry.name] = entry.raw
+            self._size += len(entry.raw)
             return
         if not entry.clean or entry.profile is None or entry.ports is None:
             return
@@ -159,7 +168,11 @@ class VolumeCache:
         # lists of big integers took 3.5 MiB to load; the strings, a tenth of it).
         files = " ".join(f"{f}={_key(s)}" for f, s in sorted(entry.files.items()))
         body = json.dumps([*entry.profile, *entry.ports], separators=(",", ":"))
-        self._seen[entry.name] = f"{_key(entry.dir)}\n{files}\n{body}"
+        record = f"{_key(entry.dir)}\n{files}\n{body}"
+        # ASCII (json.dumps escapes the rest), so at most twice as long once saved
+        if len(record) <= RECORD_LIMIT and self._size + len(record) <= LIMIT // 2:
+            self._seen[entry.name] = record
+            self._size += len(record)
 
     def finish(self) -> None:
         """Discovery is over: hold on only to what :meth:`save` will write (nothing when
@@ -176,6 +189,8 @@ class VolumeCache:
             return
         data = json.dumps({"stamp": self.stamp, "home": self.home, "profiles": self._seen},
                           sort_keys=True, separators=(",", ":")).encode()
+        if len(data) > LIMIT:  # would be refused at load: never written
+            return
         with contextlib.suppress(OSError):
             with fsops.opened_dir(self.directory) as dfd:
                 if trusted_dir(dfd):

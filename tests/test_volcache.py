@@ -294,3 +294,26 @@ def test_finish_keeps_only_what_save_writes(home, no_margin):
     cache.finish()  # this run saw none of them (none settled, or the volume unreadable)
     cache.save()
     assert json.loads(path.read_text())["profiles"] == {}
+
+
+def test_a_profile_whose_values_are_huge_is_never_recorded(home, no_margin, monkeypatch):
+    # What the volume's writer puts in a value is not allowed to grow root's cache file.
+    (home / "profiles" / "alpha" / ".env").write_text("WEBHOOK_PORT=" + "\xff" * 100_000 + "\n")
+    first = plain(*run(home))
+    assert first == uncached(home)
+    saved = (home.parent / "cache" / volcache.NAME).read_bytes()
+    assert len(saved) < 4096
+    assert set(json.loads(saved)["profiles"]) == {"", "profiles/beta"}  # not alpha
+    reads = counting(monkeypatch)
+    assert plain(*run(home)) == first
+    assert sorted(reads) == [".env", "config.yaml", "gateway_state.json"]  # alpha, in full
+
+
+def test_records_stop_before_the_file_would_be_too_big(home, no_margin, monkeypatch):
+    monkeypatch.setattr(volcache, "LIMIT", 1000)  # room for about two records
+    first = plain(*run(home))
+    assert first == uncached(home)
+    saved = (home.parent / "cache" / volcache.NAME).read_bytes()
+    assert len(saved) <= 1000
+    assert 0 < len(json.loads(saved)["profiles"]) < 3
+    assert plain(*run(home)) == first
