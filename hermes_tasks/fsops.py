@@ -16,6 +16,11 @@ import stat
 import sys
 from collections.abc import Iterator
 
+try:  # CPython's own BLAKE2: importing hashlib loads OpenSSL first
+    from _blake2 import blake2b
+except ImportError:  # another Python
+    from hashlib import blake2b
+
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 IS_ROOT = os.geteuid() == 0
 
@@ -510,3 +515,22 @@ def strings(value) -> dict[str, str]:
     if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
         return value
     return {}
+
+
+def digest_file(path: str | None, limit: int = 4 << 20) -> str | None:
+    """A hash of the bytes of code at ``path`` (a cache's stamp), None when unreadable.
+
+    By content, not stat: an image layer need not keep the mtimes its build saw, and a
+    cache primed at build must still match at a new container's boot. ``O_NONBLOCK``: a
+    FIFO swapped in must not hang the run.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, TypeError):
+        return None
+    try:
+        return blake2b(read_fd(fd, limit, os.fstat(fd).st_size), digest_size=16).hexdigest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 
 try:  # CPython's own BLAKE2: importing hashlib loads OpenSSL first
@@ -60,13 +59,9 @@ def stamp() -> list:
     still match at boot.
     """
     out: list = [FORMAT]
-    with contextlib.suppress(OSError, TypeError):
-        # O_NONBLOCK: a FIFO swapped in after the lookup's isfile must not hang the run.
-        fd = os.open(package_init("yaml"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            out.append(_digest(fsops.read_fd(fd, LIMIT, os.fstat(fd).st_size)))
-        finally:
-            os.close(fd)
+    digest = fsops.digest_file(package_init("yaml"), LIMIT)
+    if digest is not None:
+        out.append(digest)
     return out
 
 

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from . import fsops
 from .fsops import package_init as _package_init
 from .fsops import trusted_dir
-from .slotcache import blake2b
 
 NAME = ".hermes-tasks.cache"
 # Bump when the Environment's options, the filters or the key's shape change.
@@ -37,17 +36,10 @@ def code_stamp() -> list:
     # render.py by its path, not imported: render imports this module
     ours = os.path.join(os.path.dirname(os.path.abspath(__file__)), "render.py")
     stamp: list = [FORMAT, __version__]
-    # By content, not stat: an image layer need not keep the mtimes its build saw, and the
-    # cache primed at build (hermes_tasks.prime) must still match at a new container's boot.
     for path in (ours, _package_init("jinja2"), _package_init("yaml")):
-        with contextlib.suppress(OSError, TypeError):
-            # O_NONBLOCK: a FIFO swapped in must not hang the run (these are root's files)
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                data = fsops.read_fd(fd, LIMIT, os.fstat(fd).st_size)
-            finally:
-                os.close(fd)
-            stamp.append([path, blake2b(data, digest_size=16).hexdigest()])
+        digest = fsops.digest_file(path, LIMIT)
+        if digest is not None:
+            stamp.append([path, digest])
     return stamp
 
 
@@ -103,6 +95,8 @@ class RenderCache:
             return
         data = json.dumps({"stamp": self.stamp, "renders": self._used},
                           sort_keys=True).encode()
+        if len(data) > LIMIT:  # would be refused at load: never written
+            return
         with contextlib.suppress(OSError):
             with fsops.opened_dir(self.directory) as dfd:
                 if trusted_dir(dfd):

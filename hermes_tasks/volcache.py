@@ -69,9 +69,7 @@ def code_stamp() -> list:
 
     stamp: list = [FORMAT, __version__]
     for mod in (sys.modules[__name__], ports, profiles, state, volfile):
-        with contextlib.suppress(OSError, TypeError):
-            st = os.stat(mod.__file__)
-            stamp.append([st.st_size, st.st_mtime_ns])
+        stamp.append(fsops.digest_file(mod.__file__))  # by content, as the render cache's
     return stamp
 
 
