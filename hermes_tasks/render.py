@@ -267,7 +267,9 @@ class Renderer:
         ports = {} if name == DEFAULT else dict(ports or {})
         drop, tree = self._isolation(name, uid)
         named = None
-        if (name != DEFAULT and valid_name(name) and len(ports) == 2
+        # A name shquote would quote (a shell reserved word) renders in full: the shared
+        # formats hold the name bare wherever the template quotes it.
+        if (name != DEFAULT and valid_name(name) and shquote(name) == name and len(ports) == 2
                 and "extra_env" not in self.settings.profile_vars.get(name, {})):
             named = self._named_scripts(tree is not None)
         if named:

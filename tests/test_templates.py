@@ -144,7 +144,7 @@ def test_templates_use_no_undeclared_variables():
 @pytest.mark.parametrize("renderer", [container_renderer, hostile_renderer])
 def test_substituted_names_equal_a_full_render(renderer):
     r = renderer()
-    for name in ("a", "alice", "x-y_z", "0" * 64, "zq9sentinel9qz"):
+    for name in ("a", "alice", "x-y_z", "0" * 64, "zq9sentinel9qz", "done", "fi", "in", "esac"):
         fast = r.gateway(name, True, {"api_server": 1024, "webhook": 65535})
         run, log_run, check, own = r._render_scripts(name, 1024, 65535)
         assert fast.files["run"].content == run.encode()
