@@ -510,6 +510,18 @@ def load_trusted(directory: str, name: str, limit: int) -> tuple[bool | None, di
     return True, doc if isinstance(doc, dict) else {}
 
 
+def save_trusted(directory: str, name: str, data: bytes, limit: int) -> None:
+    """Keep ``data`` as root's cache file ``name`` in ``directory`` (best effort: a failure
+    costs speed only): never over ``limit`` (its load would refuse it), only in a directory
+    that is ours alone (:func:`trusted_dir`), replaced atomically, 0600."""
+    if len(data) > limit:
+        return
+    with contextlib.suppress(OSError):
+        with opened_dir(directory) as dfd:
+            if trusted_dir(dfd):
+                write_atomic(dfd, name, data, mode=0o600, durable=False)
+
+
 def strings(value) -> dict[str, str]:
     """``value`` if it is a mapping of strings to strings (a cache's entries), else {}."""
     if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):

@@ -32,7 +32,7 @@ except ImportError:  # another Python
     from hashlib import blake2b
 
 from . import fsops
-from .fsops import package_init, trusted_dir
+from .fsops import package_init
 
 # The image makes it (root's, 0700) for the render cache too.
 DIRECTORY = "/var/cache/hermes-tasks"
@@ -117,12 +117,7 @@ class ParsedCache:
                 size += len(text)
         data = json.dumps({"format": FORMAT, "stamp": self._stamp, "docs": docs},
                           separators=(",", ":")).encode()
-        if len(data) > LIMIT:
-            return
-        with contextlib.suppress(OSError):
-            with fsops.opened_dir(self.directory) as dfd:
-                if trusted_dir(dfd):
-                    fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+        fsops.save_trusted(self.directory, NAME, data, LIMIT)
         self._loaded, self._new = docs, {}
 
 

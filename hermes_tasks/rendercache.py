@@ -95,12 +95,7 @@ class RenderCache:
             return
         data = json.dumps({"stamp": self.stamp, "renders": self._used},
                           sort_keys=True).encode()
-        if len(data) > LIMIT:  # would be refused at load: never written
-            return
-        with contextlib.suppress(OSError):
-            with fsops.opened_dir(self.directory) as dfd:
-                if trusted_dir(dfd):
-                    fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+        fsops.save_trusted(self.directory, NAME, data, LIMIT)
 
 
 def location(settings) -> str:

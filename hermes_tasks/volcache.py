@@ -35,7 +35,6 @@ the parsers never uses it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -43,7 +42,6 @@ import sys
 import time
 
 from . import fsops, slotcache
-from .fsops import trusted_dir
 
 NAME = ".hermes-tasks.volume"
 FORMAT = 2
@@ -187,12 +185,7 @@ class VolumeCache:
             return
         data = json.dumps({"stamp": self.stamp, "home": self.home, "profiles": self._seen},
                           sort_keys=True, separators=(",", ":")).encode()
-        if len(data) > LIMIT:  # would be refused at load: never written
-            return
-        with contextlib.suppress(OSError):
-            with fsops.opened_dir(self.directory) as dfd:
-                if trusted_dir(dfd):
-                    fsops.write_atomic(dfd, NAME, data, mode=0o600, durable=False)
+        fsops.save_trusted(self.directory, NAME, data, LIMIT)
 
 
 def _opened_stat(dfd: int, name: str) -> os.stat_result | None:
