@@ -336,14 +336,15 @@ class AllocateUids(Change):
 @records.record(frozen=True)
 class SaveCaches(Change):
     """Keep what this run rendered (None for a partial run) and found (the slot cache of
-    ``names``)."""
+    ``names``; the volume cache, when the run had one)."""
 
     render_cache: Any
     slot_cache: Any
     names: frozenset[str]
+    volume_cache: Any = None
 
     def describe(self, check: bool) -> str:
-        return _verb(check, "would save", "saved") + " the render and slot caches"
+        return _verb(check, "would save", "saved") + " the render, slot and volume caches"
 
 
 @records.record(frozen=True)

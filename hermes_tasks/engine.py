@@ -70,6 +70,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
         # gateway's facts) is let go before anything is carried out (issue 24: memory).
         allocation, uid_allocation = known.allocation, known.uid_allocation
         stale, scanner, slot_cache = known.stale, known.scanner, known.slot_cache
+        volume_cache = known.volume_cache
         present = frozenset({*known.existing, *(s.slot for s in steps)})
         exits = {s.slot: prior_exit(known, s.slot) for s in steps} \
             if intent.task == RECONCILE else {}
@@ -82,7 +83,7 @@ def run(settings: Settings, intent: Intent, *, check: bool = False, diff: bool =
                 s.profile: s.slot for s in steps if s.slot}))
         applier.run(steps, stale, scanner, (intent.wait, intent.timeout))
         applier.apply(changes.SaveCaches(cache if intent.task == RECONCILE else None,
-                                         slot_cache, present))
+                                         slot_cache, present, volume_cache))
         result = _result(steps, applier.errors, applier.notes, diff, check=False,
                          show_secrets=show_secrets)
         if intent.task == RECONCILE:

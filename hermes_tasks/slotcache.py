@@ -47,8 +47,6 @@ class SlotCache:
         self._loaded: dict[str, str] = {}
         self._seen: dict[str, str] = {}
         self._checked: set[str] = set()
-        # The run's volume cache (:mod:`.volcache`), saved with this one.
-        self.volume = None
 
     @classmethod
     def load(cls, scandir: str) -> SlotCache:
@@ -77,10 +75,8 @@ class SlotCache:
     def save(self, present) -> None:
         """Keep what this run confirmed, and the records of slots in ``present`` it did not
         look at (best effort: a failure costs speed only). Records of slots that are gone
-        or no longer matched fall out. The volume cache handed over is saved too.
+        or no longer matched fall out.
         """
-        if self.volume is not None:
-            self.volume.save()
         keep = {n: s for n, s in self._loaded.items()
                 if n in present and n not in self._checked}
         keep.update(self._seen)

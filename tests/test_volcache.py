@@ -261,6 +261,8 @@ def test_reconcile_sees_a_port_edit_after_the_cache_vouched_for_the_profile(sand
     env.write_text("API_SERVER_PORT=9001\n")
     settings = kit.settings_for(sandbox, f"render_cache_dir={keep}")
     quiet = [].append
+    engine.run(settings, Intent("reconcile"), check=True, warn=quiet)
+    assert not (keep / volcache.NAME).exists()  # --check writes no cache
     engine.run(settings, Intent("reconcile"), warn=quiet)
     rows = engine.run(settings, Intent("reconcile"), warn=quiet).rows
     assert {r.result for r in rows} == {"ok"}

@@ -125,6 +125,8 @@ class Applier:
             if change.render_cache is not None:
                 change.render_cache.save()
             change.slot_cache.save(change.names)
+            if change.volume_cache is not None:
+                change.volume_cache.save()
         elif isinstance(change, ch.AppendBootLog):
             self._append_boot_log(change.rows, change.prior_exit)
         elif isinstance(change, ch.UndoFailedCreates):

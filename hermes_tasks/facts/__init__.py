@@ -66,8 +66,8 @@ class Facts:
     allocation: portsmod.Allocation | None = None
     # The uid allocation a run records (None: nothing to record, or --check).
     uid_allocation: uids.Pending | None = None
-    # Profiles found as an earlier run read them (:mod:`..volcache`); saved with the slot
-    # cache (:func:`read_slots` hands it over), so only by a run, never by --check.
+    # Profiles found as an earlier run read them (:mod:`..volcache`); saved by the run's
+    # SaveCaches change, never by --check.
     volume_cache: volcache.VolumeCache | None = None
 
     def profile(self, name: str) -> Profile | None:
@@ -289,8 +289,6 @@ def read_slots(facts: Facts, specs, extra: list[str] = ()) -> None:
     A slot's files and runtime are read through one directory fd (the hot path at 1000).
     """
     cfg = facts.settings
-    if facts.slot_cache is not None and facts.volume_cache is not None:
-        facts.slot_cache.volume = facts.volume_cache  # saved with it (SaveCaches)
     present = set(facts.existing)
     under = os.path.join(cfg.scandir, "")
     for spec in specs:
