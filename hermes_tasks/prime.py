@@ -15,21 +15,14 @@ from __future__ import annotations
 import os
 import sys
 
-from . import fsops
-from .rendercache import NAME, RenderCache, code_stamp
+from .rendercache import NAME, RenderCache, code_stamp, location
 
 
 def prime(settings) -> str | None:
     """Render the settings' shared slots into the render cache of ``render_cache_dir``;
     return the cache file's path, or None when there is no trusted directory to keep it."""
     directory = settings.render_cache_dir
-    if not directory:
-        return None
-    try:
-        with fsops.opened_dir(directory) as dfd:
-            if not fsops.trusted_dir(dfd):
-                return None
-    except OSError:
+    if not directory or location(settings) != directory:  # missing or not ours alone
         return None
     from .render import Renderer
 
