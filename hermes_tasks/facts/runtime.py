@@ -108,7 +108,7 @@ def with_log_tail(rt: Runtime, home: str, parts: tuple[str, ...], lines: int = 3
     if rt.hold is None:
         return rt
     return records.replace(rt, log_tail=tuple(line[:200] for line in
-                                                  logs.tail(home, parts, lines)))
+                                              logs.tail(home, parts, lines)))
 
 
 def logger_problem(slot_path: str) -> str:
