@@ -91,21 +91,33 @@ def standby_settled(slot):
     return (st.pid, procs) if mark_waiters(procs) else None
 
 
-def test_a_standby_sleeps_stops_at_once_and_takes_over_ready(root_sandbox):
-    sb = root_sandbox
-    home = sb.home
-    d = s6env.make_profile(home, "alice", {"desired_state": "running"})
-    # Host a's gateway: this test holds the lock (as the service user's file) and the record.
+def host_a_holds_alice(sb) -> int:
+    """Host a's gateway of alice, played by this test: the lock (the service user's file),
+    held through the returned descriptor, and host a's owner record."""
+    d = s6env.make_profile(sb.home, "alice", {"desired_state": "running"})
     lock = d / ".gateway.lock"
     lock.touch()
     (d / ".gateway-owner.json").write_text('{"host_id": "host-a", "pid": 1, "since": "x"}')
-    s6env.own(sb, home)
+    s6env.own(sb, sb.home)
     held = os.open(lock, os.O_RDONLY)
     fcntl.flock(held, fcntl.LOCK_EX)
+    return held
+
+
+def boot_host_b(sb) -> Host:
+    """Host b, placed to run alice only, booted."""
+    b = Host(sb, "host-b", sb.home)
+    b.vars.append("gateway_profiles=[alice]")
+    b.boot()
+    return b
+
+
+def test_a_standby_sleeps_stops_at_once_and_takes_over_ready(root_sandbox):
+    sb = root_sandbox
+    home = sb.home
+    held = host_a_holds_alice(sb)
     try:
-        b = Host(sb, "host-b", home)
-        b.vars.append("gateway_profiles=[alice]")
-        b.boot()
+        b = boot_host_b(sb)
         slot = sb.slot("alice")
         pid, procs = s6env.wait_for(lambda: standby_settled(slot), 15, what="alice a standby")
         assert standin.starts(home, "alice") == []
@@ -171,20 +183,12 @@ def test_after_a_takeover_the_check_follows_the_new_gateway(root_sandbox):
     next check a second later (issue 24: takeover no slower than the old 2 s poll)."""
     sb = root_sandbox
     home = sb.home
-    d = s6env.make_profile(home, "alice", {"desired_state": "running"})
-    lock = d / ".gateway.lock"
-    lock.touch()
-    (d / ".gateway-owner.json").write_text('{"host_id": "host-a", "pid": 1, "since": "x"}')
-    s6env.own(sb, home)
+    held = host_a_holds_alice(sb)
     # Host b's gateway writes "running" only when this test says so.
     gate = home / ".standin" / "alice.running"
     standin.write_behaviour(home, profiles={"alice": {"running_gate": str(gate)}})
-    held = os.open(lock, os.O_RDONLY)
-    fcntl.flock(held, fcntl.LOCK_EX)
     try:
-        b = Host(sb, "host-b", home)
-        b.vars.append("gateway_profiles=[alice]")
-        b.boot()
+        b = boot_host_b(sb)
         slot = sb.slot("alice")
         _, procs = s6env.wait_for(lambda: standby_settled(slot), 15, what="alice a standby")
         [check] = mark_waiters(procs)
